@@ -1,0 +1,200 @@
+"""Typed, validated pipeline configuration loaded from ``pipelines/*.toml``.
+
+Every field has a default and help text; a bad value fails at start with a
+:class:`ConfigError` naming the file and the field.  ``overrides`` (from the
+CLI's ``--set section.field=value``) are applied before validation.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mmnerd.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SourceConfig(BaseModel):
+    """Where posts come from.  ``kind`` picks a module in ``mmnerd.sources``;
+    the other keys are validated by that source's own settings model."""
+
+    model_config = ConfigDict(extra="allow")
+    kind: str = Field("sample", description="source module: sample, jsonl, conll, ...")
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class LanguageConfig(_Section):
+    targets: list[str] = Field(
+        default_factory=lambda: ["en", "fr", "de", "es"],
+        description="ISO 639-1 codes kept; posts detected as anything else are excluded",
+    )
+    candidates: list[str] = Field(
+        default_factory=lambda: ["en", "fr", "de", "es", "it", "pt", "nl", "ca", "ro", "pl"],
+        description="languages the detector may answer (must include the targets)",
+    )
+    min_confidence: float = Field(
+        0.5, ge=0.0, le=1.0, description="posts below this probability are excluded"
+    )
+
+    @model_validator(mode="after")
+    def _targets_are_candidates(self) -> LanguageConfig:
+        missing = set(self.targets) - set(self.candidates)
+        if missing:
+            raise ValueError(f"targets {sorted(missing)} are not in candidates")
+        return self
+
+
+class NormalizeConfig(_Section):
+    url_placeholder: str = Field("URL", description='replaces URLs; "" keeps them')
+    mention_placeholder: str = Field(
+        "", description='replaces @mentions (e.g. "@USER"); "" keeps them (they can be entities)'
+    )
+
+
+class ImagesConfig(_Section):
+    timeout: float = Field(10.0, gt=0, description="seconds per request")
+    max_bytes: int = Field(20_000_000, gt=0, description="larger downloads are cut off")
+    max_pixels: int = Field(
+        40_000_000, gt=0, description="decompression-bomb limit (width x height)"
+    )
+    workers: int = Field(8, ge=1, le=256, description="concurrent downloads")
+    allow_hosts: list[str] = Field(
+        default_factory=list,
+        description="hosts/IPs allowed even though they are loopback or private (SSRF guard)",
+    )
+    user_agent: str = Field(
+        "mmnerd/0.1 (+https://github.com/mmnerd/mmnerd; research dataset builder)",
+        description="User-Agent sent with every request",
+    )
+
+
+class DedupConfig(_Section):
+    hash: Literal["phash", "dhash", "whash", "ahash"] = "phash"
+    threshold: int = Field(
+        10, ge=0, le=64, description="max Hamming distance (bits of 64) for near-duplicates"
+    )
+    keep: Literal["largest", "earliest", "id"] = Field(
+        "largest", description="which member represents a cluster (ties: earliest, then id)"
+    )
+
+
+class LabelStudioConfig(_Section):
+    host: str = Field("127.0.0.1", description="bind address; 0.0.0.0 needs --public")
+    port: int = Field(8080, ge=1, le=65535)
+    data_dir: str = Field("data/labelstudio", description="Label Studio's own data folder")
+    venv: str = Field(".venv-ls", description="virtual env holding the label-studio server")
+    project_title: str = Field("mmnerd sample (synthetic)", description="project to create/reuse")
+    label_config: str = Field("annotation/label_config.xml")
+    instructions: str = Field("annotation/guidelines.md")
+    batch_size: int = Field(1000, ge=1, le=20000, description="tasks per bulk import")
+    overlap_share: float = Field(0.2, ge=0.0, le=1.0, description="share of tasks labelled twice+")
+    overlap_k: int = Field(2, ge=1, le=10, description="annotators per overlapping task")
+    admin_email: str = Field("admin@mmnerd.local")
+
+
+class SimulateConfig(_Section):
+    annotators: int = Field(2, ge=1, le=20, description="simulated annotators")
+    noise: float = Field(
+        0.05, ge=0.0, le=1.0, description="chance a simulated annotator drops or mislabels a span"
+    )
+    seed: int = 7
+
+
+class ExportConfig(_Section):
+    ratios: tuple[float, float, float] = Field(
+        (0.8, 0.1, 0.1), description="train / dev / test shares"
+    )
+    seed: int = 13
+    embed_images: bool = Field(True, description="embed image bytes (else relative paths)")
+    out_dir: str = Field("", description='default: "<data_dir>/export"')
+    row_group_size: int = Field(1000, ge=10, description="rows per Parquet row group")
+
+    @field_validator("ratios")
+    @classmethod
+    def _sum_to_one(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(r < 0 for r in v) or abs(sum(v) - 1.0) > 1e-6:
+            raise ValueError("ratios must be non-negative and sum to 1")
+        return v
+
+
+class BenchmarkConfig(_Section):
+    mode: Literal["quick", "full"] = "quick"
+    models: list[str] = Field(
+        default_factory=lambda: ["text_crf", "mner2m"],
+        description="models from baselines/ to train",
+    )
+    epochs: int = Field(8, ge=1)
+    seeds: list[int] = Field(default_factory=lambda: [1])
+    report_dir: str = Field("reports")
+
+
+class PipelineConfig(_Section):
+    name: str = Field("sample", description="pipeline name (used in paths and titles)")
+    data_dir: str = Field("", description='everything this pipeline writes; default "data/<name>"')
+    shard_size: int = Field(1000, ge=1, description="records per shard")
+    source: SourceConfig = Field(default_factory=SourceConfig)
+    language: LanguageConfig = Field(default_factory=LanguageConfig)
+    normalize: NormalizeConfig = Field(default_factory=NormalizeConfig)
+    images: ImagesConfig = Field(default_factory=ImagesConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    labelstudio: LabelStudioConfig = Field(default_factory=LabelStudioConfig)
+    simulate: SimulateConfig = Field(default_factory=SimulateConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    benchmark: BenchmarkConfig = Field(default_factory=BenchmarkConfig)
+
+    @property
+    def root(self) -> Path:
+        return Path(self.data_dir or f"data/{self.name}")
+
+    @property
+    def export_dir(self) -> Path:
+        return Path(self.export.out_dir) if self.export.out_dir else self.root / "export"
+
+    def fingerprint(self, *sections: str) -> str:
+        """Stable JSON of the named sections: a stage reruns when its slice changes."""
+        dump = self.model_dump(mode="json")
+        return json.dumps({s: dump.get(s) for s in sections}, sort_keys=True)
+
+
+def _apply_override(data: dict[str, Any], dotted: str) -> None:
+    if "=" not in dotted:
+        raise ConfigError(f"--set {dotted!r}: expected section.field=value")
+    key, raw = dotted.split("=", 1)
+    try:
+        value: Any = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # bare strings need no quotes on the command line
+    node = data
+    *parents, leaf = key.strip().split(".")
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[leaf] = value
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
+    """Read and validate a pipeline TOML file; raise :class:`ConfigError` naming the field."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such pipeline file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    for o in overrides or []:
+        _apply_override(data, o)
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        more = f" (+{len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+        raise ConfigError(f"{path}: field '{where}': {err['msg']}{more}") from None

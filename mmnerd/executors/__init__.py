@@ -1,0 +1,1 @@
+"""Executors decide where shard tasks run: in this process (local) or on Dask."""

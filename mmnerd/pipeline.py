@@ -1,0 +1,270 @@
+"""Stages, the runner, completion markers and per-stage statistics.
+
+A stage is a small class with one ``run(records, ctx)`` over a stream of
+:class:`~mmnerd.records.Post`.  Shard-scoped stages see one shard at a time
+(the executor decides where each shard runs); global stages (dedup, splits)
+see every record.  Output lives in ``<data_dir>/stages/<stage>/``::
+
+    shard-00000.jsonl        records kept (status ok), atomically written
+    excluded-00000.jsonl     records dropped by this stage, with their reason
+    _SUCCESS.json            completion marker: fingerprint + stats
+
+A shard whose output file exists is done; a stage whose marker matches the
+current config fingerprint is skipped.  So a rerun after a crash redoes only
+the shards that did not finish, and never duplicates a record.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from mmnerd.config import PipelineConfig
+from mmnerd.errors import StageError
+from mmnerd.io import read_json, read_posts, remove_stale_temps, write_json, write_posts
+from mmnerd.records import Post
+
+MARKER = "_SUCCESS.json"
+
+
+@dataclass
+class StageStats:
+    """What one stage did: items in/out, drops by reason, wall seconds."""
+
+    stage: str
+    items_in: int = 0
+    items_out: int = 0
+    dropped: Counter = field(default_factory=Counter)
+    flagged: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+    skipped: bool = False
+
+    def merge(self, other: StageStats) -> None:
+        self.items_in += other.items_in
+        self.items_out += other.items_out
+        self.dropped.update(other.dropped)
+        self.flagged.update(other.flagged)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "items_in": self.items_in,
+            "items_out": self.items_out,
+            "dropped": dict(sorted(self.dropped.items())),
+            "flagged": dict(sorted(self.flagged.items())),
+            "seconds": round(self.seconds, 3),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StageStats:
+        return cls(
+            stage=d["stage"],
+            items_in=d.get("items_in", 0),
+            items_out=d.get("items_out", 0),
+            dropped=Counter(d.get("dropped", {})),
+            flagged=Counter(d.get("flagged", {})),
+            seconds=d.get("seconds", 0.0),
+        )
+
+
+@dataclass
+class StageContext:
+    """What a stage may use besides its records: config, paths and a stats sink."""
+
+    config: PipelineConfig
+    stats: StageStats
+    shard: str = ""
+
+    @property
+    def root(self) -> Path:
+        return self.config.root
+
+    def flag(self, reason: str, n: int = 1) -> None:
+        """Count a problem that did not drop the record (e.g. a snapped span)."""
+        self.stats.flagged[reason] += n
+
+
+class Stage:
+    """Base class of pipeline stages.
+
+    Subclasses set ``name``, ``input`` (the stage whose output they read, or
+    None for a source stage), ``config_sections`` (config slices that, when
+    changed, invalidate this stage's output) and implement :meth:`run`.
+    """
+
+    name: ClassVar[str] = ""
+    input: ClassVar[str | None] = None
+    scope: ClassVar[Literal["shard", "global"]] = "shard"
+    config_sections: ClassVar[tuple[str, ...]] = ()
+
+    def run(self, records: Iterable[Post], ctx: StageContext) -> Iterator[Post]:
+        raise NotImplementedError
+
+    def fingerprint(self, config: PipelineConfig) -> str:
+        return f"{type(self).__qualname__}|{config.fingerprint(*self.config_sections)}"
+
+
+def stage_dir(config: PipelineConfig, name: str) -> Path:
+    return config.root / "stages" / name
+
+
+def is_done(config: PipelineConfig, stage: Stage) -> bool:
+    marker = read_json(stage_dir(config, stage.name) / MARKER)
+    return bool(marker) and marker.get("fingerprint") == stage.fingerprint(config)
+
+
+def shard_ids(config: PipelineConfig, name: str) -> list[str]:
+    """Shard ids (e.g. "00003") written by stage ``name``, sorted."""
+    folder = stage_dir(config, name)
+    return sorted(p.stem.split("-", 1)[1] for p in folder.glob("shard-*.jsonl"))
+
+
+def iter_stage(config: PipelineConfig, name: str, include_excluded: bool = False) -> Iterator[Post]:
+    """All records a finished stage kept (and, if asked, those it dropped), in shard order."""
+    folder = stage_dir(config, name)
+    for sid in shard_ids(config, name):
+        yield from read_posts(folder / f"shard-{sid}.jsonl")
+        if include_excluded and (folder / f"excluded-{sid}.jsonl").exists():
+            yield from read_posts(folder / f"excluded-{sid}.jsonl")
+
+
+def iter_excluded(config: PipelineConfig, name: str) -> Iterator[Post]:
+    for path in sorted(stage_dir(config, name).glob("excluded-*.jsonl")):
+        yield from read_posts(path)
+
+
+def stage_stats(config: PipelineConfig, name: str) -> StageStats | None:
+    marker = read_json(stage_dir(config, name) / MARKER)
+    return StageStats.from_dict(marker["stats"]) if marker else None
+
+
+def _chunks(records: Iterable[Post], size: int) -> Iterator[list[Post]]:
+    batch: list[Post] = []
+    for r in records:
+        batch.append(r)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def write_shard(folder: Path, sid: str, produced: Iterable[Post], stats: StageStats) -> None:
+    """Split a stage's output into kept / excluded files for one shard and count them.
+
+    The excluded file is written first: the kept file's existence marks the
+    shard done, so a crash between the two redoes the shard cleanly.
+    """
+    kept: list[Post] = []
+    dropped: list[Post] = []
+    for p in produced:
+        (kept if p.ok else dropped).append(p)
+    for p in dropped:
+        stats.dropped[p.reason.split(":", 1)[0] if ":" in p.reason else p.reason] += 1
+    if dropped:
+        write_posts(folder / f"excluded-{sid}.jsonl", dropped)
+    write_posts(folder / f"shard-{sid}.jsonl", kept)
+    stats.items_out += len(kept)
+
+
+def run_shard(config: PipelineConfig, stage: Stage, sid: str, records: list[Post]) -> StageStats:
+    """Run a shard-scoped stage on one shard and write its output; returns the shard's stats.
+
+    This is the unit of work an executor schedules (locally or on a Dask worker).
+    """
+    stats = StageStats(stage.name, items_in=len(records))
+    ctx = StageContext(config, stats, shard=sid)
+    write_shard(stage_dir(config, stage.name), sid, stage.run(records, ctx), stats)
+    write_json(stage_dir(config, stage.name) / f"stats-{sid}.json", stats.to_dict())
+    return stats
+
+
+class Runner:
+    """Runs stages in order with an executor, skipping finished ones.
+
+    ``force`` reruns a stage even if its marker matches.
+    """
+
+    def __init__(self, config: PipelineConfig, executor: Any = None, console: Any = None):
+        from mmnerd.executors.local import LocalExecutor
+
+        self.config = config
+        self.executor = executor or LocalExecutor()
+        self.console = console
+
+    def run(self, stages: list[Stage], force: bool = False) -> list[StageStats]:
+        results = []
+        for stage in stages:
+            results.append(self.run_stage(stage, force=force))
+        return results
+
+    def run_stage(self, stage: Stage, force: bool = False) -> StageStats:
+        folder = stage_dir(self.config, stage.name)
+        if not force and is_done(self.config, stage):
+            stats = stage_stats(self.config, stage.name) or StageStats(stage.name)
+            stats.skipped = True
+            return stats
+        if stage.input is not None and not (stage_dir(self.config, stage.input) / MARKER).exists():
+            raise StageError(
+                f"stage '{stage.name}' needs stage '{stage.input}' to finish first "
+                f"(run the earlier make target)"
+            )
+        marker = read_json(folder / MARKER)
+        if force or (marker and marker.get("fingerprint") != stage.fingerprint(self.config)):
+            shutil.rmtree(folder, ignore_errors=True)  # config changed: start this stage over
+        folder.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(folder)
+        t0 = time.perf_counter()
+        if stage.scope == "global" or stage.input is None:
+            stats = self._run_whole(stage, folder)
+        else:
+            self.executor.map_shards(self.config, stage, self._pending(stage))
+            stats = self._shard_totals(stage)
+        stats.seconds = time.perf_counter() - t0
+        write_json(
+            folder / MARKER,
+            {"fingerprint": stage.fingerprint(self.config), "stats": stats.to_dict()},
+        )
+        return stats
+
+    def _shard_totals(self, stage: Stage) -> StageStats:
+        """Sum the per-shard stats files, so resumed and fresh runs report alike."""
+        total = StageStats(stage.name)
+        folder = stage_dir(self.config, stage.name)
+        for sid in shard_ids(self.config, stage.name):
+            total.merge(StageStats.from_dict(read_json(folder / f"stats-{sid}.json")))
+        return total
+
+    def _pending(self, stage: Stage) -> Iterator[tuple[str, list[Post]]]:
+        assert stage.input is not None
+        done = set(shard_ids(self.config, stage.name))
+        src = stage_dir(self.config, stage.input)
+        for sid in shard_ids(self.config, stage.input):
+            if sid not in done:
+                yield sid, list(read_posts(src / f"shard-{sid}.jsonl"))
+
+    def _run_whole(self, stage: Stage, folder: Path) -> StageStats:
+        """Global and source stages: one pass over everything, re-sharded on output."""
+        for old in list(folder.glob("shard-*.jsonl")) + list(folder.glob("excluded-*.jsonl")):
+            old.unlink()
+        stats = StageStats(stage.name)
+        ctx = StageContext(self.config, stats)
+        upstream: Iterable[Post] = ()
+        if stage.input is not None:
+            upstream = _counting(iter_stage(self.config, stage.input), stats)
+        for i, batch in enumerate(_chunks(stage.run(upstream, ctx), self.config.shard_size)):
+            write_shard(folder, f"{i:05d}", batch, stats)
+        if stage.input is None:
+            stats.items_in = stats.items_out + sum(stats.dropped.values())
+        return stats
+
+
+def _counting(records: Iterable[Post], stats: StageStats) -> Iterator[Post]:
+    for r in records:
+        stats.items_in += 1
+        yield r

@@ -1,0 +1,71 @@
+"""Post sources.  One module per source; :func:`get_source` picks one by ``source.kind``.
+
+A source turns its options (the ``[source]`` table of a pipeline file,
+validated by the source's own pydantic ``Options`` model) into a stream of
+:class:`~mmnerd.records.Post`.  ``serving()`` is entered around collection
+*and* image fetching, for sources that must keep something running meanwhile
+(the sample source's loopback image server).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from mmnerd.config import PipelineConfig
+from mmnerd.errors import ConfigError
+from mmnerd.records import Post
+
+SOURCES: dict[str, str] = {
+    "sample": "mmnerd.sources.sample:SampleSource",
+}
+"""kind -> "module:class".  Add a source by adding a line here."""
+
+
+class SourceOptions(BaseModel):
+    """Base of each source's options model (unknown keys are errors)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Source:
+    """Base class: subclasses set ``kind`` and ``Options`` and implement :meth:`posts`."""
+
+    kind: ClassVar[str] = ""
+    Options: ClassVar[type[SourceOptions]] = SourceOptions
+
+    def __init__(self, options: SourceOptions, config: PipelineConfig):
+        self.options = options
+        self.config = config
+
+    @classmethod
+    def from_config(cls, config: PipelineConfig) -> Source:
+        try:
+            options = cls.Options.model_validate(config.source.options())
+        except ValidationError as e:
+            err = e.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise ConfigError(f"field 'source.{where}': {err['msg']}") from None
+        return cls(options, config)
+
+    def posts(self) -> Iterator[Post]:
+        """Yield posts with provenance filled in (id, source, source_id, url, ...)."""
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[None]:
+        """Keep whatever the fetch stage needs running (default: nothing)."""
+        yield
+
+
+def get_source(config: PipelineConfig) -> Source:
+    kind = config.source.kind
+    if kind not in SOURCES:
+        raise ConfigError(f"field 'source.kind': unknown source {kind!r}; known: {sorted(SOURCES)}")
+    module, _, cls_name = SOURCES[kind].partition(":")
+    cls: Any = getattr(importlib.import_module(module), cls_name)
+    return cls.from_config(config)
