@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import shutil
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -113,9 +114,21 @@ def stage_dir(config: PipelineConfig, name: str) -> Path:
     return config.root / "stages" / name
 
 
+def _input_run(config: PipelineConfig, stage: Stage) -> str:
+    """The run id of the stage's input: when the input is redone, this stage is stale."""
+    if stage.input is None:
+        return ""
+    marker = read_json(stage_dir(config, stage.input) / MARKER) or {}
+    return marker.get("run_id", "")
+
+
 def is_done(config: PipelineConfig, stage: Stage) -> bool:
     marker = read_json(stage_dir(config, stage.name) / MARKER)
-    return bool(marker) and marker.get("fingerprint") == stage.fingerprint(config)
+    return (
+        bool(marker)
+        and marker.get("fingerprint") == stage.fingerprint(config)
+        and marker.get("input_run", "") == _input_run(config, stage)
+    )
 
 
 def shard_ids(config: PipelineConfig, name: str) -> list[str]:
@@ -154,6 +167,14 @@ def _chunks(records: Iterable[Post], size: int) -> Iterator[list[Post]]:
         yield batch
 
 
+def reason_key(reason: str) -> str:
+    """The countable part of a drop reason: ``"image:http_404: Not Found"`` -> ``"image:http_404"``.
+
+    Reasons are ``key`` or ``key: free-text detail``.
+    """
+    return reason.split(": ", 1)[0]
+
+
 def write_shard(folder: Path, sid: str, produced: Iterable[Post], stats: StageStats) -> None:
     """Split a stage's output into kept / excluded files for one shard and count them.
 
@@ -165,7 +186,7 @@ def write_shard(folder: Path, sid: str, produced: Iterable[Post], stats: StageSt
     for p in produced:
         (kept if p.ok else dropped).append(p)
     for p in dropped:
-        stats.dropped[p.reason.split(":", 1)[0] if ":" in p.reason else p.reason] += 1
+        stats.dropped[reason_key(p.reason)] += 1
     if dropped:
         write_posts(folder / f"excluded-{sid}.jsonl", dropped)
     write_posts(folder / f"shard-{sid}.jsonl", kept)
@@ -215,8 +236,8 @@ class Runner:
                 f"(run the earlier make target)"
             )
         marker = read_json(folder / MARKER)
-        if force or (marker and marker.get("fingerprint") != stage.fingerprint(self.config)):
-            shutil.rmtree(folder, ignore_errors=True)  # config changed: start this stage over
+        if force or marker:  # config or input changed (else we would have skipped): start over
+            shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(folder)
         t0 = time.perf_counter()
@@ -228,7 +249,12 @@ class Runner:
         stats.seconds = time.perf_counter() - t0
         write_json(
             folder / MARKER,
-            {"fingerprint": stage.fingerprint(self.config), "stats": stats.to_dict()},
+            {
+                "fingerprint": stage.fingerprint(self.config),
+                "input_run": _input_run(self.config, stage),
+                "run_id": uuid.uuid4().hex,
+                "stats": stats.to_dict(),
+            },
         )
         return stats
 

@@ -1,0 +1,83 @@
+# mmnerd — thin targets over the `mmnerd` CLI. Every target takes PIPELINE=pipelines/<name>.toml
+# and creates the virtual environments it needs on first use.
+PIPELINE ?= pipelines/sample.toml
+PYTHON   ?= python3
+VENV     := .venv
+VENV_LS  := .venv-ls
+PY       := $(VENV)/bin/python
+MMNERD   := $(VENV)/bin/mmnerd
+APP_OK   := $(VENV)/.installed
+LS_OK    := $(VENV_LS)/.installed
+LABEL_STUDIO_VERSION := 1.23.2
+PIP      := pip install --quiet --progress-bar off --disable-pip-version-check
+PYTEST_ARGS ?=
+export PIPELINE
+export OMP_NUM_THREADS ?= 2
+export OPENBLAS_NUM_THREADS ?= 1
+
+.PHONY: setup collect dedup annotate simulate pull export benchmark demo test lint format bench clean ls-down
+
+setup: $(APP_OK) $(LS_OK) ## create .venv (app, torch==2.13.0 CPU) and .venv-ls (Label Studio server)
+
+$(APP_OK): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/$(PIP) --upgrade pip
+	$(VENV)/bin/$(PIP) "torch==2.13.0"
+	$(VENV)/bin/$(PIP) -e ".[train,dev]"
+	touch $@
+
+$(LS_OK):
+	test -x $(VENV_LS)/bin/python || $(PYTHON) -m venv $(VENV_LS)
+	$(VENV_LS)/bin/$(PIP) --upgrade pip
+	$(VENV_LS)/bin/$(PIP) "label-studio==$(LABEL_STUDIO_VERSION)"
+	touch $@
+
+collect: $(APP_OK) ## collect posts, language ID, normalise, tokenise, fetch images
+	$(MMNERD) collect -p $(PIPELINE)
+
+dedup: $(APP_OK) ## perceptual hashing + near-duplicate clusters
+	$(MMNERD) dedup -p $(PIPELINE)
+
+annotate: $(APP_OK) $(LS_OK) ## start Label Studio (127.0.0.1) and push tasks
+	$(MMNERD) annotate push -p $(PIPELINE)
+
+simulate: $(APP_OK) $(LS_OK) ## SIMULATED annotators (demo/tests only)
+	$(MMNERD) annotate simulate -p $(PIPELINE)
+
+pull: $(APP_OK) $(LS_OK) ## pull annotations -> strict IOB2
+	$(MMNERD) pull -p $(PIPELINE)
+
+export: $(APP_OK) ## Parquet splits + manifest + dataset card
+	$(MMNERD) export -p $(PIPELINE)
+
+benchmark: $(APP_OK) ## train baselines + 2M-NER reference, write reports/
+	$(MMNERD) benchmark -p $(PIPELINE)
+
+demo: $(APP_OK) $(LS_OK) ## the whole chain on the bundled synthetic sample, offline
+	$(MMNERD) collect -p $(PIPELINE)
+	$(MMNERD) dedup -p $(PIPELINE)
+	$(MMNERD) annotate push -p $(PIPELINE)
+	$(MMNERD) annotate simulate -p $(PIPELINE)
+	$(MMNERD) pull -p $(PIPELINE)
+	$(MMNERD) export -p $(PIPELINE)
+	$(MMNERD) benchmark -p $(PIPELINE)
+
+ls-down: $(APP_OK) ## stop the Label Studio server started by `make annotate`
+	$(MMNERD) ls down -p $(PIPELINE)
+
+test: $(APP_OK) $(LS_OK) ## the whole test suite (starts its own Label Studio)
+	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+lint: $(APP_OK) ## ruff lint + format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(APP_OK)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: $(APP_OK) $(LS_OK) ## benchmarks/: print tables, write benchmarks/results.json
+	$(PY) benchmarks/run_all.py
+
+clean: ## remove generated data and reports (keeps venvs)
+	rm -rf data reports

@@ -1,0 +1,199 @@
+"""The ``mmnerd`` command line: a few lines per command over importable functions.
+
+Heavy libraries are imported inside the commands so ``mmnerd --help`` is instant.
+Errors a user can fix print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(
+    help="Build and benchmark multilingual, multimodal NER datasets (MMNERD-style).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+ls_app = typer.Typer(help="Run the local Label Studio server.", no_args_is_help=True)
+annotate_app = typer.Typer(help="Push tasks to Label Studio; simulate annotators.")
+app.add_typer(ls_app, name="ls")
+app.add_typer(annotate_app, name="annotate")
+
+PipelineOpt = Annotated[
+    Path, typer.Option("--pipeline", "-p", help="pipeline file", envvar="PIPELINE")
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="override a config field: section.field=value (repeatable)"),
+]
+ForceOpt = Annotated[bool, typer.Option("--force", help="redo stages even if done")]
+DEFAULT_PIPELINE = Path("pipelines/sample.toml")
+
+
+def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn MmnerdError into one line on stderr and exit code 2 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from mmnerd.errors import MmnerdError
+
+        try:
+            return fn(*args, **kwargs)
+        except MmnerdError as e:
+            print(f"mmnerd: error: {e}", file=sys.stderr)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            print("mmnerd: interrupted; rerun the same command to resume", file=sys.stderr)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _config(pipeline: Path, overrides: list[str] | None):
+    from mmnerd.config import load_config
+
+    return load_config(pipeline, overrides)
+
+
+def _summary(stats: list[Any], title: str) -> None:
+    from mmnerd.progress import print_summary
+
+    print_summary(stats, title)
+
+
+@app.command()
+@friendly_errors
+def collect(
+    pipeline: PipelineOpt = DEFAULT_PIPELINE, set_: SetOpt = None, force: ForceOpt = False
+) -> None:
+    """Collect posts, identify language, normalise, tokenise and fetch images."""
+    from mmnerd.stages import run_collect
+
+    cfg = _config(pipeline, set_)
+    _summary(run_collect(cfg, force=force), f"collect: {cfg.name}")
+
+
+@app.command()
+@friendly_errors
+def dedup(
+    pipeline: PipelineOpt = DEFAULT_PIPELINE, set_: SetOpt = None, force: ForceOpt = False
+) -> None:
+    """Hash images and mark exact and near duplicates (never deleted)."""
+    from mmnerd.stages import run_dedup
+
+    cfg = _config(pipeline, set_)
+    _summary(run_dedup(cfg, force=force), f"dedup: {cfg.name}")
+
+
+@ls_app.command("up")
+@friendly_errors
+def ls_up(
+    pipeline: PipelineOpt = DEFAULT_PIPELINE,
+    set_: SetOpt = None,
+    public: Annotated[
+        bool, typer.Option("--public", help="listen on all interfaces (not just 127.0.0.1)")
+    ] = False,
+) -> None:
+    """Start (or reuse) the Label Studio server from .venv-ls, bound to 127.0.0.1."""
+    from mmnerd.labelstudio import server
+
+    info = server.up(_config(pipeline, set_), public=public)
+    print(f"Label Studio is up at {info.url}", file=sys.stderr)
+
+
+@ls_app.command("down")
+@friendly_errors
+def ls_down(pipeline: PipelineOpt = DEFAULT_PIPELINE, set_: SetOpt = None) -> None:
+    """Stop the Label Studio server this tool started (and only that one)."""
+    from mmnerd.labelstudio import server
+
+    server.down(_config(pipeline, set_))
+
+
+@ls_app.command("status")
+@friendly_errors
+def ls_status(pipeline: PipelineOpt = DEFAULT_PIPELINE, set_: SetOpt = None) -> None:
+    """Say whether our Label Studio server is running, and where."""
+    from mmnerd.labelstudio import server
+
+    print(server.status(_config(pipeline, set_)))
+
+
+@annotate_app.command("push")
+@friendly_errors
+def annotate_push(
+    pipeline: PipelineOpt = DEFAULT_PIPELINE, set_: SetOpt = None, force: ForceOpt = False
+) -> None:
+    """Start Label Studio if needed and import tasks (idempotent: reruns add nothing)."""
+    from mmnerd.stages import run_push
+
+    cfg = _config(pipeline, set_)
+    _summary(run_push(cfg, force=force), f"annotate: {cfg.name}")
+
+
+@annotate_app.command("simulate")
+@friendly_errors
+def annotate_simulate(pipeline: PipelineOpt = DEFAULT_PIPELINE, set_: SetOpt = None) -> None:
+    """SIMULATION: write annotations from gold spans with noise (demo and tests only)."""
+    from mmnerd.stages import run_simulate
+
+    cfg = _config(pipeline, set_)
+    result = run_simulate(cfg)
+    print(f"simulated annotators wrote: {result}", file=sys.stderr)
+
+
+@app.command()
+@friendly_errors
+def pull(pipeline: PipelineOpt = DEFAULT_PIPELINE, set_: SetOpt = None) -> None:
+    """Pull annotations from Label Studio and convert them to strict IOB2."""
+    from mmnerd.stages import run_pull
+
+    cfg = _config(pipeline, set_)
+    _summary(run_pull(cfg), f"pull: {cfg.name}")
+
+
+@app.command()
+@friendly_errors
+def export(
+    pipeline: PipelineOpt = DEFAULT_PIPELINE, set_: SetOpt = None, force: ForceOpt = False
+) -> None:
+    """Write leakage-free Parquet splits, a manifest and the dataset card."""
+    from mmnerd.export import export as do_export
+    from mmnerd.pipeline import Runner
+
+    cfg = _config(pipeline, set_)
+    manifest, stats = do_export(cfg, Runner(cfg), force=force)
+    _summary([stats], f"export: {cfg.name}")
+    rows = ", ".join(f"{f['file']}: {f['rows']}" for f in manifest["files"])
+    print(f"wrote {cfg.export_dir} ({rows})", file=sys.stderr)
+
+
+@app.command()
+@friendly_errors
+def benchmark(pipeline: PipelineOpt = DEFAULT_PIPELINE, set_: SetOpt = None) -> None:
+    """Train the baselines and the 2M-NER reference on the export; write reports/."""
+    from mmnerd.stages import run_benchmark
+
+    raise typer.Exit(run_benchmark(_config(pipeline, set_)))
+
+
+@app.command()
+@friendly_errors
+def status(pipeline: PipelineOpt = DEFAULT_PIPELINE, set_: SetOpt = None) -> None:
+    """Show which stages are done and their figures."""
+    from mmnerd.pipeline import stage_stats
+    from mmnerd.stages import ALL_STAGE_NAMES
+
+    cfg = _config(pipeline, set_)
+    stats = [s for name in ALL_STAGE_NAMES if (s := stage_stats(cfg, name))]
+    _summary(stats, f"status: {cfg.name} ({cfg.root})")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,30 @@
+"""Export: leakage-free splits, Parquet files, a manifest and the dataset card."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mmnerd.config import PipelineConfig
+from mmnerd.pipeline import Runner, iter_stage, stage_stats
+
+PIPELINE_STAGES = ("collect", "language", "normalize", "tokenize", "fetch", "dedup", "push", "pull")
+
+
+def export(
+    config: PipelineConfig, runner: Runner | None = None, force: bool = False
+) -> tuple[dict[str, Any], Any]:
+    """Assign splits (a resumable stage), then write Parquet, manifest and card.
+
+    Returns (manifest, split stage stats).
+    """
+    from .card import write_card
+    from .parquet import write_parquet_splits
+    from .splits import SplitStage
+
+    runner = runner or Runner(config)
+    stats = runner.run_stage(SplitStage(), force=force)
+    posts = list(iter_stage(config, "split"))
+    manifest = write_parquet_splits(posts, config)
+    history = [s for name in PIPELINE_STAGES if (s := stage_stats(config, name))]
+    write_card(config, posts, history)
+    return manifest, stats

@@ -1,0 +1,110 @@
+"""Leakage-free, stratified, deterministic train/dev/test assignment.
+
+Posts are grouped by near-duplicate cluster (``Post.cluster_id``; a singleton
+is its own group) so a cluster never straddles splits.  Groups are stratified
+by (language, set of entity types present) and, inside each stratum, visited
+in an order fixed by the seed and given to the split furthest below its
+target share.  The same posts and seed always give the same assignment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+
+from mmnerd.pipeline import Stage, StageContext
+from mmnerd.records import Post
+
+SPLITS = ("train", "dev", "test")
+
+
+def group_key(post: Post) -> str:
+    return post.cluster_id or post.id
+
+
+def stratum(posts: list[Post]) -> tuple[str, str]:
+    """(majority language, sorted entity types present) of a group."""
+    lang = Counter(p.lang for p in posts).most_common(1)[0][0]
+    types = sorted({s.label for p in posts for s in p.spans})
+    return lang, "+".join(types) or "none"
+
+
+def _order(seed: int, key: str) -> str:
+    return hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()
+
+
+def assign_splits(
+    posts: list[Post],
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    seed: int = 13,
+    fixed: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """Return {post id: split}.  ``fixed`` pins groups (by any member's id) to a split,
+    e.g. to keep an earlier test set unchanged while new data arrives."""
+    fixed = fixed or {}
+    groups: dict[str, list[Post]] = defaultdict(list)
+    for p in posts:
+        groups[group_key(p)].append(p)
+    strata: dict[tuple[str, str], list[str]] = defaultdict(list)
+    assignment: dict[str, str] = {}
+    for key, members in groups.items():
+        pinned = {fixed[m.id] for m in members if m.id in fixed}
+        if pinned:
+            # a group touching a pinned post goes where the pin says (test wins on conflict)
+            split = "test" if "test" in pinned else sorted(pinned)[0]
+            for m in members:
+                assignment[m.id] = split
+        else:
+            strata[stratum(members)].append(key)
+    for s in sorted(strata):
+        keys = sorted(strata[s], key=lambda k: _order(seed, k))
+        counts = dict.fromkeys(SPLITS, 0)
+        for key in keys:
+            size = len(groups[key])
+            total = sum(counts.values()) + size
+            # the split with the largest shortfall against its target after adding this group
+            split = max(
+                SPLITS,
+                key=lambda sp: (ratios[SPLITS.index(sp)] * total - counts[sp], -SPLITS.index(sp)),
+            )
+            counts[split] += size
+            for m in groups[key]:
+                assignment[m.id] = split
+    return assignment
+
+
+class SplitStage(Stage):
+    """Give every annotated post its split (stored in ``Post.split``)."""
+
+    name = "split"
+    input = "pull"
+    scope = "global"
+    config_sections = ("export",)
+
+    def run(self, records: Iterable[Post], ctx: StageContext) -> Iterator[Post]:
+        cfg = ctx.config.export
+        posts = list(records)
+        fixed = load_fixed_test(cfg.fixed_test) if cfg.fixed_test else None
+        assignment = assign_splits(posts, cfg.ratios, cfg.seed, fixed)
+        for p in sorted(posts, key=lambda p: p.id):
+            p.split = assignment[p.id]
+            yield p
+
+
+def load_fixed_test(path: str) -> dict[str, str]:
+    """Read a file of post ids (one per line, or a test.parquet) to pin to the test split."""
+    from pathlib import Path
+
+    from mmnerd.errors import ConfigError
+
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"field 'export.fixed_test': {path} does not exist")
+    if p.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        ids = pq.read_table(p, columns=["id"]).column("id").to_pylist()
+    else:
+        ids = [line.strip() for line in p.read_text(encoding="utf-8").splitlines()]
+    return {i: "test" for i in ids if i}

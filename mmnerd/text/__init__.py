@@ -1,0 +1,1 @@
+"""Text processing: language ID, normalisation, tokenisation and span <-> BIO conversion."""

@@ -1,0 +1,106 @@
+"""The image fetcher against a real HTTP server on 127.0.0.1 (pytest-httpserver)."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import pytest
+from PIL import Image
+from werkzeug import Response
+
+from mmnerd.config import ImagesConfig
+from mmnerd.images.fetch import Fetcher, fetch_image, sniff
+from mmnerd.records import ImageRef
+
+
+def jpeg(w: int = 64, h: int = 48, color=(200, 30, 30)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (w, h), color).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def cfg() -> ImagesConfig:
+    return ImagesConfig(timeout=0.5, max_bytes=200_000, max_pixels=1_000_000, workers=2,
+                        allow_hosts=["localhost"])
+
+
+def fetch(httpserver, cfg, path, tmp_path, host="localhost") -> ImageRef:
+    url = httpserver.url_for(path).replace("127.0.0.1", host).replace("localhost", host)
+    return fetch_image(Fetcher(cfg), ImageRef(url=url), tmp_path, cfg.max_pixels)
+
+
+def test_ok_image_is_stored_by_content(httpserver, cfg, tmp_path):
+    data = jpeg()
+    httpserver.expect_request("/a.jpg").respond_with_data(data, content_type="image/jpeg")
+    httpserver.expect_request("/b").respond_with_data(data, content_type="text/plain")
+    a = fetch(httpserver, cfg, "/a.jpg", tmp_path)
+    b = fetch(httpserver, cfg, "/b", tmp_path)  # wrong content-type: bytes decide
+    assert (a.status, b.status) == ("ok", "ok")
+    assert a.path == b.path and (tmp_path / a.path).read_bytes() == data
+    assert (a.width, a.height, a.mime) == (64, 48, "image/jpeg")
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "expected"),
+    [
+        (b"<html>not found</html>", 404, "http_404"),
+        (b"<html><body>hello</body></html>", 200, "not_image"),
+        (jpeg()[:300], 200, "corrupt_image"),
+        (b"\x00" * 300_000, 200, "too_large"),
+    ],
+)
+def test_bad_answers_get_a_status(httpserver, cfg, tmp_path, body, status, expected):
+    httpserver.expect_request("/x").respond_with_data(body, status=status)
+    ref = fetch(httpserver, cfg, "/x", tmp_path)
+    assert ref.status == expected
+    assert not ref.path
+
+
+def test_decompression_bomb_is_refused(httpserver, cfg, tmp_path):
+    httpserver.expect_request("/big.jpg").respond_with_data(jpeg(1200, 1000))
+    assert fetch(httpserver, cfg, "/big.jpg", tmp_path).status == "decompression_bomb"
+
+
+def test_timeout(httpserver, cfg, tmp_path):
+    def slow(_request):
+        time.sleep(1.5)
+        return Response(jpeg(), content_type="image/jpeg")
+
+    httpserver.expect_request("/slow").respond_with_handler(slow)
+    assert fetch(httpserver, cfg, "/slow", tmp_path).status == "timeout"
+
+
+def test_loopback_refused_unless_allow_listed(httpserver, cfg, tmp_path):
+    httpserver.expect_request("/a.jpg").respond_with_data(jpeg())
+    ref = fetch(httpserver, cfg, "/a.jpg", tmp_path, host="127.0.0.1")
+    assert ref.status == "blocked_address"
+
+
+def test_redirects_are_rechecked(httpserver, cfg, tmp_path):
+    target = httpserver.url_for("/a.jpg").replace("localhost", "127.0.0.1")
+    httpserver.expect_request("/a.jpg").respond_with_data(jpeg())
+    httpserver.expect_request("/r").respond_with_response(
+        Response(status=302, headers={"Location": target})
+    )
+    assert fetch(httpserver, cfg, "/r", tmp_path).status == "blocked_address"
+
+
+def test_redirect_loop(httpserver, cfg, tmp_path):
+    httpserver.expect_request("/loop").respond_with_response(
+        Response(status=301, headers={"Location": "/loop"})
+    )
+    assert fetch(httpserver, cfg, "/loop", tmp_path).status == "too_many_redirects"
+
+
+@pytest.mark.parametrize("url", ["ftp://example.org/a.jpg", "file:///etc/passwd", "not a url"])
+def test_bad_urls(cfg, tmp_path, url):
+    ref = fetch_image(Fetcher(cfg), ImageRef(url=url), tmp_path, cfg.max_pixels)
+    assert ref.status == "bad_url"
+
+
+def test_sniff_magic_bytes():
+    assert sniff(jpeg()[:16]) == ("image/jpeg", "jpg")
+    assert sniff(b"RIFF\x00\x00\x00\x00WEBPVP8 ") == ("image/webp", "webp")
+    assert sniff(b"<!doctype html>") is None

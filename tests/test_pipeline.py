@@ -1,0 +1,107 @@
+"""The runner: shards, completion markers, resume after a crash, exclusions, staleness."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import pytest
+
+from mmnerd.config import PipelineConfig
+from mmnerd.errors import StageError
+from mmnerd.pipeline import Runner, Stage, StageContext, iter_excluded, iter_stage, stage_dir
+from mmnerd.records import Post
+
+
+class Numbers(Stage):
+    name = "numbers"
+    input = None
+    count = 25
+
+    def run(self, records: Iterable[Post], ctx: StageContext) -> Iterator[Post]:
+        for i in range(self.count):
+            yield Post(id=f"t:{i:03d}", source="t", source_id=str(i), text=f"post {i}")
+
+
+class DropOdd(Stage):
+    name = "drop_odd"
+    input = "numbers"
+    calls: list[str] = []
+    crash_on: str | None = None
+
+    def run(self, records: Iterable[Post], ctx: StageContext) -> Iterator[Post]:
+        DropOdd.calls.append(ctx.shard)
+        if ctx.shard == DropOdd.crash_on:
+            raise RuntimeError("simulated crash")
+        for p in records:
+            if int(p.source_id) % 2:
+                yield p.drop(f"odd: {p.source_id} is odd")
+            else:
+                p.text = p.text.upper()
+                yield p
+
+
+@pytest.fixture
+def cfg(tmp_path) -> PipelineConfig:
+    DropOdd.calls, DropOdd.crash_on = [], None
+    return PipelineConfig(data_dir=str(tmp_path), shard_size=10)
+
+
+def test_shards_outputs_and_exclusions(cfg):
+    stats = Runner(cfg).run([Numbers(), DropOdd()])
+    assert [s.items_out for s in stats] == [25, 13]
+    assert stats[1].items_in == 25 and stats[1].dropped == {"odd": 12}
+    kept = list(iter_stage(cfg, "drop_odd"))
+    assert [p.text for p in kept[:2]] == ["POST 0", "POST 2"]
+    excluded = list(iter_excluded(cfg, "drop_odd"))
+    assert len(excluded) == 12 and excluded[0].reason == "odd: 1 is odd"
+    assert len(list(stage_dir(cfg, "drop_odd").glob("shard-*.jsonl"))) == 3
+
+
+def test_rerun_skips_done_stages(cfg):
+    Runner(cfg).run([Numbers(), DropOdd()])
+    DropOdd.calls = []
+    stats = Runner(cfg).run([Numbers(), DropOdd()])
+    assert all(s.skipped for s in stats) and DropOdd.calls == []
+    assert stats[1].items_out == 13
+
+
+def test_crash_mid_stage_resumes_only_missing_shards(cfg):
+    Runner(cfg).run_stage(Numbers())
+    DropOdd.crash_on = "00001"
+    with pytest.raises(RuntimeError):
+        Runner(cfg).run_stage(DropOdd())
+    assert DropOdd.calls == ["00000", "00001"]
+    DropOdd.calls, DropOdd.crash_on = [], None
+    stats = Runner(cfg).run_stage(DropOdd())
+    assert DropOdd.calls == ["00001", "00002"]  # shard 00000 was not redone
+    ids = [p.id for p in iter_stage(cfg, "drop_odd")]
+    assert len(ids) == len(set(ids)) == 13 and stats.items_in == 25
+
+
+def test_redone_input_makes_downstream_stale(cfg):
+    Runner(cfg).run([Numbers(), DropOdd()])
+    Runner(cfg).run_stage(Numbers(), force=True)
+    DropOdd.calls = []
+    assert not Runner(cfg).run_stage(DropOdd()).skipped
+    assert DropOdd.calls == ["00000", "00001", "00002"]
+
+
+def test_config_change_invalidates(cfg):
+    class Configured(DropOdd):
+        config_sections = ("dedup",)
+
+    Runner(cfg).run([Numbers(), Configured()])
+    cfg.dedup.threshold = 3
+    DropOdd.calls = []
+    Runner(cfg).run_stage(Configured())
+    assert len(DropOdd.calls) == 3
+
+
+def test_missing_input_is_a_clear_error(cfg):
+    with pytest.raises(StageError, match="needs stage 'numbers'"):
+        Runner(cfg).run_stage(DropOdd())
+
+
+def test_no_temp_files_left(cfg):
+    Runner(cfg).run([Numbers(), DropOdd()])
+    assert not list(cfg.root.rglob("*.tmp"))
