@@ -44,7 +44,7 @@ def assign_splits(
     e.g. to keep an earlier test set unchanged while new data arrives."""
     fixed = fixed or {}
     groups: dict[str, list[Post]] = defaultdict(list)
-    for p in posts:
+    for p in sorted(posts, key=lambda p: p.id):  # input order must not matter
         groups[group_key(p)].append(p)
     strata: dict[tuple[str, str], list[str]] = defaultdict(list)
     assignment: dict[str, str] = {}
@@ -57,18 +57,25 @@ def assign_splits(
                 assignment[m.id] = split
         else:
             strata[stratum(members)].append(key)
+    # Strata of one language are visited one after another with running counts over the
+    # language, so each language hits its ratios within one group, and so does each stratum
+    # within a few groups (rounding errors do not pile up in train).
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(SPLITS, 0))
     for s in sorted(strata):
         keys = sorted(strata[s], key=lambda k: _order(seed, k))
-        counts = dict.fromkeys(SPLITS, 0)
+        counts_lang = counts[s[0]]
         for key in keys:
             size = len(groups[key])
-            total = sum(counts.values()) + size
+            total = sum(counts_lang.values()) + size
             # the split with the largest shortfall against its target after adding this group
             split = max(
                 SPLITS,
-                key=lambda sp: (ratios[SPLITS.index(sp)] * total - counts[sp], -SPLITS.index(sp)),
+                key=lambda sp: (
+                    ratios[SPLITS.index(sp)] * total - counts_lang[sp],
+                    -SPLITS.index(sp),
+                ),
             )
-            counts[split] += size
+            counts_lang[split] += size
             for m in groups[key]:
                 assignment[m.id] = split
     return assignment

@@ -22,8 +22,9 @@ def jpeg(w: int = 64, h: int = 48, color=(200, 30, 30)) -> bytes:
 
 @pytest.fixture
 def cfg() -> ImagesConfig:
-    return ImagesConfig(timeout=0.5, max_bytes=200_000, max_pixels=1_000_000, workers=2,
-                        allow_hosts=["localhost"])
+    return ImagesConfig(
+        timeout=0.5, max_bytes=200_000, max_pixels=1_000_000, workers=2, allow_hosts=["localhost"]
+    )
 
 
 def fetch(httpserver, cfg, path, tmp_path, host="localhost") -> ImageRef:

@@ -24,7 +24,7 @@ def test_detects_target_and_other_languages(text, lang):
 
 
 def test_mentions_urls_emoji_are_not_evidence():
-    assert language_evidence("@john https://x.org 😀 #Berlin") .split() == ["Berlin"]
+    assert language_evidence("@john https://x.org 😀 #Berlin").split() == ["Berlin"]
 
 
 def test_no_letters_means_no_language():

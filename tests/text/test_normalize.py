@@ -12,7 +12,10 @@ def test_url_placeholder_moves_spans_after_it():
     spans = [_span(text, "@Macron", "PER"), _span(text, "Paris", "LOC")]
     new, moved = normalize(text, spans, url_placeholder="URL")
     assert new == "Vu @Macron sur URL et\nParis 😀 !"
-    assert [(new[s.start : s.end], s.label) for s in moved] == [("@Macron", "PER"), ("Paris", "LOC")]
+    assert [(new[s.start : s.end], s.label) for s in moved] == [
+        ("@Macron", "PER"),
+        ("Paris", "LOC"),
+    ]
     assert all(s.text == new[s.start : s.end] for s in moved)
 
 

@@ -1,0 +1,155 @@
+"""Splits, Parquet files, manifest and card, on posts built in the test."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import random
+from collections import Counter
+
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from mmnerd.config import PipelineConfig
+from mmnerd.export.card import write_card
+from mmnerd.export.parquet import write_parquet_splits
+from mmnerd.export.splits import SPLITS, assign_splits
+from mmnerd.records import LABELS, ImageRef, Post, Span
+
+LANGS = ["en", "fr", "de", "es"]
+
+
+def make_posts(n: int, seed: int = 0, root=None) -> list[Post]:
+    rng = random.Random(seed)
+    posts = []
+    for i in range(n):
+        lang = LANGS[i % 4]
+        tokens = ["Visit", "Paris", "now", str(i)]
+        label = rng.choice(["LOC", "PER", "ORG", "MISC"])
+        p = Post(
+            id=f"t:{i:05d}",
+            source="t",
+            source_id=str(i),
+            text=" ".join(tokens),
+            lang=lang,
+            tokens=tokens,
+            token_offsets=[(0, 5), (6, 11), (12, 15), (16, 16 + len(str(i)))],
+            spans=[Span(6, 11, label, "Paris")],
+            ner_tags=["O", f"B-{label}", "O", "O"],
+            created_at=f"2026-01-{1 + i % 28:02d}T00:00:00Z",
+            synthetic=True,
+        )
+        if i % 10 == 0 and i:  # clusters of 3 near-duplicates
+            for j in (i - 1, i - 2):
+                posts[j].cluster_id = f"c{i}"
+            p.cluster_id = f"c{i}"
+        if root is not None:
+            buf = io.BytesIO()
+            Image.new("RGB", (8, 8), (i % 256, 0, 0)).save(buf, "PNG")
+            data = buf.getvalue()
+            sha = hashlib.sha256(data).hexdigest()
+            (root / "images").mkdir(parents=True, exist_ok=True)
+            (root / "images" / f"{sha}.png").write_bytes(data)
+            p.image = ImageRef(
+                url="http://x/a.png", status="ok", sha256=sha, path=f"{sha}.png", width=8, height=8
+            )
+        posts.append(p)
+    return posts
+
+
+def test_clusters_never_straddle_and_ratios_hold():
+    posts = make_posts(1000)
+    a = assign_splits(posts, (0.8, 0.1, 0.1), seed=1)
+    by_cluster: dict[str, set[str]] = {}
+    for p in posts:
+        if p.cluster_id:
+            by_cluster.setdefault(p.cluster_id, set()).add(a[p.id])
+    assert by_cluster and all(len(s) == 1 for s in by_cluster.values())
+    for lang in LANGS:  # stratified: every language near 80/10/10
+        c = Counter(a[p.id] for p in posts if p.lang == lang)
+        n = sum(c.values())
+        assert abs(c["train"] / n - 0.8) < 0.03 and abs(c["test"] / n - 0.1) < 0.03
+    for label in ("PER", "LOC", "ORG", "MISC"):  # and by entity types present
+        c = Counter(a[p.id] for p in posts if p.spans[0].label == label)
+        n = sum(c.values())
+        assert abs(c["test"] / n - 0.1) < 0.04, (label, c)
+
+
+def test_deterministic_for_a_seed_and_different_across_seeds():
+    posts = make_posts(300)
+    assert assign_splits(posts, seed=5) == assign_splits(list(reversed(posts)), seed=5)
+    assert assign_splits(posts, seed=5) != assign_splits(posts, seed=6)
+
+
+def test_fixed_test_set_survives_new_data():
+    old = make_posts(300)
+    a = assign_splits(old, seed=2)
+    test_ids = {i: "test" for i, s in a.items() if s == "test"}
+    b = assign_splits(make_posts(600), seed=2, fixed=test_ids)
+    assert all(b[i] == "test" for i in test_ids)
+
+
+@pytest.fixture
+def exported(tmp_path):
+    cfg = PipelineConfig(data_dir=str(tmp_path / "d"), export={"row_group_size": 16})
+    posts = make_posts(120, root=cfg.root)
+    a = assign_splits(posts)
+    for p in posts:
+        p.split = a[p.id]
+    manifest = write_parquet_splits(posts, cfg)
+    write_card(cfg, posts, [])
+    return cfg, posts, manifest
+
+
+def test_parquet_schema_rows_and_manifest(exported):
+    cfg, posts, manifest = exported
+    total = 0
+    for entry in manifest["files"]:
+        path = cfg.export_dir / entry["file"]
+        table = pq.read_table(path)
+        meta = table.schema.metadata
+        assert json.loads(meta[b"mmnerd.labels"]) == list(LABELS)
+        assert table.num_rows == entry["rows"]
+        assert pq.ParquetFile(path).metadata.num_row_groups == -(-entry["rows"] // 16)
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == entry["sha256"]
+        row = table.slice(0, 1).to_pylist()[0]
+        assert row["ner_tag_ids"] == [LABELS.index(t) for t in row["ner_tags"]]
+        assert Image.open(io.BytesIO(row["image"]["bytes"])).size == (8, 8)
+        total += table.num_rows
+    assert total == len(posts)
+
+
+def test_same_input_gives_byte_identical_files(exported, tmp_path):
+    cfg, posts, manifest = exported
+    cfg2 = PipelineConfig(
+        data_dir=str(cfg.root), export={"row_group_size": 16, "out_dir": str(tmp_path / "again")}
+    )
+    again = write_parquet_splits(posts, cfg2)
+    assert [f["sha256"] for f in again["files"]] == [f["sha256"] for f in manifest["files"]]
+
+
+def test_huggingface_datasets_loads_it(exported):
+    datasets = pytest.importorskip("datasets")
+    cfg, posts, manifest = exported
+    files = {s: str(cfg.export_dir / f"{s}.parquet") for s in SPLITS}
+    ds = datasets.load_dataset("parquet", data_files=files)
+    assert {s: ds[s].num_rows for s in SPLITS} == {
+        f["file"][:-8]: f["rows"] for f in manifest["files"]
+    }
+    assert ds["train"].features["tokens"].feature.dtype == "string"
+    img = ds["train"].cast_column("image", datasets.Image())[0]["image"]
+    assert img.size == (8, 8)
+
+
+def test_card_has_hf_header_and_tables(exported):
+    cfg, posts, _ = exported
+    card = (cfg.export_dir / "README.md").read_text()
+    header = card.split("---")[1]
+    for key in ("language:", "license:", "task_categories:", "size_categories:", "- fr"):
+        assert key in header
+    assert "SYNTHETIC" in card
+    n_fr = sum(1 for p in posts if p.lang == "fr")
+    assert f"| fr | {n_fr} |" in card
+    assert (cfg.export_dir / "label_distribution.png").stat().st_size > 1000
