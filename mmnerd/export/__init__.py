@@ -23,8 +23,7 @@ def export(
 
     runner = runner or Runner(config)
     stats = runner.run_stage(SplitStage(), force=force)
-    posts = list(iter_stage(config, "split"))
-    manifest = write_parquet_splits(posts, config)
+    manifest = write_parquet_splits(lambda: iter_stage(config, "split"), config)
     history = [s for name in PIPELINE_STAGES if (s := stage_stats(config, name))]
-    write_card(config, posts, history)
+    write_card(config, iter_stage(config, "split"), history)
     return manifest, stats

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +21,18 @@ def size_category(n: int) -> str:
     return "100K<n<1M" if n < 1_000_000 else "n>1M"
 
 
-def corpus_tables(posts: list[Post]) -> dict[str, Any]:
-    """Counts per language x entity type, per split, and agreement figures."""
+def corpus_tables(posts: Iterable[Post]) -> dict[str, Any]:
+    """One streaming pass: counts per language x entity type and per split, agreement,
+    sources, date range and whether everything is synthetic."""
     per_lang: dict[str, Counter] = defaultdict(Counter)
     per_split: dict[str, Counter] = defaultdict(Counter)
-    agreements = [p.agreement for p in posts if p.agreement is not None]
+    sources: Counter = Counter()
+    n = n_agree = 0
+    agree_sum = 0.0
+    synthetic = True
+    first = last = ""
     for p in posts:
+        n += 1
         c = per_lang[p.lang]
         c["sentences"] += 1
         c["tokens"] += len(p.tokens)
@@ -34,18 +41,31 @@ def corpus_tables(posts: list[Post]) -> dict[str, Any]:
             c["entities"] += 1
         per_split[p.split]["sentences"] += 1
         per_split[p.split][p.lang] += 1
+        sources[p.source] += 1
+        synthetic = synthetic and p.synthetic
+        if p.agreement is not None:
+            n_agree += 1
+            agree_sum += p.agreement
+        if p.created_at:
+            first = min(first, p.created_at) if first else p.created_at
+            last = max(last, p.created_at)
     return {
+        "posts": n,
+        "synthetic": synthetic and n > 0,
         "per_language": {k: dict(v) for k, v in sorted(per_lang.items())},
         "per_split": {k: dict(v) for k, v in per_split.items()},
+        "sources": dict(sources),
+        "dates": [first, last] if first else [],
         "agreement": {
-            "double_annotated": len(agreements),
-            "mean_entity_f1": round(sum(agreements) / len(agreements), 4) if agreements else None,
+            "double_annotated": n_agree,
+            "mean_entity_f1": round(agree_sum / n_agree, 4) if n_agree else None,
         },
     }
 
 
-def _yaml_header(config: PipelineConfig, posts: list[Post], langs: list[str]) -> str:
-    synthetic = bool(posts) and all(p.synthetic for p in posts)
+def _yaml_header(config: PipelineConfig, tables: dict[str, Any]) -> str:
+    synthetic = tables["synthetic"]
+    langs = list(tables["per_language"])
     lines = [
         "---",
         "language:",
@@ -56,7 +76,7 @@ def _yaml_header(config: PipelineConfig, posts: list[Post], langs: list[str]) ->
         "task_ids:",
         "- named-entity-recognition",
         "size_categories:",
-        f"- {size_category(len(posts))}",
+        f"- {size_category(tables['posts'])}",
         f"pretty_name: {config.name}{' (synthetic)' if synthetic else ''}",
         "tags:",
         "- multimodal",
@@ -83,7 +103,7 @@ def _yaml_header(config: PipelineConfig, posts: list[Post], langs: list[str]) ->
         "    dtype: image",
         "  splits:",
         *[
-            f"  - name: {s}\n    num_examples: {sum(1 for p in posts if p.split == s)}"
+            f"  - name: {s}\n    num_examples: {tables['per_split'].get(s, {}).get('sentences', 0)}"
             for s in SPLITS
         ],
         "configs:",
@@ -98,19 +118,21 @@ def _yaml_header(config: PipelineConfig, posts: list[Post], langs: list[str]) ->
 
 def write_card(
     config: PipelineConfig,
-    posts: list[Post],
+    posts: Iterable[Post],
     stage_stats: list[Any],
     dedup_figures: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``<export_dir>/README.md`` and the label-distribution chart; returns the card path."""
+    """Write ``<export_dir>/README.md`` and the label-distribution chart; returns the card path.
+
+    ``posts`` is read once (a stream is fine)."""
     out = config.export_dir
     tables = corpus_tables(posts)
-    langs = sorted(tables["per_language"])
-    synthetic = bool(posts) and all(p.synthetic for p in posts)
+    langs = list(tables["per_language"])
+    synthetic = tables["synthetic"]
     chart = plot_label_distribution(tables["per_language"], out / "label_distribution.png")
-    dates = sorted(p.created_at for p in posts if p.created_at)
-    sources = Counter(p.source for p in posts)
-    md = [_yaml_header(config, posts, langs)]
+    dates = tables["dates"]
+    sources = tables["sources"]
+    md = [_yaml_header(config, tables)]
     md.append(
         f"# {config.name}: multilingual multimodal NER{' (SYNTHETIC)' if synthetic else ''}\n"
     )
@@ -154,7 +176,7 @@ def write_card(
     md.append("## Collection, deduplication and exclusions\n")
     md.append(f"- sources: {dict(sources)}")
     if dates:
-        md.append(f"- collected posts dated {dates[0]} to {dates[-1]}")
+        md.append(f"- posts dated {dates[0]} to {dates[1]}")
     if dedup_figures:
         md.append(f"- deduplication: {dedup_figures}")
     md.append("\n| stage | in | out | dropped (reason: n) |\n|---|---:|---:|---|")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,7 @@ def _batches(rows: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[st
 def write_split(
     posts: Iterable[Post], path: Path, config: PipelineConfig, out_dir: Path
 ) -> dict[str, Any]:
-    """Stream posts (already sorted by id) into one Parquet file; returns manifest facts."""
+    """Stream posts into one Parquet file, in row groups; returns manifest facts."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -103,13 +103,19 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def write_parquet_splits(posts: list[Post], config: PipelineConfig) -> dict[str, Any]:
-    """Write ``<export_dir>/{train,dev,test}.parquet`` and ``manifest.json``."""
+def write_parquet_splits(
+    posts: Callable[[], Iterable[Post]], config: PipelineConfig
+) -> dict[str, Any]:
+    """Write ``<export_dir>/{train,dev,test}.parquet`` and ``manifest.json``.
+
+    ``posts`` makes a fresh stream of split posts (in a deterministic order); it is read
+    once per split, so memory stays flat however large the corpus is.
+    """
     out = config.export_dir
     out.mkdir(parents=True, exist_ok=True)
     files = []
     for split in SPLITS:
-        members = sorted((p for p in posts if p.split == split), key=lambda p: p.id)
+        members = (p for p in posts() if p.split == split)
         files.append(write_split(members, out / f"{split}.parquet", config, out))
     manifest = {
         "schema_version": SCHEMA_VERSION,

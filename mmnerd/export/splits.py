@@ -12,8 +12,9 @@ from __future__ import annotations
 import hashlib
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
-from mmnerd.pipeline import Stage, StageContext
+from mmnerd.pipeline import Stage, StageContext, iter_stage
 from mmnerd.records import Post
 
 SPLITS = ("train", "dev", "test")
@@ -23,11 +24,24 @@ def group_key(post: Post) -> str:
     return post.cluster_id or post.id
 
 
-def stratum(posts: list[Post]) -> tuple[str, str]:
+@dataclass(frozen=True)
+class Item:
+    """What the split assignment needs of a post (kept small: one per post in memory)."""
+
+    id: str
+    group: str
+    lang: str
+    types: frozenset[str]
+
+    @classmethod
+    def of(cls, post: Post) -> Item:
+        return cls(post.id, group_key(post), post.lang, frozenset(s.label for s in post.spans))
+
+
+def stratum(members: list[Item]) -> tuple[str, str]:
     """(majority language, sorted entity types present) of a group."""
-    lang = Counter(p.lang for p in posts).most_common(1)[0][0]
-    types = sorted({s.label for p in posts for s in p.spans})
-    return lang, "+".join(types) or "none"
+    lang = Counter(m.lang for m in members).most_common(1)[0][0]
+    return lang, "+".join(sorted(set().union(*(m.types for m in members)))) or "none"
 
 
 def _order(seed: int, key: str) -> str:
@@ -35,7 +49,7 @@ def _order(seed: int, key: str) -> str:
 
 
 def assign_splits(
-    posts: list[Post],
+    posts: Iterable[Post | Item],
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
     seed: int = 13,
     fixed: dict[str, str] | None = None,
@@ -43,9 +57,10 @@ def assign_splits(
     """Return {post id: split}.  ``fixed`` pins groups (by any member's id) to a split,
     e.g. to keep an earlier test set unchanged while new data arrives."""
     fixed = fixed or {}
-    groups: dict[str, list[Post]] = defaultdict(list)
-    for p in sorted(posts, key=lambda p: p.id):  # input order must not matter
-        groups[group_key(p)].append(p)
+    items = sorted((p if isinstance(p, Item) else Item.of(p) for p in posts), key=lambda i: i.id)
+    groups: dict[str, list[Item]] = defaultdict(list)
+    for item in items:  # sorted: input order must not matter
+        groups[item.group].append(item)
     strata: dict[tuple[str, str], list[str]] = defaultdict(list)
     assignment: dict[str, str] = {}
     for key, members in groups.items():
@@ -91,10 +106,10 @@ class SplitStage(Stage):
 
     def run(self, records: Iterable[Post], ctx: StageContext) -> Iterator[Post]:
         cfg = ctx.config.export
-        posts = list(records)
         fixed = load_fixed_test(cfg.fixed_test) if cfg.fixed_test else None
-        assignment = assign_splits(posts, cfg.ratios, cfg.seed, fixed)
-        for p in sorted(posts, key=lambda p: p.id):
+        # two passes over the input: small keys first, then the posts, so memory stays flat
+        assignment = assign_splits((Item.of(p) for p in records), cfg.ratios, cfg.seed, fixed)
+        for p in iter_stage(ctx.config, self.input or ""):
             p.split = assignment[p.id]
             yield p
 

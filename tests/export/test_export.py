@@ -98,7 +98,7 @@ def exported(tmp_path):
     a = assign_splits(posts)
     for p in posts:
         p.split = a[p.id]
-    manifest = write_parquet_splits(posts, cfg)
+    manifest = write_parquet_splits(lambda: posts, cfg)
     write_card(cfg, posts, [])
     return cfg, posts, manifest
 
@@ -126,7 +126,7 @@ def test_same_input_gives_byte_identical_files(exported, tmp_path):
     cfg2 = PipelineConfig(
         data_dir=str(cfg.root), export={"row_group_size": 16, "out_dir": str(tmp_path / "again")}
     )
-    again = write_parquet_splits(posts, cfg2)
+    again = write_parquet_splits(lambda: posts, cfg2)
     assert [f["sha256"] for f in again["files"]] == [f["sha256"] for f in manifest["files"]]
 
 
