@@ -117,6 +117,9 @@ class ExportConfig(_Section):
     embed_images: bool = Field(True, description="embed image bytes (else relative paths)")
     out_dir: str = Field("", description='default: "<data_dir>/export"')
     row_group_size: int = Field(1000, ge=10, description="rows per Parquet row group")
+    conll_misc_label: Literal["MISC", "OTHER"] = Field(
+        "MISC", description='MISC tag name in the IMGID/CoNLL files ("OTHER" for Twitter-2015)'
+    )
     fixed_test: str = Field(
         "", description="ids file or test.parquet of an earlier export: keep that test set fixed"
     )

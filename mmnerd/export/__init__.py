@@ -18,12 +18,20 @@ def export(
     Returns (manifest, split stage stats).
     """
     from .card import write_card
+    from .conll import SPLIT_FILES, write_imgid_split
     from .parquet import write_parquet_splits
     from .splits import SplitStage
 
     runner = runner or Runner(config)
     stats = runner.run_stage(SplitStage(), force=force)
     manifest = write_parquet_splits(lambda: iter_stage(config, "split"), config)
+    for split, name in SPLIT_FILES.items():
+        write_imgid_split(
+            (p for p in iter_stage(config, "split") if p.split == split),
+            config.export_dir / "imgid" / name,
+            config.root / "images",
+            config.export.conll_misc_label,
+        )
     history = [s for name in PIPELINE_STAGES if (s := stage_stats(config, name))]
     write_card(config, iter_stage(config, "split"), history)
     return manifest, stats
