@@ -23,7 +23,7 @@ $(APP_OK): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/$(PIP) --upgrade pip
 	$(VENV)/bin/$(PIP) "torch==2.13.0"
-	$(VENV)/bin/$(PIP) -e ".[train,dev]"
+	$(VENV)/bin/$(PIP) -e ".[train,dask,dev]"
 	touch $@
 
 $(LS_OK):

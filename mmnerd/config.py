@@ -143,10 +143,20 @@ class BenchmarkConfig(_Section):
     report_dir: str = Field("reports")
 
 
+class ExecutorConfig(_Section):
+    kind: Literal["local", "dask"] = Field("local", description="where shard tasks run")
+    address: str = Field(
+        "", description='Dask scheduler address (e.g. "tcp://10.0.0.5:8786"); "" = LocalCluster'
+    )
+    workers: int = Field(2, ge=1, description="LocalCluster worker processes")
+    threads_per_worker: int = Field(1, ge=1, description="threads per LocalCluster worker")
+
+
 class PipelineConfig(_Section):
     name: str = Field("sample", description="pipeline name (used in paths and titles)")
     data_dir: str = Field("", description='everything this pipeline writes; default "data/<name>"')
     shard_size: int = Field(1000, ge=1, description="records per shard")
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     source: SourceConfig = Field(default_factory=SourceConfig)
     language: LanguageConfig = Field(default_factory=LanguageConfig)
     normalize: NormalizeConfig = Field(default_factory=NormalizeConfig)

@@ -193,11 +193,14 @@ def write_shard(folder: Path, sid: str, produced: Iterable[Post], stats: StageSt
     stats.items_out += len(kept)
 
 
-def run_shard(config: PipelineConfig, stage: Stage, sid: str, records: list[Post]) -> StageStats:
-    """Run a shard-scoped stage on one shard and write its output; returns the shard's stats.
+def run_shard(config: PipelineConfig, stage: Stage, sid: str) -> StageStats:
+    """Run a shard-scoped stage on one shard of its input and write the output.
 
-    This is the unit of work an executor schedules (locally or on a Dask worker).
+    This is the unit of work an executor schedules, in this process or on a Dask
+    worker; it reads and writes ``config.root``, which workers must share.
     """
+    assert stage.input is not None
+    records = list(read_posts(stage_dir(config, stage.input) / f"shard-{sid}.jsonl"))
     stats = StageStats(stage.name, items_in=len(records))
     ctx = StageContext(config, stats, shard=sid)
     write_shard(stage_dir(config, stage.name), sid, stage.run(records, ctx), stats)
@@ -211,12 +214,11 @@ class Runner:
     ``force`` reruns a stage even if its marker matches.
     """
 
-    def __init__(self, config: PipelineConfig, executor: Any = None, console: Any = None):
-        from mmnerd.executors.local import LocalExecutor
+    def __init__(self, config: PipelineConfig, executor: Any = None):
+        from mmnerd.executors import make_executor
 
         self.config = config
-        self.executor = executor or LocalExecutor()
-        self.console = console
+        self.executor = executor or make_executor(config)
 
     def run(self, stages: list[Stage], force: bool = False) -> list[StageStats]:
         results = []
@@ -266,13 +268,11 @@ class Runner:
             total.merge(StageStats.from_dict(read_json(folder / f"stats-{sid}.json")))
         return total
 
-    def _pending(self, stage: Stage) -> Iterator[tuple[str, list[Post]]]:
+    def _pending(self, stage: Stage) -> list[str]:
+        """Input shards this stage has not written yet."""
         assert stage.input is not None
         done = set(shard_ids(self.config, stage.name))
-        src = stage_dir(self.config, stage.input)
-        for sid in shard_ids(self.config, stage.input):
-            if sid not in done:
-                yield sid, list(read_posts(src / f"shard-{sid}.jsonl"))
+        return [sid for sid in shard_ids(self.config, stage.input) if sid not in done]
 
     def _run_whole(self, stage: Stage, folder: Path) -> StageStats:
         """Global and source stages: one pass over everything, re-sharded on output."""

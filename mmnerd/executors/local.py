@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from mmnerd.config import PipelineConfig
 from mmnerd.pipeline import Stage, StageStats, run_shard
 from mmnerd.progress import progress_bar
-from mmnerd.records import Post
 
 
 class LocalExecutor:
     """Run each pending shard of a stage in turn, with a progress bar."""
 
     def map_shards(
-        self, config: PipelineConfig, stage: Stage, shards: Iterable[tuple[str, list[Post]]]
+        self, config: PipelineConfig, stage: Stage, shard_ids: list[str]
     ) -> list[StageStats]:
         results = []
-        with progress_bar(stage.name) as advance:
-            for sid, records in shards:
-                results.append(run_shard(config, stage, sid, records))
-                advance(len(records))
+        with progress_bar(f"{stage.name} (shards)", total=len(shard_ids)) as advance:
+            for sid in shard_ids:
+                results.append(run_shard(config, stage, sid))
+                advance(1)
         return results
