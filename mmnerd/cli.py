@@ -176,11 +176,13 @@ def export(
 
 @app.command()
 @friendly_errors
-def benchmark(pipeline: PipelineOpt = DEFAULT_PIPELINE, set_: SetOpt = None) -> None:
+def benchmark(
+    pipeline: PipelineOpt = DEFAULT_PIPELINE, set_: SetOpt = None, force: ForceOpt = False
+) -> None:
     """Train the baselines and the 2M-NER reference on the export; write reports/."""
     from mmnerd.stages import run_benchmark
 
-    raise typer.Exit(run_benchmark(_config(pipeline, set_)))
+    raise typer.Exit(run_benchmark(_config(pipeline, set_), force=force))
 
 
 @app.command()

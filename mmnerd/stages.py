@@ -69,13 +69,31 @@ def run_pull(config: PipelineConfig) -> list[StageStats]:
     return Runner(config).run([PullStage()], force=True)
 
 
-def run_benchmark(config: PipelineConfig) -> int:
-    """Run ``python -m baselines.benchmark`` on the export (mmnerd never imports baselines)."""
-    from mmnerd.errors import StageError
+def run_benchmark(config: PipelineConfig, force: bool = False) -> int:
+    """Run ``python -m baselines.benchmark`` on the export (mmnerd never imports baselines).
 
-    if not (config.export_dir / "manifest.json").exists():
+    Skipped when the export files and the benchmark config are those of the last
+    successful run (the report is printed again instead).
+    """
+    import hashlib
+    from pathlib import Path
+
+    from mmnerd.errors import StageError
+    from mmnerd.io import read_json, write_json
+
+    manifest = config.export_dir / "manifest.json"
+    if not manifest.exists():
         raise StageError(f"no export in {config.export_dir}: run `make export` first")
     b = config.benchmark
+    key = hashlib.sha256(
+        (manifest.read_text() + config.fingerprint("benchmark")).encode()
+    ).hexdigest()
+    marker = Path(b.report_dir) / "_SUCCESS.json"
+    report = Path(b.report_dir) / "benchmark.md"
+    if not force and report.exists() and (read_json(marker) or {}).get("key") == key:
+        print(report.read_text(encoding="utf-8"))
+        print(f"(benchmark unchanged since the last run: {report})", file=sys.stderr)
+        return 0
     cmd = [
         sys.executable,
         "-m",
@@ -93,4 +111,7 @@ def run_benchmark(config: PipelineConfig) -> int:
         "--seeds",
         ",".join(str(s) for s in b.seeds),
     ]
-    return subprocess.call(cmd)
+    rc = subprocess.call(cmd)
+    if rc == 0:
+        write_json(marker, {"key": key})
+    return rc
