@@ -1,0 +1,212 @@
+"""Benchmark CLI: ``python -m baselines.benchmark --export DIR --report-dir DIR [...]``.
+
+Trains every requested model for every seed on ``train``, selects epochs on ``dev``, evaluates
+``test`` once per run, then writes ``benchmark.json``, ``benchmark.md``, ``plots/*.png`` and
+``checkpoints/<model>/seed<k>/`` under the report folder and prints the result tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from baselines import BenchmarkError
+from baselines.config import (
+    FULL_MODELS,
+    MODEL_NAMES,
+    PRESETS,
+    QUICK_MODELS,
+    TrainConfig,
+    model_config_for,
+    save_json,
+    to_dict,
+)
+
+FORMAT = "mmnerd.benchmark/1"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m baselines.benchmark",
+        description="Train and evaluate 2M-NER and baselines on an MMNERD export.",
+    )
+    p.add_argument("--export", required=True, help="export folder with train/dev/test.parquet")
+    p.add_argument("--report-dir", default="reports", help="output folder (default: reports)")
+    p.add_argument(
+        "--mode",
+        choices=("quick", "full"),
+        default="quick",
+        help="quick: tiny configs, 1 seed, text_crf+mner2m; full: 3 seeds, all models",
+    )
+    p.add_argument("--models", default="", help=f"comma list from {','.join(MODEL_NAMES)}")
+    p.add_argument("--epochs", type=int, default=None, help="default: quick 6, full 8")
+    p.add_argument("--seeds", default="", help="comma list; default: quick 1, full 1,2,3")
+    p.add_argument("--batch-size", type=int, default=None, help="default: quick 16, full 32")
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="default: 5e-5 with a pretrained --text-encoder, else 2e-3 (random init)",
+    )
+    p.add_argument("--head-lr", type=float, default=None, help="lr of fusion/CRF (default: --lr)")
+    p.add_argument("--text-encoder", default="", help="local path of a transformers encoder")
+    p.add_argument("--vit", default="", help="local path of a CLIP model (vision tower used)")
+    p.add_argument("--cnn", default="", help="local path of a ResNet (frozen)")
+    p.add_argument(
+        "--train-vit",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fine-tune the ViT (paper) or freeze it and cache its features",
+    )
+    p.add_argument(
+        "--cache-features",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="cache features of frozen image encoders once per dataset",
+    )
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=None,
+        help="size of random encoders (default: quick tiny, full small)",
+    )
+    p.add_argument("--max-length", type=int, default=128, help="sub-words per post")
+    p.add_argument("--w-crf", type=float, default=0.8)
+    p.add_argument("--w-cl", type=float, default=0.2)
+    p.add_argument("--temperature", type=float, default=0.5)
+    p.add_argument(
+        "--image-decided-ids",
+        default="",
+        help="file with one post id per line whose labels need the image",
+    )
+    p.add_argument("--threads", type=int, default=2, help="torch threads (at most 2)")
+    return p.parse_args(argv)
+
+
+def _seeds(text: str, mode: str) -> list[int]:
+    if not text:
+        return [1] if mode == "quick" else [1, 2, 3]
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise BenchmarkError(
+            f"--seeds must be integers separated by commas, got {text!r}"
+        ) from None
+
+
+def _models(text: str, mode: str) -> list[str]:
+    names = [m.strip() for m in text.split(",") if m.strip()] if text else None
+    if names is None:
+        names = list(QUICK_MODELS if mode == "quick" else FULL_MODELS)
+    names = ["mner2m" if n == "mner2m_shuffled" else n for n in names]
+    for n in names:
+        if n not in MODEL_NAMES:
+            raise BenchmarkError(f"unknown model {n!r}; choose from {', '.join(MODEL_NAMES)}")
+    return list(dict.fromkeys(names))
+
+
+def run_benchmark(args: argparse.Namespace, log: Any = None) -> dict[str, Any]:
+    """Run the benchmark described by parsed CLI ``args``; returns the report dict."""
+    from baselines.data import load_export
+    from baselines.report import aggregate, markdown, plots, tables
+    from baselines.train import prepare, train_run
+
+    log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    export = Path(args.export)
+    report_dir = Path(args.report_dir)
+    ids: set[str] | None = None
+    if args.image_decided_ids:
+        f = Path(args.image_decided_ids)
+        if not f.is_file():
+            raise BenchmarkError(f"--image-decided-ids: file not found: {f}")
+        ids = {line.strip() for line in f.read_text().splitlines() if line.strip()}
+    for path in (args.text_encoder, args.vit, args.cnn):
+        if path and not Path(path).exists():
+            raise BenchmarkError(
+                f"encoder path not found: {path} (no model hub here: give a local path)"
+            )
+    data = load_export(export, ids)
+    for w in data.warnings[:5]:
+        log(f"warning: {w}")
+    quick = args.mode == "quick"
+    preset = args.preset or ("tiny" if quick else "small")
+    overrides = {
+        **PRESETS[preset],
+        "text_encoder": args.text_encoder,
+        "vit": args.vit,
+        "cnn": args.cnn,
+        "freeze_vit": not args.train_vit,
+        "max_length": args.max_length,
+        "w_crf": args.w_crf,
+        "w_cl": args.w_cl,
+        "temperature": args.temperature,
+    }
+    if args.epochs is not None and args.epochs < 1:
+        raise BenchmarkError("--epochs must be >= 1")
+    lr = args.lr if args.lr is not None else (5e-5 if args.text_encoder else 2e-3)
+    base_train = TrainConfig(
+        epochs=args.epochs or (6 if quick else 8),
+        batch_size=args.batch_size or (16 if quick else 32),
+        lr=lr,
+        head_lr=args.head_lr,
+        num_threads=min(2, max(1, args.threads)),
+        cache_frozen_features=args.cache_features,
+    )
+    models = _models(args.models, args.mode)
+    seeds = _seeds(args.seeds, args.mode)
+    log(f"data: {data.stats()}")
+    t0 = time.perf_counter()
+    prep = prepare(data, args.text_encoder, vocab_size=overrides.get("vocab_size", 2000))
+    report: dict[str, Any] = {
+        "format": FORMAT,
+        "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "export": str(export),
+        "mode": args.mode,
+        "models": models,
+        "seeds": seeds,
+        "epochs": base_train.epochs,
+        "preset": preset,
+        "encoders": {"text": args.text_encoder, "vit": args.vit, "cnn": args.cnn},
+        "train_config": to_dict(base_train),
+        "languages": data.languages(),
+        "entity_types": ["PER", "LOC", "ORG", "MISC"],
+        "data": data.stats(),
+        "results": {},
+        "plots": [],
+        "seconds": 0.0,
+    }
+    runs = []
+    for name in models:
+        mcfg = model_config_for(name, **overrides)
+        for seed in seeds:
+            tcfg = TrainConfig(**{**to_dict(base_train), "seed": seed})
+            log(f"== {name} seed {seed}")
+            ckpt = report_dir / "checkpoints" / name / f"seed{seed}"
+            runs.append(train_run(mcfg, tcfg, prep, ckpt, log))
+            report["results"] = aggregate(runs)
+            report["seconds"] = round(time.perf_counter() - t0, 2)
+            save_json(report, report_dir / "benchmark.json")  # partial results survive a crash
+    report["plots"] = ["plots/" + p for p in plots(report, report_dir / "plots")]
+    report["seconds"] = round(time.perf_counter() - t0, 2)
+    save_json(report, report_dir / "benchmark.json")
+    (report_dir / "benchmark.md").write_text(markdown(report))
+    print(tables(report))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        run_benchmark(args)
+    except BenchmarkError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

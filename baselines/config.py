@@ -1,0 +1,186 @@
+"""Typed configuration of models and training runs; saved as JSON next to every checkpoint.
+
+Model names (``MODEL_NAMES``):
+
+- ``text_crf``       text encoder + linear + CRF
+- ``bilstm_crf``     word embeddings + BiLSTM + linear + CRF
+- ``concat_fusion``  text states concatenated with pooled ViT and CNN features (no attention, no CL)
+- ``mner2m``         the 2M-NER model: cross-attention to ViT patches and the CNN vector, NT-Xent
+- ``mner2m_no_cl`` / ``mner2m_no_cnn`` / ``mner2m_no_vit``  ablations of ``mner2m``
+
+A run of ``mner2m`` also evaluates its selected checkpoint on the test split with the images
+shuffled between posts (reported as ``mner2m+shuffled_images``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from baselines import BenchmarkError
+
+MODEL_NAMES: tuple[str, ...] = (
+    "text_crf",
+    "bilstm_crf",
+    "concat_fusion",
+    "mner2m",
+    "mner2m_no_cl",
+    "mner2m_no_cnn",
+    "mner2m_no_vit",
+)
+SHUFFLED_SUFFIX = "+shuffled_images"
+QUICK_MODELS: tuple[str, ...] = ("text_crf", "mner2m")
+FULL_MODELS: tuple[str, ...] = MODEL_NAMES
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of one model.  Empty encoder paths mean small randomly initialised encoders."""
+
+    name: str = "mner2m"
+    encoder: str = field(default="transformer", metadata={"help": "transformer | bilstm"})
+    fusion: str = field(default="cross", metadata={"help": "none | concat | cross"})
+    use_vit: bool = True
+    use_cnn: bool = True
+    use_cl: bool = True
+    # text encoder
+    text_encoder: str = field(default="", metadata={"help": "local path or name; '' = tiny BERT"})
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 2
+    intermediate_size: int = 128
+    vocab_size: int = 2000
+    max_length: int = 128
+    # BiLSTM baseline
+    word_emb_dim: int = 64
+    lstm_hidden: int = 64
+    min_word_freq: int = 1
+    # image encoders
+    vit: str = field(default="", metadata={"help": "local CLIP path; '' = tiny random CLIP ViT"})
+    vit_image_size: int = 64
+    vit_patch_size: int = 16
+    vit_hidden: int = 64
+    vit_layers: int = 2
+    freeze_vit: bool = False
+    cnn: str = field(default="", metadata={"help": "local ResNet path; '' = tiny random ResNet"})
+    cnn_image_size: int = 64
+    cnn_hidden_sizes: tuple[int, ...] = (16, 32)
+    freeze_cnn: bool = True
+    # fusion and losses
+    cross_heads: int = 2
+    proj_dim: int = 64
+    sentence_pool: str = field(default="mean", metadata={"help": "mean | cls"})
+    temperature: float = 0.5
+    w_crf: float = 0.8
+    w_cl: float = 0.2
+    dropout: float = 0.1
+    crf_constrain_decode: bool = True
+    crf_constrain_train: bool = False
+
+    def validate(self) -> ModelConfig:
+        checks = {
+            "encoder": self.encoder in ("transformer", "bilstm"),
+            "fusion": self.fusion in ("none", "concat", "cross"),
+            "sentence_pool": self.sentence_pool in ("mean", "cls"),
+            "temperature": self.temperature > 0,
+            "hidden_size": self.hidden_size % max(self.num_heads, 1) == 0,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise BenchmarkError(
+                    f"model config {self.name}: invalid {name}={getattr(self, name)!r}"
+                )
+        return self
+
+    @property
+    def multimodal(self) -> bool:
+        return self.fusion != "none" and (self.use_vit or self.use_cnn)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation of one run (paper: Adam 5e-5, batch 32, 8 epochs; tiny models need more lr)."""
+
+    epochs: int = 8
+    batch_size: int = 32
+    lr: float = 5e-5
+    head_lr: float | None = field(default=None, metadata={"help": "lr of CRF/fusion; None = lr"})
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    seed: int = 1
+    num_threads: int = 2
+    cache_frozen_features: bool = True
+    shuffled_image_eval: bool = True
+    eval_batch_size: int = 64
+
+
+def model_config_for(name: str, **overrides: Any) -> ModelConfig:
+    """The :class:`ModelConfig` of a named model, with field overrides (e.g. encoder paths)."""
+    flags: dict[str, dict[str, Any]] = {
+        "text_crf": {"fusion": "none", "use_vit": False, "use_cnn": False, "use_cl": False},
+        "bilstm_crf": {
+            "encoder": "bilstm",
+            "fusion": "none",
+            "use_vit": False,
+            "use_cnn": False,
+            "use_cl": False,
+        },
+        "concat_fusion": {"fusion": "concat", "use_cl": False},
+        "mner2m": {},
+        "mner2m_no_cl": {"use_cl": False},
+        "mner2m_no_cnn": {"use_cnn": False},
+        "mner2m_no_vit": {"use_vit": False},
+    }
+    if name not in flags:
+        raise BenchmarkError(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}")
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    bad = set(overrides) - known
+    if bad:
+        raise BenchmarkError(f"unknown model config field(s): {', '.join(sorted(bad))}")
+    return ModelConfig(name=name, **{**overrides, **flags[name]}).validate()
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # tiny: learns the synthetic fixture in a few epochs on a laptop CPU
+    "tiny": {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "intermediate_size": 128},
+    # small: offline "full" mode without real weights
+    "small": {
+        "hidden_size": 128,
+        "num_layers": 4,
+        "num_heads": 4,
+        "intermediate_size": 256,
+        "vocab_size": 8000,
+        "vit_hidden": 128,
+        "proj_dim": 128,
+        "cross_heads": 4,
+        "word_emb_dim": 100,
+        "lstm_hidden": 100,
+    },
+}
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a config dataclass."""
+    return json.loads(json.dumps(dataclasses.asdict(obj)))
+
+
+def model_config_from_dict(d: dict[str, Any]) -> ModelConfig:
+    d = dict(d)
+    if "cnn_hidden_sizes" in d:
+        d["cnn_hidden_sizes"] = tuple(d["cnn_hidden_sizes"])
+    return ModelConfig(**d).validate()
+
+
+def train_config_from_dict(d: dict[str, Any]) -> TrainConfig:
+    return TrainConfig(**d)
+
+
+def save_json(obj: Any, path: Path) -> None:
+    """Atomic JSON write (temp file + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,386 @@
+"""Read an MMNERD export (Parquet splits), tokenise, align labels, preprocess images, batch.
+
+The trainer reads only ``train/dev/test.parquet`` of an export folder (schema
+:func:`mmnerd.records.arrow_schema`); unknown columns are ignored.  An optional boolean column
+``image_decided`` (or a set of ids) marks posts whose labels need the image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from baselines import BenchmarkError
+from mmnerd.records import LABEL2ID, LABELS
+
+SPLITS: tuple[str, ...] = ("train", "dev", "test")
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IGNORE = -100
+
+
+@dataclass
+class Example:
+    """One post as the trainer sees it."""
+
+    id: str
+    lang: str
+    tokens: list[str]
+    tags: list[str]
+    image_key: str = ""  # "" = no image (a blank image is used)
+    image_decided: bool | None = None
+
+
+@dataclass
+class ImageStore:
+    """Encoded image bytes by key (sha256), read lazily from paths when not embedded."""
+
+    root: Path
+    blobs: dict[str, bytes] = field(default_factory=dict)
+    paths: dict[str, Path] = field(default_factory=dict)
+
+    def get(self, key: str) -> bytes | None:
+        if key in self.blobs:
+            return self.blobs[key]
+        if key in self.paths:
+            return self.paths[key].read_bytes()
+        return None
+
+    def keys(self) -> list[str]:
+        return sorted(set(self.blobs) | set(self.paths))
+
+
+@dataclass
+class ExportData:
+    """The three splits of an export and their images."""
+
+    root: Path
+    splits: dict[str, list[Example]]
+    images: ImageStore
+    warnings: list[str] = field(default_factory=list)
+
+    def stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, exs in self.splits.items():
+            out[name] = {
+                "sentences": len(exs),
+                "tokens": sum(len(e.tokens) for e in exs),
+                "entities": sum(t.startswith("B-") for e in exs for t in e.tags),
+                "languages": dict(sorted(Counter(e.lang for e in exs).items())),
+                "without_image": sum(not e.image_key for e in exs),
+            }
+        out["images"] = len(self.images.keys())
+        return out
+
+    def languages(self) -> list[str]:
+        return sorted({e.lang for exs in self.splits.values() for e in exs})
+
+
+def load_export(root: str | Path, image_decided_ids: set[str] | None = None) -> ExportData:
+    """Load ``root/{train,dev,test}.parquet``; raises :class:`BenchmarkError` if unusable."""
+    import pyarrow.parquet as pq
+
+    root = Path(root)
+    if not root.is_dir():
+        raise BenchmarkError(f"export folder not found: {root} (run `mmnerd export` first)")
+    store = ImageStore(root=root)
+    splits: dict[str, list[Example]] = {}
+    warnings: list[str] = []
+    for split in SPLITS:
+        path = root / f"{split}.parquet"
+        if not path.is_file():
+            raise BenchmarkError(f"missing {path} (an export needs train, dev and test parquet)")
+        table = pq.read_table(path)
+        missing = {"id", "tokens", "ner_tags"} - set(table.column_names)
+        if missing:
+            raise BenchmarkError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+        exs: list[Example] = []
+        for row in table.to_pylist():
+            exs.append(_example(row, path, store, image_decided_ids, warnings))
+        splits[split] = exs
+    if not splits["train"]:
+        raise BenchmarkError(f"{root / 'train.parquet'} has no rows: nothing to train on")
+    if not splits["dev"]:
+        raise BenchmarkError(f"{root / 'dev.parquet'} has no rows: epochs are selected on dev")
+    return ExportData(root=root, splits=splits, images=store, warnings=warnings)
+
+
+def _example(
+    row: dict[str, Any],
+    path: Path,
+    store: ImageStore,
+    image_decided_ids: set[str] | None,
+    warnings: list[str],
+) -> Example:
+    tokens = [str(t) for t in row["tokens"] or []]
+    tags = [str(t) for t in row["ner_tags"] or []]
+    if len(tokens) != len(tags):
+        raise BenchmarkError(
+            f"{path}: row {row['id']}: {len(tokens)} tokens but {len(tags)} ner_tags"
+        )
+    bad = sorted({t for t in tags if t not in LABEL2ID})
+    if bad:
+        raise BenchmarkError(f"{path}: row {row['id']}: unknown tag(s) {bad}; expected {LABELS}")
+    key = ""
+    image = row.get("image") or {}
+    data = image.get("bytes")
+    rel = image.get("path") or ""
+    if data:
+        key = row.get("image_sha256") or hashlib.sha256(data).hexdigest()
+        store.blobs.setdefault(key, data)
+    elif rel:
+        file = (path.parent / rel).resolve()
+        if file.is_file():
+            key = row.get("image_sha256") or "path:" + str(file)
+            store.paths.setdefault(key, file)
+        else:
+            warnings.append(f"{path.name}: row {row['id']}: image file {rel} not found")
+    decided = row.get("image_decided")
+    if image_decided_ids is not None:
+        decided = row["id"] in image_decided_ids
+    return Example(
+        id=str(row["id"]),
+        lang=str(row.get("lang") or "und"),
+        tokens=tokens,
+        tags=tags,
+        image_key=key,
+        image_decided=None if decided is None else bool(decided),
+    )
+
+
+# --- text ---------------------------------------------------------------------------------
+
+
+def train_wordpiece(sentences: Iterable[Sequence[str]], vocab_size: int = 2000):  # -> PTTFast
+    """A cased WordPiece tokenizer trained on pre-tokenised sentences, as a transformers
+    ``PreTrainedTokenizerFast`` that adds ``[CLS] ... [SEP]``."""
+    from tokenizers import BertWordPieceTokenizer
+    from tokenizers.processors import TemplateProcessing
+    from transformers import PreTrainedTokenizerFast
+
+    tok = BertWordPieceTokenizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=False
+    )
+    tok.train_from_iterator(
+        (" ".join(s) for s in sentences),
+        vocab_size=vocab_size,
+        min_frequency=1,
+        show_progress=False,
+    )
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok._tokenizer.post_processor = TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok._tokenizer,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
+
+
+def align_labels(word_ids: Sequence[int | None], tag_ids: Sequence[int]) -> list[int]:
+    """Sub-word labels: the first sub-token of each word carries its tag, the rest and the
+    special tokens get -100 (ignored)."""
+    out: list[int] = []
+    prev: int | None = None
+    for w in word_ids:
+        out.append(IGNORE if w is None or w == prev else int(tag_ids[w]))
+        if w is not None:
+            prev = w
+    return out
+
+
+@dataclass
+class Encoded:
+    """An example as model input; ``word_index[k]`` is the input position of word
+    ``kept_words[k]`` (its first sub-token); words cut by truncation are not kept."""
+
+    input_ids: list[int]
+    labels: list[int]  # sub-word aligned, -100 except on first sub-tokens
+    word_index: list[int]
+    kept_words: list[int]
+    word_labels: list[int]
+
+
+class WordVocab:
+    """Word-level vocabulary of the BiLSTM baseline (0 = pad, 1 = unk)."""
+
+    def __init__(self, words: Sequence[str]) -> None:
+        self.itos = ["[PAD]", "[UNK]", *words]
+        self.stoi = {w: i for i, w in enumerate(self.itos)}
+
+    @classmethod
+    def build(cls, sentences: Iterable[Sequence[str]], min_freq: int = 1) -> WordVocab:
+        counts = Counter(w for s in sentences for w in s)
+        return cls(sorted(w for w, c in counts.items() if c >= min_freq))
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.itos[2:], ensure_ascii=False))
+
+    @classmethod
+    def load(cls, path: Path) -> WordVocab:
+        return cls(json.loads(path.read_text()))
+
+
+def encode_subwords(
+    tokenizer: Any, tokens: Sequence[str], tags: Sequence[str], max_length: int
+) -> Encoded:
+    """Tokenise a pre-tokenised sentence into sub-words (first sub-token carries the label)."""
+    tag_ids = [LABEL2ID.get(t, 0) for t in tags] if tags else [0] * len(tokens)
+    enc = tokenizer(list(tokens), is_split_into_words=True, truncation=True, max_length=max_length)
+    word_ids = enc.word_ids(0)
+    labels = align_labels(word_ids, tag_ids)
+    word_index: list[int] = []
+    kept: list[int] = []
+    prev: int | None = None
+    for pos, w in enumerate(word_ids):
+        if w is not None and w != prev:
+            word_index.append(pos)
+            kept.append(w)
+        if w is not None:
+            prev = w
+    return Encoded(
+        input_ids=list(enc["input_ids"]),
+        labels=labels,
+        word_index=word_index,
+        kept_words=kept,
+        word_labels=[tag_ids[w] for w in kept],
+    )
+
+
+def encode_words(
+    vocab: WordVocab, tokens: Sequence[str], tags: Sequence[str], max_length: int
+) -> Encoded:
+    """Word-level encoding for the BiLSTM baseline."""
+    tokens = list(tokens)[:max_length]
+    tag_ids = [LABEL2ID.get(t, 0) for t in tags][: len(tokens)] if tags else [0] * len(tokens)
+    ids = [vocab.stoi.get(w, 1) for w in tokens]
+    n = len(ids)
+    return Encoded(ids, list(tag_ids), list(range(n)), list(range(n)), list(tag_ids))
+
+
+# --- images -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """How an encoder wants its pixels: square ``size``, per-channel mean/std."""
+
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @classmethod
+    def from_path(cls, path: str, default: ImageSpec) -> ImageSpec:
+        """Read ``preprocessor_config.json`` of a local model folder if present."""
+        cfg = Path(path) / "preprocessor_config.json"
+        if not path or not cfg.is_file():
+            return default
+        d = json.loads(cfg.read_text())
+        size = d.get("crop_size") or d.get("size") or default.size
+        if isinstance(size, dict):
+            size = size.get("height") or size.get("shortest_edge") or default.size
+        return cls(
+            int(size),
+            tuple(d.get("image_mean", default.mean)),
+            tuple(d.get("image_std", default.std)),
+        )
+
+
+def preprocess_image(data: bytes | None, spec: ImageSpec) -> np.ndarray:
+    """Decode, resize the short side, centre-crop, normalise: float32 [3, size, size].
+    ``None`` or undecodable bytes give a zero (mean) image."""
+    from PIL import Image
+
+    if not data:
+        return np.zeros((3, spec.size, spec.size), dtype=np.float32)
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.draft("RGB", (spec.size * 2, spec.size * 2))
+        img = img.convert("RGB")
+    except Exception:  # noqa: BLE001 - a broken image must not stop training
+        return np.zeros((3, spec.size, spec.size), dtype=np.float32)
+    w, h = img.size
+    scale = spec.size / min(w, h)
+    nw, nh = max(spec.size, round(w * scale)), max(spec.size, round(h * scale))
+    img = img.resize((nw, nh), Image.Resampling.BICUBIC)
+    left, top = (nw - spec.size) // 2, (nh - spec.size) // 2
+    img = img.crop((left, top, left + spec.size, top + spec.size))
+    arr = np.asarray(img, dtype=np.float32) / 255.0
+    arr = (arr - np.array(spec.mean, dtype=np.float32)) / np.array(spec.std, dtype=np.float32)
+    return arr.transpose(2, 0, 1).copy()
+
+
+class PixelCache:
+    """Preprocessed pixels by (image key, spec), kept in memory up to ``max_bytes``."""
+
+    def __init__(self, store: ImageStore, max_bytes: int = 1 << 30) -> None:
+        self.store = store
+        self.max_bytes = max_bytes
+        self._cache: dict[tuple[str, ImageSpec], np.ndarray] = {}
+        self._bytes = 0
+
+    def pixels(self, keys: Sequence[str], spec: ImageSpec):  # -> Tensor [B, 3, S, S]
+        import torch
+
+        arrs = []
+        for key in keys:
+            arr = self._cache.get((key, spec))
+            if arr is None:
+                arr = preprocess_image(self.store.get(key) if key else None, spec)
+                if self._bytes + arr.nbytes <= self.max_bytes:
+                    self._cache[(key, spec)] = arr
+                    self._bytes += arr.nbytes
+            arrs.append(arr)
+        return torch.from_numpy(np.stack(arrs))
+
+
+def collate(encoded: Sequence[Encoded], pad_id: int):  # -> dict[str, Tensor]
+    """Pad a list of :class:`Encoded` into tensors: ``input_ids``/``attention_mask``/``labels``
+    [B, T]; ``word_index``/``word_mask``/``word_labels`` [B, W]."""
+    import torch
+
+    b = len(encoded)
+    t = max(1, max(len(e.input_ids) for e in encoded))
+    w = max(1, max(len(e.word_index) for e in encoded))
+    input_ids = torch.full((b, t), pad_id, dtype=torch.long)
+    attention = torch.zeros((b, t), dtype=torch.long)
+    labels = torch.full((b, t), IGNORE, dtype=torch.long)
+    word_index = torch.zeros((b, w), dtype=torch.long)
+    word_mask = torch.zeros((b, w), dtype=torch.bool)
+    word_labels = torch.zeros((b, w), dtype=torch.long)
+    for i, e in enumerate(encoded):
+        n, m = len(e.input_ids), len(e.word_index)
+        input_ids[i, :n] = torch.tensor(e.input_ids, dtype=torch.long)
+        attention[i, :n] = 1
+        labels[i, :n] = torch.tensor(e.labels, dtype=torch.long)
+        if m:
+            word_index[i, :m] = torch.tensor(e.word_index, dtype=torch.long)
+            word_mask[i, :m] = True
+            word_labels[i, :m] = torch.tensor(e.word_labels, dtype=torch.long)
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention,
+        "labels": labels,
+        "word_index": word_index,
+        "word_mask": word_mask,
+        "word_labels": word_labels,
+    }

@@ -1,0 +1,78 @@
+"""The benchmark CLI: report files and keys, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from baselines.benchmark import main
+from mmnerd.records import arrow_schema
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_cli_writes_reports(synth_export: Path, tmp_path: Path, capsys) -> None:
+    rep = tmp_path / "reports"
+    rc = main(
+        [
+            "--export", str(synth_export),
+            "--report-dir", str(rep),
+            "--mode", "quick",
+            "--models", "text_crf,concat_fusion",
+            "--epochs", "2",
+            "--seeds", "1,2",
+            "--batch-size", "32",
+            "--threads", "1",
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "| text_crf |" in out and "| concat_fusion+shuffled_images |" in out
+    report = json.loads((rep / "benchmark.json").read_text())
+    assert report["format"] == "mmnerd.benchmark/1"
+    assert set(report) >= {
+        "created_at", "export", "mode", "models", "seeds", "epochs", "encoders", "train_config",
+        "languages", "entity_types", "data", "results", "plots", "seconds",
+    }  # fmt: skip
+    assert report["seeds"] == [1, 2] and report["languages"] == ["de", "en", "es", "fr"]
+    res = report["results"]
+    assert set(res) == {"text_crf", "concat_fusion", "concat_fusion+shuffled_images"}
+    tc = res["text_crf"]
+    assert set(tc) >= {"seeds", "test", "dev", "best_epochs", "runs", "train_examples_per_s"}
+    f1 = tc["test"]["overall"]["f1"]
+    assert set(f1) == {"mean", "std", "values"} and len(f1["values"]) == 2
+    assert set(tc["test"]["per_type"]) == {"PER", "LOC", "ORG", "MISC"}
+    assert set(tc["test"]["per_language"]) == {"de", "en", "es", "fr"}
+    assert "image_decided" in tc["test"]
+    run = tc["runs"][0]
+    assert run["eval_counts"]["test"] == 1 and len(run["history"]) == 2
+    for seed in (1, 2):
+        ck = rep / "checkpoints" / "text_crf" / f"seed{seed}"
+        cfg = json.loads((ck / "config.json").read_text())
+        assert cfg["model"]["name"] == "text_crf" and cfg["train"]["seed"] == seed
+        assert (ck / "model.pt").is_file()
+    md = (rep / "benchmark.md").read_text()
+    assert "| Model | P | R | F1 |" in md and "± " in md
+    for p in report["plots"]:
+        assert (rep / p).is_file() and p.endswith(".png")
+    assert len(report["plots"]) == 3
+
+
+def test_cli_missing_or_empty_export(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "baselines.benchmark", "--report-dir", str(tmp_path / "r")]
+    r = subprocess.run(
+        [*cmd, "--export", str(tmp_path / "nope")], cwd=ROOT, capture_output=True, text=True
+    )
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "export folder not found" in r.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for split in ("train", "dev", "test"):
+        pq.write_table(arrow_schema().empty_table(), empty / f"{split}.parquet")
+    assert main(["--export", str(empty), "--report-dir", str(tmp_path / "r")]) == 2
+    assert main(["--export", str(empty), "--models", "nope"]) == 2
+    assert not (tmp_path / "r" / "benchmark.json").exists()

@@ -1,0 +1,52 @@
+"""A short training run on the synthetic export: dev F1 rises, epoch chosen on dev, test once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from baselines.config import TrainConfig, model_config_for
+from baselines.train import Evaluator, train_run
+
+
+def test_mner2m_learns_and_selects_on_dev(prepared, tmp_path: Path, monkeypatch) -> None:
+    calls: list[str] = []
+    original = Evaluator.evaluate
+
+    def spy(self, split, shuffle_images=False, seed=0):
+        calls.append(split + ("_shuffled" if shuffle_images else ""))
+        return original(self, split, shuffle_images, seed)
+
+    monkeypatch.setattr(Evaluator, "evaluate", spy)
+    torch.manual_seed(0)
+    mcfg = model_config_for("mner2m", vit_image_size=32, cnn_image_size=32)
+    tcfg = TrainConfig(epochs=4, batch_size=16, lr=3e-3, seed=1)
+    res = train_run(mcfg, tcfg, prepared, tmp_path / "ckpt", log=lambda m: None)
+    dev = [h["dev_f1"] for h in res.history]
+    assert len(dev) == 4
+    assert max(dev) > dev[0] + 0.1, dev  # learns
+    assert res.best_epoch == 1 + dev.index(max(dev))  # chosen on dev (earliest best)
+    assert res.dev["overall"]["f1"] == max(dev)
+    # test evaluated exactly once, after all dev evaluations (+ one shuffled-image evaluation)
+    assert calls == ["dev"] * 4 + ["test", "test_shuffled"]
+    assert res.eval_counts == {"dev": 4, "test": 1, "test_shuffled": 1}
+    assert set(res.test) >= {"overall", "per_type", "per_language", "image_decided"}
+    assert set(res.test["per_language"]) == {"en", "fr", "de", "es"}
+    assert res.history[-1]["cl_loss"] > 0
+    ck = Path(res.checkpoint)
+    assert (ck / "model.pt").is_file() and (ck / "config.json").is_file()
+    assert (ck / "tokenizer" / "tokenizer.json").is_file()
+
+
+def test_text_crf_and_bilstm_train(prepared) -> None:
+    for name in ("text_crf", "bilstm_crf"):
+        res = train_run(
+            model_config_for(name),
+            TrainConfig(epochs=2, batch_size=32, lr=3e-3),
+            prepared,
+            None,
+            log=lambda m: None,
+        )
+        assert res.test_shuffled is None and res.eval_counts == {"dev": 2, "test": 1}
+        assert res.train_examples_per_s > 0 and res.checkpoint == ""
