@@ -57,6 +57,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
 
+from mmnerd.config import PipelineConfig
 from mmnerd.errors import ConfigError
 from mmnerd.io import atomic_write, read_json, read_posts, write_json, write_posts
 from mmnerd.records import ENTITY_TYPES, ImageRef, Post, Span, hash_author
@@ -1095,7 +1096,7 @@ class SampleSource(Source):
     Options: ClassVar[type[SourceOptions]] = SampleOptions
     options: SampleOptions
 
-    def __init__(self, options: SourceOptions, config: Any):
+    def __init__(self, options: SourceOptions, config: PipelineConfig):
         super().__init__(options, config)
         self._port: int | None = None
         self._server: _ImageServer | None = None
