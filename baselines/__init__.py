@@ -7,11 +7,6 @@ Nothing here is imported by :mod:`mmnerd`; the trainer reads only the exported f
 
 from __future__ import annotations
 
-
-class BenchmarkError(Exception):
-    """An error the user can fix (missing export, bad option); printed as one line, exit 2."""
-
-    exit_code = 2
-
+from baselines.errors import BenchmarkError
 
 __all__ = ["BenchmarkError"]

@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from baselines import BenchmarkError
 from baselines.config import (
     FULL_MODELS,
     MODEL_NAMES,
@@ -25,6 +24,7 @@ from baselines.config import (
     save_json,
     to_dict,
 )
+from baselines.errors import BenchmarkError
 
 FORMAT = "mmnerd.benchmark/1"
 
@@ -83,7 +83,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="",
         help="file with one post id per line whose labels need the image",
     )
-    p.add_argument("--threads", type=int, default=2, help="torch threads (at most 2)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads, at most 2 (default: quick 1, full 2)",
+    )
     return p.parse_args(argv)
 
 
@@ -153,7 +158,7 @@ def run_benchmark(args: argparse.Namespace, log: Any = None) -> dict[str, Any]:
         batch_size=args.batch_size or (16 if quick else 32),
         lr=lr,
         head_lr=args.head_lr,
-        num_threads=min(2, max(1, args.threads)),
+        num_threads=min(2, max(1, args.threads or (1 if quick else 2))),
         cache_frozen_features=args.cache_features,
     )
     models = _models(args.models, args.mode)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from baselines import BenchmarkError
+from baselines.errors import BenchmarkError
 from mmnerd.records import LABEL2ID, LABELS
 
 SPLITS: tuple[str, ...] = ("train", "dev", "test")

@@ -27,5 +27,5 @@ def prepared(synth_export: Path):
     from baselines.data import load_export
     from baselines.train import prepare
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     return prepare(load_export(synth_export), vocab_size=500)

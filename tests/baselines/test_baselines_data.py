@@ -9,7 +9,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from baselines import BenchmarkError
 from baselines.data import (
     IGNORE,
     ImageSpec,
@@ -20,6 +19,7 @@ from baselines.data import (
     preprocess_image,
     train_wordpiece,
 )
+from baselines.errors import BenchmarkError
 from baselines.synthetic import draw_image, write_synthetic_export
 from mmnerd.records import LABEL2ID, arrow_schema
 
