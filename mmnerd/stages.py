@@ -34,8 +34,15 @@ def run_collect(config: PipelineConfig, force: bool = False) -> list[StageStats]
     from mmnerd.sources.collect import CollectStage
     from mmnerd.text.stages import LanguageStage, NormalizeStage, TokenizeStage
 
-    stages = [CollectStage(), LanguageStage(), NormalizeStage(), TokenizeStage(), FetchStage()]
-    with get_source(config).serving():
+    source = get_source(config)
+    stages = [
+        CollectStage(source),
+        LanguageStage(),
+        NormalizeStage(),
+        TokenizeStage(),
+        FetchStage(),
+    ]
+    with source.serving():
         return Runner(config).run(stages, force=force)
 
 
