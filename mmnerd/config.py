@@ -75,6 +75,33 @@ class ImagesConfig(_Section):
         "mmnerd/0.1 (+https://github.com/mmnerd/mmnerd; research dataset builder)",
         description="User-Agent sent with every request",
     )
+    per_host: int = Field(4, ge=1, le=256, description="concurrent downloads per host (politeness)")
+    retries: int = Field(2, ge=0, le=10, description="extra attempts after 429/5xx or a reset")
+    max_retry_after: float = Field(
+        30.0, ge=0, description="a longer Retry-After gives up at once (status http_429/503)"
+    )
+    total_timeout: float = Field(
+        60.0, gt=0, description="seconds for one image: redirects, retries and body included"
+    )
+    max_redirects: int = Field(5, ge=0, le=20, description="redirect hops followed (each checked)")
+    store: Literal["normalized", "original"] = Field(
+        "normalized",
+        description="normalized: orientation applied, metadata stripped, first frame, L/RGB(A),"
+        " optional resize; original: the downloaded bytes, validated",
+    )
+    max_side: int = Field(
+        0, ge=0, description="shrink the longest side to this many pixels (0 = keep; normalized)"
+    )
+    jpeg_quality: int = Field(90, ge=50, le=95, description="quality of re-encoded JPEGs")
+    processes: int = Field(
+        0, ge=0, le=64, description="decode/resize processes (0 = in the download threads)"
+    )
+
+    @model_validator(mode="after")
+    def _resize_needs_normalized(self) -> ImagesConfig:
+        if self.max_side and self.store == "original":
+            raise ValueError("max_side needs store = 'normalized' (originals are never resized)")
+        return self
 
 
 class DedupConfig(_Section):

@@ -1,29 +1,74 @@
-"""Image downloader: concurrent, size-capped, validated, content-addressed, SSRF-guarded.
+"""Image downloader: concurrent, polite, size-capped, validated, content-addressed, SSRF-guarded.
 
-Every post ends with ``post.image.status`` set to one of :data:`STATUSES` and a
-human-readable ``reason``; good images are stored once under
-``<data_dir>/images/<sha256[:2]>/<sha256>.<ext>`` whatever their URL.
+Every image ends with ``ImageRef.status`` set to ``ok``, ``http_<code>`` or one of
+:data:`STATUSES`, and a human-readable ``reason``.  Good images are stored once under
+``<root>/<sha256[:2]>/<sha256>.<ext>``, where the sha256 is that of the *stored*
+bytes (see :mod:`mmnerd.images.validate` for what is stored).
+
+Network side (this module):
+
+* a thread pool (``workers``) with at most ``per_host`` downloads per host at once;
+* SSRF guard: the host is resolved once, every address is checked (loopback,
+  private, link-local, multicast, reserved are refused unless allow-listed), and
+  the connection goes to the checked address (no second DNS lookup, so DNS
+  rebinding cannot swap it); every redirect hop is checked the same way;
+* IDN hosts are IDNA-encoded, percent-encoded hosts decoded, raw paths quoted;
+* retries after 429/5xx and connection errors, honouring ``Retry-After`` up to
+  ``max_retry_after``; no retry after a timeout;
+* a per-socket-operation ``timeout`` plus a ``total_timeout`` per image (slow
+  trickling bodies end there), and a ``max_bytes`` cut-off while streaming.
+
+Decoding, validation and re-encoding run in the download threads (Pillow releases
+the GIL) or, with ``processes`` > 0, in a process pool.
 """
 
 from __future__ import annotations
 
+import contextlib
+import email.utils
 import hashlib
-import io
 import ipaddress
+import random
 import socket
 import threading
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
-import requests
+import urllib3
+from urllib3.exceptions import (
+    HTTPError,
+    NewConnectionError,
+    ProtocolError,
+    SSLError,
+)
+from urllib3.exceptions import (
+    TimeoutError as Urllib3Timeout,
+)
 
 from mmnerd.config import ImagesConfig
+from mmnerd.images.validate import ImageOptions, Processed, process, sniff, validate
 from mmnerd.io import atomic_write
 from mmnerd.pipeline import Stage, StageContext
 from mmnerd.records import ImageRef, Post
+
+__all__ = [
+    "STATUSES",
+    "Fetcher",
+    "FetchResult",
+    "FetchStage",
+    "address_allowed",
+    "fetch_image",
+    "fetch_many",
+    "parse_target",
+    "sniff",
+    "store",
+    "validate",
+]
 
 STATUSES = (
     "ok",
@@ -34,36 +79,150 @@ STATUSES = (
     "timeout",
     "too_many_redirects",
     "too_large",
+    "truncated",
     "not_image",
     "corrupt_image",
     "decompression_bomb",
+    "worker_error",
 )
-"""Fetch outcomes besides ``http_<code>``."""
+"""Fetch outcomes besides ``http_<code>`` (the final HTTP status when it is not 200)."""
 
-MAX_REDIRECTS = 5
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+BACKOFF = 0.25
+"""Seconds before the first retry without Retry-After; doubles each time, with jitter."""
 
-_MAGIC: list[tuple[bytes, int, str, str]] = [
-    (b"\xff\xd8\xff", 0, "image/jpeg", "jpg"),
-    (b"\x89PNG\r\n\x1a\n", 0, "image/png", "png"),
-    (b"GIF87a", 0, "image/gif", "gif"),
-    (b"GIF89a", 0, "image/gif", "gif"),
-    (b"WEBP", 8, "image/webp", "webp"),
-    (b"BM", 0, "image/bmp", "bmp"),
-]
+Resolver = Callable[[str, int], list[str]]
+"""(ascii host, port) -> IP addresses as strings; raises OSError when the name does not resolve."""
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_SAFE_PATH = "/%:@!$&'()*+,;=~"
+_SAFE_QUERY = _SAFE_PATH + "?"
 
 
-def sniff(head: bytes) -> tuple[str, str] | None:
-    """(mime, extension) from magic bytes, or None if this is not an image we accept."""
-    for magic, offset, mime, ext in _MAGIC:
-        if head[offset : offset + len(magic)] == magic:
-            if ext == "webp" and head[:4] != b"RIFF":
-                continue
-            return mime, ext
-    return None
+class BadUrl(ValueError):
+    """The URL cannot be fetched as given (scheme, host, port or characters)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """One request's destination, normalised: ASCII host, port, quoted request path."""
+
+    scheme: str
+    host: str  # ASCII (IDNA) name or IP literal, no brackets
+    port: int
+    path: str  # path + query, percent-encoded
+    host_header: str
+
+
+def parse_target(url: str) -> Target:
+    """Normalise ``url`` for a request; raise :class:`BadUrl` if it cannot be fetched."""
+    url = url.strip()
+    if not url or any(ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        raise BadUrl(f"unsupported URL {url[:200]!r}")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+        hostname = parts.hostname
+    except ValueError as e:
+        raise BadUrl(f"{e}: {url[:200]!r}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not hostname:
+        raise BadUrl(f"unsupported URL {url[:200]!r}")
+    if parts.username is not None or parts.password is not None:
+        raise BadUrl("credentials in URL")
+    host = unquote(hostname).rstrip(".").lower()
+    try:
+        ip = ipaddress.ip_address(host)
+        host = str(ip)
+    except ValueError:
+        host = _idna(host)
+    port = port or (443 if scheme == "https" else 80)
+    path = quote(parts.path or "/", safe=_SAFE_PATH)
+    if parts.query:
+        path += "?" + quote(parts.query, safe=_SAFE_QUERY)
+    shown = f"[{host}]" if ":" in host else host
+    default = 443 if scheme == "https" else 80
+    header = shown if port == default else f"{shown}:{port}"
+    return Target(scheme, host, port, path, header)
+
+
+def _idna(host: str) -> str:
+    """ASCII form of a host name (IDNA 2008 with UTS 46 mapping for Unicode names)."""
+    if host.isascii():
+        if not host or any(not (c.isalnum() or c in "-._") for c in host):
+            raise BadUrl(f"bad host name {host[:100]!r}")
+        return host
+    import idna
+
+    try:
+        return idna.encode(host, uts46=True).decode("ascii")
+    except idna.IDNAError as e:
+        raise BadUrl(f"bad international host name {host[:100]!r}: {e}") from None
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    """Addresses of ``host`` from the system resolver, in its order, without duplicates."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(info[4][0] for info in infos))
+
+
+def is_public(address: str) -> bool:
+    """True for globally routable unicast addresses (IPv4-mapped and NAT64 unwrapped)."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        elif ip in _NAT64:
+            ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip.is_global and not ip.is_multicast
+
+
+def _normalise_allow(entries: Iterable[str]) -> frozenset[str]:
+    out = set()
+    for e in entries:
+        e = e.strip().strip("[]").rstrip(".").lower()
+        try:
+            out.add(str(ipaddress.ip_address(e)))
+        except ValueError:
+            try:
+                out.add(_idna(e))
+            except BadUrl:
+                out.add(e)
+    return frozenset(out)
+
+
+def resolve_checked(
+    host: str, port: int, allow: frozenset[str], resolver: Resolver = system_resolver
+) -> tuple[list[str], str, str]:
+    """(addresses to connect to, status, reason): status is "" when allowed.
+
+    A name is refused if *any* of its addresses is non-public and not allow-listed;
+    an allow-listed name may resolve to anything.
+    """
+    try:
+        addresses = resolver(host, port)
+    except (OSError, UnicodeError) as e:
+        return [], "dns_error", f"{host}: {e}"
+    if not addresses:
+        return [], "dns_error", f"{host}: no address"
+    if host in allow:
+        return addresses, "", ""
+    for a in addresses:
+        if str(ipaddress.ip_address(a.split("%", 1)[0])) not in allow and not is_public(a):
+            return [], "blocked_address", f"{host} resolves to non-public {a}"
+    return addresses, "", ""
+
+
+def address_allowed(host: str, allow_hosts: list[str]) -> tuple[bool, str]:
+    """Whether ``host`` may be fetched (system resolver); returns (allowed, reason)."""
+    _, status, reason = resolve_checked(host, 0, _normalise_allow(allow_hosts))
+    return not status, f"{status}: {reason}" if status else ""
 
 
 @dataclass
 class FetchResult:
+    """A download's outcome; ``data`` holds the body when ``status == "ok"``."""
+
     status: str
     reason: str = ""
     data: bytes = b""
@@ -71,131 +230,228 @@ class FetchResult:
     ext: str = ""
 
 
-def address_allowed(host: str, allow_hosts: list[str]) -> tuple[bool, str]:
-    """Refuse hosts resolving to loopback, private, link-local, multicast or reserved
-    addresses unless allow-listed by name or address.  Returns (allowed, reason)."""
-    if host in allow_hosts:
-        return True, ""
+@dataclass
+class _Redirect:
+    location: str
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP-date), None if absent/bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
     try:
-        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-    except (socket.gaierror, UnicodeError) as e:
-        return False, f"dns_error: {host}: {e}"
-    for info in infos:
-        addr = ipaddress.ip_address(info[4][0].split("%", 1)[0])
-        if str(addr) in allow_hosts:
-            continue
-        if not addr.is_global or addr.is_multicast:
-            return False, f"blocked_address: {host} resolves to non-public {addr}"
-    return True, ""
-
-
-def _is_timeout(e: BaseException) -> bool:
-    """True for timeouts, including those urllib3 wraps in MaxRetryError after retrying."""
-    from urllib3.exceptions import TimeoutError as Urllib3Timeout
-
-    if isinstance(e, requests.Timeout):
-        return True
-    reason = getattr(e.args[0], "reason", None) if e.args else None
-    return isinstance(reason, Urllib3Timeout)
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 class Fetcher:
-    """Downloads one URL at a time per call; thread-safe; one requests session per thread."""
+    """Downloads URLs (thread-safe): guarded, pinned to checked addresses, retried, capped."""
 
-    def __init__(self, cfg: ImagesConfig):
+    def __init__(self, cfg: ImagesConfig, resolver: Resolver | None = None):
         self.cfg = cfg
-        self._local = threading.local()
+        self.resolver = resolver or system_resolver
+        self.allow = _normalise_allow(cfg.allow_hosts)
+        self._pm = urllib3.PoolManager(
+            num_pools=max(64, cfg.workers), maxsize=cfg.workers, block=False, retries=False
+        )
+        self._slots: dict[str, threading.BoundedSemaphore] = {}
+        self._lock = threading.Lock()
+        self._headers = {
+            "User-Agent": cfg.user_agent,
+            "Accept": "image/*",
+            "Accept-Encoding": "identity",
+        }
 
-    def _session(self) -> requests.Session:
-        s = getattr(self._local, "session", None)
-        if s is None:
-            from requests.adapters import HTTPAdapter
-            from urllib3.util.retry import Retry
-
-            s = requests.Session()
-            retry = Retry(
-                total=3,
-                connect=2,
-                read=2,
-                status=3,
-                backoff_factor=0.3,
-                backoff_jitter=0.2,
-                status_forcelist=(429, 500, 502, 503, 504),
-                allowed_methods=("GET",),
-                respect_retry_after_header=True,
-                redirect=0,
-                raise_on_status=False,
-            )
-            adapter = HTTPAdapter(max_retries=retry, pool_maxsize=self.cfg.workers)
-            s.mount("http://", adapter)
-            s.mount("https://", adapter)
-            s.headers["User-Agent"] = self.cfg.user_agent
-            self._local.session = s
-        return s
+    @contextlib.contextmanager
+    def _slot(self, host: str) -> Iterator[None]:
+        """Hold one of the ``per_host`` download slots of ``host``."""
+        with self._lock:
+            sem = self._slots.get(host)
+            if sem is None:
+                sem = self._slots[host] = threading.BoundedSemaphore(self.cfg.per_host)
+        with sem:
+            yield
 
     def fetch(self, url: str) -> FetchResult:
-        for _ in range(MAX_REDIRECTS + 1):
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                return FetchResult("bad_url", f"unsupported URL {url[:200]!r}")
-            ok, why = address_allowed(parts.hostname, self.cfg.allow_hosts)
-            if not ok:
-                return FetchResult(why.split(": ", 1)[0], why)
+        """Download ``url`` following up to ``max_redirects`` checked redirects."""
+        deadline = time.monotonic() + self.cfg.total_timeout
+        for _ in range(self.cfg.max_redirects + 1):
             try:
-                resp = self._session().get(
-                    url, stream=True, timeout=self.cfg.timeout, allow_redirects=False
-                )
-            except requests.RequestException as e:
-                if _is_timeout(e):
-                    return FetchResult("timeout", f"no answer within {self.cfg.timeout:g} s")
-                return FetchResult("connection_error", type(e).__name__)
-            with resp:
-                if resp.is_redirect:
-                    url = urljoin(url, resp.headers.get("Location", ""))
-                    continue
-                if resp.status_code != 200:
-                    return FetchResult(f"http_{resp.status_code}", resp.reason or "")
-                return self._read(resp)
-        return FetchResult("too_many_redirects", f"more than {MAX_REDIRECTS} redirects")
+                target = parse_target(url)
+            except BadUrl as e:
+                return FetchResult("bad_url", str(e))
+            addresses, status, reason = resolve_checked(
+                target.host, target.port, self.allow, self.resolver
+            )
+            if status:
+                return FetchResult(status, reason)
+            res = self._get(target, addresses, deadline)
+            if isinstance(res, FetchResult):
+                return res
+            url = urljoin(url, res.location)
+        return FetchResult("too_many_redirects", f"more than {self.cfg.max_redirects} redirects")
 
-    def _read(self, resp: requests.Response) -> FetchResult:
+    def _get(
+        self, target: Target, addresses: list[str], deadline: float
+    ) -> FetchResult | _Redirect:
+        """One hop: GET with retries; returns the result or the redirect to follow."""
+        cfg = self.cfg
+        attempt = 0
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return FetchResult("timeout", f"not done within {cfg.total_timeout:g} s")
+            wait: float | None = None
+            with self._slot(target.host):
+                try:
+                    resp = self._open(target, addresses, min(cfg.timeout, left))
+                except (Urllib3Timeout, TimeoutError):
+                    return FetchResult("timeout", f"no answer within {cfg.timeout:g} s")
+                except (ProtocolError, NewConnectionError, SSLError, OSError, HTTPError) as e:
+                    if attempt >= cfg.retries:
+                        return FetchResult("connection_error", _describe(e))
+                else:
+                    try:
+                        if resp.status in (301, 302, 303, 307, 308) and resp.headers.get(
+                            "Location"
+                        ):
+                            return _Redirect(resp.headers["Location"])
+                        if resp.status == 200:
+                            return self._read(resp, deadline)
+                        code = f"http_{resp.status}"
+                        if resp.status not in RETRY_STATUSES or attempt >= cfg.retries:
+                            return FetchResult(code, resp.reason or "")
+                        wait = _retry_after(resp.headers.get("Retry-After"))
+                        if wait is not None and wait > cfg.max_retry_after:
+                            cap = cfg.max_retry_after
+                            why = f"Retry-After {wait:g} s > max_retry_after {cap:g} s"
+                            return FetchResult(code, why)
+                    finally:
+                        _discard(resp)
+            if wait is None:
+                wait = BACKOFF * 2**attempt * (0.5 + random.random())
+            if time.monotonic() + wait > deadline:
+                return FetchResult(
+                    "timeout", f"retry would end after total_timeout {cfg.total_timeout:g} s"
+                )
+            time.sleep(wait)  # outside the host slot: others may use it meanwhile
+            attempt += 1
+
+    def _open(
+        self, target: Target, addresses: list[str], timeout: float
+    ) -> urllib3.BaseHTTPResponse:
+        """GET ``target`` from the first checked address that accepts a connection."""
+        err: Exception | None = None
+        for address in addresses:
+            kw = {}
+            if target.scheme == "https":  # SNI and certificate for the name, not the address
+                kw = {"server_hostname": target.host, "assert_hostname": target.host}
+            pool = self._pm.connection_from_host(
+                f"[{address}]" if ":" in address else address,
+                target.port,
+                target.scheme,
+                pool_kwargs=kw,
+            )
+            try:
+                return pool.urlopen(
+                    "GET",
+                    target.path,
+                    headers={**self._headers, "Host": target.host_header},
+                    redirect=False,
+                    retries=False,
+                    preload_content=False,
+                    assert_same_host=False,
+                    timeout=urllib3.Timeout(connect=timeout, read=timeout),
+                )
+            except NewConnectionError as e:  # refused: try the next checked address
+                err = e
+        assert err is not None
+        raise err
+
+    def _read(self, resp: urllib3.BaseHTTPResponse, deadline: float) -> FetchResult:
+        """Stream the body up to ``max_bytes`` and the deadline; sniff it as soon as possible."""
         limit = self.cfg.max_bytes
         declared = resp.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > limit:
             return FetchResult("too_large", f"Content-Length {declared} > {limit} bytes")
         buf = bytearray()
+        sniffed = False
         try:
-            for chunk in resp.iter_content(64 * 1024):
+            while True:
+                if time.monotonic() > deadline:
+                    return FetchResult(
+                        "timeout",
+                        f"body not complete within {self.cfg.total_timeout:g} s ({len(buf)} bytes)",
+                    )
+                chunk = resp.read1(64 * 1024)
+                if not chunk:
+                    break
                 buf += chunk
                 if len(buf) > limit:
                     return FetchResult("too_large", f"body exceeds {limit} bytes")
-        except requests.Timeout:
-            return FetchResult("timeout", "body too slow")
-        except requests.RequestException as e:
-            return FetchResult("connection_error", f"body: {type(e).__name__}")
+                if not sniffed and len(buf) >= 16:
+                    if sniff(bytes(buf[:16])) is None:
+                        return FetchResult("not_image", f"magic bytes {bytes(buf[:8])!r}")
+                    sniffed = True
+        except (Urllib3Timeout, TimeoutError):
+            return FetchResult("timeout", f"body stalled for {self.cfg.timeout:g} s")
+        except ProtocolError as e:
+            if _incomplete(e):
+                return FetchResult("truncated", f"body ended after {len(buf)} of {declared} bytes")
+            return FetchResult("connection_error", f"body: {_describe(e)}")
+        except (HTTPError, OSError) as e:
+            return FetchResult("connection_error", f"body: {_describe(e)}")
         kind = sniff(bytes(buf[:16]))
         if kind is None:
             return FetchResult("not_image", f"magic bytes {bytes(buf[:8])!r}")
         return FetchResult("ok", data=bytes(buf), mime=kind[0], ext=kind[1])
 
 
-def validate(data: bytes, max_pixels: int) -> tuple[str, str, int, int]:
-    """Open with PIL: returns (status, reason, width, height)."""
-    from PIL import Image
+def _discard(resp: urllib3.BaseHTTPResponse) -> None:
+    """Give the connection back when the body was read, else close it (never drain)."""
+    if resp.isclosed() or resp.length_remaining == 0:
+        resp.release_conn()
+    else:
+        resp.close()
+        resp.release_conn()
 
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            w, h = img.size
-            if w * h > max_pixels:
-                return "decompression_bomb", f"{w}x{h} > {max_pixels} pixels", w, h
-            img.verify()
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()  # verify() misses truncated data; a full decode does not
-    except Image.DecompressionBombError as e:
-        return "decompression_bomb", str(e)[:200], 0, 0
-    except Exception as e:  # PIL raises many types for bad data
-        return "corrupt_image", f"{type(e).__name__}: {str(e)[:150]}", 0, 0
-    return "ok", "", w, h
+
+def _incomplete(e: BaseException) -> bool:
+    import http.client
+
+    from urllib3.exceptions import IncompleteRead
+
+    seen: BaseException | None = e
+    for _ in range(4):
+        if isinstance(seen, IncompleteRead | http.client.IncompleteRead):
+            return True
+        if seen is None:
+            return False
+        seen = (
+            seen.args[1]
+            if len(seen.args) > 1 and isinstance(seen.args[1], BaseException)
+            else seen.__context__
+        )
+    return False
+
+
+def _describe(e: BaseException) -> str:
+    """A short, stable description of a network error (innermost cause first)."""
+    inner: BaseException = e
+    for _ in range(4):
+        nxt = next((a for a in getattr(inner, "args", ()) if isinstance(a, BaseException)), None)
+        if nxt is None:
+            break
+        inner = nxt
+    name = type(inner).__name__
+    if isinstance(inner, NewConnectionError) or "refused" in str(inner).lower():
+        return "ConnectionRefusedError"
+    return name
 
 
 def store(data: bytes, ext: str, root: Path) -> tuple[str, str]:
@@ -209,17 +465,99 @@ def store(data: bytes, ext: str, root: Path) -> tuple[str, str]:
     return sha, rel
 
 
-def fetch_image(fetcher: Fetcher, ref: ImageRef, root: Path, max_pixels: int) -> ImageRef:
-    """Fetch, validate and store one image; fills status/reason and the image facts."""
-    res = fetcher.fetch(ref.url)
-    if res.status == "ok":
-        status, reason, w, h = validate(res.data, max_pixels)
-        if status == "ok":
-            ref.sha256, ref.path = store(res.data, res.ext, root)
-            ref.width, ref.height, ref.mime = w, h, res.mime
-        res.status, res.reason = status, reason
-    ref.status, ref.reason = res.status, res.reason
+@dataclass
+class Outcome:
+    """What one image's processing left behind (small: crosses process boundaries)."""
+
+    status: str
+    reason: str = ""
+    sha256: str = ""
+    path: str = ""
+    width: int = 0
+    height: int = 0
+    mime: str = ""
+
+
+def process_and_store(data: bytes, opts: ImageOptions, root: str | Path) -> Outcome:
+    """Validate/normalise ``data`` and store the result (runs in a thread or a worker process)."""
+    res: Processed = process(data, opts)
+    if res.status != "ok":
+        return Outcome(res.status, res.reason)
+    sha, rel = store(res.data, res.ext, Path(root))
+    return Outcome("ok", "", sha, rel, res.width, res.height, res.mime)
+
+
+def image_options(cfg: ImagesConfig, max_pixels: int | None = None) -> ImageOptions:
+    return ImageOptions(
+        max_pixels=max_pixels or cfg.max_pixels,
+        max_side=cfg.max_side,
+        jpeg_quality=cfg.jpeg_quality,
+        store=cfg.store,
+    )
+
+
+def _apply(ref: ImageRef, out: Outcome) -> ImageRef:
+    ref.status, ref.reason = out.status, out.reason
+    ref.sha256, ref.path, ref.mime = out.sha256, out.path, out.mime
+    ref.width, ref.height = out.width, out.height
     return ref
+
+
+def _fetch_one(
+    fetcher: Fetcher, url: str, opts: ImageOptions, root: Path, procs: Executor | None
+) -> Outcome:
+    res = fetcher.fetch(url)
+    if res.status != "ok":
+        return Outcome(res.status, res.reason)
+    if procs is None:
+        return process_and_store(res.data, opts, root)
+    try:
+        return procs.submit(process_and_store, res.data, opts, str(root)).result()
+    except BrokenProcessPool as e:
+        return Outcome("worker_error", f"image worker died: {e}"[:200])
+
+
+def fetch_image(
+    fetcher: Fetcher, ref: ImageRef, root: Path, max_pixels: int | None = None
+) -> ImageRef:
+    """Fetch, validate and store one image; fills status/reason and the image facts."""
+    opts = image_options(fetcher.cfg, max_pixels)
+    return _apply(ref, _fetch_one(fetcher, ref.url, opts, root, None))
+
+
+def fetch_many(
+    refs: Iterable[ImageRef],
+    cfg: ImagesConfig,
+    root: Path,
+    resolver: Resolver | None = None,
+) -> Iterator[ImageRef]:
+    """Fetch every ref concurrently (each distinct URL once); yields the refs in input order.
+
+    ``cfg.workers`` download threads, ``cfg.per_host`` per host; with
+    ``cfg.processes`` > 0 the decode/resize step runs in that many processes.
+    """
+    fetcher = Fetcher(cfg, resolver)
+    opts = image_options(cfg)
+    with contextlib.ExitStack() as stack:
+        procs: Executor | None = None
+        if cfg.processes > 0:
+            import multiprocessing
+
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(["mmnerd.images.validate"])
+            procs = stack.enter_context(ProcessPoolExecutor(cfg.processes, mp_context=ctx))
+        threads = stack.enter_context(ThreadPoolExecutor(cfg.workers, "fetch"))
+        by_url: dict[str, Future[Outcome]] = {}
+        pending: list[tuple[ImageRef, Future[Outcome]]] = []
+        for ref in refs:
+            fut = by_url.get(ref.url)
+            if fut is None:
+                fut = by_url[ref.url] = threads.submit(
+                    _fetch_one, fetcher, ref.url, opts, root, procs
+                )
+            pending.append((ref, fut))
+        for ref, fut in pending:
+            yield _apply(ref, fut.result())
 
 
 class FetchStage(Stage):
@@ -231,17 +569,15 @@ class FetchStage(Stage):
 
     def run(self, records: Iterable[Post], ctx: StageContext) -> Iterator[Post]:
         cfg = ctx.config.images
-        root = ctx.root / "images"
-        fetcher = Fetcher(cfg)
         posts = list(records)
-
-        def one(post: Post) -> Post:
+        with_image = [p for p in posts if p.image is not None and p.image.url]
+        refs = [p.image for p in with_image if p.image is not None]
+        for _ in fetch_many(refs, cfg, ctx.root / "images"):
+            pass  # fills each ref in place
+        for post in posts:
             if post.image is None or not post.image.url:
-                return post.drop("no_image")
-            fetch_image(fetcher, post.image, root, cfg.max_pixels)
-            if post.image.status != "ok":
-                post.drop(f"image:{post.image.status}: {post.image.reason}")
-            return post
-
-        with ThreadPoolExecutor(max_workers=cfg.workers) as pool:
-            yield from pool.map(one, posts)
+                yield post.drop("no_image")
+            elif post.image.status != "ok":
+                yield post.drop(f"image:{post.image.status}: {post.image.reason}")
+            else:
+                yield post

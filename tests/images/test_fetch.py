@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 import time
 
 import pytest
@@ -65,12 +66,16 @@ def test_decompression_bomb_is_refused(httpserver, cfg, tmp_path):
 
 
 def test_timeout(httpserver, cfg, tmp_path):
+    done = threading.Event()
+
     def slow(_request):
         time.sleep(1.5)
+        done.set()
         return Response(jpeg(), content_type="image/jpeg")
 
     httpserver.expect_request("/slow").respond_with_handler(slow)
     assert fetch(httpserver, cfg, "/slow", tmp_path).status == "timeout"
+    done.wait(5)  # timeouts are not retried; let the single-threaded server finish
 
 
 def test_loopback_refused_unless_allow_listed(httpserver, cfg, tmp_path):

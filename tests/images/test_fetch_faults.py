@@ -1,0 +1,263 @@
+"""The fetcher against the fault-injecting server: every item gets the right status and
+reason, the run finishes, good items are kept and normalised, and no traffic leaves
+the loopback interface (see the ``loopback_only`` guard in conftest.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import socket
+import time
+from pathlib import Path
+
+import faultserver as fs
+import numpy as np
+import pytest
+from PIL import Image
+
+from mmnerd.config import ImagesConfig
+from mmnerd.images.fetch import Fetcher, FetchStage, fetch_many, parse_target
+from mmnerd.pipeline import StageContext, StageStats
+from mmnerd.records import ImageRef, Post
+
+EXT = {"image/jpeg": "jpg", "image/png": "png"}
+NAMES = {
+    "localhost": ["127.0.0.1"],
+    "xn--bcher-kva.test": ["127.0.0.1"],  # bücher.test
+    "pinned.test": ["127.0.0.1"],
+    "mixed.test": ["93.184.216.34", "10.0.0.1"],
+    "private.test": ["192.168.1.1"],
+}
+
+
+def resolver(host: str, port: int) -> list[str]:
+    """Names from NAMES, IP literals in any inet_aton form; never asks real DNS."""
+    if host in NAMES:
+        return NAMES[host]
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
+    return [i[4][0] for i in infos]
+
+
+def make_cfg(**kw: object) -> ImagesConfig:
+    base: dict[str, object] = dict(
+        timeout=0.5,
+        total_timeout=2.5,
+        max_bytes=2_000_000,
+        max_pixels=1_000_000,
+        workers=48,
+        per_host=48,
+        retries=2,
+        max_retry_after=5,
+        allow_hosts=["localhost", "bücher.test", "pinned.test"],
+    )
+    base.update(kw)
+    return ImagesConfig(**base)
+
+
+def run(urls: list[str], tmp_path: Path, **kw: object) -> list[ImageRef]:
+    refs = [ImageRef(url=u) for u in urls]
+    return list(fetch_many(refs, make_cfg(**kw), tmp_path, resolver=resolver))
+
+
+def open_stored(tmp_path: Path, ref: ImageRef) -> Image.Image:
+    return Image.open(io.BytesIO((tmp_path / ref.path).read_bytes()))
+
+
+def test_every_fault_gets_its_status(faultserver, tmp_path, loopback_only):
+    port = faultserver.port
+    u = faultserver.url
+    cases: list[tuple[str, str, str]] = [
+        # good items, however they are served
+        (u("/img/ok.jpg"), "ok", ""),
+        (u("/ct/wrong"), "ok", ""),
+        (u("/ct/none"), "ok", ""),
+        (u("/429/a?after=1&times=1"), "ok", ""),
+        (u("/5xx/b?code=503&times=2"), "ok", ""),
+        (u("/chain/3"), "ok", ""),
+        (u("/caf%C3%A9.jpg"), "ok", ""),
+        (u("/café 1.jpg"), "ok", ""),
+        (f"http://bücher.test:{port}/img/ok.jpg", "ok", ""),
+        (f"http://%6cocalhost:{port}/img/ok.png", "ok", ""),
+        *[(u(f"/img/{n}"), "ok", "") for n in ("cmyk.jpg", "gray16.png", "palette.png")],
+        *[(u(f"/img/{n}"), "ok", "") for n in ("palette-alpha.png", "anim.gif", "anim.webp")],
+        *[(u(f"/img/{n}"), "ok", "") for n in ("exif6.jpg", "gps.jpg", "rgba.png", "bmp.bmp")],
+        # HTTP trouble
+        (u("/html"), "not_image", "magic bytes"),
+        (u("/status/404"), "http_404", "Not Found"),
+        (u("/status/410"), "http_410", "Gone"),
+        (u("/5xx/c?code=500&times=9"), "http_500", ""),
+        (u("/429/d?after=3600&times=1"), "http_429", "Retry-After 3600 s > max_retry_after"),
+        (u("/hang"), "timeout", "no answer within 0.5 s"),
+        (u("/trickle"), "timeout", "body not complete within 2.5 s"),
+        (u("/stall-body"), "timeout", "body stalled"),
+        (u("/reset"), "connection_error", "ConnectionResetError"),
+        (u("/reset-body"), "connection_error", "body"),
+        (u("/truncated"), "truncated", "body ended after"),
+        (u("/huge"), "too_large", "Content-Length 52428800"),
+        (u("/huge-chunked"), "too_large", "body exceeds 2000000"),
+        # bad images
+        (u("/img/bomb.png"), "decompression_bomb", "400000000 pixels"),
+        (u("/img/corrupt.jpg"), "corrupt_image", ""),
+        # redirects and the SSRF guard (refused before any connection)
+        (u("/loop"), "too_many_redirects", "more than 5"),
+        (u("/chain/9"), "too_many_redirects", ""),
+        (u(f"/redirect?to=http://127.0.0.1:{port}/img/ok.jpg"), "blocked_address", "127.0.0.1"),
+        (u("/redirect?to=http://169.254.169.254/latest/meta-data/"), "blocked_address", "169.254"),
+        (u("/redirect?to=http://10.0.0.1/a.jpg"), "blocked_address", "10.0.0.1"),
+        (u("/redirect?to=http://192.168.1.1/a.jpg"), "blocked_address", "192.168.1.1"),
+        (u(f"/redirect?to=http://[::1]:{port}/img/ok.jpg"), "blocked_address", "::1"),
+        (u(f"/redirect?to=http://0.0.0.0:{port}/img/ok.jpg"), "blocked_address", "0.0.0.0"),
+        (u(f"/redirect?to=http://2130706433:{port}/img/ok.jpg"), "blocked_address", "127.0.0.1"),
+        (u("/redirect?to=http://[::ffff:a9fe:a9fe]/"), "blocked_address", "a9fe"),
+        (u("/redirect?to=ftp://example.org/a.jpg"), "bad_url", "unsupported URL"),
+        (f"http://127.0.0.%31:{port}/img/ok.jpg", "blocked_address", "127.0.0.1"),
+        (f"http://0x7f.1:{port}/img/ok.jpg", "blocked_address", "127.0.0.1"),
+        (f"http://private.test:{port}/img/ok.jpg", "blocked_address", "192.168.1.1"),
+        (f"http://mixed.test:{port}/img/ok.jpg", "blocked_address", "10.0.0.1"),
+        (f"http://nowhere.test:{port}/img/ok.jpg", "dns_error", "nowhere.test"),
+        (f"http://user:pw@localhost:{port}/img/ok.jpg", "bad_url", "credentials"),
+        ("http://a b.test/x.jpg", "bad_url", "bad host name"),
+        ("http://xn--a.test/x.jpg", "dns_error", ""),
+        ("javascript:alert(1)", "bad_url", "unsupported URL"),
+    ]
+    start = time.monotonic()
+    refs = run([c[0] for c in cases], tmp_path)
+    took = time.monotonic() - start
+    wrong = [
+        (url, status, reason, ref.status, ref.reason)
+        for (url, status, reason), ref in zip(cases, refs, strict=True)
+        if ref.status != status or reason not in ref.reason
+    ]
+    assert wrong == []
+    for (_, status, _), ref in zip(cases, refs, strict=True):
+        if status == "ok":
+            data = (tmp_path / ref.path).read_bytes()
+            assert hashlib.sha256(data).hexdigest() == ref.sha256
+            assert ref.path == f"{ref.sha256[:2]}/{ref.sha256}.{EXT[ref.mime]}"
+            with Image.open(io.BytesIO(data)) as img:
+                assert img.size == (ref.width, ref.height)
+                assert Image.MIME[img.format] == ref.mime
+        else:
+            assert not ref.path and not ref.sha256
+    assert took < 15
+    assert loopback_only == []  # the guard refused before connecting, every time
+
+
+def test_normalised_images(faultserver, tmp_path):
+    names = ["exif6.jpg", "gps.jpg", "cmyk.jpg", "gray16.png", "palette.png", "palette-alpha.png"]
+    names += ["anim.gif", "anim.webp", "rgba.png", "bmp.bmp"]
+    fetched = run([faultserver.url(f"/img/{n}") for n in names], tmp_path)
+    refs = dict(zip(names, fetched, strict=True))
+    assert all(r.status == "ok" for r in refs.values()), refs
+    img = {n: open_stored(tmp_path, r) for n, r in refs.items()}
+
+    # EXIF orientation 6 applied (40x20 red|blue -> 20x40 red over blue), metadata gone
+    assert img["exif6.jpg"].size == (20, 40)
+    top, bottom = img["exif6.jpg"].getpixel((10, 5)), img["exif6.jpg"].getpixel((10, 35))
+    assert top[0] > 200 and top[2] < 60 and bottom[2] > 200 and bottom[0] < 60
+    for n in ("exif6.jpg", "gps.jpg"):
+        assert not img[n].getexif() and "comment" not in img[n].info
+        assert b"SecretCam" not in (tmp_path / refs[n].path).read_bytes()
+    # orientation 1: metadata stripped losslessly, pixels identical
+    original = Image.open(io.BytesIO(fs.IMAGES["gps.jpg"]()[0]))
+    assert np.array_equal(np.asarray(original), np.asarray(img["gps.jpg"]))
+    # modes
+    assert (img["cmyk.jpg"].mode, img["cmyk.jpg"].format) == ("RGB", "JPEG")
+    r, g, b = img["cmyk.jpg"].getpixel((5, 5))
+    assert r > 200 and g < 60 and b < 60
+    assert img["gray16.png"].mode == "L" and abs(img["gray16.png"].getpixel((1, 1)) - 128) <= 1
+    assert (img["palette.png"].mode, img["palette.png"].format) == ("RGB", "PNG")
+    assert img["palette-alpha.png"].mode == "RGBA"
+    assert img["rgba.png"].mode == "RGBA" and img["rgba.png"].getpixel((0, 0))[3] == 100
+    assert (img["bmp.bmp"].format, refs["bmp.bmp"].mime) == ("PNG", "image/png")
+    # animations keep their first (red) frame only
+    for n in ("anim.gif", "anim.webp"):
+        assert getattr(img[n], "n_frames", 1) == 1
+        r, g, b = img[n].convert("RGB").getpixel((3, 3))
+        assert r > 200 and g < 60 and b < 60, n
+
+
+def test_store_original_keeps_the_bytes(faultserver, tmp_path):
+    (ref,) = run([faultserver.url("/img/gps.jpg")], tmp_path, store="original")
+    assert ref.status == "ok"
+    assert (tmp_path / ref.path).read_bytes() == fs.IMAGES["gps.jpg"]()[0]
+    assert (ref.width, ref.height, ref.mime) == (40, 20, "image/jpeg")
+
+
+def test_max_side_resizes_after_orientation(faultserver, tmp_path):
+    big, rotated = run(
+        [faultserver.url("/img/big.jpg"), faultserver.url("/img/exif6.jpg")], tmp_path, max_side=30
+    )
+    assert (big.width, big.height, big.mime) == (30, 22, "image/jpeg")
+    assert (rotated.width, rotated.height) == (15, 30)
+    assert open_stored(tmp_path, big).size == (30, 22)
+
+
+def test_process_pool_gives_the_same_files(faultserver, tmp_path):
+    urls = [faultserver.url(f"/img/{n}") for n in ("big.jpg", "exif6.jpg", "bomb.png")]
+    threads = run(urls, tmp_path / "t", max_side=64)
+    procs = run(urls, tmp_path / "p", max_side=64, processes=1)
+    assert [(r.status, r.sha256) for r in threads] == [(r.status, r.sha256) for r in procs]
+    assert [r.status for r in procs] == ["ok", "ok", "decompression_bomb"]
+
+
+def test_per_host_limit_and_one_download_per_url(faultserver, tmp_path):
+    faultserver.reset_counters()
+    urls = [faultserver.url(f"/slow/200?i={i}") for i in range(6)]
+    start = time.monotonic()
+    refs = run(urls + urls, tmp_path, per_host=2, workers=8)
+    assert all(r.status == "ok" for r in refs)
+    assert faultserver.max_active(f"localhost:{faultserver.port}") == 2
+    assert time.monotonic() - start >= 0.55  # 6 downloads, 2 at a time, 0.2 s each
+    assert len(faultserver.requests) == 6  # each distinct URL fetched once
+
+
+def test_connects_to_the_checked_address(faultserver, tmp_path, loopback_only):
+    calls: list[str] = []
+
+    def counting(host: str, port: int) -> list[str]:
+        calls.append(host)
+        return resolver(host, port)
+
+    faultserver.reset_counters()
+    cfg = make_cfg()
+    res = Fetcher(cfg, counting).fetch(f"http://pinned.test:{faultserver.port}/img/ok.jpg")
+    assert res.status == "ok"
+    assert calls == ["pinned.test"]  # resolved once; the system resolver never asked
+    assert faultserver.requests[-1][1] == f"pinned.test:{faultserver.port}"  # Host header kept
+
+
+@pytest.mark.parametrize(
+    ("url", "host", "path", "header"),
+    [
+        ("http://Bücher.test/a b.jpg", "xn--bcher-kva.test", "/a%20b.jpg", "xn--bcher-kva.test"),
+        ("https://x.org:8443/caf%C3%A9?q=é", "x.org", "/caf%C3%A9?q=%C3%A9", "x.org:8443"),
+        ("http://[::1]:81/", "::1", "/", "[::1]:81"),
+        ("http://%31%30.0.0.1/", "10.0.0.1", "/", "10.0.0.1"),
+    ],
+)
+def test_parse_target(url, host, path, header):
+    t = parse_target(url)
+    assert (t.host, t.path, t.host_header) == (host, path, header)
+
+
+def test_fetch_stage_drops_with_reason(faultserver, config):
+    config.images.timeout = 0.5
+    config.images.allow_hosts = ["localhost"]
+    posts = [
+        Post(id=f"t:{i}", source="t", source_id=str(i), text="x", image=img)
+        for i, img in enumerate(
+            [
+                ImageRef(url=faultserver.url("/img/ok.jpg")),
+                ImageRef(url=faultserver.url("/status/404")),
+                ImageRef(url=faultserver.url("/html")),
+                None,
+            ]
+        )
+    ]
+    out = list(FetchStage().run(posts, StageContext(config, StageStats("fetch"))))
+    assert [p.status for p in out] == ["ok", "dropped", "dropped", "dropped"]
+    assert out[1].reason == "image:http_404: Not Found"
+    assert out[2].reason.startswith("image:not_image: magic bytes")
+    assert out[3].reason == "no_image"
+    assert (config.root / "images" / out[0].image.path).exists()
