@@ -118,9 +118,11 @@ def run_benchmark(args: argparse.Namespace, log: Any = None) -> dict[str, Any]:
     """Run the benchmark described by parsed CLI ``args``; returns the report dict."""
     from baselines.data import load_export
     from baselines.report import aggregate, markdown, plots, tables
-    from baselines.train import prepare, train_run
+    from baselines.train import init_distributed, prepare, train_run
 
-    log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    dist = init_distributed()
+    if log is None:
+        log = (lambda m: print(m, file=sys.stderr, flush=True)) if dist.main else (lambda m: None)
     export = Path(args.export)
     report_dir = Path(args.report_dir)
     ids: set[str] | None = None
@@ -183,6 +185,7 @@ def run_benchmark(args: argparse.Namespace, log: Any = None) -> dict[str, Any]:
         "results": {},
         "plots": [],
         "seconds": 0.0,
+        "world_size": dist.world,
     }
     runs = []
     for name in models:
@@ -191,10 +194,13 @@ def run_benchmark(args: argparse.Namespace, log: Any = None) -> dict[str, Any]:
             tcfg = TrainConfig(**{**to_dict(base_train), "seed": seed})
             log(f"== {name} seed {seed}")
             ckpt = report_dir / "checkpoints" / name / f"seed{seed}"
-            runs.append(train_run(mcfg, tcfg, prep, ckpt, log))
+            runs.append(train_run(mcfg, tcfg, prep, ckpt, log, dist))
             report["results"] = aggregate(runs)
             report["seconds"] = round(time.perf_counter() - t0, 2)
-            save_json(report, report_dir / "benchmark.json")  # partial results survive a crash
+            if dist.main:  # partial results survive a crash
+                save_json(report, report_dir / "benchmark.json")
+    if not dist.main:
+        return report
     report["plots"] = ["plots/" + p for p in plots(report, report_dir / "plots")]
     report["seconds"] = round(time.perf_counter() - t0, 2)
     save_json(report, report_dir / "benchmark.json")
@@ -210,6 +216,12 @@ def main(argv: list[str] | None = None) -> int:
     except BenchmarkError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    finally:
+        if "torch" in sys.modules:
+            import torch.distributed as tdist
+
+            if tdist.is_available() and tdist.is_initialized():
+                tdist.destroy_process_group()
     return 0
 
 

@@ -134,6 +134,8 @@ class Tagger(nn.Module):
             d = 2 * cfg.lstm_hidden
         else:
             self.text = build_text_encoder(cfg, vocab_size, saved.get("text"))
+            if getattr(self.text, "pooler", None) is not None:
+                self.text.pooler = None  # unused: no dead weights (DDP would flag them)
             d = int(self.text.config.hidden_size)
         self.d = d
         self.vit: nn.Module | None = None

@@ -81,9 +81,9 @@ class Predictor:
         model = Tagger(mcfg, conf["labels"], int(conf["vocab_size"]), conf["encoder_configs"])
         state = torch.load(ck / "model.pt", map_location="cpu", weights_only=True)
         missing, unexpected = model.load_state_dict(state, strict=False)
-        bad = [k for k in missing if ".pooler." not in k] + list(unexpected)
-        if bad:
-            raise BenchmarkError(f"{ck / 'model.pt'} does not match config.json: {bad[:3]}")
+        if missing or unexpected:
+            bad = [*missing, *unexpected][:3]
+            raise BenchmarkError(f"{ck / 'model.pt'} does not match config.json: {bad}")
         model.eval()
         return cls(model, tokenizer, vocab, conf)
 

@@ -89,6 +89,32 @@ def prepare(
     )
 
 
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in a torchrun group (rank 0 of 1 when not distributed)."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> Dist:
+    """Join the torchrun process group (gloo, CPU) when ``WORLD_SIZE`` > 1."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as tdist
+
+    if not tdist.is_initialized():
+        tdist.init_process_group("gloo")
+    return Dist(tdist.get_rank(), tdist.get_world_size())
+
+
 @dataclass
 class RunResult:
     """What one (model, seed) run produced; ``eval_counts`` proves test was evaluated once."""
@@ -107,6 +133,7 @@ class RunResult:
     n_params: int
     n_trainable: int
     config: dict[str, Any]
+    world_size: int = 1
 
 
 class ImageFeeder:
@@ -247,12 +274,24 @@ def train_run(
     prep: Prepared,
     checkpoint_dir: Path | None = None,
     log: Log = _stderr,
+    dist: Dist | None = None,
 ) -> RunResult:
     """Train ``mcfg`` with ``tcfg``; select the epoch with the best dev F1 (ties: earliest);
-    evaluate test once with it (and once more with shuffled images for multimodal models)."""
+    evaluate test once with it (and once more with shuffled images for multimodal models).
+
+    Under torchrun (``dist.world > 1``) the model is wrapped in DistributedDataParallel: each
+    global batch of ``batch_size`` posts is split between the ranks (NT-Xent negatives are
+    those of the rank's share); every rank evaluates dev (same weights, same choice); rank 0
+    saves the checkpoint."""
+    dist = dist or Dist()
     torch.set_num_threads(max(1, min(tcfg.num_threads, 2)))
     seed_everything(tcfg.seed)
     model = build_model(mcfg, prep)
+    step_model: torch.nn.Module = model
+    if dist.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        step_model = DistributedDataParallel(model)
     feeder = ImageFeeder(model, prep, tcfg.cache_frozen_features, log)
     evaluator = Evaluator(model, prep, feeder, tcfg)
     head_lr = tcfg.head_lr if tcfg.head_lr is not None else tcfg.lr
@@ -277,11 +316,14 @@ def train_run(
         totals: Counter[str] = Counter()
         steps = 0
         for chunk in _batches(len(usable), tcfg.batch_size, gen):
-            idx = [usable[i] for i in chunk]
+            if len(chunk) < dist.world:
+                continue  # every rank must take the same number of steps
+            seen += len(chunk)
+            idx = [usable[i] for i in chunk[dist.rank :: dist.world]]
             batch = collate([enc[i] for i in idx], pad)
             if mcfg.multimodal:
                 batch.update(feeder.batch([exs[i].image_key for i in idx]))
-            out = model(batch)
+            out = step_model(batch)
             opt.zero_grad(set_to_none=True)
             out["loss"].backward()
             if tcfg.grad_clip > 0:
@@ -290,7 +332,6 @@ def train_run(
             for k in ("loss", "crf_loss", "cl_loss"):
                 totals[k] += float(out[k].detach())
             steps += 1
-            seen += len(idx)
         epoch_time = time.perf_counter() - t0
         train_time += epoch_time
         dev = evaluator.evaluate("dev")
@@ -317,7 +358,7 @@ def train_run(
     if mcfg.multimodal and tcfg.shuffled_image_eval and prep.data.splits["test"]:
         shuffled = evaluator.evaluate("test", shuffle_images=True, seed=tcfg.seed)
     ckpt = ""
-    if checkpoint_dir is not None:
+    if checkpoint_dir is not None and dist.main:
         ckpt = str(save_checkpoint(model, mcfg, tcfg, prep, checkpoint_dir, best_epoch, best_f1))
     n_params = sum(p.numel() for p in model.parameters())
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -336,6 +377,7 @@ def train_run(
         n_params=n_params,
         n_trainable=n_train,
         config={"model": to_dict(mcfg), "train": to_dict(tcfg)},
+        world_size=dist.world,
     )
 
 
