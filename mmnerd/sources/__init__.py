@@ -22,6 +22,12 @@ from mmnerd.records import Post
 
 SOURCES: dict[str, str] = {
     "sample": "mmnerd.sources.sample:SampleSource",
+    "mastodon": "mmnerd.sources.mastodon:MastodonSource",
+    "bluesky": "mmnerd.sources.bluesky:BlueskySource",
+    "conll": "mmnerd.sources.conll:ConllSource",
+    "jsonl": "mmnerd.sources.dumps:JsonlSource",
+    "csv": "mmnerd.sources.dumps:CsvSource",
+    "parquet": "mmnerd.sources.dumps:ParquetSource",
 }
 """kind -> "module:class".  Add a source by adding a line here."""
 

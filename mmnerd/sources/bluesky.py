@@ -1,0 +1,379 @@
+"""Bluesky source: full-text post search (``app.bsky.feed.searchPosts``), incrementally.
+
+API (AT Protocol XRPC): ``GET <service>/xrpc/app.bsky.feed.searchPosts`` with
+``q``, ``sort``, ``lang``, ``since`` / ``until``, ``tag``, ``limit`` (<= 100) and
+an opaque ``cursor``; the answer is ``{"posts": [PostView], "cursor"?}``.
+
+Authentication (recommended: Bluesky often refuses unauthenticated search,
+and never pages it with ``cursor``): an app password from the environment,
+``com.atproto.server.createSession`` at ``login_service``; calls then go to the
+account's PDS (from the session's DID document) with ``Bearer accessJwt``.  An
+``ExpiredToken`` / ``InvalidToken`` answer (400/401) triggers
+``com.atproto.server.refreshSession`` (``Bearer refreshJwt``) and one retry; if
+the refresh token is dead too, a new session is created.
+
+Mapping: ``record.text`` is the text; ``record.langs[0]`` the ``lang_hint``;
+the first image of an ``app.bsky.embed.images#view`` (or the media of an
+``app.bsky.embed.recordWithMedia#view``) becomes the image (``fullsize`` URL,
+``alt``); rich-text facets (mentions, links, tags) are converted from UTF-8
+byte offsets to code points and kept in ``extra["facets"]`` (hints, not gold).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from mmnerd.errors import ConfigError, InputError
+from mmnerd.records import ImageRef, Post, hash_author
+from mmnerd.sources import Source, SourceOptions
+from mmnerd.sources.http import BudgetExhausted, HttpClient, HttpError, HttpOptions
+from mmnerd.sources.mastodon import utc_iso
+from mmnerd.sources.state import SourceState
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LICENCE = (
+    "© the author; public Bluesky post, collected under Bluesky's terms and developer "
+    "guidelines for non-commercial research; redistribute at:// URIs only"
+)
+SENSITIVE_LABELS = frozenset({"porn", "sexual", "nudity", "graphic-media", "gore"})
+EXPIRED = frozenset({"ExpiredToken", "InvalidToken"})
+
+
+class BlueskyOptions(SourceOptions, HttpOptions):
+    """The ``[source]`` table with ``kind = "bluesky"``."""
+
+    queries: list[str] = Field(..., min_length=1, description="search queries (Lucene-like syntax)")
+    langs: list[str] = Field(
+        default_factory=list,
+        description="one search per language code (server-side lang filter); [] = any language",
+    )
+    sort: Literal["latest", "top"] = Field("latest", description="result order")
+    since: str = Field("", description="ISO date/datetime: only posts at or after it")
+    until: str = Field("", description="ISO date/datetime: only posts before it")
+    tags: list[str] = Field(default_factory=list, description="only posts with all these hashtags")
+    limit: int = Field(100, ge=1, le=100, description="posts per page (maximum 100)")
+    max_posts: int = Field(
+        1000, ge=0, description="stop after this many new posts in one run (0 = no limit)"
+    )
+    require_image: bool = Field(True, description="posts without an image are dropped (no_image)")
+    service: str = Field(
+        "https://public.api.bsky.app", description="AppView for unauthenticated searches"
+    )
+    login_service: str = Field("https://bsky.social", description="where createSession is called")
+    identifier_env: str = Field(
+        "", description="env var with the handle or e-mail to log in with (app password login)"
+    )
+    password_env: str = Field("", description="env var with an app password (never your password)")
+    licence: str = Field(DEFAULT_LICENCE, description="licence note stored on every post")
+
+    @field_validator("service", "login_service")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"{v!r} is not an http(s) URL")
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _both_or_none(self) -> BlueskyOptions:
+        if bool(self.identifier_env) != bool(self.password_env):
+            raise ValueError("set both identifier_env and password_env, or neither")
+        return self
+
+
+# ---------------------------------------------------------------------------
+# offsets, images, mapping
+# ---------------------------------------------------------------------------
+
+
+def byte_span_to_chars(text: str, byte_start: int, byte_end: int) -> tuple[int, int] | None:
+    """Code-point span of the UTF-8 byte span ``[byte_start, byte_end)`` of ``text``.
+
+    None if the span is out of range or does not fall on character boundaries.
+    """
+    data = text.encode("utf-8")
+    if not (0 <= byte_start <= byte_end <= len(data)):
+        return None
+    try:
+        start = len(data[:byte_start].decode("utf-8"))
+        end = start + len(data[byte_start:byte_end].decode("utf-8"))
+    except UnicodeDecodeError:
+        return None
+    return start, end
+
+
+def convert_facets(text: str, facets: list[dict[str, Any]] | None) -> tuple[list[dict], int]:
+    """Facets as ``{"type", "value", "start", "end", "text"}`` in code points; and error count."""
+    out: list[dict[str, Any]] = []
+    errors = 0
+    for facet in facets or []:
+        index = facet.get("index") or {}
+        span = byte_span_to_chars(
+            text, int(index.get("byteStart", -1)), int(index.get("byteEnd", -1))
+        )
+        if span is None or span[0] == span[1]:
+            errors += 1
+            continue
+        for feature in facet.get("features") or []:
+            kind = str(feature.get("$type", "")).rsplit("#", 1)[-1]
+            value = feature.get({"mention": "did", "link": "uri", "tag": "tag"}.get(kind, ""), "")
+            out.append(
+                {"type": kind, "value": value, "start": span[0], "end": span[1],
+                 "text": text[span[0] : span[1]]}
+            )  # fmt: skip
+    return out, errors
+
+
+def embed_images(embed: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Image views of a post's embed view (``images#view`` or ``recordWithMedia#view``)."""
+    if not embed:
+        return []
+    kind = embed.get("$type", "")
+    if kind == "app.bsky.embed.recordWithMedia#view":
+        return embed_images(embed.get("media"))
+    if kind == "app.bsky.embed.images#view":
+        return [i for i in embed.get("images") or [] if i.get("fullsize")]
+    return []
+
+
+def _sort_at(view: dict[str, Any]) -> str:
+    """Bluesky's sortAt: the earlier of createdAt and indexedAt (clients set the first)."""
+    times = [t for t in (view.get("record", {}).get("createdAt"), view.get("indexedAt")) if t]
+    return min((utc_iso(t) for t in times), default="")
+
+
+def post_view_to_post(view: dict[str, Any], licence: str) -> Post:
+    """Map one ``app.bsky.feed.defs#postView`` to a :class:`Post`."""
+    uri = view.get("uri", "")
+    if not uri.startswith("at://"):
+        raise InputError(f"searchPosts: a post without an at:// uri ({str(view)[:80]})")
+    record = view.get("record") or {}
+    author = view.get("author") or {}
+    did = author.get("did") or uri[5:].split("/", 1)[0]
+    text = record.get("text", "")
+    facets, bad = convert_facets(text, record.get("facets"))
+    images = embed_images(view.get("embed"))
+    langs = [str(x) for x in record.get("langs") or []]
+    labels = [lab.get("val", "") for lab in view.get("labels") or []]
+    labels += [v.get("val", "") for v in (record.get("labels") or {}).get("values", [])]
+    extra: dict[str, Any] = {
+        "cid": view.get("cid", ""),
+        "langs": langs,
+        "facets": facets,
+        "facet_errors": bad,
+        "labels": labels,
+        "sensitive": bool(SENSITIVE_LABELS & set(labels)),
+        "image_count": len(images),
+    }
+    image = None
+    if images:
+        image = ImageRef(url=images[0]["fullsize"], alt=images[0].get("alt", "") or "")
+        extra["thumb"] = images[0].get("thumb", "")
+    return Post(
+        id=f"bluesky:{uri}",
+        source="bluesky",
+        source_id=uri,
+        text=text,
+        url=f"https://bsky.app/profile/{did}/post/{uri.rsplit('/', 1)[-1]}",
+        author_hash=hash_author(did),
+        created_at=utc_iso(record.get("createdAt", "")),
+        licence=licence,
+        lang_hint=langs[0].split("-")[0].lower() if langs else "",
+        image=image,
+        extra=extra,
+    )
+
+
+# ---------------------------------------------------------------------------
+# session
+# ---------------------------------------------------------------------------
+
+
+class Session:
+    """An app-password session: createSession, refreshSession, auth headers."""
+
+    def __init__(self, client: HttpClient, login_service: str, identifier: str, password: str):
+        self.client = client
+        self.login_service = login_service
+        self._identifier = identifier
+        self._password = password
+        self.access = ""
+        self.refresh_jwt = ""
+        self.service = login_service
+
+    def login(self) -> None:
+        data, _ = self.client.post_json(
+            f"{self.login_service}/xrpc/com.atproto.server.createSession",
+            {"identifier": self._identifier, "password": self._password},
+        )
+        self._take(data)
+        for svc in (data.get("didDoc") or {}).get("service", []):
+            if svc.get("id", "").endswith("#atproto_pds") and svc.get("serviceEndpoint"):
+                self.service = str(svc["serviceEndpoint"]).rstrip("/")
+
+    def refresh(self) -> None:
+        try:
+            data, _ = self.client.post_json(
+                f"{self.login_service}/xrpc/com.atproto.server.refreshSession",
+                headers={"Authorization": f"Bearer {self.refresh_jwt}"},
+            )
+        except HttpError as e:
+            if e.status in (400, 401):
+                log.info("refresh token rejected (%s); logging in again", e.error or e.status)
+                self.login()
+                return
+            raise
+        self._take(data)
+
+    def _take(self, data: Any) -> None:
+        if not isinstance(data, dict) or not data.get("accessJwt"):
+            raise InputError(f"{self.login_service}: session answer without accessJwt")
+        self.access = data["accessJwt"]
+        self.refresh_jwt = data.get("refreshJwt", "")
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access}"}
+
+
+# ---------------------------------------------------------------------------
+# the source
+# ---------------------------------------------------------------------------
+
+
+class BlueskySource(Source):
+    """Search posts per (query, language), resuming from saved cursors."""
+
+    kind: ClassVar[str] = "bluesky"
+    Options: ClassVar[type[SourceOptions]] = BlueskyOptions
+    options: BlueskyOptions
+
+    def streams(self) -> list[tuple[str, str]]:
+        """(query, lang) pairs; lang "" = no language filter."""
+        return [(q, lang) for q in self.options.queries for lang in (self.options.langs or [""])]
+
+    @staticmethod
+    def stream_key(query: str, lang: str) -> str:
+        return f"search|{query}|{lang}"
+
+    def _session(self, client: HttpClient) -> Session | None:
+        o = self.options
+        if not o.identifier_env:
+            return None
+        ident, pw = os.environ.get(o.identifier_env, ""), os.environ.get(o.password_env, "")
+        if not ident or not pw:
+            missing = o.identifier_env if not ident else o.password_env
+            raise ConfigError(
+                f"field 'source.{'identifier_env' if not ident else 'password_env'}': "
+                f"environment variable {missing} is not set or empty"
+            )
+        session = Session(client, o.login_service, ident, pw)
+        session.login()
+        return session
+
+    def posts(self) -> Iterator[Post]:
+        """Replay posts collected earlier, then search for new ones, stream by stream."""
+        state = SourceState(self.config.root, self.kind)
+        yield from state.replay([self.stream_key(q, lang) for q, lang in self.streams()])
+        client = HttpClient(self.options)
+        budget = self.options.max_posts or float("inf")
+        new = 0
+        try:
+            session = self._session(client)
+            for query, lang in self.streams():
+                if new >= budget:
+                    break
+                try:
+                    for page in self._pages(client, session, state, query, lang, budget - new):
+                        new += sum(p.ok for p in page)
+                        yield from page
+                except BudgetExhausted as e:
+                    log.warning("%s; the saved cursor resumes next run", e)
+        finally:
+            client.close()
+
+    def _search(
+        self, client: HttpClient, session: Session | None, params: list[tuple[str, Any]]
+    ) -> tuple[Any, str]:
+        service = session.service if session else self.options.service
+        url = f"{service}/xrpc/app.bsky.feed.searchPosts"
+        for attempt in (1, 2):
+            try:
+                data, resp = client.get_json(url, params, session.headers() if session else None)
+                return data, resp.url
+            except HttpError as e:
+                if session and attempt == 1 and e.status in (400, 401) and e.error in EXPIRED:
+                    log.info("access token expired; refreshing the session")
+                    session.refresh()
+                    continue
+                if e.status in (401, 403) and session is None:
+                    raise HttpError(
+                        f"{e} — Bluesky refuses unauthenticated search here; log in with an "
+                        f"app password (source.identifier_env / source.password_env)",
+                        status=e.status,
+                        url=e.url,
+                    ) from None
+                raise
+        raise AssertionError("unreachable")
+
+    def _pages(
+        self,
+        client: HttpClient,
+        session: Session | None,
+        state: SourceState,
+        query: str,
+        lang: str,
+        room: float,
+    ) -> Iterator[list[Post]]:
+        """Pages of new posts of one stream, each committed to the state before it is yielded."""
+        o = self.options
+        key = self.stream_key(query, lang)
+        cur = state.cursor(key)
+        newest = cur.get("newest", "")
+        if cur.get("cursor") or cur.get("top"):
+            cursor, floor, top = cur.get("cursor", ""), cur.get("floor", ""), cur.get("top", "")
+        else:
+            cursor, floor, top = "", max(newest, _iso_or_empty(o.since)), ""
+        got = 0
+        while True:
+            params: list[tuple[str, Any]] = [("q", query), ("sort", o.sort), ("limit", o.limit)]
+            params += [("lang", lang)] if lang else []
+            params += [("since", floor)] if floor else []
+            params += [("until", o.until)] if o.until else []
+            params += [("tag", t.lstrip("#")) for t in o.tags]
+            params += [("cursor", cursor)] if cursor else []
+            data, url = self._search(client, session, params)
+            if not isinstance(data, dict) or not isinstance(data.get("posts"), list):
+                raise InputError(f"GET {url}: expected {{'posts': [...]}}")
+            posts = []
+            for view in data["posts"]:
+                top = max(top, _sort_at(view))
+                post = post_view_to_post(view, o.licence)
+                if post.image is None and o.require_image:
+                    post.drop("no_image")
+                posts.append(post)
+            nxt = str(data.get("cursor") or "")
+            done = not data["posts"] or not nxt or nxt == cursor
+            if done:
+                state_cursor = {"newest": max(newest, top)}
+            else:
+                state_cursor = {"newest": newest, "cursor": nxt, "floor": floor, "top": top}
+            fresh = state.commit(key, posts, state_cursor)
+            got += sum(p.ok for p in fresh)
+            yield fresh
+            if done or got >= room:
+                return
+            cursor = nxt
+
+
+def _iso_or_empty(value: str) -> str:
+    """A ``since`` option as a UTC ISO timestamp comparable with sortAt ("" stays "")."""
+    if not value:
+        return ""
+    if len(value) == 10:  # a date
+        value += "T00:00:00Z"
+    return utc_iso(value) if "T" in value else value

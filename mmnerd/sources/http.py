@@ -1,0 +1,328 @@
+"""A polite HTTP client shared by the API sources (Mastodon, Bluesky).
+
+* ``requests`` session with a urllib3 :class:`~urllib3.util.retry.Retry` policy:
+  429 and 5xx answers, connection errors and read timeouts are retried with
+  exponential backoff and jitter; ``Retry-After`` (seconds or HTTP date) is
+  honoured on 429 / 503.  Every wait is capped by ``max_wait`` so a hostile or
+  confused server cannot park the pipeline for hours.
+* Rate-limit headers (``X-RateLimit-Remaining`` / ``X-RateLimit-Reset`` as sent
+  by Mastodon, ``RateLimit-Remaining`` / ``RateLimit-Reset`` as sent by Bluesky)
+  are read after every answer; when nothing remains, the next request to that
+  host waits until the reset time.
+* A per-host request budget (:class:`BudgetExhausted` when spent) and a
+  minimum interval between requests to one host.
+* A descriptive User-Agent.  Secrets travel only in headers and never appear
+  in errors or logs (errors name the method and URL, never headers).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from pydantic import BaseModel, Field
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from mmnerd.errors import InputError, MmnerdError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_USER_AGENT = (
+    "mmnerd/0.1 (+https://github.com/mmnerd/mmnerd; research dataset builder; "
+    "collects public posts for a named-entity corpus)"
+)
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class HttpError(MmnerdError):
+    """A request failed for good (after retries, or with a non-retryable status).
+
+    ``status`` is the HTTP status (0 for network errors); ``error`` the API's own
+    error code when the body says one (e.g. Bluesky's ``ExpiredToken``).
+    """
+
+    def __init__(self, message: str, status: int = 0, error: str = "", url: str = ""):
+        super().__init__(message)
+        self.status = status
+        self.error = error
+        self.url = url
+
+
+class BudgetExhausted(MmnerdError):
+    """The per-host request budget of this run is spent; sources stop and keep their cursor."""
+
+
+class HttpOptions(BaseModel):
+    """Politeness settings; each API source's options model inherits these fields."""
+
+    user_agent: str = Field(DEFAULT_USER_AGENT, description="User-Agent sent with every request")
+    timeout: float = Field(20.0, gt=0, description="seconds to connect / to wait for a response")
+    max_retries: int = Field(5, ge=0, le=20, description="retries on 429, 5xx and network errors")
+    backoff: float = Field(1.0, ge=0, description="first backoff in seconds; doubles per retry")
+    max_wait: float = Field(
+        300.0, ge=0, description="cap in seconds on any single wait (backoff, Retry-After, reset)"
+    )
+    min_interval: float = Field(
+        1.0, ge=0, description="minimum seconds between two requests to the same host"
+    )
+    host_budget: int = Field(
+        10_000, ge=1, description="maximum requests per host in one run; then collection stops"
+    )
+
+
+def _number(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def reset_delay(value: str | None, now: float | None = None) -> float | None:
+    """Seconds until a rate-limit reset given as epoch seconds, seconds, or a date.
+
+    Mastodon sends an ISO 8601 timestamp, Bluesky and GitHub epoch seconds, some
+    servers a delta in seconds (values below 10**9 are read as a delta).
+    """
+    if not value:
+        return None
+    now = time.time() if now is None else now
+    num = _number(value)
+    if num is not None:
+        return max(0.0, num - now if num > 1e9 else num)
+    for parse in (
+        lambda v: datetime.fromisoformat(v.replace("Z", "+00:00")),
+        parsedate_to_datetime,
+    ):
+        try:
+            return max(0.0, parse(value).timestamp() - now)
+        except (ValueError, TypeError):
+            continue
+    return None
+
+
+def _make_retry(opts: HttpOptions, sleep: Callable[[float], None], waits: list[float]) -> Retry:
+    """A urllib3 Retry whose every sleep is capped by ``max_wait`` and goes through ``sleep``."""
+
+    class _PoliteRetry(Retry):
+        def sleep(self, response: Any = None) -> None:
+            wait = None
+            if response is not None and self.respect_retry_after_header:
+                wait = self.get_retry_after(response)
+            if wait is None:  # exponential backoff with jitter: base * 2^(n-1) * [0.5, 1)
+                n = max(1, len(self.history))
+                wait = min(self.backoff_max, self.backoff_factor * 2 ** (n - 1))
+                wait *= 0.5 + random.random() / 2
+            wait = min(float(wait), opts.max_wait)
+            last = self.history[-1] if self.history else None
+            log.info(
+                "retrying %s (%s) in %.2fs",
+                last.url if last else "request",
+                (last.status or last.error) if last else "",
+                wait,
+            )
+            waits.append(wait)
+            if wait > 0:
+                sleep(wait)
+
+    return _PoliteRetry(
+        total=opts.max_retries,
+        connect=opts.max_retries,
+        read=opts.max_retries,
+        status=opts.max_retries,
+        other=0,
+        redirect=5,
+        status_forcelist=RETRY_STATUSES,
+        backoff_factor=opts.backoff,
+        backoff_max=max(opts.max_wait, 0.0),
+        raise_on_status=False,
+        respect_retry_after_header=True,
+    )
+
+
+@dataclass
+class _Host:
+    requests: int = 0
+    last: float = -1e18  # monotonic time of the last request
+    not_before: float = 0.0  # monotonic time before which we must not ask again
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class HttpClient:
+    """Polite JSON-over-HTTP client.  One per source run; thread-safe per host.
+
+    ``sleep`` is injectable (tests pass a recorder); ``waits`` lists every wait
+    taken (backoff, Retry-After, rate-limit reset, politeness interval).
+    """
+
+    def __init__(
+        self, opts: HttpOptions | None = None, sleep: Callable[[float], None] = time.sleep
+    ):
+        self.opts = opts or HttpOptions()
+        self._sleep = sleep
+        self.waits: list[float] = []
+        self._hosts: dict[str, _Host] = {}
+        self._hosts_lock = threading.Lock()
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = self.opts.user_agent
+        self.session.headers["Accept"] = "application/json"
+        adapter = HTTPAdapter(max_retries=_make_retry(self.opts, self._wait_raw, self.waits))
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+
+    # --- waiting ---------------------------------------------------------------
+    def _wait_raw(self, seconds: float) -> None:
+        self._sleep(seconds)
+
+    def _wait(self, seconds: float, why: str, host: str) -> None:
+        seconds = min(seconds, self.opts.max_wait)
+        if seconds <= 0:
+            return
+        if seconds >= 1:
+            log.info("waiting %.1fs before the next request to %s (%s)", seconds, host, why)
+        self.waits.append(seconds)
+        self._sleep(seconds)
+
+    def _host(self, host: str) -> _Host:
+        with self._hosts_lock:
+            return self._hosts.setdefault(host, _Host())
+
+    def requests_made(self, host: str) -> int:
+        """How many requests this client sent to ``host`` (``netloc`` of the URL)."""
+        return self._host(host).requests
+
+    def _before(self, host: str) -> None:
+        h = self._host(host)
+        with h.lock:
+            if h.requests >= self.opts.host_budget:
+                raise BudgetExhausted(
+                    f"{host}: request budget of {self.opts.host_budget} for this run is spent "
+                    f"(raise source.host_budget to collect more)"
+                )
+            now = time.monotonic()
+            if h.not_before > now:
+                self._wait(h.not_before - now, "rate limit reset", host)
+            gap = h.last + self.opts.min_interval - time.monotonic()
+            if gap > 0:
+                self._wait(gap, "politeness interval", host)
+            h.requests += 1
+            h.last = time.monotonic()
+
+    def _after(self, host: str, resp: requests.Response) -> None:
+        hdr = resp.headers
+        remaining = _number(hdr.get("X-RateLimit-Remaining") or hdr.get("RateLimit-Remaining"))
+        if remaining is None or remaining > 0:
+            return
+        delay = reset_delay(hdr.get("X-RateLimit-Reset") or hdr.get("RateLimit-Reset"))
+        if delay is None:
+            delay = self.opts.backoff
+        log.info("%s: rate limit used up; next request in %.1fs", host, delay)
+        h = self._host(host)
+        h.not_before = max(h.not_before, time.monotonic() + min(delay, self.opts.max_wait))
+
+    # --- requests --------------------------------------------------------------
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, Any] | list[tuple[str, Any]] | None = None,
+        headers: Mapping[str, str] | None = None,
+        json_body: Any = None,
+    ) -> requests.Response:
+        """Send one request (retried per the policy); raise :class:`HttpError` unless 2xx."""
+        host = urlsplit(url).netloc
+        self._before(host)
+        where = f"{method} {url}"
+        try:
+            resp = self.session.request(
+                method,
+                url,
+                params=params,
+                headers=dict(headers or {}),
+                json=json_body,
+                timeout=self.opts.timeout,
+            )
+        except requests.exceptions.RetryError as e:
+            raise HttpError(
+                f"{where}: gave up after {self.opts.max_retries} retries ({e})", url=url
+            ) from None
+        except requests.exceptions.Timeout:
+            raise HttpError(
+                f"{where}: timed out after {self.opts.timeout:g}s "
+                f"({self.opts.max_retries} retries)",
+                url=url,
+            ) from None
+        except requests.exceptions.RequestException as e:
+            reason = type(getattr(e.args[0], "reason", e) if e.args else e).__name__
+            raise HttpError(
+                f"{where}: network error after {self.opts.max_retries} retries ({reason})",
+                url=url,
+            ) from None
+        self._after(host, resp)
+        if 200 <= resp.status_code < 300:
+            return resp
+        error, message = _api_error(resp)
+        retried = " after retries" if resp.status_code in RETRY_STATUSES else ""
+        detail = f": {error}" if error else ""
+        detail += f" {message}" if message else ""
+        raise HttpError(
+            f"{where}: HTTP {resp.status_code}{retried}{detail}"[:500],
+            status=resp.status_code,
+            error=error,
+            url=url,
+        )
+
+    def get_json(
+        self,
+        url: str,
+        params: Mapping[str, Any] | list[tuple[str, Any]] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[Any, requests.Response]:
+        """GET ``url`` and decode its JSON body; returns (data, response)."""
+        resp = self.request("GET", url, params=params, headers=headers)
+        return decode_json(resp), resp
+
+    def post_json(
+        self, url: str, body: Any = None, headers: Mapping[str, str] | None = None
+    ) -> tuple[Any, requests.Response]:
+        """POST a JSON body to ``url`` and decode the JSON answer; returns (data, response)."""
+        resp = self.request("POST", url, json_body=body, headers=headers)
+        return decode_json(resp), resp
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def decode_json(resp: requests.Response) -> Any:
+    """The JSON body of ``resp``; :class:`InputError` naming the URL if it is not JSON."""
+    try:
+        return json.loads(resp.content.decode(resp.encoding or "utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InputError(
+            f"{resp.request.method} {resp.url}: response is not valid JSON "
+            f"({type(e).__name__}: {str(e)[:120]})"
+        ) from None
+
+
+def _api_error(resp: requests.Response) -> tuple[str, str]:
+    """(error code, message) of a JSON error body (Mastodon ``error``, XRPC ``error``)."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return "", resp.reason or ""
+    if not isinstance(body, dict):
+        return "", ""
+    error = str(body.get("error") or "")
+    message = str(body.get("message") or body.get("error_description") or "")
+    return error, message

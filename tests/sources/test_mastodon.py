@@ -1,0 +1,272 @@
+"""Mastodon source against a local server speaking the timelines API (Link-header pagination)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+from mmnerd.config import PipelineConfig
+from mmnerd.errors import ConfigError
+from mmnerd.records import hash_author
+from mmnerd.sources import get_source
+from mmnerd.sources.http import HttpError
+from mmnerd.sources.mastodon import html_to_text, next_max_id, status_to_post
+
+CONTENT = (
+    '<p>Bonjour <span class="h-card" translate="no"><a href="https://mastodon.social/@anna" '
+    'class="u-url mention">@<span>anna</span></a></span> &amp; bienvenue à Lyon ! '
+    '<a href="https://mastodon.social/tags/Lyon" class="mention hashtag" rel="tag">#<span>Lyon'
+    '</span></a></p><p>Voir <a href="https://www.example.org/a/very/long/path/to/page" '
+    'target="_blank" rel="nofollow noopener" translate="no"><span class="invisible">https://www.'
+    '</span><span class="ellipsis">example.org/a/very/long/pa</span><span class="invisible">th/to/'
+    "page</span></a><br>ligne 2</p>"
+)
+
+
+def status(n: int, *, image: bool = True, **over: Any) -> dict[str, Any]:
+    """A Mastodon Status entity (the fields we read, as the API documents them)."""
+    base = "http://instance.test"
+    media = (
+        [
+            {"id": f"m{n}", "type": "video", "url": f"{base}/v{n}.mp4", "preview_url": "",
+             "description": None},
+            {"id": f"i{n}", "type": "image", "url": f"{base}/media/{n}.jpg",
+             "preview_url": f"{base}/media/small/{n}.jpg", "remote_url": None,
+             "description": f"alt {n}"},
+        ]
+        if image
+        else []
+    )  # fmt: skip
+    s = {
+        "id": str(n),
+        "created_at": "2024-05-01T10:00:00.000Z",
+        "in_reply_to_id": None,
+        "sensitive": n % 7 == 0,
+        "spoiler_text": "",
+        "visibility": "public",
+        "language": "fr",
+        "uri": f"{base}/users/u{n % 5}/statuses/{n}",
+        "url": f"{base}/@u{n % 5}/{n}",
+        "content": f"<p>Post numéro {n} à <a href=\"{base}/tags/Paris\" class=\"mention hashtag\" "
+        f'rel="tag">#<span>Paris</span></a></p>',
+        "reblog": None,
+        "account": {"id": str(n % 5), "username": f"u{n % 5}", "acct": f"u{n % 5}",
+                    "url": f"{base}/@u{n % 5}"},
+        "media_attachments": media,
+        "mentions": [],
+        "tags": [],
+    }  # fmt: skip
+    s.update(over)
+    return s
+
+
+class FakeMastodon:
+    """Timelines over a list of statuses, newest first, paginated like Mastodon."""
+
+    def __init__(self, server: HTTPServer, statuses: list[dict[str, Any]]):
+        self.server = server
+        self.statuses = statuses
+        self.requests: list[Request] = []
+        self.tokens: list[str] = []
+        self.hook: Callable[[int], None] | None = None  # called with the request count
+        server.expect_request("/api/v1/timelines/public").respond_with_handler(self.handle)
+        server.expect_request("/api/v1/timelines/tag/Paris").respond_with_handler(self.handle)
+
+    def add(self, statuses: list[dict[str, Any]]) -> None:
+        self.statuses = sorted(self.statuses + statuses, key=lambda s: -int(s["id"]))
+
+    def handle(self, request: Request) -> Response:
+        self.requests.append(request)
+        if self.hook is not None:
+            self.hook(len(self.requests))
+        self.tokens.append(request.headers.get("Authorization", ""))
+        a = request.args
+        limit = min(int(a.get("limit", 20)), 40)
+        items = [
+            s
+            for s in self.statuses
+            if (not a.get("max_id") or int(s["id"]) < int(a["max_id"]))
+            and (not a.get("since_id") or int(s["id"]) > int(a["since_id"]))
+            and (a.get("only_media") != "true" or s["media_attachments"])
+        ]
+        page = items[:limit]
+        links = []
+        keep = {k: a[k] for k in ("limit", "local", "only_media") if k in a}
+        url = self.server.url_for(request.path)
+        if len(page) == limit:  # Mastodon adds "next" only when the page is full
+            links.append(f'<{url}?{urlencode({**keep, "max_id": page[-1]["id"]})}>; rel="next"')
+        if page:
+            links.append(f'<{url}?{urlencode({**keep, "min_id": page[0]["id"]})}>; rel="prev"')
+        headers = {"Link": ", ".join(links)} if links else {}
+        headers.update({"X-RateLimit-Limit": "300", "X-RateLimit-Remaining": "299"})
+        return Response(
+            __import__("json").dumps(page), 200, headers=headers, content_type="application/json"
+        )
+
+
+def make_config(tmp_path, **source: Any) -> PipelineConfig:
+    return PipelineConfig.model_validate(
+        {
+            "name": "t",
+            "data_dir": str(tmp_path / "data"),
+            "source": {"kind": "mastodon", "min_interval": 0, "backoff": 0.01, **source},
+        }
+    )
+
+
+def collect(config: PipelineConfig) -> list:
+    return list(get_source(config).posts())
+
+
+# --- content and mapping ------------------------------------------------------------------
+
+
+def test_html_to_text_mentions_tags_links_entities_breaks() -> None:
+    text, ents = html_to_text(CONTENT)
+    assert text == (
+        "Bonjour @anna & bienvenue à Lyon ! #Lyon\n\n"
+        "Voir https://www.example.org/a/very/long/path/to/page\nligne 2"
+    )
+    by_type = {e["type"]: e for e in ents}
+    assert by_type["mention"]["text"] == "@anna"
+    assert by_type["mention"]["href"] == "https://mastodon.social/@anna"
+    assert by_type["tag"]["text"] == "#Lyon"
+    assert by_type["link"]["text"] == "https://www.example.org/a/very/long/path/to/page"
+    for e in ents:
+        assert text[e["start"] : e["end"]] == e["text"]
+
+
+def test_html_to_text_keeps_real_link_text_and_decodes_entities() -> None:
+    text, ents = html_to_text(
+        '<p>Read <a href="https://example.org/x">the report</a> &lt;3 &#39;ok&#39;</p>'
+    )
+    assert text == "Read the report <3 'ok'"
+    assert ents[0]["text"] == "the report"
+    assert html_to_text("")[0] == ""
+
+
+def test_reblog_maps_to_original_and_image_alt_sensitive() -> None:
+    orig = status(14, language="en")
+    boost = status(99, reblog=orig, content="", media_attachments=[])
+    post = status_to_post(boost, "http://instance.test", "lic")
+    assert post.source_id == orig["uri"] and post.id == f"mastodon:{orig['uri']}"
+    assert post.extra["reblog_id"] == "99"
+    assert post.image is not None and post.image.url.endswith("/media/14.jpg")
+    assert post.image.alt == "alt 14"
+    assert post.extra["preview_url"].endswith("/media/small/14.jpg")
+    assert post.extra["sensitive"] is True
+    assert post.lang_hint == "en"
+    assert post.author_hash == hash_author("http://instance.test/@u4")
+    assert post.created_at == "2024-05-01T10:00:00.000Z"
+    assert post.text == "Post numéro 14 à #Paris"
+    assert post.licence == "lic"
+
+
+def test_non_public_is_dropped_without_its_text() -> None:
+    post = status_to_post(status(3, visibility="unlisted"), "http://i", "lic")
+    assert not post.ok and post.reason.startswith("not_public") and post.text == ""
+
+
+def test_next_max_id_from_link_header() -> None:
+    links = {
+        "next": {"url": "https://m.s/api/v1/timelines/public?limit=40&max_id=1099", "rel": "next"}
+    }
+    assert next_max_id(links) == "1099"
+    assert next_max_id({}) == ""
+
+
+# --- collection ---------------------------------------------------------------------------
+
+
+def test_paginates_by_link_header_and_runs_incrementally(httpserver: HTTPServer, tmp_path) -> None:
+    fake = FakeMastodon(httpserver, [status(n) for n in range(1095, 1000, -1)])  # 95 statuses
+    cfg = make_config(tmp_path, instances=[httpserver.url_for("")], max_posts=0)
+    posts = collect(cfg)
+    assert [p.extra["status_id"] for p in posts] == [str(n) for n in range(1095, 1000, -1)]
+    assert len(fake.requests) == 3
+    assert [r.args.get("max_id") for r in fake.requests] == [None, "1056", "1016"]
+    assert all(r.args["limit"] == "40" and r.args["only_media"] == "true" for r in fake.requests)
+    assert all(p.ok and p.image is not None for p in posts)
+
+    fake.add([status(n) for n in range(1096, 1101)])  # five new statuses
+    fake.requests.clear()
+    again = collect(cfg)
+    assert len(fake.requests) == 1 and fake.requests[0].args["since_id"] == "1095"
+    ids = [p.id for p in again]
+    assert len(ids) == len(set(ids)) == 100  # 95 replayed from the journal + 5 new
+    fake.requests.clear()
+    assert len(collect(cfg)) == 100 and fake.requests[0].args["since_id"] == "1100"
+
+
+def test_local_and_tag_timelines_token_and_posts_without_image(
+    httpserver: HTTPServer, tmp_path, monkeypatch
+) -> None:
+    fake = FakeMastodon(httpserver, [status(n, image=n % 2 == 0) for n in range(20, 10, -1)])
+    base = httpserver.url_for("").rstrip("/")
+    monkeypatch.setenv("MY_MASTO_TOKEN", "tok-123")
+    cfg = make_config(
+        tmp_path,
+        instances=[base + "/"],
+        timelines=["local", "tag:#Paris"],
+        tag_local_only=True,
+        require_image=False,
+        token_env={base: "MY_MASTO_TOKEN"},
+    )
+    posts = collect(cfg)
+    assert {r.path for r in fake.requests} == {
+        "/api/v1/timelines/public",
+        "/api/v1/timelines/tag/Paris",
+    }
+    assert all(r.args["local"] == "true" and "only_media" not in r.args for r in fake.requests)
+    assert set(fake.tokens) == {"Bearer tok-123"}
+    assert len(posts) == 10  # the same statuses on both timelines are collected once
+    assert sum(p.image is None for p in posts) == 5 and all(p.ok for p in posts)
+
+
+def test_require_image_drops_with_reason(httpserver: HTTPServer, tmp_path) -> None:
+    FakeMastodon(httpserver, [status(n, image=n % 2 == 0) for n in range(20, 10, -1)])
+    cfg = make_config(tmp_path, instances=[httpserver.url_for("")], only_media=False)
+    posts = collect(cfg)
+    assert sorted(p.reason for p in posts if not p.ok) == ["no_image"] * 5
+    assert sum(p.ok for p in posts) == 5
+
+
+def test_missing_token_env_is_a_config_error(httpserver: HTTPServer, tmp_path, monkeypatch) -> None:
+    FakeMastodon(httpserver, [status(1)])
+    base = httpserver.url_for("").rstrip("/")
+    monkeypatch.delenv("NOPE_TOKEN", raising=False)
+    cfg = make_config(tmp_path, instances=[base], token_env={base: "NOPE_TOKEN"})
+    with pytest.raises(ConfigError, match="NOPE_TOKEN"):
+        collect(cfg)
+
+
+def test_max_posts_stops_and_next_run_resumes_the_pass(httpserver: HTTPServer, tmp_path) -> None:
+    fake = FakeMastodon(httpserver, [status(n) for n in range(1100, 1000, -1)])
+    cfg = make_config(tmp_path, instances=[httpserver.url_for("")], max_posts=50, limit=20)
+    first = collect(cfg)
+    assert len(first) == 60  # whole pages: stops after the page that reached 50
+    fake.requests.clear()
+    second = collect(cfg)
+    assert fake.requests[0].args["max_id"] == "1041"  # continues the unfinished pass
+    assert len(second) == 100 and len({p.id for p in second}) == 100
+
+
+def test_auth_required_error_mentions_token(httpserver: HTTPServer, tmp_path) -> None:
+    httpserver.expect_request("/api/v1/timelines/public").respond_with_json(
+        {"error": "This API requires an authenticated user"}, status=401
+    )
+    cfg = make_config(tmp_path, instances=[httpserver.url_for("")])
+    with pytest.raises(HttpError, match="token_env"):
+        collect(cfg)
+
+
+def test_bad_options_fail_naming_the_field(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="source.timelines"):
+        get_source(make_config(tmp_path, instances=["https://m.s"], timelines=["home"]))
+    with pytest.raises(ConfigError, match="source.instances"):
+        get_source(make_config(tmp_path, instances=["mastodon.social"]))
