@@ -214,7 +214,7 @@ def _normalise(
     img = _storable(img)
     final = fit(img.size, opts.max_side)
     if final != img.size:
-        img = img.resize(final, Image.Resampling.LANCZOS)
+        img = img.resize(final, Image.Resampling.BICUBIC)  # as CLIP preprocessing
     img.info = {}  # no EXIF, XMP, text chunks or stale transparency reach the encoder
     buf = io.BytesIO()
     if img.mode in ("RGBA", "LA") or fmt in ("PNG", "GIF", "BMP"):
