@@ -44,12 +44,22 @@ class LanguageConfig(_Section):
     min_confidence: float = Field(
         0.5, ge=0.0, le=1.0, description="posts below this probability are excluded"
     )
+    quotas: dict[str, int] = Field(
+        default_factory=dict,
+        description="at most this many posts kept per target language, in input order "
+        "(e.g. {en = 100, fr = 100}) to balance a corpus; unlisted languages are unlimited",
+    )
 
     @model_validator(mode="after")
     def _targets_are_candidates(self) -> LanguageConfig:
         missing = set(self.targets) - set(self.candidates)
         if missing:
             raise ValueError(f"targets {sorted(missing)} are not in candidates")
+        unknown = set(self.quotas) - set(self.targets)
+        if unknown:
+            raise ValueError(f"quotas for {sorted(unknown)}, which are not targets")
+        if any(n < 0 for n in self.quotas.values()):
+            raise ValueError("quotas must be >= 0")
         return self
 
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator
+from functools import lru_cache
 
-from mmnerd.pipeline import Stage, StageContext
+from mmnerd.config import PipelineConfig
+from mmnerd.io import read_posts
+from mmnerd.pipeline import Stage, StageContext, stage_dir
 from mmnerd.records import Post
 from mmnerd.text.langid import detect
 from mmnerd.text.normalize import normalize
@@ -14,7 +18,13 @@ from mmnerd.text.tokenize import tokenize
 class LanguageStage(Stage):
     """Detect each post's language; keep target languages above the confidence threshold.
 
-    Drop reasons: ``empty_text``, ``lang:<code>`` (not a target), ``lang_low_confidence``.
+    Drop reasons: ``empty_text``, ``lang:<code>`` (not a target), ``lang_low_confidence``,
+    ``lang_quota:<code>`` (``[language] quotas``: the language already has its share).
+
+    Quotas count kept posts in input order: this shard's own plus those kept by the
+    finished shards before it.  Exact and deterministic with the local executor (shards
+    in order); with a parallel executor a shard cannot see earlier shards still running,
+    so a language may overshoot by up to the shards in flight.
     """
 
     name = "language"
@@ -24,6 +34,7 @@ class LanguageStage(Stage):
     def run(self, records: Iterable[Post], ctx: StageContext) -> Iterator[Post]:
         cfg = ctx.config.language
         candidates = tuple(cfg.candidates)
+        kept = _kept_before(ctx.config, ctx.shard) if cfg.quotas else Counter()
         for post in records:
             if not post.text.strip():
                 yield post.drop("empty_text")
@@ -35,10 +46,28 @@ class LanguageStage(Stage):
                 yield post.drop(f"lang:{post.lang}")
             elif post.lang_score < cfg.min_confidence:
                 yield post.drop(f"lang_low_confidence: {post.lang_score:.2f}")
+            elif post.lang in cfg.quotas and kept[post.lang] >= cfg.quotas[post.lang]:
+                yield post.drop(f"lang_quota:{post.lang}")
             else:
+                kept[post.lang] += 1
                 if post.lang_hint and post.lang_hint != post.lang:
                     ctx.flag("lang_differs_from_hint")
                 yield post
+
+
+def _kept_before(config: PipelineConfig, shard: str) -> Counter:
+    """Posts per language kept by the language stage's finished shards before ``shard``."""
+    total: Counter = Counter()
+    for path in sorted(stage_dir(config, LanguageStage.name).glob("shard-*.jsonl")):
+        if shard and path.stem.split("-", 1)[1] < shard:
+            total.update(dict(_langs_in(str(path), path.stat().st_mtime_ns)))
+    return total
+
+
+@lru_cache(maxsize=65536)
+def _langs_in(path: str, mtime_ns: int) -> tuple[tuple[str, int], ...]:
+    """(language, count) of one finished shard file (immutable once written: cached)."""
+    return tuple(Counter(p.lang for p in read_posts(path)).items())
 
 
 class NormalizeStage(Stage):

@@ -144,3 +144,46 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def test_language_quotas_keep_the_first_posts_per_language(tmp_path: Path) -> None:
+    import json
+
+    from mmnerd.config import PipelineConfig
+    from mmnerd.pipeline import Runner, iter_excluded, iter_stage
+    from mmnerd.sources.collect import CollectStage
+    from mmnerd.text.stages import LanguageStage
+
+    by_lang: dict[str, list[str]] = {}
+    for lang, text in load():
+        if len(language_evidence(text).split()) >= 6:
+            by_lang.setdefault(lang, []).append(text)
+    rows = [("en", t) for t in by_lang["en"][:12]] + [("fr", t) for t in by_lang["fr"][:8]]
+    rows = rows[::2] + rows[1::2]  # interleave the languages a little
+    dump = tmp_path / "posts.jsonl"
+    dump.write_text(
+        "".join(json.dumps({"id": str(i), "text": t}) + "\n" for i, (_, t) in enumerate(rows))
+    )
+    cfg = PipelineConfig.model_validate(
+        {
+            "name": "q",
+            "data_dir": str(tmp_path / "data"),
+            "shard_size": 5,
+            "source": {"kind": "jsonl", "path": str(dump)},
+            "language": {"quotas": {"en": 5}},
+        }
+    )
+    Runner(cfg).run([CollectStage(), LanguageStage()])
+    kept = list(iter_stage(cfg, "language"))
+    en_ids = [str(i) for i, (lang, _) in enumerate(rows) if lang == "en"]
+    assert [p.source_id for p in kept if p.lang == "en"] == en_ids[:5]
+    assert sum(p.lang == "fr" for p in kept) == 8
+    dropped = [p for p in iter_excluded(cfg, "language")]
+    assert {p.reason for p in dropped} == {"lang_quota:en"} and len(dropped) == 7
+
+
+def test_quotas_must_be_targets() -> None:
+    from mmnerd.config import LanguageConfig
+
+    with pytest.raises(ValueError, match="not targets"):
+        LanguageConfig(quotas={"it": 3})
