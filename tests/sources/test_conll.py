@@ -161,3 +161,41 @@ def test_unknown_label_is_an_input_error(tmp_path: Path) -> None:
     path = write(tmp_path, "IMGID:1\nx\tB-DATE\n")
     with pytest.raises(InputError, match=r"train.txt: IMGID:1: label 'B-DATE'.*label_map"):
         list(get_source(config(tmp_path, files=[str(path)])).posts())
+
+
+def test_import_pipeline_end_to_end_with_the_fetcher(tmp_path: Path) -> None:
+    """pipelines/import-twitter2015.toml: collect -> language -> ... -> fetch over loopback."""
+    import io
+
+    from PIL import Image
+
+    from mmnerd.config import load_config
+    from mmnerd.pipeline import iter_excluded, iter_stage
+    from mmnerd.stages import run_collect
+    from tests.conftest import ROOT
+
+    path = write(tmp_path, TWITTER2015 + "IMGID:99\nParis\tB-LOC\nis\tO\nlovely\tO\n")
+    images = tmp_path / "twitter2015_images"
+    images.mkdir()
+    for name, colour in (("72.jpg", "red"), ("99.jpg", "blue")):
+        buf = io.BytesIO()
+        Image.new("RGB", (64, 48), colour).save(buf, "JPEG")
+        (images / name).write_bytes(buf.getvalue())
+    cfg = load_config(
+        ROOT / "pipelines" / "import-twitter2015.toml",
+        [
+            f'data_dir="{tmp_path / "data"}"',
+            f'source.files=["{path}"]',
+            f'source.images_dir="{images}"',
+            "source.image_port=0",
+        ],
+    )
+    run_collect(cfg)
+    kept = {p.source_id: p for p in iter_stage(cfg, "fetch")}
+    assert set(kept) == {"train:72", "train:99"}
+    p = kept["train:72"]
+    assert p.image is not None and p.image.status == "ok" and p.image.width == 64
+    assert [(s.text, s.label) for s in p.gold_spans][-1] == ("#NBAFinals", "MISC")
+    for s in p.gold_spans:
+        assert p.text[s.start : s.end] == s.text
+    assert {x.reason for x in iter_excluded(cfg, "fetch")} == {"no_image"}  # O_1234 has no picture
