@@ -8,6 +8,7 @@ Trains every requested model for every seed on ``train``, selects epochs on ``de
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -114,6 +115,36 @@ def _models(text: str, mode: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def check_encoders(*names: str) -> None:
+    """Fail early, in one line, if an encoder cannot be loaded (a missing folder, a folder
+    without weights, or a hub name without network)."""
+    names = tuple(n for n in names if n)
+    if not names:
+        return
+    # hub names resolve from the local HF cache only, unless HF_HUB_OFFLINE=0 is set
+    hub = os.environ.get("HF_HUB_OFFLINE") == "0"
+    if not hub and any(not Path(n).exists() for n in names):
+        os.environ["HF_HUB_OFFLINE"] = "1"  # later from_pretrained calls: no network retries
+    from transformers import AutoConfig
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    for name in names:
+        path = Path(name)
+        try:
+            AutoConfig.from_pretrained(name, local_files_only=not hub)
+        except Exception as exc:  # noqa: BLE001 - any failure is reported the same way
+            where = "in folder" if path.exists() else "(not a local folder, not in the HF cache)"
+            raise BenchmarkError(
+                f"cannot load encoder {name!r}: no transformers config {where}: "
+                f"{type(exc).__name__}"
+            ) from None
+        weights = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
+        if path.is_dir() and not any((path / w).exists() for w in weights):
+            raise BenchmarkError(f"cannot load encoder {name!r}: no weights in the folder")
+
+
 def run_benchmark(args: argparse.Namespace, log: Any = None) -> dict[str, Any]:
     """Run the benchmark described by parsed CLI ``args``; returns the report dict."""
     from baselines.data import load_export
@@ -131,11 +162,7 @@ def run_benchmark(args: argparse.Namespace, log: Any = None) -> dict[str, Any]:
         if not f.is_file():
             raise BenchmarkError(f"--image-decided-ids: file not found: {f}")
         ids = {line.strip() for line in f.read_text().splitlines() if line.strip()}
-    for path in (args.text_encoder, args.vit, args.cnn):
-        if path and not Path(path).exists():
-            raise BenchmarkError(
-                f"encoder path not found: {path} (no model hub here: give a local path)"
-            )
+    check_encoders(args.text_encoder, args.vit, args.cnn)
     data = load_export(export, ids)
     for w in data.warnings[:5]:
         log(f"warning: {w}")

@@ -64,10 +64,13 @@ class ModelConfig:
     vit_patch_size: int = 16
     vit_hidden: int = 64
     vit_layers: int = 2
+    vit_heads: int = 2
     freeze_vit: bool = False
     cnn: str = field(default="", metadata={"help": "local ResNet path; '' = tiny random ResNet"})
     cnn_image_size: int = 64
     cnn_hidden_sizes: tuple[int, ...] = (16, 32)
+    cnn_depths: tuple[int, ...] = field(default=(), metadata={"help": "() = 1 block per stage"})
+    cnn_layer_type: str = field(default="basic", metadata={"help": "basic | bottleneck"})
     freeze_cnn: bool = True
     # fusion and losses
     cross_heads: int = 2
@@ -87,6 +90,8 @@ class ModelConfig:
             "sentence_pool": self.sentence_pool in ("mean", "cls"),
             "temperature": self.temperature > 0,
             "hidden_size": self.hidden_size % max(self.num_heads, 1) == 0,
+            "cnn_layer_type": self.cnn_layer_type in ("basic", "bottleneck"),
+            "cnn_depths": not self.cnn_depths or len(self.cnn_depths) == len(self.cnn_hidden_sizes),
         }
         for name, ok in checks.items():
             if not ok:
@@ -147,6 +152,28 @@ PRESETS: dict[str, dict[str, Any]] = {
     # tiny: learns the synthetic fixture in a few epochs on a laptop CPU
     "tiny": {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "intermediate_size": 128},
     # small: offline "full" mode without real weights
+    # base: the paper's shapes (mBERT-base, CLIP ViT-B/32, ResNet-152), random weights;
+    # for throughput measurements (benchmarks/train.py), not for learning offline
+    "base": {
+        "hidden_size": 768,
+        "num_layers": 12,
+        "num_heads": 12,
+        "intermediate_size": 3072,
+        "vocab_size": 30000,
+        "vit_image_size": 224,
+        "vit_patch_size": 32,
+        "vit_hidden": 768,
+        "vit_layers": 12,
+        "vit_heads": 12,
+        "cnn_image_size": 224,
+        "cnn_hidden_sizes": (256, 512, 1024, 2048),
+        "cnn_depths": (3, 8, 36, 3),
+        "cnn_layer_type": "bottleneck",
+        "cross_heads": 12,
+        "proj_dim": 256,
+        "word_emb_dim": 300,
+        "lstm_hidden": 256,
+    },
     "small": {
         "hidden_size": 128,
         "num_layers": 4,
@@ -169,8 +196,9 @@ def to_dict(obj: Any) -> dict[str, Any]:
 
 def model_config_from_dict(d: dict[str, Any]) -> ModelConfig:
     d = dict(d)
-    if "cnn_hidden_sizes" in d:
-        d["cnn_hidden_sizes"] = tuple(d["cnn_hidden_sizes"])
+    for key in ("cnn_hidden_sizes", "cnn_depths"):
+        if key in d:
+            d[key] = tuple(d[key])
     return ModelConfig(**d).validate()
 
 

@@ -64,7 +64,7 @@ def build_vit(cfg: ModelConfig, saved: dict[str, Any] | None = None) -> nn.Modul
         hidden_size=cfg.vit_hidden,
         intermediate_size=2 * cfg.vit_hidden,
         num_hidden_layers=cfg.vit_layers,
-        num_attention_heads=2,
+        num_attention_heads=cfg.vit_heads,
     )
     return CLIPVisionModel(conf)
 
@@ -79,7 +79,10 @@ def build_cnn(cfg: ModelConfig, saved: dict[str, Any] | None = None) -> nn.Modul
         return ResNetModel.from_pretrained(cfg.cnn)
     sizes = list(cfg.cnn_hidden_sizes)
     conf = ResNetConfig(
-        embedding_size=sizes[0], hidden_sizes=sizes, depths=[1] * len(sizes), layer_type="basic"
+        embedding_size=min(64, sizes[0]),
+        hidden_sizes=sizes,
+        depths=list(cfg.cnn_depths) or [1] * len(sizes),
+        layer_type=cfg.cnn_layer_type,
     )
     return ResNetModel(conf)
 
