@@ -122,6 +122,17 @@ class DedupConfig(_Section):
     keep: Literal["largest", "earliest", "id"] = Field(
         "largest", description="which member represents a cluster (ties: earliest, then id)"
     )
+    text_threshold: float = Field(
+        0.8,
+        ge=0.0,
+        le=1.0,
+        description="min Jaccard similarity of word 2-shingles (MinHash estimate) for near-"
+        "duplicate texts; 1.0 = only identical normalised texts",
+    )
+    index_path: str = Field(
+        "",
+        description='hash cache (.npz) reused across runs; default "<data_dir>/index/<hash>.npz"',
+    )
 
 
 class LabelStudioConfig(_Section):

@@ -547,11 +547,13 @@ class HashIndex:
         ids: np.ndarray | Sequence | None = None,
         hashes: np.ndarray | Sequence[int] | None = None,
         workers: int = 2,
+        kind: str = "",
     ) -> None:
         if not 0 <= threshold <= 64:
             raise ValueError(f"threshold must be in [0, 64], got {threshold}")
         self.threshold = threshold
         self.workers = workers
+        self.kind = kind  # which hash (phash, dhash, ...): a label saved with the index
         self.ids: np.ndarray = np.asarray(ids if ids is not None else [], dtype=None)
         self.hashes: np.ndarray = _as_hashes(hashes if hashes is not None else [])
         if len(self.ids) != len(self.hashes):
@@ -602,12 +604,18 @@ class HashIndex:
         return search(self.hashes, self.threshold, self.workers)
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write ``ids``, ``hashes`` and ``threshold`` to an ``.npz`` atomically."""
+        """Write ``ids``, ``hashes``, ``threshold`` and ``kind`` to an ``.npz`` atomically."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp.npz")
         ids = self.ids if len(self.ids) else np.zeros(0, dtype="<U1")
-        np.savez(tmp, ids=ids, hashes=self.hashes, threshold=np.int64(self.threshold))
+        np.savez(
+            tmp,
+            ids=ids,
+            hashes=self.hashes,
+            threshold=np.int64(self.threshold),
+            kind=np.str_(self.kind),
+        )
         os.replace(tmp, path)
         return path
 
@@ -615,7 +623,8 @@ class HashIndex:
     def load(cls, path: str | os.PathLike, workers: int = 2) -> HashIndex:
         """Read an index written by :meth:`save`."""
         with np.load(Path(path), allow_pickle=False) as z:
-            return cls(int(z["threshold"]), z["ids"], z["hashes"], workers=workers)
+            kind = str(z["kind"]) if "kind" in z.files else ""
+            return cls(int(z["threshold"]), z["ids"], z["hashes"], workers=workers, kind=kind)
 
 
 def _expand_bipartite(
