@@ -31,7 +31,13 @@ from pydantic import Field, field_validator, model_validator
 from mmnerd.errors import ConfigError, InputError
 from mmnerd.records import ImageRef, Post, hash_author
 from mmnerd.sources import Source, SourceOptions
-from mmnerd.sources.http import BudgetExhausted, HttpClient, HttpError, HttpOptions
+from mmnerd.sources.http import (
+    BudgetExhausted,
+    HttpClient,
+    HttpError,
+    HttpOptions,
+    is_unavailable,
+)
 from mmnerd.sources.mastodon import utc_iso
 from mmnerd.sources.state import SourceState
 
@@ -282,6 +288,8 @@ class BlueskySource(Source):
         client = HttpClient(self.options)
         budget = self.options.max_posts or float("inf")
         new = 0
+        failed: list[HttpError] = []
+        attempted = 0
         try:
             session = self._session(client)
             for query, lang in self.streams():
@@ -293,6 +301,14 @@ class BlueskySource(Source):
                         yield from page
                 except BudgetExhausted as e:
                     log.warning("%s; the saved cursor resumes next run", e)
+                except HttpError as e:
+                    if not (self.options.skip_unavailable and is_unavailable(e)):
+                        raise
+                    log.warning("%s; stream skipped this run (its cursor is kept)", e)
+                    failed.append(e)
+                attempted += 1
+            if failed and len(failed) == attempted:
+                raise failed[-1]
         finally:
             client.close()
 

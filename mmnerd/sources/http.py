@@ -59,6 +59,11 @@ class HttpError(MmnerdError):
         self.url = url
 
 
+def is_unavailable(error: HttpError) -> bool:
+    """True for errors a later run may not see: network failures, timeouts, 429 and 5xx."""
+    return error.status == 0 or error.status == 429 or error.status >= 500
+
+
 class BudgetExhausted(MmnerdError):
     """The per-host request budget of this run is spent; sources stop and keep their cursor."""
 
@@ -78,6 +83,11 @@ class HttpOptions(BaseModel):
     )
     host_budget: int = Field(
         10_000, ge=1, description="maximum requests per host in one run; then collection stops"
+    )
+    skip_unavailable: bool = Field(
+        True,
+        description="a stream whose server stays unreachable or answers 5xx/429 after all "
+        "retries is skipped for this run (cursor kept); if every stream fails, the error is raised",
     )
 
 

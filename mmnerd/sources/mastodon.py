@@ -34,7 +34,13 @@ from pydantic import Field, field_validator
 from mmnerd.errors import ConfigError, InputError
 from mmnerd.records import ImageRef, Post, hash_author
 from mmnerd.sources import Source, SourceOptions
-from mmnerd.sources.http import BudgetExhausted, HttpClient, HttpError, HttpOptions
+from mmnerd.sources.http import (
+    BudgetExhausted,
+    HttpClient,
+    HttpError,
+    HttpOptions,
+    is_unavailable,
+)
 from mmnerd.sources.state import SourceState
 
 log = logging.getLogger(__name__)
@@ -370,6 +376,8 @@ class MastodonSource(Source):
         client = HttpClient(self.options)
         budget = self.options.max_posts or float("inf")
         new = 0
+        failed: list[HttpError] = []
+        attempted = 0
         try:
             for instance, timeline in self.streams():
                 if new >= budget:
@@ -380,6 +388,14 @@ class MastodonSource(Source):
                         yield from page
                 except BudgetExhausted as e:
                     log.warning("%s; the saved cursor resumes next run", e)
+                except HttpError as e:
+                    if not (self.options.skip_unavailable and is_unavailable(e)):
+                        raise
+                    log.warning("%s; stream skipped this run (its cursor is kept)", e)
+                    failed.append(e)
+                attempted += 1
+            if failed and len(failed) == attempted:
+                raise failed[-1]
         finally:
             client.close()
 

@@ -270,3 +270,26 @@ def test_bad_options_fail_naming_the_field(tmp_path) -> None:
         get_source(make_config(tmp_path, instances=["https://m.s"], timelines=["home"]))
     with pytest.raises(ConfigError, match="source.instances"):
         get_source(make_config(tmp_path, instances=["mastodon.social"]))
+
+
+def test_an_unavailable_instance_is_skipped_unless_all_are(
+    httpserver: HTTPServer, tmp_path, caplog
+) -> None:
+    from tests.conftest import free_port
+
+    FakeMastodon(httpserver, [status(n) for n in range(20, 10, -1)])
+    down = f"http://127.0.0.1:{free_port()}"
+    cfg = make_config(tmp_path, instances=[down, httpserver.url_for("")], max_retries=1)
+    posts = collect(cfg)
+    assert len(posts) == 10
+    assert "stream skipped this run" in caplog.text and down in caplog.text
+    with pytest.raises(HttpError, match="network error"):
+        collect(make_config(tmp_path / "b", instances=[down], max_retries=1))
+    strict = make_config(
+        tmp_path / "c",
+        instances=[down, httpserver.url_for("")],
+        max_retries=1,
+        skip_unavailable=False,
+    )
+    with pytest.raises(HttpError):
+        collect(strict)
