@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
@@ -319,3 +321,16 @@ def test_options_are_validated(tmp_path, monkeypatch) -> None:
     )
     with pytest.raises(ConfigError, match="NOPE_ID"):
         list(src.posts())
+
+
+PIECES = ["a", "é", "e\u0301", "😀", "👩‍👩‍👧", "🇫🇷", "\r\n", " ", "#tag", "中", "👍🏽"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(PIECES), max_size=12), st.data())
+def test_byte_offsets_round_trip_any_text(parts: list[str], data: st.DataObject) -> None:
+    text = "".join(parts)
+    i = data.draw(st.integers(0, len(text)))
+    j = data.draw(st.integers(i, len(text)))
+    b0, b1 = len(text[:i].encode()), len(text[:j].encode())
+    assert byte_span_to_chars(text, b0, b1) == (i, j)

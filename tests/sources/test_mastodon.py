@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from html import escape
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
@@ -293,3 +296,64 @@ def test_an_unavailable_instance_is_skipped_unless_all_are(
     )
     with pytest.raises(HttpError):
         collect(strict)
+
+
+TEXT_CHARS = "abc éà&<>'\"😀🇫🇷"
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(
+                st.just("text"), st.text(alphabet="abc éà&<>'\"😀🇫🇷", min_size=1, max_size=8)
+            ),
+            st.tuples(st.just("mention"), st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True)),
+            st.tuples(st.just("tag"), st.from_regex(r"[A-Za-z][A-Za-z0-9]{0,8}", fullmatch=True)),
+            st.tuples(st.just("link"), st.from_regex(r"[a-z]{1,8}/[a-z0-9]{0,30}", fullmatch=True)),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_html_to_text_any_mastodon_content(parts: list[tuple[str, str]]) -> None:
+    """Mastodon-rendered HTML of random content gives back the plain text and exact entities."""
+    html, plain, expected = [], [], []
+    for kind, value in parts:
+        if kind == "text":
+            html.append(escape(value))
+            plain.append(value)
+            continue
+        if kind == "mention":
+            html.append(
+                f'<span class="h-card"><a href="https://m.s/@{value}" class="u-url mention">'
+                f"@<span>{value}</span></a></span>"
+            )
+            surface = f"@{value}"
+        elif kind == "tag":
+            html.append(
+                f'<a href="https://m.s/tags/{value}" class="mention hashtag" rel="tag">'
+                f"#<span>{value}</span></a>"
+            )
+            surface = f"#{value}"
+        else:
+            url = f"https://www.{value}"
+            shown, rest = value[:12], value[12:]
+            html.append(
+                f'<a href="{url}" rel="nofollow noopener" target="_blank">'
+                f'<span class="invisible">https://www.</span><span class="ellipsis">{shown}</span>'
+                f'<span class="invisible">{rest}</span></a>'
+                if rest
+                else f'<a href="{url}" rel="nofollow noopener" target="_blank"><span '
+                f'class="invisible">https://www.</span><span class="">{shown}</span>'
+                f'<span class="invisible"></span></a>'
+            )
+            surface = url
+        plain.append(surface)
+        expected.append(surface)
+    body = " ".join(html)
+    text, ents = html_to_text(f"<p>{body}</p>")
+    assert text == " ".join(plain).strip("\n")
+    assert [e["text"] for e in ents] == expected
+    for e in ents:
+        assert text[e["start"] : e["end"]] == e["text"]
