@@ -199,3 +199,31 @@ def test_import_pipeline_end_to_end_with_the_fetcher(tmp_path: Path) -> None:
     for s in p.gold_spans:
         assert p.text[s.start : s.end] == s.text
     assert {x.reason for x in iter_excluded(cfg, "fetch")} == {"no_image"}  # O_1234 has no picture
+
+
+def test_round_trip_with_the_imgid_exporter(tmp_path: Path) -> None:
+    """export/conll.py writes, read_imgid + the importer read back the same tokens and spans."""
+    from mmnerd.export.conll import imgid, write_imgid_split
+    from mmnerd.records import Post
+
+    posts = [
+        Post(id="mastodon:https://m.s/users/a/statuses/1", source="mastodon", source_id="1",
+             text="", tokens=["Merci", "@Macron", "🇫🇷", "pour", "Paris", "👩‍👩‍👧", "!"],
+             ner_tags=["O", "B-PER", "O", "O", "B-LOC", "O", "O"]),
+        Post(id="bluesky:at://did:plc:x/app.bsky.feed.post/3k", source="bluesky", source_id="3k",
+             text="", tokens=["Coupe", "du", "monde", "Café\u0301", "#Lyon"],
+             ner_tags=["B-MISC", "I-MISC", "I-MISC", "O", "B-LOC"]),
+    ]  # fmt: skip
+    out = tmp_path / "export" / "train.txt"
+    write_imgid_split(posts, out, tmp_path, misc_label="OTHER")
+    blocks = list(read_imgid(out))
+    assert [b[0] for b in blocks] == [imgid(p.id) for p in posts]
+    assert [b[1] for b in blocks] == [p.tokens for p in posts]
+    assert blocks[1][2][:3] == ["B-OTHER", "I-OTHER", "I-OTHER"]
+    cfg = config(tmp_path, files=[str(out)], dataset="rt")
+    back = list(get_source(cfg).posts())
+    assert [(s.text, s.label) for s in back[0].gold_spans] == [("@Macron", "PER"), ("Paris", "LOC")]
+    assert [(s.text, s.label) for s in back[1].gold_spans] == [
+        ("Coupe du monde", "MISC"),
+        ("#Lyon", "LOC"),
+    ]
