@@ -68,6 +68,9 @@ class BlueskyOptions(SourceOptions, HttpOptions):
         1000, ge=0, description="stop after this many new posts in one run (0 = no limit)"
     )
     require_image: bool = Field(True, description="posts without an image are dropped (no_image)")
+    exclude_sensitive: bool = Field(
+        False, description="drop posts with adult / graphic labels (reason sensitive)"
+    )
     service: str = Field(
         "https://public.api.bsky.app", description="AppView for unauthenticated searches"
     )
@@ -371,6 +374,8 @@ class BlueskySource(Source):
                 post = post_view_to_post(view, o.licence)
                 if post.image is None and o.require_image:
                     post.drop("no_image")
+                elif o.exclude_sensitive and post.extra["sensitive"]:
+                    post.drop("sensitive")
                 posts.append(post)
             nxt = str(data.get("cursor") or "")
             done = not data["posts"] or not nxt or nxt == cursor

@@ -70,6 +70,9 @@ class MastodonOptions(SourceOptions, HttpOptions):
     require_image: bool = Field(
         True, description="posts without an image attachment are dropped (reason no_image)"
     )
+    exclude_sensitive: bool = Field(
+        False, description="drop posts marked sensitive (reason sensitive); else kept, flagged"
+    )
     only_media: bool | None = Field(
         None, description="ask the server for posts with media only (default: = require_image)"
     )
@@ -456,4 +459,6 @@ class MastodonSource(Source):
         post = status_to_post(status, instance, self.options.licence)
         if post.ok and post.image is None and self.options.require_image:
             post.drop("no_image")
+        elif post.ok and self.options.exclude_sensitive and post.extra.get("sensitive"):
+            post.drop("sensitive")
         return post

@@ -334,3 +334,13 @@ def test_byte_offsets_round_trip_any_text(parts: list[str], data: st.DataObject)
     j = data.draw(st.integers(i, len(text)))
     b0, b1 = len(text[:i].encode()), len(text[:j].encode())
     assert byte_span_to_chars(text, b0, b1) == (i, j)
+
+
+def test_exclude_sensitive_drops_labelled_posts(httpserver: HTTPServer, tmp_path) -> None:
+    views = [post_view(n) for n in range(1, 5)]
+    views[1]["labels"] = [{"val": "porn"}]
+    FakeBluesky(httpserver, views)
+    base = httpserver.url_for("").rstrip("/")
+    cfg = make_config(tmp_path, service=base, queries=["x"], exclude_sensitive=True)
+    posts = list(get_source(cfg).posts())
+    assert [p.reason for p in posts] == ["", "sensitive", "", ""]

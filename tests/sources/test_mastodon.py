@@ -231,12 +231,16 @@ def test_local_and_tag_timelines_token_and_posts_without_image(
     assert sum(p.image is None for p in posts) == 5 and all(p.ok for p in posts)
 
 
-def test_require_image_drops_with_reason(httpserver: HTTPServer, tmp_path) -> None:
+def test_require_image_and_exclude_sensitive_drop_with_reasons(
+    httpserver: HTTPServer, tmp_path
+) -> None:
     FakeMastodon(httpserver, [status(n, image=n % 2 == 0) for n in range(20, 10, -1)])
-    cfg = make_config(tmp_path, instances=[httpserver.url_for("")], only_media=False)
+    cfg = make_config(
+        tmp_path, instances=[httpserver.url_for("")], only_media=False, exclude_sensitive=True
+    )
     posts = collect(cfg)
-    assert sorted(p.reason for p in posts if not p.ok) == ["no_image"] * 5
-    assert sum(p.ok for p in posts) == 5
+    assert sorted(p.reason for p in posts if not p.ok) == ["no_image"] * 5 + ["sensitive"]
+    assert sum(p.ok for p in posts) == 4  # 14 is sensitive (n % 7 == 0)
 
 
 def test_missing_token_env_is_a_config_error(httpserver: HTTPServer, tmp_path, monkeypatch) -> None:
