@@ -70,6 +70,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="cache features of frozen image encoders once per dataset",
     )
     p.add_argument(
+        "--feature-cache-dir",
+        default="",
+        help="where features of frozen encoders loaded from a path are kept between runs "
+        "(default: REPORT_DIR/cache)",
+    )
+    p.add_argument(
         "--preset",
         choices=sorted(PRESETS),
         default=None,
@@ -194,7 +200,13 @@ def run_benchmark(args: argparse.Namespace, log: Any = None) -> dict[str, Any]:
     seeds = _seeds(args.seeds, args.mode)
     log(f"data: {data.stats()}")
     t0 = time.perf_counter()
-    prep = prepare(data, args.text_encoder, vocab_size=overrides.get("vocab_size", 2000))
+    feature_dir = Path(args.feature_cache_dir) if args.feature_cache_dir else report_dir / "cache"
+    prep = prepare(
+        data,
+        args.text_encoder,
+        vocab_size=overrides.get("vocab_size", 2000),
+        feature_dir=feature_dir if args.cache_features else None,
+    )
     report: dict[str, Any] = {
         "format": FORMAT,
         "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -338,7 +338,8 @@ class PixelCache:
         self._cache: dict[tuple[str, ImageSpec], np.ndarray] = {}
         self._bytes = 0
 
-    def pixels(self, keys: Sequence[str], spec: ImageSpec):  # -> Tensor [B, 3, S, S]
+    def pixels(self, keys: Sequence[str], spec: ImageSpec, keep: bool = True):
+        """Pixels [B, 3, S, S] of ``keys``; ``keep=False`` does not fill the cache."""
         import torch
 
         arrs = []
@@ -346,7 +347,7 @@ class PixelCache:
             arr = self._cache.get((key, spec))
             if arr is None:
                 arr = preprocess_image(self.store.get(key) if key else None, spec)
-                if self._bytes + arr.nbytes <= self.max_bytes:
+                if keep and self._bytes + arr.nbytes <= self.max_bytes:
                     self._cache[(key, spec)] = arr
                     self._bytes += arr.nbytes
             arrs.append(arr)

@@ -52,6 +52,7 @@ class Prepared:
     pixels: PixelCache
     text_encoder: str = ""
     features: dict[str, dict[str, dict[str, torch.Tensor]]] = field(default_factory=dict)
+    feature_dir: Path | None = None  # persists features of encoders loaded from a path
     _encodings: dict[tuple[str, str, int], list[Encoded]] = field(default_factory=dict)
 
     def encodings(self, split: str, encoder: str, max_length: int) -> list[Encoded]:
@@ -71,6 +72,7 @@ def prepare(
     text_encoder: str = "",
     vocab_size: int = 2000,
     pixel_cache_bytes: int = 1 << 30,
+    feature_dir: Path | None = None,
 ) -> Prepared:
     """Tokenizer (trained on train tokens unless ``text_encoder`` is a local path) and vocab."""
     train_tokens = [e.tokens for e in data.splits["train"]]
@@ -86,6 +88,7 @@ def prepare(
         vocab=WordVocab.build(train_tokens),
         pixels=PixelCache(data.images, pixel_cache_bytes),
         text_encoder=text_encoder,
+        feature_dir=feature_dir,
     )
 
 
@@ -151,8 +154,15 @@ class ImageFeeder:
     def _cache(
         self, which: str, module: torch.nn.Module, log: Log
     ) -> dict[str, dict[str, torch.Tensor]]:
-        ident = encoder_identity(module)
+        spec = self.specs[which]
+        ident = f"{encoder_identity(module)}-{spec.size}"
         store = self.prep.features.setdefault(ident, {})
+        file = None
+        if self.prep.feature_dir is not None and getattr(self.model.cfg, which):
+            file = self.prep.feature_dir / f"{which}-{ident.replace(':', '-')}.pt"
+            if file.is_file() and not store:
+                store.update(torch.load(file, weights_only=True))
+                log(f"  loaded {len(store)} cached {which} features from {file}")
         keys = [""] + self.prep.data.images.keys()
         todo = [k for k in keys if k not in store]
         if todo:
@@ -160,13 +170,16 @@ class ImageFeeder:
             module.eval()
             for i in range(0, len(todo), 64):
                 chunk = todo[i : i + 64]
-                feats = self.model.image_features(
-                    which, self.prep.pixels.pixels(chunk, self.specs[which])
-                )
+                pixels = self.prep.pixels.pixels(chunk, spec, keep=False)
+                feats = self.model.image_features(which, pixels)
                 for j, k in enumerate(chunk):
                     store[k] = {name: t[j].clone() for name, t in feats.items()}
             secs = time.perf_counter() - t0
             log(f"  cached {which} features of {len(todo)} images in {secs:.1f}s")
+            if file is not None:
+                file.parent.mkdir(parents=True, exist_ok=True)
+                torch.save(store, file.with_suffix(".tmp"))
+                file.with_suffix(".tmp").replace(file)
         return store
 
     def batch(self, keys: Sequence[str]) -> dict[str, torch.Tensor]:

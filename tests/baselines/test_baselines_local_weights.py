@@ -48,7 +48,7 @@ def local_models(tmp_path_factory: pytest.TempPathFactory, prepared) -> dict[str
     return {"text": root / "bert", "vit": root / "clip", "cnn": root / "resnet"}
 
 
-def test_benchmark_with_local_encoders(synth_export, local_models, tmp_path: Path) -> None:
+def test_benchmark_with_local_encoders(synth_export, local_models, tmp_path: Path, capsys) -> None:
     rep = tmp_path / "r"
     args = ["--export", str(synth_export), "--report-dir", str(rep), "--models", "mner2m",
             "--epochs", "1", "--lr", "1e-3", "--text-encoder", str(local_models["text"]),
@@ -65,6 +65,11 @@ def test_benchmark_with_local_encoders(synth_export, local_models, tmp_path: Pat
     assert specs["vit"].size == 32 and specs["cnn"].size == 224  # ResNet without processor
     out = tagger.predict([{"tokens": ["Jordan", "in", "Paris"]}])
     assert len(out[0]["tags"]) == 3
+    # features of the frozen ResNet (loaded from a path) persist between benchmark runs
+    assert len(list((rep / "cache").glob("cnn-ResNetModel-*.pt"))) == 1
+    capsys.readouterr()
+    assert main([*args, "--models", "mner2m_no_vit"]) == 0
+    assert "loaded 241 cached cnn features" in capsys.readouterr().err  # 240 images + blank
 
 
 def test_pretrained_text_weights_are_loaded(prepared, local_models) -> None:
