@@ -147,6 +147,24 @@ class LabelStudioConfig(_Section):
     overlap_share: float = Field(0.2, ge=0.0, le=1.0, description="share of tasks labelled twice+")
     overlap_k: int = Field(2, ge=1, le=10, description="annotators per overlapping task")
     admin_email: str = Field("admin@mmnerd.local")
+    document_root: str = Field(
+        "data",
+        description="folder Label Studio serves local files from (LOCAL_FILES_DOCUMENT_ROOT);"
+        " must contain <data_dir>/images",
+    )
+    start_timeout: float = Field(180.0, gt=0, description="seconds to wait for /health on start")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "WARNING", description="Label Studio's log level (server.log)"
+    )
+    pre_annotate: bool = Field(
+        False, description="import gold spans as predictions (model_version 'gold-import')"
+    )
+    adjudication_f1: float = Field(
+        0.999,
+        ge=0.0,
+        le=1.0,
+        description="posts whose annotators agree below this entity F1 (or tie) go to adjudication",
+    )
 
 
 class SimulateConfig(_Section):
@@ -155,6 +173,9 @@ class SimulateConfig(_Section):
         0.05, ge=0.0, le=1.0, description="chance a simulated annotator drops or mislabels a span"
     )
     seed: int = 7
+    skip_share: float = Field(
+        0.0, ge=0.0, le=1.0, description="share of tasks a simulated annotator skips (cancels)"
+    )
 
 
 class ExportConfig(_Section):

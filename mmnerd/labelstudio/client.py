@@ -1,0 +1,283 @@
+"""A small Label Studio 1.23 API client over ``requests`` (what push, simulate and pull need).
+
+Why not the SDK for everything: the SDK (``label_studio_sdk.LabelStudio``)
+retries POSTs on 5xx/408/409/429, so a bulk import that timed out on our side
+but finished on the server is sent again and duplicates tasks.  Here only
+idempotent GETs are retried (urllib3 ``Retry``, honouring ``Retry-After``);
+POSTs are sent once and the caller makes reruns safe (push lists the post ids
+already in the project first).  :meth:`LSClient.sdk` returns an SDK client for
+anything else.
+
+Errors become :class:`~mmnerd.errors.LabelStudioError` with one line naming the
+call and the server's answer; the token never appears in them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from mmnerd.config import PipelineConfig
+from mmnerd.errors import LabelStudioError
+
+
+class LSClient:
+    """Authenticated session against one Label Studio server (legacy ``Token`` auth)."""
+
+    def __init__(self, url: str, token: str, timeout: float = 300.0):
+        import requests
+        from requests.adapters import HTTPAdapter
+        from urllib3.util.retry import Retry
+
+        self.url = url.rstrip("/")
+        self._token = token
+        self.timeout = timeout
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Token {token}"
+        retry = Retry(
+            total=3,
+            backoff_factor=0.5,
+            status_forcelist=(502, 503, 504),
+            allowed_methods=frozenset({"GET", "HEAD"}),  # never POST: imports are not idempotent
+            respect_retry_after_header=True,
+        )
+        self.session.mount("http://", HTTPAdapter(max_retries=retry))
+        self.session.mount("https://", HTTPAdapter(max_retries=retry))
+
+    def __repr__(self) -> str:
+        return f"LSClient({self.url!r})"
+
+    @classmethod
+    def from_config(cls, config: PipelineConfig, start: bool = True) -> LSClient:
+        from mmnerd.labelstudio import server
+
+        info = server.connect(config, start=start)
+        return cls(info.url, info.token)
+
+    def sdk(self) -> Any:
+        """A ``label_studio_sdk.LabelStudio`` client on the same server (imported lazily)."""
+        from label_studio_sdk import LabelStudio
+
+        return LabelStudio(base_url=self.url, api_key=self._token)
+
+    # --- plumbing ------------------------------------------------------------------
+    def request(self, method: str, path: str, ok: tuple[int, ...] = (), **kw: Any) -> Any:
+        import requests
+
+        kw.setdefault("timeout", self.timeout)
+        try:
+            r = self.session.request(method, f"{self.url}{path}", **kw)
+        except requests.RequestException as e:
+            raise LabelStudioError(
+                f"{method} {path}: cannot reach Label Studio at {self.url} ({type(e).__name__})"
+            ) from None
+        if r.status_code in ok:
+            return None
+        if r.status_code >= 400:
+            detail = r.text[:300].replace(self._token, "***").replace("\n", " ")
+            if r.status_code == 401:
+                detail = "token refused (is this our server? see labelstudio.data_dir)"
+            raise LabelStudioError(f"{method} {path}: HTTP {r.status_code}: {detail}")
+        if not r.content:
+            return None
+        try:
+            return r.json()
+        except ValueError:
+            raise LabelStudioError(f"{method} {path}: answer is not JSON") from None
+
+    def get(self, path: str, **kw: Any) -> Any:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, payload: Any = None, **kw: Any) -> Any:
+        return self.request("POST", path, json=payload, **kw)
+
+    def patch(self, path: str, payload: Any, **kw: Any) -> Any:
+        return self.request("PATCH", path, json=payload, **kw)
+
+    def delete(self, path: str, **kw: Any) -> Any:
+        return self.request("DELETE", path, ok=(404,), **kw)
+
+    # --- users ---------------------------------------------------------------------
+    def whoami(self) -> dict:
+        return self.get("/api/current-user/whoami")
+
+    def users(self) -> list[dict]:
+        data = self.get("/api/users/", params={"page_size": 10000})
+        return data["results"] if isinstance(data, dict) and "results" in data else data
+
+    def ensure_user(self, email: str, first_name: str = "", last_name: str = "") -> int:
+        """Id of the user with ``email``, created (as admin, without password) if missing."""
+        for u in self.users():
+            if u.get("email") == email:
+                return int(u["id"])
+        u = self.post(
+            "/api/users/",
+            {
+                "email": email,
+                "username": email,
+                "first_name": first_name,
+                "last_name": last_name,
+            },
+        )
+        return int(u["id"])
+
+    # --- projects ------------------------------------------------------------------
+    def projects(self) -> list[dict]:
+        out: list[dict] = []
+        page = 1
+        while True:
+            data = self.get("/api/projects", params={"page": page, "page_size": 100})
+            if isinstance(data, list):
+                return data
+            out.extend(data.get("results", []))
+            if not data.get("next"):
+                return out
+            page += 1
+
+    def find_project(self, title: str) -> dict | None:
+        """The oldest project with exactly this title (titles are our key), or None."""
+        found = [p for p in self.projects() if p.get("title") == title]
+        return min(found, key=lambda p: p["id"]) if found else None
+
+    def ensure_project(
+        self,
+        title: str,
+        label_config: str,
+        instructions: str = "",
+        maximum_annotations: int = 1,
+        description: str = "",
+    ) -> dict:
+        """Create the project, or bring an existing one's settings up to date."""
+        settings = {
+            "label_config": label_config,
+            "expert_instruction": instructions,
+            "show_instruction": bool(instructions),
+            "maximum_annotations": maximum_annotations,
+            "overlap_cohort_percentage": 100,
+            "show_skip_button": True,
+            "enable_empty_annotation": True,
+            "description": description,
+        }
+        proj = self.find_project(title)
+        if proj is None:
+            return self.post("/api/projects", {"title": title, **settings})
+        changed = {k: v for k, v in settings.items() if proj.get(k) != v}
+        if changed:
+            proj = self.patch(f"/api/projects/{proj['id']}", changed)
+        return proj
+
+    def project(self, project_id: int) -> dict:
+        return self.get(f"/api/projects/{project_id}")
+
+    def ensure_local_storage(self, project_id: int, path: Path, title: str = "images") -> int:
+        """A Local Files storage covering ``path``, so its files are served to the page."""
+        path = Path(path).resolve()
+        found = self.get("/api/storages/localfiles", params={"project": project_id}) or []
+        for s in found:
+            if Path(s.get("path", "")).resolve() == path:
+                return int(s["id"])
+        s = self.post(
+            "/api/storages/localfiles",
+            {
+                "project": project_id,
+                "path": str(path),
+                "title": title,
+                "use_blob_urls": False,
+                "regex_filter": "",
+            },
+        )
+        return int(s["id"])
+
+    # --- tasks -----------------------------------------------------------------------
+    def iter_tasks(self, project_id: int, page_size: int = 1000) -> Iterator[dict]:
+        """Every task of a project (data, overlap, counters), page by page."""
+        page = 1
+        seen = 0
+        while True:
+            data = self.request(
+                "GET",
+                "/api/tasks",
+                ok=(404,),  # 1.23 answers 404 for a page past the end
+                params={"project": project_id, "page": page, "page_size": page_size},
+            )
+            if data is None:
+                return
+            tasks = data.get("tasks", data.get("results", []))
+            yield from tasks
+            seen += len(tasks)
+            total = data.get("total", data.get("count", 0))
+            if not tasks or seen >= total:
+                return
+            page += 1
+
+    def import_tasks(self, project_id: int, tasks: list[dict]) -> list[int]:
+        """One bulk import (sent once, never retried); returns the new task ids."""
+        data = self.post(
+            f"/api/projects/{project_id}/import",
+            tasks,
+            params={"return_task_ids": "true", "commit_to_project": "true"},
+        )
+        ids = data.get("task_ids") if isinstance(data, dict) else None
+        if ids is None or len(ids) != len(tasks):
+            raise LabelStudioError(
+                f"import into project {project_id}: expected {len(tasks)} task ids, got "
+                f"{'none' if ids is None else len(ids)}"
+            )
+        return [int(i) for i in ids]
+
+    def set_overlap(self, task_id: int, overlap: int) -> None:
+        self.patch(f"/api/tasks/{task_id}", {"overlap": overlap})
+
+    def delete_task(self, task_id: int) -> None:
+        self.delete(f"/api/tasks/{task_id}")
+
+    def create_prediction(
+        self, task_id: int, result: list[dict], model_version: str, score: float = 1.0
+    ) -> int:
+        p = self.post(
+            "/api/predictions",
+            {"task": task_id, "result": result, "score": score, "model_version": model_version},
+        )
+        return int(p["id"])
+
+    def create_annotation(
+        self,
+        task_id: int,
+        result: list[dict],
+        completed_by: int | None = None,
+        lead_time: float | None = None,
+        was_cancelled: bool = False,
+    ) -> dict:
+        payload: dict[str, Any] = {"result": result, "was_cancelled": was_cancelled}
+        if completed_by is not None:
+            payload["completed_by"] = completed_by
+        if lead_time is not None:
+            payload["lead_time"] = lead_time
+        return self.post(f"/api/tasks/{task_id}/annotations", payload)
+
+    def task_annotations(self, task_id: int) -> list[dict]:
+        return self.get(f"/api/tasks/{task_id}/annotations") or []
+
+    def export(self, project_id: int, export_type: str = "JSON", all_tasks: bool = True) -> list:
+        """The project's tasks with their annotations (``all_tasks`` includes unlabelled ones)."""
+        import requests
+
+        path = f"/api/projects/{project_id}/export"
+        try:
+            r = self.session.get(
+                f"{self.url}{path}",
+                params={
+                    "exportType": export_type,
+                    "download_all_tasks": "true" if all_tasks else "false",
+                },
+                timeout=self.timeout,
+            )
+        except requests.RequestException as e:
+            raise LabelStudioError(
+                f"GET {path}: cannot reach Label Studio ({type(e).__name__})"
+            ) from None
+        if r.status_code >= 400:
+            raise LabelStudioError(f"GET {path}: HTTP {r.status_code}: {r.text[:200]}")
+        return json.loads(r.content)

@@ -1,0 +1,237 @@
+"""Push deduplicated posts to Label Studio as tasks, idempotently (stage ``push``).
+
+One task per post, keyed by ``data.post_id``.  Before importing, the stage
+lists the post ids already in the project and imports only the missing ones,
+in bulk batches of ``labelstudio.batch_size`` sent once each (never retried:
+see :mod:`mmnerd.labelstudio.client`).  So a rerun, or a rerun after a push
+killed between batches, ends with exactly one task per post.
+
+Overlap (several annotators per task).  Label Studio Community has one
+project-wide ``maximum_annotations`` and an ``overlap_cohort_percentage`` whose
+cohort Label Studio picks itself (and re-picks on every import); it does not
+read an overlap from imported task data.  But each task has an ``overlap``
+field that the community labelling stream honours (a task is "labelled" once
+``overlap`` distinct annotators completed it), and it can be PATCHed.  So we
+keep the project at ``maximum_annotations=1`` / cohort 100 % and set
+``overlap=overlap_k`` on a deterministic share (``overlap_share``) of tasks,
+chosen by a hash of the post id (same posts on every run and machine).  The
+stage re-checks every task's overlap on each run, so it repairs them if
+someone changes the project's overlap settings in the UI (which resets them).
+
+Task data: ``{post_id, text, lang, image}`` with ``image`` =
+``/data/local-files/?d=<path relative to labelstudio.document_root>``; a Local
+Files storage on ``<data_dir>/images`` lets the server serve them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from mmnerd.config import PipelineConfig
+from mmnerd.errors import LabelStudioError
+from mmnerd.pipeline import Stage, StageContext
+from mmnerd.records import Post, Span
+
+FROM_NAME = "label"
+TO_NAME = "text"
+GOLD_MODEL_VERSION = "gold-import"
+
+
+def overlap_for(post_id: str, share: float, k: int) -> int:
+    """How many annotators a post gets: ``k`` for a deterministic ``share`` of ids, else 1."""
+    if k <= 1 or share <= 0:
+        return 1
+    h = int(hashlib.sha256(f"overlap:{post_id}".encode()).hexdigest()[:12], 16) / 16**12
+    return k if h < share else 1
+
+
+def image_url(post: Post, config: PipelineConfig) -> str:
+    """``/data/local-files/?d=<relpath>`` for the post's stored image ('' when it has none)."""
+    if post.image is None or not post.image.path:
+        return ""
+    from mmnerd.labelstudio.server import document_root
+
+    full = (config.root / "images" / post.image.path).resolve()
+    root = document_root(config)
+    try:
+        rel = full.relative_to(root)
+    except ValueError:
+        raise LabelStudioError(
+            f"image {full} is outside labelstudio.document_root ({root}); set document_root "
+            f"to a folder that contains {config.root / 'images'}"
+        ) from None
+    return "/data/local-files/?d=" + quote(rel.as_posix(), safe="/")
+
+
+def span_result(span: Span, text: str, rid: str) -> dict[str, Any]:
+    """One Label Studio ``labels`` region (code-point offsets, surface text included)."""
+    return {
+        "id": rid,
+        "from_name": FROM_NAME,
+        "to_name": TO_NAME,
+        "type": "labels",
+        "origin": "manual",
+        "value": {
+            "start": span.start,
+            "end": span.end,
+            "text": text[span.start : span.end],
+            "labels": [span.label],
+        },
+    }
+
+
+def task_payload(post: Post, config: PipelineConfig, pre_annotate: bool = False) -> dict:
+    task: dict[str, Any] = {
+        "data": {
+            "post_id": post.id,
+            "text": post.text,
+            "lang": post.lang or post.lang_hint,
+            "image": image_url(post, config),
+        }
+    }
+    if pre_annotate and post.gold_spans:
+        task["predictions"] = [
+            {
+                "model_version": GOLD_MODEL_VERSION,
+                "score": 1.0,
+                "result": [
+                    span_result(s, post.text, f"g{i}") for i, s in enumerate(post.gold_spans)
+                ],
+            }
+        ]
+    return task
+
+
+def read_text(path: str | Path, what: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LabelStudioError(f"{path}: {what} file not found (labelstudio.{what})") from None
+
+
+def ensure_project(client: Any, config: PipelineConfig) -> dict:
+    """Create or update the annotation project and its Local Files storage."""
+    ls = config.labelstudio
+    label_config = read_text(ls.label_config, "label_config")
+    instructions = read_text(ls.instructions, "instructions") if ls.instructions else ""
+    proj = client.ensure_project(
+        ls.project_title,
+        label_config,
+        instructions=_instructions_html(instructions),
+        maximum_annotations=1,
+        description=f"mmnerd pipeline '{config.name}' (tasks pushed by `mmnerd annotate push`)",
+    )
+    images = (config.root / "images").resolve()
+    images.mkdir(parents=True, exist_ok=True)
+    client.ensure_local_storage(proj["id"], images)
+    return proj
+
+
+def _instructions_html(markdown: str) -> str:
+    """Label Studio shows expert_instruction as HTML: keep the markdown readable in a <pre>."""
+    import html
+
+    if not markdown:
+        return ""
+    return f'<pre style="white-space: pre-wrap; font-family: inherit">{html.escape(markdown)}</pre>'
+
+
+def existing_tasks(client: Any, project_id: int) -> tuple[dict[str, dict], list[dict]]:
+    """``post_id -> task`` for the project (lowest task id wins) and the duplicate tasks."""
+    by_post: dict[str, dict] = {}
+    dupes: list[dict] = []
+    for t in sorted(client.iter_tasks(project_id), key=lambda t: t["id"]):
+        pid = (t.get("data") or {}).get("post_id")
+        if pid is None:
+            continue
+        if pid in by_post:
+            dupes.append(t)
+        else:
+            by_post[pid] = t
+    return by_post, dupes
+
+
+class PushStage(Stage):
+    """Import the kept posts as Label Studio tasks; duplicates are excluded (reason 'duplicate').
+
+    ``after_batch(i)`` is called after each imported batch (tests use it to
+    simulate a crash between batches).
+    """
+
+    name = "push"
+    input = "dedup"
+    scope = "global"
+    config_sections = ("labelstudio",)
+
+    def __init__(
+        self, client: Any = None, after_batch: Callable[[int], None] | None = None
+    ) -> None:
+        self.client = client
+        self.after_batch = after_batch
+
+    def run(self, records: Iterable[Post], ctx: StageContext) -> Iterator[Post]:
+        from mmnerd.labelstudio.client import LSClient
+        from mmnerd.progress import progress_bar
+
+        config = ctx.config
+        ls = config.labelstudio
+        client = self.client or LSClient.from_config(config)
+        kept: list[Post] = []
+        for post in records:
+            if post.duplicate_of:
+                post.extra["duplicate_of"] = post.duplicate_of
+                yield post.drop("duplicate")
+                continue
+            if post.image is None or not post.image.path:
+                ctx.flag("no_image")
+            kept.append(post)
+        proj = ensure_project(client, config)
+        pid = int(proj["id"])
+        by_post, dupes = existing_tasks(client, pid)
+        if dupes:
+            # only possible if something imported twice outside this stage; keep the oldest
+            for t in dupes:
+                client.delete_task(t["id"])
+            ctx.flag("duplicate_task_deleted", len(dupes))
+        missing = [p for p in kept if p.id not in by_post]
+        if len(kept) > len(missing):
+            ctx.flag("already_in_label_studio", len(kept) - len(missing))
+        with progress_bar("push: importing tasks", total=len(missing)) as advance:
+            for i in range(0, len(missing), ls.batch_size):
+                batch = missing[i : i + ls.batch_size]
+                payload = [task_payload(p, config, ls.pre_annotate) for p in batch]
+                ids = client.import_tasks(pid, payload)
+                for p, tid in zip(batch, ids, strict=True):
+                    by_post[p.id] = {"id": tid, "overlap": 1}
+                advance(len(batch))
+                if self.after_batch is not None:
+                    self.after_batch(i // ls.batch_size)
+        if missing:
+            ctx.flag("imported", len(missing))
+        fixed = 0
+        for p in kept:
+            task = by_post[p.id]
+            want = overlap_for(p.id, ls.overlap_share, ls.overlap_k)
+            if int(task.get("overlap", 1)) != want:
+                client.set_overlap(task["id"], want)
+                fixed += 1
+            p.extra["ls_task_id"] = int(task["id"])
+            p.extra["ls_project_id"] = pid
+            p.extra["ls_overlap"] = want
+        if fixed:
+            ctx.flag("overlap_set", fixed)
+        print(
+            f"Label Studio project '{ls.project_title}': {client.url}/projects/{pid}/data "
+            f"({len(kept)} tasks, {sum(p.extra['ls_overlap'] > 1 for p in kept)} with overlap "
+            f"{ls.overlap_k}).\nAnnotators log in at {client.url}/user/login/ with the e-mail and "
+            f"password of the account the admin made for them (Organization page -> Add people); "
+            f"the admin account ({ls.admin_email}) and its password are in "
+            f"{Path(ls.data_dir) / 'credentials.json'}.",
+            file=sys.stderr,
+        )
+        yield from kept

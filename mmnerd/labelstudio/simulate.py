@@ -1,0 +1,124 @@
+"""SIMULATED annotators (demo and tests only): label tasks from the gold spans, with noise.
+
+Nothing here is human work.  ``simulate(config, posts)`` creates
+``simulate.annotators`` users named ``sim-annotator-<i>@mmnerd.local``
+("SIMULATED annotator <i>") through the admin API and writes, through the
+Label Studio API, one annotation per (task, simulated annotator): tasks with
+overlap k (see :mod:`mmnerd.labelstudio.push`) get k simulated annotators, the
+others one.  Each gold span is kept, or with probability ``simulate.noise``
+dropped or given another label (half and half).  A ``simulate.skip_share`` of
+(task, annotator) pairs is skipped (a cancelled annotation, as the Skip button
+does).  Offsets are code points, ``value.text`` is the surface text.
+
+Deterministic for a seed, and idempotent: pairs that already have an
+annotation from that simulated user are not written again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from mmnerd.config import PipelineConfig
+from mmnerd.errors import LabelStudioError
+from mmnerd.labelstudio.push import span_result
+from mmnerd.records import ENTITY_TYPES, Post, Span
+
+SIM_EMAIL = "sim-annotator-{i}@mmnerd.local"
+
+
+def sim_email(i: int) -> str:
+    return SIM_EMAIL.format(i=i)
+
+
+def _rng(seed: int, *parts: object) -> random.Random:
+    key = ":".join(str(p) for p in (seed, *parts))
+    return random.Random(int(hashlib.sha256(key.encode()).hexdigest()[:16], 16))
+
+
+def noisy_spans(
+    gold: Sequence[Span], noise: float, rng: random.Random
+) -> tuple[list[Span], Counter]:
+    """The spans one simulated annotator marks: gold with some dropped or relabelled."""
+    out: list[Span] = []
+    what: Counter = Counter()
+    for s in gold:
+        if noise > 0 and rng.random() < noise:
+            if rng.random() < 0.5:
+                what["dropped"] += 1
+                continue
+            other = rng.choice([t for t in ENTITY_TYPES if t != s.label])
+            out.append(Span(s.start, s.end, other, s.text))
+            what["relabelled"] += 1
+        else:
+            out.append(Span(s.start, s.end, s.label, s.text))
+    return out, what
+
+
+def annotators_for(post_id: str, overlap: int, n: int, seed: int) -> list[int]:
+    """Which simulated annotators (1-based) label a post: ``min(overlap, n)`` distinct ones."""
+    k = max(1, min(overlap, n))
+    start = _rng(seed, "who", post_id).randrange(n)
+    return [(start + j) % n + 1 for j in range(k)]
+
+
+def simulate(config: PipelineConfig, posts: Sequence[Post], client: Any = None) -> dict:
+    """SIMULATION: write annotations for ``posts`` (pushed, with ``extra['ls_task_id']``).
+
+    Returns counts: annotations written, already present, skipped (cancelled),
+    spans dropped / relabelled by the noise, and the simulated user ids.
+    """
+    from mmnerd.labelstudio.client import LSClient
+    from mmnerd.progress import progress_bar
+
+    sim = config.simulate
+    client = client or LSClient.from_config(config)
+    users = {
+        i: client.ensure_user(sim_email(i), "SIMULATED", f"annotator {i}")
+        for i in range(1, sim.annotators + 1)
+    }
+    project_ids = {p.extra.get("ls_project_id") for p in posts} - {None}
+    if not project_ids:
+        if posts:
+            raise LabelStudioError("simulate: posts carry no Label Studio task ids; run push first")
+        return {"written": 0}
+    done: set[tuple[int, int]] = set()
+    for pid in project_ids:
+        for t in client.export(int(pid)):
+            for a in t.get("annotations") or []:
+                uid = a.get("completed_by")
+                uid = uid.get("id") if isinstance(uid, dict) else uid
+                if uid is not None:
+                    done.add((int(t["id"]), int(uid)))
+    counts: Counter = Counter()
+    with progress_bar("simulate: SIMULATED annotations", total=len(posts)) as advance:
+        for post in posts:
+            tid = post.extra.get("ls_task_id")
+            if tid is None:
+                counts["no_task"] += 1
+                advance(1)
+                continue
+            overlap = int(post.extra.get("ls_overlap", 1))
+            for i in annotators_for(post.id, overlap, sim.annotators, sim.seed):
+                uid = users[i]
+                if (int(tid), uid) in done:
+                    counts["already_present"] += 1
+                    continue
+                rng = _rng(sim.seed, "ann", post.id, i)
+                lead = round(rng.uniform(5, 90), 2)
+                if sim.skip_share and rng.random() < sim.skip_share:
+                    client.create_annotation(tid, [], uid, lead, was_cancelled=True)
+                    counts["skipped"] += 1
+                    continue
+                spans, what = noisy_spans(post.gold_spans, sim.noise, rng)
+                counts.update(what)
+                result = [span_result(s, post.text, f"s{i}-{k}") for k, s in enumerate(spans)]
+                client.create_annotation(tid, result, uid, lead)
+                counts["written"] += 1
+            advance(1)
+    out: dict[str, Any] = dict(sorted(counts.items()))
+    out["simulated_users"] = {sim_email(i): uid for i, uid in users.items()}
+    return out

@@ -1,0 +1,239 @@
+"""The annotation loop against the REAL Label Studio server (one per session, see conftest)."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from mmnerd.errors import LabelStudioError
+from mmnerd.labelstudio import server
+from mmnerd.labelstudio.client import LSClient
+from mmnerd.labelstudio.pull import PullStage
+from mmnerd.labelstudio.push import PushStage, overlap_for
+from mmnerd.labelstudio.simulate import simulate
+from mmnerd.pipeline import Runner, iter_excluded, iter_stage
+from mmnerd.text.bio import OffsetIndex, spans_to_bio
+
+from .conftest import make_posts, seed_stage
+
+pytestmark = pytest.mark.labelstudio
+
+
+def _client(cfg) -> LSClient:
+    return LSClient.from_config(cfg, start=False)
+
+
+def _task_count(cfg) -> tuple[int, int]:
+    """(tasks, distinct post ids) in the config's project."""
+    c = _client(cfg)
+    proj = c.find_project(cfg.labelstudio.project_title)
+    tasks = list(c.iter_tasks(proj["id"]))
+    return len(tasks), len({t["data"]["post_id"] for t in tasks})
+
+
+def test_credentials_are_private_and_never_logged(ls_session, make_config, capfd):
+    cfg = make_config()
+    folder = server.data_dir(cfg)
+    creds_path = folder / "credentials.json"
+    assert stat.S_IMODE(os.stat(creds_path).st_mode) == 0o600
+    creds = server.credentials(cfg)
+    info = server.up(cfg)  # reuses the session's server
+    assert info.reused and info.pid == ls_session["info"].pid
+    assert creds["token"] not in repr(info)
+    assert "running" in server.status(cfg)
+    log = (folder / "server.log").read_text(errors="replace")
+    out, err = capfd.readouterr()
+    for secret in (creds["token"], creds["password"], creds["secret_key"]):
+        assert secret not in log and secret not in out and secret not in err
+    # a wrong token gives one clear line without the secret
+    bad = LSClient(info.url, "0" * 40)
+    with pytest.raises(LabelStudioError) as e:
+        bad.whoami()
+    assert "token refused" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_busy_port_fails_with_one_line(make_config, ls_session):
+    # a different data dir asking for the session server's (busy) port
+    cfg = make_config(data_dir=str(ls_session["base"] / "other-ls"))
+    with pytest.raises(LabelStudioError) as e:
+        server.up(cfg)
+    assert "in use" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_round_trip_gold_equals_bio_and_rerun_adds_nothing(make_config):
+    cfg = make_config()
+    posts = make_posts(200, seed=3, root=cfg.root)
+    posts[5].duplicate_of = posts[4].id  # a duplicate is excluded, with its reason
+    seed_stage(cfg, "dedup", posts)
+    runner = Runner(cfg)
+    st = runner.run_stage(PushStage())
+    assert st.items_out == 199 and st.dropped["duplicate"] == 1
+    assert [p.id for p in iter_excluded(cfg, "push")] == [posts[5].id]
+    assert _task_count(cfg) == (199, 199)
+    pushed = list(iter_stage(cfg, "push"))
+    assert all(p.extra["ls_task_id"] for p in pushed)
+    n_overlap = sum(p.extra["ls_overlap"] == 2 for p in pushed)
+    assert 20 <= n_overlap <= 60  # ~20 % of 199
+    # the overlap is really set on the tasks
+    c = _client(cfg)
+    overlaps = {t["id"]: t["overlap"] for t in c.iter_tasks(pushed[0].extra["ls_project_id"])}
+    assert all(overlaps[p.extra["ls_task_id"]] == p.extra["ls_overlap"] for p in pushed)
+
+    # rerun: nothing new
+    st2 = runner.run_stage(PushStage(), force=True)
+    assert st2.flagged["already_in_label_studio"] == 199 and "imported" not in st2.flagged
+    assert _task_count(cfg) == (199, 199)
+
+    res = simulate(cfg, pushed)
+    assert res["written"] == 199 + n_overlap
+    assert simulate(cfg, pushed)["already_present"] == 199 + n_overlap  # idempotent
+
+    st3 = runner.run_stage(PullStage(), force=True)
+    assert st3.items_out == 199, st3.to_dict()
+    pulled = {p.id: p for p in iter_stage(cfg, "pull")}
+    for p in posts:
+        if p.id == posts[5].id:
+            continue
+        q = pulled[p.id]
+        gold = spans_to_bio(p.gold_spans, p.token_offsets, p.text)
+        assert gold.issues == []
+        assert q.ner_tags == gold.tags, (p.text, q.ner_tags, gold.tags)
+        assert [(s.start, s.end, s.label) for s in q.spans] == [
+            (s.start, s.end, s.label) for s in p.gold_spans
+        ]
+        if q.extra["ls_overlap"] == 2:
+            assert q.agreement == 1.0 and len(q.annotations) == 2
+            assert len({a.annotator for a in q.annotations}) == 2
+        else:
+            assert q.agreement is None
+        a = q.annotations[0]
+        assert a.annotator and "@" not in a.annotator and a.lead_time > 0 and a.created_at
+    assert (cfg.root / "reports" / "agreement" / "agreement.md").exists()
+
+    # a second pull fetches nothing and yields the same records
+    st4 = runner.run_stage(PullStage(), force=True)
+    assert st4.flagged["fetch_changed"] == 0
+    again = {p.id: p for p in iter_stage(cfg, "pull")}
+    assert {k: v.to_dict() for k, v in again.items()} == {k: v.to_dict() for k, v in pulled.items()}
+
+    # restart Label Studio: nothing is lost
+    server.down(cfg)
+    assert "not running" in server.status(cfg)
+    server.up(cfg)
+    st5 = runner.run_stage(PullStage(), force=True)
+    assert st5.items_out == 199
+    after = {p.id: p.to_dict() for p in iter_stage(cfg, "pull")}
+    assert after == {k: v.to_dict() for k, v in pulled.items()}
+
+
+def test_push_killed_between_batches_then_rerun_is_exact(make_config):
+    cfg = make_config(batch_size=40)
+    posts = make_posts(130, seed=4)
+    seed_stage(cfg, "dedup", posts)
+
+    def crash(i: int) -> None:
+        if i == 1:
+            raise KeyboardInterrupt("killed after the second batch")
+
+    with pytest.raises(KeyboardInterrupt):
+        Runner(cfg).run_stage(PushStage(after_batch=crash))
+    assert _task_count(cfg) == (80, 80)
+    st = Runner(cfg).run_stage(PushStage())
+    assert st.flagged["already_in_label_studio"] == 80 and st.flagged["imported"] == 50
+    assert _task_count(cfg) == (130, 130)
+
+
+def test_offsets_in_utf16_are_recovered_or_flagged(make_config):
+    cfg = make_config()
+    text = "Merci @Macron 🇫🇷 pour Paris 😀 et 👨‍👩‍👧 Berlin !"
+    posts = make_posts(1, seed=5)
+    p = posts[0]
+    p.text = text
+    from .conftest import tokenize
+
+    p.tokens, p.token_offsets = tokenize(text, "fr")
+    seed_stage(cfg, "dedup", [p])
+    Runner(cfg).run_stage(PushStage())
+    (p,) = iter_stage(cfg, "push")
+    idx = OffsetIndex(text)
+    paris, berlin = text.index("Paris"), text.index("Berlin")
+
+    def region(rid, s, e, surface, label):
+        return {
+            "id": rid,
+            "from_name": "label",
+            "to_name": "text",
+            "type": "labels",
+            "value": {"start": s, "end": e, "text": surface, "labels": [label]},
+        }
+
+    result = [
+        region("a", 6, 13, "@Macron", "PER"),  # code points, fine
+        # UTF-16 offsets (an old browser): recovered
+        region("b", idx.cp_to_utf16(paris), idx.cp_to_utf16(paris + 5), "Paris", "LOC"),
+        # offsets that match neither reading: flagged, left out (never mislabels)
+        region("c", berlin - 3, berlin + 3, "Berlin", "ORG"),
+    ]
+    c = _client(cfg)
+    c.create_annotation(p.extra["ls_task_id"], result, None, 3.0)
+    st = Runner(cfg).run_stage(PullStage(), force=True)
+    (q,) = iter_stage(cfg, "pull")
+    assert [(s.text, s.label) for s in q.spans] == [("@Macron", "PER"), ("Paris", "LOC")]
+    assert st.flagged["span_utf16"] == 1 and st.flagged["span_mismatch"] == 1
+    assert sorted(q.annotations[0].flags) == ["span_mismatch", "span_utf16"]
+    # Label Studio stores what it was sent: it does not check offsets against the text
+    raw = c.task_annotations(p.extra["ls_task_id"])[0]["result"]
+    assert raw[1]["value"]["start"] == idx.cp_to_utf16(paris) != paris
+
+
+def test_disagreement_goes_to_adjudication_and_adjudicated_becomes_gold(make_config):
+    cfg = make_config(overlap_share=1.0)
+    cfg.simulate.noise = 0.6
+    cfg.simulate.annotators = 2
+    cfg.simulate.skip_share = 0.1
+    posts = make_posts(12, seed=6)
+    seed_stage(cfg, "dedup", posts)
+    runner = Runner(cfg)
+    runner.run_stage(PushStage())
+    pushed = list(iter_stage(cfg, "push"))
+    assert all(p.extra["ls_overlap"] == 2 for p in pushed)
+    res = simulate(cfg, pushed)
+    assert res.get("dropped", 0) + res.get("relabelled", 0) > 0
+    st = runner.run_stage(PullStage(), force=True)
+    kept = {p.id: p for p in iter_stage(cfg, "pull")}
+    queued = [p for p in kept.values() if p.extra.get("needs_adjudication")]
+    assert queued and st.flagged["needs_adjudication"] == len(queued)
+    excluded = list(iter_excluded(cfg, "pull"))
+    assert all(p.reason.startswith("not_annotated") for p in excluded)
+    assert len(kept) + len(excluded) == 12
+    c = _client(cfg)
+    adj = c.find_project(cfg.labelstudio.project_title + " — adjudication")
+    adj_tasks = {t["data"]["post_id"]: t for t in c.iter_tasks(adj["id"])}
+    assert set(adj_tasks) == {p.id for p in queued}
+    # pulling again queues nothing twice
+    runner.run_stage(PullStage(), force=True)
+    assert len(list(c.iter_tasks(adj["id"]))) == len(queued)
+    # the adjudicator labels one post with its gold spans: that becomes the final labelling
+    target = queued[0]
+    gold = next(p for p in posts if p.id == target.id).gold_spans
+    from mmnerd.labelstudio.push import span_result
+
+    c.create_annotation(
+        adj_tasks[target.id]["id"],
+        [span_result(s, target.text, f"j{k}") for k, s in enumerate(gold)],
+    )
+    st = runner.run_stage(PullStage(), force=True)
+    final = {p.id: p for p in iter_stage(cfg, "pull")}[target.id]
+    assert final.extra.get("adjudicated") is True and not final.extra.get("needs_adjudication")
+    assert [s.key() for s in final.spans] == [s.key() for s in gold]
+    assert st.flagged["adjudicated"] == 1
+
+
+def test_overlap_choice_is_deterministic():
+    ids = [f"p{i}" for i in range(2000)]
+    chosen = [overlap_for(i, 0.2, 3) for i in ids]
+    assert chosen == [overlap_for(i, 0.2, 3) for i in ids]
+    assert 0.17 < sum(c == 3 for c in chosen) / len(ids) < 0.23
+    assert {overlap_for(i, 0.0, 3) for i in ids} == {1}
