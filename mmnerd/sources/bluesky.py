@@ -40,6 +40,7 @@ from mmnerd.sources.http import (
 )
 from mmnerd.sources.mastodon import utc_iso
 from mmnerd.sources.state import SourceState
+from mmnerd.text.bio import OffsetIndex
 
 log = logging.getLogger(__name__)
 
@@ -100,31 +101,32 @@ class BlueskyOptions(SourceOptions, HttpOptions):
 # ---------------------------------------------------------------------------
 
 
-def byte_span_to_chars(text: str, byte_start: int, byte_end: int) -> tuple[int, int] | None:
+def byte_span_to_chars(
+    text: str, byte_start: int, byte_end: int, index: OffsetIndex | None = None
+) -> tuple[int, int] | None:
     """Code-point span of the UTF-8 byte span ``[byte_start, byte_end)`` of ``text``.
 
-    None if the span is out of range or does not fall on character boundaries.
+    Uses :class:`mmnerd.text.bio.OffsetIndex` (the one place offsets are converted);
+    None if the span is out of range, reversed or not on character boundaries.
     """
-    data = text.encode("utf-8")
-    if not (0 <= byte_start <= byte_end <= len(data)):
+    index = index or OffsetIndex(text)
+    if byte_start > byte_end:
         return None
     try:
-        start = len(data[:byte_start].decode("utf-8"))
-        end = start + len(data[byte_start:byte_end].decode("utf-8"))
-    except UnicodeDecodeError:
+        return index.utf8_to_cp(byte_start), index.utf8_to_cp(byte_end)
+    except ValueError:
         return None
-    return start, end
 
 
 def convert_facets(text: str, facets: list[dict[str, Any]] | None) -> tuple[list[dict], int]:
     """Facets as ``{"type", "value", "start", "end", "text"}`` in code points; and error count."""
     out: list[dict[str, Any]] = []
     errors = 0
+    index = OffsetIndex(text) if facets else None
     for facet in facets or []:
-        index = facet.get("index") or {}
-        span = byte_span_to_chars(
-            text, int(index.get("byteStart", -1)), int(index.get("byteEnd", -1))
-        )
+        raw = facet.get("index") or {}
+        start, end = int(raw.get("byteStart", -1)), int(raw.get("byteEnd", -1))
+        span = byte_span_to_chars(text, start, end, index)
         if span is None or span[0] == span[1]:
             errors += 1
             continue
