@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 import io
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -327,8 +328,14 @@ class _Server(ThreadingHTTPServer):
 class FaultServer:
     """Start/stop the fault server and build URLs to it (host name of your choice)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: tuple[str, str] | None = None) -> None:
+        """``tls`` = (certificate file, key file) serves HTTPS instead of HTTP."""
         self._srv = _Server()
+        self.scheme = "https" if tls else "http"
+        if tls:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            self._srv.socket = ctx.wrap_socket(self._srv.socket, server_side=True)
         self.port: int = self._srv.server_address[1]
         self._thread = threading.Thread(target=self._srv.serve_forever, daemon=True)
 
@@ -349,7 +356,7 @@ class FaultServer:
         self.stop()
 
     def url(self, path: str, host: str = "localhost") -> str:
-        return f"http://{host}:{self.port}{path}"
+        return f"{self.scheme}://{host}:{self.port}{path}"
 
     @property
     def requests(self) -> list[tuple[str, str]]:

@@ -252,12 +252,20 @@ def _retry_after(value: str | None) -> float | None:
 class Fetcher:
     """Downloads URLs (thread-safe): guarded, pinned to checked addresses, retried, capped."""
 
-    def __init__(self, cfg: ImagesConfig, resolver: Resolver | None = None):
+    def __init__(
+        self, cfg: ImagesConfig, resolver: Resolver | None = None, ca_certs: str | None = None
+    ):
+        """``resolver`` defaults to the system's; ``ca_certs`` (a PEM bundle) to the system
+        trust store."""
         self.cfg = cfg
         self.resolver = resolver or system_resolver
         self.allow = _normalise_allow(cfg.allow_hosts)
         self._pm = urllib3.PoolManager(
-            num_pools=max(64, cfg.workers), maxsize=cfg.workers, block=False, retries=False
+            num_pools=max(64, cfg.workers),
+            maxsize=cfg.workers,
+            block=False,
+            retries=False,
+            ca_certs=ca_certs,
         )
         self._slots: dict[str, threading.BoundedSemaphore] = {}
         self._lock = threading.Lock()
@@ -312,7 +320,9 @@ class Fetcher:
                     resp = self._open(target, addresses, min(cfg.timeout, left))
                 except (Urllib3Timeout, TimeoutError):
                     return FetchResult("timeout", f"no answer within {cfg.timeout:g} s")
-                except (ProtocolError, NewConnectionError, SSLError, OSError, HTTPError) as e:
+                except SSLError as e:  # deterministic: not retried
+                    return FetchResult("connection_error", f"TLS: {_describe(e)}")
+                except (ProtocolError, NewConnectionError, OSError, HTTPError) as e:
                     if attempt >= cfg.retries:
                         return FetchResult("connection_error", _describe(e))
                 else:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import shutil
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -225,6 +227,28 @@ def test_connects_to_the_checked_address(faultserver, tmp_path, loopback_only):
     assert res.status == "ok"
     assert calls == ["pinned.test"]  # resolved once; the system resolver never asked
     assert faultserver.requests[-1][1] == f"pinned.test:{faultserver.port}"  # Host header kept
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_https_is_pinned_and_verified_by_name(tmp_path):
+    """TLS goes to the checked address, with SNI and the certificate check on the name."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
+        + ["-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1"]
+        + ["-subj", "/CN=pinned.test", "-addext", "subjectAltName=DNS:pinned.test"],
+        check=True,
+        capture_output=True,
+    )
+    with fs.FaultServer(tls=(str(cert), str(key))) as srv:
+        fetcher = Fetcher(make_cfg(), resolver, ca_certs=str(cert))
+        good = fetcher.fetch(srv.url("/img/ok.jpg", host="pinned.test"))
+        wrong_name = fetcher.fetch(srv.url("/img/ok.jpg", host="localhost"))
+        plain = Fetcher(make_cfg(), resolver).fetch(srv.url("/img/ok.jpg", host="pinned.test"))
+    assert good.status == "ok"
+    assert (wrong_name.status, plain.status) == ("connection_error", "connection_error")
+    assert wrong_name.reason == "TLS: CertificateError"  # checked against the name
+    assert plain.reason.startswith("TLS: ")  # self-signed: not in the system trust store
 
 
 @pytest.mark.parametrize(
