@@ -318,11 +318,14 @@ class Fetcher:
             with self._slot(target.host):
                 try:
                     resp = self._open(target, addresses, min(cfg.timeout, left))
+                except NewConnectionError as e:  # refused (a ConnectTimeoutError subclass!)
+                    if attempt >= cfg.retries:
+                        return FetchResult("connection_error", _describe(e))
                 except (Urllib3Timeout, TimeoutError):
                     return FetchResult("timeout", f"no answer within {cfg.timeout:g} s")
                 except SSLError as e:  # deterministic: not retried
                     return FetchResult("connection_error", f"TLS: {_describe(e)}")
-                except (ProtocolError, NewConnectionError, OSError, HTTPError) as e:
+                except (ProtocolError, OSError, HTTPError) as e:
                     if attempt >= cfg.retries:
                         return FetchResult("connection_error", _describe(e))
                 else:

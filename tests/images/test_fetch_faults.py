@@ -40,6 +40,13 @@ def resolver(host: str, port: int) -> list[str]:
     return [i[4][0] for i in infos]
 
 
+def closed_port() -> int:
+    """A loopback port with nothing listening (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def make_cfg(**kw: object) -> ImagesConfig:
     base: dict[str, object] = dict(
         timeout=0.5,
@@ -92,6 +99,7 @@ def test_every_fault_gets_its_status(faultserver, tmp_path, loopback_only):
         (u("/hang"), "timeout", "no answer within 0.5 s"),
         (u("/trickle"), "timeout", "body not complete within 2.5 s"),
         (u("/stall-body"), "timeout", "body stalled"),
+        (f"http://localhost:{closed_port()}/x.jpg", "connection_error", "ConnectionRefused"),
         (u("/reset"), "connection_error", "ConnectionResetError"),
         (u("/reset-body"), "connection_error", "body"),
         (u("/truncated"), "truncated", "body ended after"),
