@@ -560,17 +560,29 @@ def fetch_many(
             ctx.set_forkserver_preload(["mmnerd.images.validate"])
             procs = stack.enter_context(ProcessPoolExecutor(cfg.processes, mp_context=ctx))
         threads = stack.enter_context(ThreadPoolExecutor(cfg.workers, "fetch"))
+        refs = list(refs)
         by_url: dict[str, Future[Outcome]] = {}
-        pending: list[tuple[ImageRef, Future[Outcome]]] = []
+        for url in _interleave_hosts(dict.fromkeys(r.url for r in refs)):
+            by_url[url] = threads.submit(_fetch_one, fetcher, url, opts, root, procs)
         for ref in refs:
-            fut = by_url.get(ref.url)
-            if fut is None:
-                fut = by_url[ref.url] = threads.submit(
-                    _fetch_one, fetcher, ref.url, opts, root, procs
-                )
-            pending.append((ref, fut))
-        for ref, fut in pending:
-            yield _apply(ref, fut.result())
+            yield _apply(ref, by_url[ref.url].result())
+
+
+def _interleave_hosts(urls: Iterable[str]) -> list[str]:
+    """URLs round-robin over their hosts, so threads waiting for one busy host's
+    ``per_host`` slots do not hold up the other hosts (head-of-line blocking)."""
+    by_host: dict[str, list[str]] = {}
+    for url in urls:
+        try:
+            host = urlsplit(url).hostname or ""
+        except ValueError:
+            host = ""
+        by_host.setdefault(host, []).append(url)
+    queues = list(by_host.values())
+    out: list[str] = []
+    for i in range(max(map(len, queues), default=0)):
+        out.extend(q[i] for q in queues if i < len(q))
+    return out
 
 
 class FetchStage(Stage):

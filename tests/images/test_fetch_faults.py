@@ -18,7 +18,16 @@ import pytest
 from PIL import Image
 
 from mmnerd.config import ImagesConfig
-from mmnerd.images.fetch import Fetcher, FetchStage, fetch_many, parse_target
+from mmnerd.images.fetch import (
+    Fetcher,
+    FetchStage,
+    _interleave_hosts,
+    _retry_after,
+    fetch_many,
+    is_public,
+    parse_target,
+)
+from mmnerd.images.validate import strip_jpeg_metadata
 from mmnerd.pipeline import StageContext, StageStats
 from mmnerd.records import ImageRef, Post
 
@@ -293,3 +302,63 @@ def test_fetch_stage_drops_with_reason(faultserver, config):
     assert out[2].reason.startswith("image:not_image: magic bytes")
     assert out[3].reason == "no_image"
     assert (config.root / "images" / out[0].image.path).exists()
+
+
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        ("93.184.216.34", True),
+        ("2606:2800:220:1:248:1893:25c8:1946", True),
+        ("127.0.0.1", False),
+        ("10.1.2.3", False),
+        ("172.16.0.1", False),
+        ("192.168.1.1", False),
+        ("169.254.169.254", False),
+        ("100.64.0.1", False),  # carrier-grade NAT
+        ("0.0.0.0", False),
+        ("224.0.0.1", False),
+        ("255.255.255.255", False),
+        ("::1", False),
+        ("::", False),
+        ("fe80::1%eth0", False),
+        ("fc00::1", False),
+        ("::ffff:127.0.0.1", False),
+        ("::ffff:93.184.216.34", True),
+        ("64:ff9b::a9fe:a9fe", False),  # NAT64 of 169.254.169.254
+        ("ff02::1", False),
+    ],
+)
+def test_is_public(address, public):
+    assert is_public(address) is public
+
+
+def test_retry_after_forms():
+    assert _retry_after("7") == 7.0
+    assert _retry_after(None) is None and _retry_after("soon") is None
+    assert _retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past
+
+
+def test_strip_jpeg_metadata_is_lossless():
+    data = fs.exif_jpeg(orientation=1)
+    stripped = strip_jpeg_metadata(data)
+    assert b"SecretCam" in data and b"SecretCam" not in stripped
+    assert b"private comment" not in stripped
+    with Image.open(io.BytesIO(data)) as a, Image.open(io.BytesIO(stripped)) as b:
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+        assert not b.getexif()
+    assert strip_jpeg_metadata(stripped) == stripped  # idempotent
+    plain = fs.jpeg()
+    assert strip_jpeg_metadata(plain) == plain  # nothing to strip: same bytes
+    with pytest.raises(ValueError):
+        strip_jpeg_metadata(b"\x89PNG")
+
+
+def test_hosts_are_interleaved():
+    urls = [f"http://a.test/{i}" for i in range(3)] + ["http://b.test/0", "http://c.test/0"]
+    assert _interleave_hosts(urls) == [
+        "http://a.test/0",
+        "http://b.test/0",
+        "http://c.test/0",
+        "http://a.test/1",
+        "http://a.test/2",
+    ]
