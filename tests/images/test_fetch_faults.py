@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import hashlib
 import io
+import ipaddress
 import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import faultserver as fs
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from mmnerd.config import ImagesConfig
@@ -362,3 +366,46 @@ def test_hosts_are_interleaved():
         "http://a.test/1",
         "http://a.test/2",
     ]
+
+
+def _spell(ip: ipaddress.IPv4Address, form: str) -> str:
+    """The same IPv4 address written the ways URL parsers and inet_aton accept."""
+    octets = ip.packed
+    if form == "int":
+        return str(int(ip))
+    if form == "hex":
+        return ".".join(f"0x{o:x}" for o in octets)
+    if form == "octal":
+        return ".".join(f"0{o:o}" for o in octets)
+    if form == "short":  # a.b.c with the last part 16 bits wide
+        return f"{octets[0]}.{octets[1]}.{int.from_bytes(octets[2:], 'big')}"
+    if form == "pct":
+        return "".join(f"%{b:02x}" for b in str(ip).encode())
+    return str(ip)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    ip=st.ip_addresses(v=4).filter(lambda a: not a.is_global or a.is_multicast),
+    form=st.sampled_from(["dotted", "int", "hex", "octal", "short", "pct"]),
+    redirect=st.booleans(),
+)
+def test_no_spelling_of_a_private_ipv4_gets_through(faultserver, loopback_only, ip, form, redirect):
+    url = f"http://{_spell(ip, form)}:{faultserver.port}/img/ok.jpg"
+    if redirect:
+        url = faultserver.url(f"/redirect?to={quote(url, safe='')}")
+    res = Fetcher(make_cfg(allow_hosts=["localhost"]), resolver).fetch(url)
+    assert res.status in ("blocked_address", "bad_url", "dns_error"), (url, res)
+    assert loopback_only == []
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(ip=st.ip_addresses(v=6).filter(lambda a: not is_public(str(a))))
+def test_no_private_ipv6_gets_through(loopback_only, ip):
+    res = Fetcher(make_cfg(allow_hosts=[]), resolver).fetch(f"http://[{ip}]:81/x.jpg")
+    assert res.status in ("blocked_address", "bad_url"), (ip, res)
+    assert loopback_only == []
