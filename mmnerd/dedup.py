@@ -557,8 +557,12 @@ class DedupStage(Stage):
             drop_words=[norm.url_placeholder, norm.mention_placeholder],
             cache_path=cache,
         )
-        ctx.flag("duplicate_image", result.duplicate_image)
-        ctx.flag("duplicate_text", result.duplicate_text)
+        for reason, n in (
+            ("duplicate_image", result.duplicate_image),
+            ("duplicate_text", result.duplicate_text),
+        ):
+            if n:
+                ctx.flag(reason, n)
         if result.hash_failed:
             ctx.flag("image_hash_failed", len(result.hash_failed))
         write_report(ctx.root.joinpath(*REPORT_DIR), result, posts, image_root, cfg)

@@ -519,18 +519,22 @@ def find_pairs(hashes: np.ndarray | Sequence[int], threshold: int, workers: int 
     return search(hashes, threshold, workers).pairs()
 
 
-def brute_force_pairs(hashes: np.ndarray, threshold: int, chunk: int = 1024) -> Pairs:
-    """Reference: all pairs ``i < j`` within ``threshold`` by chunked XOR (O(n^2))."""
+def brute_force_pairs(hashes: np.ndarray, threshold: int, cells: int = 1 << 22) -> Pairs:
+    """Reference: all pairs ``i < j`` within ``threshold`` by chunked XOR + popcount over the
+    upper triangle (O(n^2); ``cells`` bounds the temporary matrix, 32 MB by default)."""
     h = _as_hashes(hashes)
+    n = len(h)
+    rows = max(1, cells // max(n, 1))
     out_i, out_j, out_d = [], [], []
-    for s in range(0, len(h), chunk):
-        d = np.bitwise_count(h[s : s + chunk, None] ^ h[None, :])
+    for s in range(0, n, rows):
+        block = h[s : s + rows]
+        d = np.bitwise_count(block[:, None] ^ h[None, s:])  # columns start at s
         r, c = np.nonzero(d <= threshold)
-        r = r + s
         keep = c > r
-        out_i.append(r[keep])
-        out_j.append(c[keep])
-        out_d.append(d[r[keep] - s, c[keep]])
+        r, c = r[keep], c[keep]
+        out_i.append(r + s)
+        out_j.append(c + s)
+        out_d.append(d[r, c])
     if not out_i:
         return Pairs.empty()
     return Pairs(
