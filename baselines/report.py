@@ -213,6 +213,10 @@ def plots(report: dict[str, Any], out_dir: Path) -> list[str]:
         ]
         ax1.plot(epochs, [100 * v for v in dev], marker="o", label=name)
         ax2.plot(epochs, loss, marker="o", label=name)
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("dev F1 (%)")
     ax1.set_title("Dev F1 (mean over seeds)")
