@@ -39,8 +39,9 @@ from urllib.parse import quote
 from pydantic import Field, field_validator
 
 from mmnerd.errors import ConfigError, InputError
-from mmnerd.records import ENTITY_TYPES, ImageRef, Post, Span
+from mmnerd.records import ENTITY_TYPES, ImageRef, Post
 from mmnerd.sources import Source, SourceOptions
+from mmnerd.text.bio import bio_to_spans
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp")
 
@@ -110,30 +111,6 @@ def map_labels(labels: list[str], label_map: dict[str, str]) -> list[str]:
         etype = label_map.get(etype, etype)
         out.append("O" if etype == "O" else f"{prefix}-{etype}")
     return out
-
-
-def bio_to_spans(
-    tokens: list[str], labels: list[str], offsets: list[tuple[int, int]], text: str
-) -> tuple[list[Span], int]:
-    """Spans from BIO tags over token offsets; an ``I-X`` that does not continue an ``X``
-    starts a new span (conlleval's reading).  Returns (spans, number of such repairs)."""
-    spans: list[Span] = []
-    repairs = 0
-    cur: list[Any] | None = None  # [start, end, type]
-    for (s, e), label in zip(offsets, labels, strict=True):
-        prefix, _, etype = label.partition("-")
-        if label == "O":
-            cur = None
-            continue
-        if prefix == "I" and cur is not None and cur[2] == etype:
-            cur[1] = e
-            continue
-        if prefix == "I":
-            repairs += 1
-        cur = [s, e, etype]
-        spans.append(cur)  # type: ignore[arg-type]
-    out = [Span(start=s, end=e, label=t, text=text[s:e]) for s, e, t in spans]  # type: ignore[misc]
-    return out, repairs
 
 
 class ConllOptions(SourceOptions):
@@ -250,7 +227,11 @@ class ConllSource(Source):
             offsets.append((pos, pos + len(t)))
             pos += len(t) + 1
         text = " ".join(tokens)
-        spans, repairs = bio_to_spans(tokens, labels, offsets, text)
+        try:
+            spans, issues = bio_to_spans(labels, offsets, text)
+        except ValueError as e:
+            raise InputError(f"{dataset} post {imgid!r}: {e}") from None
+        repairs = len(issues)
         image = None
         extra: dict[str, Any] = {"imgid": imgid, "split": split, "dataset": dataset}
         if repairs:
