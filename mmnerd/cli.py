@@ -185,6 +185,52 @@ def benchmark(
     raise typer.Exit(run_benchmark(_config(pipeline, set_), force=force))
 
 
+@app.command("audit-leakage")
+@friendly_errors
+def audit_leakage(
+    export_dir: Annotated[
+        Path | None, typer.Option("--export", help="an mmnerd export folder (Parquet splits)")
+    ] = None,
+    imgid: Annotated[
+        Path | None,
+        typer.Option("--imgid", help="folder with train.txt/valid.txt/test.txt (IMGID format)"),
+    ] = None,
+    images: Annotated[
+        Path | None, typer.Option("--images", help="image folder of the IMGID corpus (<id>.jpg)")
+    ] = None,
+    threshold: Annotated[int, typer.Option(help="pHash Hamming distance (of 64 bits)")] = 10,
+    text_threshold: Annotated[float, typer.Option(help="text Jaccard similarity")] = 0.8,
+    out: Annotated[Path, typer.Option(help="JSON report")] = Path("reports/leakage.json"),
+) -> None:
+    """Report image and text near-duplicates that straddle train/dev/test (exit 1 if any)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from mmnerd.audit import posts_from_export, posts_from_imgid
+    from mmnerd.dedup import audit_leakage as audit
+    from mmnerd.dedup import leakage_json
+    from mmnerd.errors import ConfigError
+    from mmnerd.io import atomic_write
+
+    if (export_dir is None) == (imgid is None):
+        raise ConfigError("give exactly one of --export DIR or --imgid DIR")
+    splits = posts_from_export(export_dir) if export_dir else posts_from_imgid(imgid, images)
+    report = audit(splits, threshold=threshold, text_threshold=text_threshold)
+    with atomic_write(out) as f:
+        f.write(leakage_json(report))
+    table = Table(title="near-duplicates straddling splits")
+    for col in ("kind", "clusters", "cross-split pairs", "posts per split"):
+        table.add_column(col)
+    for kind in ("image", "text"):
+        part = report[kind]
+        table.add_row(
+            kind, str(part["clusters"]), str(part["cross_split_edges"]), str(part["posts"])
+        )
+    Console().print(table)
+    print(f"wrote {out}", file=sys.stderr)
+    raise typer.Exit(0 if report["ok"] else 1)
+
+
 @app.command()
 @friendly_errors
 def status(pipeline: PipelineOpt = DEFAULT_PIPELINE, set_: SetOpt = None) -> None:
