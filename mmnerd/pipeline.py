@@ -20,7 +20,7 @@ import shutil
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -28,6 +28,7 @@ from typing import Any, ClassVar, Literal
 from mmnerd.config import PipelineConfig
 from mmnerd.errors import StageError
 from mmnerd.io import read_json, read_posts, remove_stale_temps, write_json, write_posts
+from mmnerd.progress import progress_bar
 from mmnerd.records import Post
 
 MARKER = "_SUCCESS.json"
@@ -193,7 +194,16 @@ def write_shard(folder: Path, sid: str, produced: Iterable[Post], stats: StageSt
     stats.items_out += len(kept)
 
 
-def run_shard(config: PipelineConfig, stage: Stage, sid: str) -> StageStats:
+def _ticking(records: Iterable[Post], tick: Callable[[int], None] | None) -> Iterator[Post]:
+    for r in records:
+        if tick is not None:
+            tick(1)
+        yield r
+
+
+def run_shard(
+    config: PipelineConfig, stage: Stage, sid: str, tick: Callable[[int], None] | None = None
+) -> StageStats:
     """Run a shard-scoped stage on one shard of its input and write the output.
 
     This is the unit of work an executor schedules, in this process or on a Dask
@@ -203,7 +213,8 @@ def run_shard(config: PipelineConfig, stage: Stage, sid: str) -> StageStats:
     records = list(read_posts(stage_dir(config, stage.input) / f"shard-{sid}.jsonl"))
     stats = StageStats(stage.name, items_in=len(records))
     ctx = StageContext(config, stats, shard=sid)
-    write_shard(stage_dir(config, stage.name), sid, stage.run(records, ctx), stats)
+    produced = _ticking(stage.run(records, ctx), tick)
+    write_shard(stage_dir(config, stage.name), sid, produced, stats)
     write_json(stage_dir(config, stage.name) / f"stats-{sid}.json", stats.to_dict())
     return stats
 
@@ -283,8 +294,10 @@ class Runner:
         upstream: Iterable[Post] = ()
         if stage.input is not None:
             upstream = _counting(iter_stage(self.config, stage.input), stats)
-        for i, batch in enumerate(_chunks(stage.run(upstream, ctx), self.config.shard_size)):
-            write_shard(folder, f"{i:05d}", batch, stats)
+        with progress_bar(stage.name) as tick:
+            produced = _ticking(stage.run(upstream, ctx), tick)
+            for i, batch in enumerate(_chunks(produced, self.config.shard_size)):
+                write_shard(folder, f"{i:05d}", batch, stats)
         if stage.input is None:
             stats.items_in = stats.items_out + sum(stats.dropped.values())
         return stats

@@ -13,9 +13,15 @@ from rich.table import Table
 console = Console(stderr=True)
 
 
+_active: list[Any] = []  # the live rich Progress, shared by nested bars
+
+
 @contextlib.contextmanager
 def progress_bar(description: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
-    """Yield ``advance(n)``; shows a rich progress bar on a terminal, nothing otherwise."""
+    """Yield ``advance(n)``; shows a rich progress bar on a terminal, nothing otherwise.
+
+    Nested bars (a stage's own bar inside the runner's) share one live display.
+    """
     if not sys.stderr.isatty():
         yield lambda n=1: None
         return
@@ -27,6 +33,14 @@ def progress_bar(description: str, total: int | None = None) -> Iterator[Callabl
         TimeElapsedColumn,
     )
 
+    if _active:
+        prog = _active[-1]
+        task = prog.add_task(description, total=total)
+        try:
+            yield lambda n=1: prog.advance(task, n)
+        finally:
+            prog.remove_task(task)
+        return
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -35,8 +49,12 @@ def progress_bar(description: str, total: int | None = None) -> Iterator[Callabl
         console=console,
         transient=True,
     ) as prog:
-        task = prog.add_task(description, total=total)
-        yield lambda n=1: prog.advance(task, n)
+        _active.append(prog)
+        try:
+            task = prog.add_task(description, total=total)
+            yield lambda n=1: prog.advance(task, n)
+        finally:
+            _active.pop()
 
 
 def summary_table(stats: list[Any], title: str = "stage summary") -> Table:

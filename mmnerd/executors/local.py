@@ -14,8 +14,7 @@ class LocalExecutor:
         self, config: PipelineConfig, stage: Stage, shard_ids: list[str]
     ) -> list[StageStats]:
         results = []
-        with progress_bar(f"{stage.name} (shards)", total=len(shard_ids)) as advance:
+        with progress_bar(f"{stage.name} ({len(shard_ids)} shards)") as tick:
             for sid in shard_ids:
-                results.append(run_shard(config, stage, sid))
-                advance(1)
+                results.append(run_shard(config, stage, sid, tick))
         return results
