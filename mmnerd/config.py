@@ -159,8 +159,11 @@ class LabelStudioConfig(_Section):
     pre_annotate: bool = Field(
         False, description="import gold spans as predictions (model_version 'gold-import')"
     )
+    workers: int = Field(
+        4, ge=1, le=32, description="concurrent API calls for per-task writes (overlap, etc.)"
+    )
     adjudication_f1: float = Field(
-        0.999,
+        0.5,
         ge=0.0,
         le=1.0,
         description="posts whose annotators agree below this entity F1 (or tie) go to adjudication",
@@ -173,6 +176,7 @@ class SimulateConfig(_Section):
         0.05, ge=0.0, le=1.0, description="chance a simulated annotator drops or mislabels a span"
     )
     seed: int = 7
+    workers: int = Field(4, ge=1, le=32, description="concurrent API calls writing annotations")
     skip_share: float = Field(
         0.0, ge=0.0, le=1.0, description="share of tasks a simulated annotator skips (cancels)"
     )

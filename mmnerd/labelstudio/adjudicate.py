@@ -54,7 +54,7 @@ class Vote:
     needs_adjudication: bool = False
 
 
-def majority_vote(annotations: Sequence[Annotation], text: str = "", min_f1: float = 0.999) -> Vote:
+def majority_vote(annotations: Sequence[Annotation], text: str = "", min_f1: float = 0.5) -> Vote:
     """Vote over completed annotations (see the module docstring)."""
     done = [a for a in annotations if not a.cancelled]
     n = len(done)

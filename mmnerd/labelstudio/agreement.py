@@ -69,8 +69,8 @@ class _Tally:
             na, nb, both = sum(self.na.values()), sum(self.nb.values()), sum(self.both.values())
         else:
             na, nb, both = self.na[typ], self.nb[typ], self.both[typ]
-        if na + nb == 0:
-            return None if self.posts == 0 else 1.0
+        if na + nb == 0:  # nobody marked anything (of this type): agreement is undefined
+            return None if typ is not None or self.posts == 0 else 1.0
         return 2 * both / (na + nb)
 
     def kappa(self, typ: str | None = None) -> float | None:

@@ -15,12 +15,15 @@ call and the server's answer; the token never appears in them.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mmnerd.config import PipelineConfig
 from mmnerd.errors import LabelStudioError
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class LSClient:
@@ -55,6 +58,34 @@ class LSClient:
 
         info = server.connect(config, start=start)
         return cls(info.url, info.token)
+
+    def clone(self) -> LSClient:
+        """A client with its own session (one per thread)."""
+        return LSClient(self.url, self._token, self.timeout)
+
+    def map(self, fn: Callable[[LSClient, T], R], items: Iterable[T], workers: int = 4) -> list[R]:
+        """``[fn(client, item) ...]`` over a few threads, each with its own session, in order.
+
+        Label Studio answers single-object writes (annotations, PATCHes) in ~0.1-0.3 s of
+        server CPU each; a handful of concurrent requests keeps it busy.  The first error
+        is raised after the running calls finish.
+        """
+        items = list(items)
+        if workers <= 1 or len(items) <= 1:
+            return [fn(self, it) for it in items]
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        local = threading.local()
+
+        def call(it: T) -> R:
+            c = getattr(local, "client", None)
+            if c is None:
+                c = local.client = self.clone()
+            return fn(c, it)
+
+        with ThreadPoolExecutor(max_workers=workers) as ex:
+            return list(ex.map(call, items))
 
     def sdk(self) -> Any:
         """A ``label_studio_sdk.LabelStudio`` client on the same server (imported lazily)."""

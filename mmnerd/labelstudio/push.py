@@ -213,18 +213,18 @@ class PushStage(Stage):
                     self.after_batch(i // ls.batch_size)
         if missing:
             ctx.flag("imported", len(missing))
-        fixed = 0
+        fixes: list[tuple[int, int]] = []
         for p in kept:
             task = by_post[p.id]
             want = overlap_for(p.id, ls.overlap_share, ls.overlap_k)
             if int(task.get("overlap", 1)) != want:
-                client.set_overlap(task["id"], want)
-                fixed += 1
+                fixes.append((int(task["id"]), want))
             p.extra["ls_task_id"] = int(task["id"])
             p.extra["ls_project_id"] = pid
             p.extra["ls_overlap"] = want
-        if fixed:
-            ctx.flag("overlap_set", fixed)
+        if fixes:
+            client.map(lambda c, f: c.set_overlap(*f), fixes, ls.workers)
+            ctx.flag("overlap_set", len(fixes))
         print(
             f"Label Studio project '{ls.project_title}': {client.url}/projects/{pid}/data "
             f"({len(kept)} tasks, {sum(p.extra['ls_overlap'] > 1 for p in kept)} with overlap "

@@ -94,31 +94,37 @@ def simulate(config: PipelineConfig, posts: Sequence[Post], client: Any = None) 
                 if uid is not None:
                     done.add((int(t["id"]), int(uid)))
     counts: Counter = Counter()
-    with progress_bar("simulate: SIMULATED annotations", total=len(posts)) as advance:
-        for post in posts:
-            tid = post.extra.get("ls_task_id")
-            if tid is None:
-                counts["no_task"] += 1
-                advance(1)
+    jobs: list[tuple[int, list[dict], int, float, bool]] = []
+    for post in posts:
+        tid = post.extra.get("ls_task_id")
+        if tid is None:
+            counts["no_task"] += 1
+            continue
+        overlap = int(post.extra.get("ls_overlap", 1))
+        for i in annotators_for(post.id, overlap, sim.annotators, sim.seed):
+            uid = users[i]
+            if (int(tid), uid) in done:
+                counts["already_present"] += 1
                 continue
-            overlap = int(post.extra.get("ls_overlap", 1))
-            for i in annotators_for(post.id, overlap, sim.annotators, sim.seed):
-                uid = users[i]
-                if (int(tid), uid) in done:
-                    counts["already_present"] += 1
-                    continue
-                rng = _rng(sim.seed, "ann", post.id, i)
-                lead = round(rng.uniform(5, 90), 2)
-                if sim.skip_share and rng.random() < sim.skip_share:
-                    client.create_annotation(tid, [], uid, lead, was_cancelled=True)
-                    counts["skipped"] += 1
-                    continue
-                spans, what = noisy_spans(post.gold_spans, sim.noise, rng)
-                counts.update(what)
-                result = [span_result(s, post.text, f"s{i}-{k}") for k, s in enumerate(spans)]
-                client.create_annotation(tid, result, uid, lead)
-                counts["written"] += 1
+            rng = _rng(sim.seed, "ann", post.id, i)
+            lead = round(rng.uniform(5, 90), 2)
+            if sim.skip_share and rng.random() < sim.skip_share:
+                jobs.append((int(tid), [], uid, lead, True))
+                counts["skipped"] += 1
+                continue
+            spans, what = noisy_spans(post.gold_spans, sim.noise, rng)
+            counts.update(what)
+            result = [span_result(s, post.text, f"s{i}-{k}") for k, s in enumerate(spans)]
+            jobs.append((int(tid), result, uid, lead, False))
+            counts["written"] += 1
+    with progress_bar("simulate: SIMULATED annotations", total=len(jobs)) as advance:
+
+        def write(c: Any, job: tuple[int, list[dict], int, float, bool]) -> None:
+            tid, result, uid, lead, cancelled = job
+            c.create_annotation(tid, result, uid, lead, was_cancelled=cancelled)
             advance(1)
+
+        client.map(write, jobs, sim.workers)
     out: dict[str, Any] = dict(sorted(counts.items()))
     out["simulated_users"] = {sim_email(i): uid for i, uid in users.items()}
     return out

@@ -184,8 +184,15 @@ def test_offsets_in_utf16_are_recovered_or_flagged(make_config):
     assert st.flagged["span_utf16"] == 1 and st.flagged["span_mismatch"] == 1
     assert sorted(q.annotations[0].flags) == ["span_mismatch", "span_utf16"]
     # Label Studio stores what it was sent: it does not check offsets against the text
-    raw = c.task_annotations(p.extra["ls_task_id"])[0]["result"]
-    assert raw[1]["value"]["start"] == idx.cp_to_utf16(paris) != paris
+    raw = c.task_annotations(p.extra["ls_task_id"])[0]
+    assert raw["result"][1]["value"]["start"] == idx.cp_to_utf16(paris) != paris
+    # an edit in Label Studio is picked up by the next (incremental) pull
+    c.patch(f"/api/annotations/{raw['id']}", {"result": result[:1]})
+    st = Runner(cfg).run_stage(PullStage(), force=True)
+    assert st.flagged["fetch_changed"] == 1 and st.flagged["fetch_tasks"] == 1
+    (q,) = iter_stage(cfg, "pull")
+    assert [(s.text, s.label) for s in q.spans] == [("@Macron", "PER")]
+    assert q.ner_tags.count("O") == len(q.tokens) - 1
 
 
 def test_disagreement_goes_to_adjudication_and_adjudicated_becomes_gold(make_config):
