@@ -120,6 +120,7 @@ class TrainConfig:
     cache_frozen_features: bool = True
     shuffled_image_eval: bool = True
     eval_batch_size: int = 64
+    log_every_s: float = field(default=60.0, metadata={"help": "progress line every N seconds"})
 
 
 def model_config_for(name: str, **overrides: Any) -> ModelConfig:

@@ -328,7 +328,9 @@ def train_run(
         t0 = time.perf_counter()
         totals: Counter[str] = Counter()
         steps = 0
-        for chunk in _batches(len(usable), tcfg.batch_size, gen):
+        batches = _batches(len(usable), tcfg.batch_size, gen)
+        last_log = t0
+        for chunk in batches:
             if len(chunk) < dist.world:
                 continue  # every rank must take the same number of steps
             seen += len(chunk)
@@ -345,6 +347,14 @@ def train_run(
             for k in ("loss", "crf_loss", "cl_loss"):
                 totals[k] += float(out[k].detach())
             steps += 1
+            now = time.perf_counter()
+            if now - last_log >= tcfg.log_every_s:  # long epochs show progress
+                last_log = now
+                rate = steps * tcfg.batch_size / (now - t0)
+                log(
+                    f"  {mcfg.name} seed={tcfg.seed} epoch {epoch}: step {steps}/{len(batches)} "
+                    f"loss={totals['loss'] / steps:.4f} ({rate:.1f} examples/s)"
+                )
         epoch_time = time.perf_counter() - t0
         train_time += epoch_time
         dev = evaluator.evaluate("dev")
