@@ -68,6 +68,12 @@ class NormalizeConfig(_Section):
     mention_placeholder: str = Field(
         "", description='replaces @mentions (e.g. "@USER"); "" keeps them (they can be entities)'
     )
+    max_chars: int = Field(
+        10_000,
+        ge=0,
+        description="posts longer than this many code points (after normalisation) are dropped "
+        "as too_long (social posts are short; a huge one is a scraping accident); 0 = no limit",
+    )
 
 
 class ImagesConfig(_Section):

@@ -78,3 +78,18 @@ def remove_stale_temps(folder: Path) -> int:
             tmp.unlink(missing_ok=True)
             n += 1
     return n
+
+
+def inside(root: str | Path, rel: str | Path) -> Path:
+    """``root / rel``, refusing a ``rel`` that escapes ``root`` (absolute, ``..``, symlinks).
+
+    Raises :class:`~mmnerd.errors.InputError`: paths in records come from files a
+    user may have edited, and must never make the pipeline read or write elsewhere.
+    """
+    from mmnerd.errors import InputError
+
+    base = Path(root).resolve()
+    full = (base / rel).resolve()
+    if not full.is_relative_to(base):
+        raise InputError(f"path {str(rel)[:120]!r} escapes {root}; refused")
+    return full

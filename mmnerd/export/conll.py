@@ -17,7 +17,7 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
-from mmnerd.io import atomic_write
+from mmnerd.io import atomic_write, inside, remove_stale_temps
 from mmnerd.records import Post
 
 SPLIT_FILES = {"train": "train.txt", "dev": "valid.txt", "test": "test.txt"}
@@ -37,6 +37,8 @@ def write_imgid_split(
     """Write one split file (and copy its images beside it); returns the post count."""
     images = path.parent / "images"
     images.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path.parent)  # left by an export that was killed
+    remove_stale_temps(images)
     n = 0
     with atomic_write(path) as f:
         for post in posts:
@@ -47,7 +49,11 @@ def write_imgid_split(
             f.write("\n")
             if post.image is not None and post.image.path:
                 dst = images / f"{iid}.jpg"
-                if not dst.exists():
-                    shutil.copyfile(image_root / post.image.path, dst)
+                if not dst.exists():  # atomic: a killed export leaves no half-copied image
+                    with (
+                        atomic_write(dst, "wb") as out,
+                        open(inside(image_root, post.image.path), "rb") as src,
+                    ):
+                        shutil.copyfileobj(src, out)
             n += 1
     return n

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mmnerd.config import PipelineConfig
-from mmnerd.io import atomic_write, write_json
+from mmnerd.io import atomic_write, inside, remove_stale_temps, write_json
 from mmnerd.records import LABEL2ID, SCHEMA_VERSION, Post, arrow_schema
 
 from .splits import SPLITS
@@ -25,16 +25,16 @@ def post_row(post: Post, image_root: Path, embed: bool, out_dir: Path) -> dict[s
     img = post.image
     image: dict[str, Any] = {"bytes": None, "path": None}
     if img is not None and img.path:
-        src = image_root / img.path
+        src = inside(image_root, img.path)
         if embed:
             image["bytes"] = src.read_bytes()
             image["path"] = Path(img.path).name
         else:
             rel = f"images/{Path(img.path).name}"
             dst = out_dir / rel
-            if not dst.exists():
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(src, dst)
+            if not dst.exists():  # atomic: a killed export leaves no half-copied image
+                with atomic_write(dst, "wb") as f, open(src, "rb") as s:
+                    shutil.copyfileobj(s, f)
             image["path"] = rel
     return {
         "id": post.id,
@@ -113,6 +113,8 @@ def write_parquet_splits(
     """
     out = config.export_dir
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out)  # left by an export that was killed
+    remove_stale_temps(out / "images")
     files = []
     for split in SPLITS:
         members = (p for p in posts() if p.split == split)

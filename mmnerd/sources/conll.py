@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import glob
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -43,6 +44,8 @@ from mmnerd.records import ENTITY_TYPES, ImageRef, Post
 from mmnerd.sources import Source, SourceOptions
 from mmnerd.text.bio import bio_to_spans
 
+_UNSAFE_ID = re.compile(r"[/\\\x00-\x1f]|\.\.")
+"""An image id naming anything but a file inside images_dir (``../x``, ``a/b``, ``C:\\x``)."""
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp")
 
 
@@ -51,8 +54,9 @@ def read_imgid(path: str | Path) -> Iterator[tuple[str, list[str], list[str]]]:
 
     Accepts LF or CRLF line ends, a UTF-8 BOM, and blank lines anywhere between
     posts.  Raises :class:`InputError` naming file and line for a token line
-    before any ``IMGID:``, a line that is not ``token<TAB>label``, an empty
-    token or label, a post without tokens, or bytes that are not UTF-8.
+    before any ``IMGID:``, an id with a path separator or ``..`` (path traversal),
+    a line that is not ``token<TAB>label``, an empty token or label, a post without
+    tokens, or bytes that are not UTF-8.
     """
     path = Path(path)
     name = _short(path)
@@ -79,6 +83,11 @@ def read_imgid(path: str | Path) -> Iterator[tuple[str, list[str], list[str]]]:
                 imgid, start, tokens, labels = line[6:].strip(), lineno, [], []
                 if not imgid:
                     raise InputError(f"{name}:{lineno}: empty IMGID")
+                if _UNSAFE_ID.search(imgid):
+                    raise InputError(
+                        f"{name}:{lineno}: IMGID {imgid[:60]!r} is not a plain file name "
+                        f"(path separators, '..' and control characters are refused)"
+                    )
                 continue
             if not line.strip():
                 continue

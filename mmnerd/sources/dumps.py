@@ -86,7 +86,22 @@ def _timestamp(value: Any) -> str:
         if isinstance(value, float) and math.isnan(value):
             return ""
         return utc_iso(datetime.fromtimestamp(float(value), UTC).isoformat())
+    datetime.fromisoformat(str(value).replace("Z", "+00:00"))  # ValueError if not ISO 8601
     return utc_iso(str(value))
+
+
+def _undecodable(path: Path, encoding: str, e: UnicodeDecodeError) -> InputError:
+    """An :class:`InputError` naming the first line of ``path`` that is not ``encoding``."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder(encoding)()
+    with open(path, "rb") as f:
+        for line, raw in enumerate(f, 1):
+            try:
+                decoder.decode(raw)
+            except UnicodeDecodeError as bad:
+                return InputError(f"{path}:{line}: not {encoding} ({bad.reason})")
+    return InputError(f"{path}: not {encoding} ({e.reason})")
 
 
 class DumpSource(Source):
@@ -175,7 +190,7 @@ class JsonlSource(DumpSource):
                         raise InputError(f"{path}:{line}: expected a JSON object per line")
                     yield line, row
             except UnicodeDecodeError as e:
-                raise InputError(f"{path}: not {self.options.encoding} ({e.reason})") from None
+                raise _undecodable(path, self.options.encoding, e) from None
 
 
 class CsvSource(DumpSource):
@@ -204,7 +219,7 @@ class CsvSource(DumpSource):
             except csv.Error as e:
                 raise InputError(f"{path}:{reader.line_num}: malformed CSV ({e})") from None
             except UnicodeDecodeError as e:
-                raise InputError(f"{path}: not {self.options.encoding} ({e.reason})") from None
+                raise _undecodable(path, self.options.encoding, e) from None
 
 
 class ParquetSource(DumpSource):

@@ -1,5 +1,12 @@
 """Normalisation that keeps offsets: placeholders for URLs and (optionally) mentions,
-CRLF -> LF.  Spans given in the original text are carried over to the new text.
+CRLF (and a lone CR) -> LF, control characters removed.  Spans given in the original
+text are carried over to the new text.
+
+Removed (:data:`CONTROL_RE`): C0 controls except TAB and LF, DEL, C1 controls
+(U+0080-U+009F), the bidirectional controls (U+061C, U+200E/F, U+202A-U+202E,
+U+2066-U+2069) and U+FEFF.  They are invisible, can reorder what annotators see
+(bidi overrides) and break tokens; the text keeps every other character, ZWJ and
+variation selectors included (emoji sequences need them).
 
 The text is not Unicode-normalised (no NFC): annotators and Label Studio see
 exactly the characters of the source, combining accents included.
@@ -14,6 +21,10 @@ from mmnerd.text.tokenize import _MENTION, _URL
 
 _URL_RE = regex.compile(_URL)
 _MENTION_RE = regex.compile(_MENTION)
+CONTROL_RE = regex.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]"
+)
+"""Characters :func:`normalize` removes (CR is handled apart: CRLF and lone CR -> LF)."""
 
 
 def rewrite(
@@ -59,7 +70,12 @@ def normalize(
         edits += [(m.start(), m.end(), url_placeholder) for m in _URL_RE.finditer(text)]
     if mention_placeholder:
         edits += [(m.start(), m.end(), mention_placeholder) for m in _MENTION_RE.finditer(text)]
-    edits += [(i, i + 2, "\n") for i in range(len(text) - 1) if text[i : i + 2] == "\r\n"]
+    edits += [
+        (i, i + 2 if text[i + 1 : i + 2] == "\n" else i + 1, "\n")
+        for i, ch in enumerate(text)
+        if ch == "\r"
+    ]
+    edits += [(m.start(), m.end(), "") for m in CONTROL_RE.finditer(text)]
     edits.sort()
     kept: list[tuple[int, int, str]] = []
     for e in edits:  # drop any edit overlapping an earlier one

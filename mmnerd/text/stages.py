@@ -11,7 +11,7 @@ from mmnerd.io import read_posts
 from mmnerd.pipeline import Stage, StageContext, stage_dir
 from mmnerd.records import Post
 from mmnerd.text.langid import detect
-from mmnerd.text.normalize import normalize
+from mmnerd.text.normalize import CONTROL_RE, normalize
 from mmnerd.text.tokenize import tokenize
 
 
@@ -71,7 +71,9 @@ def _langs_in(path: str, mtime_ns: int) -> tuple[tuple[str, int], ...]:
 
 
 class NormalizeStage(Stage):
-    """URL / mention placeholders and CRLF -> LF, carrying gold spans along."""
+    """URL / mention placeholders, CRLF -> LF, control characters removed (flagged
+    ``control_chars``), gold spans carried along.  Drops ``too_long`` posts
+    (``normalize.max_chars``) and posts left without text (``empty_text``)."""
 
     name = "normalize"
     input = "language"
@@ -81,10 +83,17 @@ class NormalizeStage(Stage):
         cfg = ctx.config.normalize
         for post in records:
             post.raw_text = post.raw_text or post.text
+            if CONTROL_RE.search(post.text):
+                ctx.flag("control_chars")
             post.text, post.gold_spans = normalize(
                 post.text, post.gold_spans, cfg.url_placeholder, cfg.mention_placeholder
             )
-            yield post
+            if cfg.max_chars and len(post.text) > cfg.max_chars:
+                yield post.drop(f"too_long: {len(post.text)} chars > {cfg.max_chars}")
+            elif not post.text.strip():
+                yield post.drop("empty_text")
+            else:
+                yield post
 
 
 class TokenizeStage(Stage):
