@@ -38,7 +38,7 @@ import numpy as np
 
 from mmnerd.config import DedupConfig
 from mmnerd.images.hashing import hash_files_report, hash_hex, hex_to_int
-from mmnerd.images.index import HashIndex, search
+from mmnerd.images.index import HashIndex, _triangle, search
 from mmnerd.io import atomic_write, write_json
 from mmnerd.pipeline import Stage, StageContext
 from mmnerd.records import Post
@@ -56,12 +56,10 @@ def _punct_table() -> dict[int, str]:
     """``str.translate`` table mapping every Unicode punctuation character (P*) to a space."""
     global _PUNCT
     if _PUNCT is None:
-        import sys
         import unicodedata
 
-        _PUNCT = {
-            c: " " for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c))[0] == "P"
-        }
+        # punctuation outside the BMP (historic scripts) is not worth a 1 s table build
+        _PUNCT = {c: " " for c in range(0x10000) if unicodedata.category(chr(c))[0] == "P"}
     return _PUNCT
 
 
@@ -90,39 +88,85 @@ def _hash64(s: str) -> int:
     return int.from_bytes(hashlib.blake2b(s.encode("utf-8"), digest_size=8).digest(), "little")
 
 
-def minhash_signatures(
-    shingle_sets: Sequence[Sequence[str]], num_perm: int = 128, seed: int = 1
-) -> np.ndarray:
-    """``(n, num_perm) uint32`` MinHash signatures (empty sets get all-ones rows).
+def _mix64(z: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser over ``uint64`` (a bijection that spreads every input bit)."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
 
-    Permutation ``p``: ``((a_p * x + b_p) mod 2**64) >> 32`` over 64-bit shingle
-    hashes ``x`` (multiply-shift, a_p odd), as in datasketch but vectorised.
+
+def shingle_hashes(norm_texts: Sequence[str], k: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """64-bit hashes of the word ``k``-shingles of each text (as :func:`shingles`: a text
+    with fewer than ``k`` words is one shingle), vectorised over word hashes.
+
+    Returns ``hv`` ``(total,) uint64`` grouped by text and ``counts`` ``(n,) int64``.
+    """
+    cache: dict[str, int] = {}
+    word_h: list[int] = []
+    lengths = np.zeros(len(norm_texts), dtype=np.int64)
+    for d, t in enumerate(norm_texts):
+        words = t.split()
+        lengths[d] = len(words)
+        for w in words:
+            h = cache.get(w)
+            if h is None:
+                h = cache[w] = _hash64(w)
+            word_h.append(h)
+    if not word_h:
+        return np.zeros(0, np.uint64), np.zeros(len(norm_texts), np.int64)
+    wh = np.concatenate([np.array(word_h, dtype=np.uint64), np.zeros(k, np.uint64)])
+    n_words = len(word_h)
+    doc = np.repeat(np.arange(len(norm_texts)), lengths)
+    pos = np.arange(n_words) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    left = lengths[doc] - pos  # words from here to the end of the text
+    emit = (left >= k) | ((pos == 0) & (lengths[doc] < k))
+    idx = np.flatnonzero(emit)
+    rng = np.random.default_rng(11)
+    mult = rng.integers(1, 2**63, k, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    acc = np.zeros(len(idx), dtype=np.uint64)
+    for m in range(k):
+        use = (m < left[idx]).astype(np.uint64)
+        acc += wh[idx + m] * mult[m] * use
+    return _mix64(acc), np.bincount(doc[idx], minlength=len(norm_texts)).astype(np.int64)
+
+
+def minhash_from_hashes(
+    hv: np.ndarray, counts: np.ndarray, num_perm: int = 128, seed: int = 1
+) -> np.ndarray:
+    """``(n, num_perm) uint32`` MinHash signatures of ``n`` sets given as 64-bit element
+    hashes ``hv`` grouped by set (``counts`` per set); empty sets get all-ones rows.
+
+    Permutation ``p``: ``((a_p * x + b_p) mod 2**64) >> 32`` (multiply-shift, ``a_p``
+    odd), datasketch-style but vectorised.
     """
     rng = np.random.default_rng(seed)
     a = rng.integers(1, 2**63, num_perm, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
     b = rng.integers(0, 2**63, num_perm, dtype=np.uint64)
-    sig = np.full((len(shingle_sets), num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
+    sig = np.full((len(counts), num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
+    docs = np.flatnonzero(counts > 0)
+    if len(docs) == 0:
+        return sig
+    starts = (np.cumsum(counts) - counts)[docs]
+    budget = max(1, (1 << 20) // num_perm)  # elements per chunk (~4 MB of uint32)
+    group = starts // budget
+    cuts = np.flatnonzero(np.diff(group)) + 1
+    for chunk in np.split(np.arange(len(docs)), cuts):
+        lo = int(starts[chunk[0]])
+        hi = int(starts[chunk[-1]] + counts[docs[chunk[-1]]])
+        ph = ((a[:, None] * hv[None, lo:hi] + b[:, None]) >> np.uint64(32)).astype(np.uint32)
+        sig[docs[chunk]] = np.minimum.reduceat(ph, starts[chunk] - lo, axis=1).T
+    return sig
+
+
+def minhash_signatures(
+    shingle_sets: Sequence[Sequence[str]], num_perm: int = 128, seed: int = 1
+) -> np.ndarray:
+    """``(n, num_perm) uint32`` MinHash signatures of string sets (see
+    :func:`minhash_from_hashes`; strings are hashed with blake2b-64)."""
     uniq = [sorted(set(s)) for s in shingle_sets]
     counts = np.array([len(s) for s in uniq], dtype=np.int64)
-    flat = [_hash64(x) for s in uniq for x in s]
-    if not flat:
-        return sig
-    hv = np.array(flat, dtype=np.uint64)
-    ends = np.cumsum(counts)
-    starts = ends - counts
-    docs = np.flatnonzero(counts > 0)
-    budget = max(1, (1 << 20) // num_perm)  # shingles per chunk (~4 MB of uint32)
-    c0 = 0
-    while c0 < len(docs):
-        c1 = c0 + 1
-        while c1 < len(docs) and ends[docs[c1]] - starts[docs[c0]] <= budget:
-            c1 += 1
-        chunk = docs[c0:c1]
-        lo, hi = starts[chunk[0]], ends[chunk[-1]]
-        ph = ((hv[lo:hi, None] * a[None, :] + b[None, :]) >> np.uint64(32)).astype(np.uint32)
-        sig[chunk] = np.minimum.reduceat(ph, starts[chunk] - lo, axis=0)
-        c0 = c1
-    return sig
+    hv = np.array([_hash64(x) for s in uniq for x in s], dtype=np.uint64)
+    return minhash_from_hashes(hv, counts, num_perm, seed)
 
 
 def lsh_params(threshold: float, num_perm: int = 128) -> tuple[int, int]:
@@ -174,7 +218,8 @@ def text_edges(
             first[t] = idx
             reps.append(idx)
     if len(reps) >= 2 and threshold < 1.0:
-        sig = minhash_signatures([shingles(norms[r], k) for r in reps], num_perm)
+        hv, counts = shingle_hashes([norms[r] for r in reps], k)
+        sig = minhash_from_hashes(hv, counts, num_perm)
         bands, rows = lsh_params(threshold, num_perm)
         rng = np.random.default_rng(7)
         mult = rng.integers(1, 2**63, rows, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
@@ -187,14 +232,18 @@ def text_edges(
             cuts = np.flatnonzero(np.diff(ks)) + 1
             starts = np.concatenate([[0], cuts])
             sizes = np.diff(np.concatenate([starts, [len(ks)]]))
-            for st, sz in zip(starts[sizes >= 2], sizes[sizes >= 2], strict=True):
-                members = order[st : st + sz]
-                if sz <= max_bucket:
-                    a, b = np.triu_indices(sz, 1)
-                    pa, pb = members[a], members[b]
-                else:
-                    pa = np.concatenate([members[:-1], np.repeat(members[0], sz - 2)])
-                    pb = np.concatenate([members[1:], members[2:]])
+            small = (sizes >= 2) & (sizes <= max_bucket)
+            a, b = _triangle(starts[small], sizes[small])  # all pairs, every small bucket
+            pairs = [(order[a], order[b])]
+            for st, sz in zip(starts[sizes > max_bucket], sizes[sizes > max_bucket], strict=True):
+                members = order[st : st + sz]  # giant bucket: a chain plus a star
+                pairs.append(
+                    (
+                        np.concatenate([members[:-1], np.repeat(members[0], sz - 2)]),
+                        np.concatenate([members[1:], members[2:]]),
+                    )
+                )
+            for pa, pb in pairs:
                 lo, hi = np.minimum(pa, pb), np.maximum(pa, pb)
                 cand.append(lo.astype(np.int64) * len(reps) + hi)
         if cand:

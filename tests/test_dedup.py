@@ -21,8 +21,10 @@ from mmnerd.dedup import (
     deduplicate,
     keep_key,
     lsh_params,
+    minhash_from_hashes,
     minhash_signatures,
     normalize_text,
+    shingle_hashes,
     shingles,
     text_edges,
 )
@@ -110,6 +112,14 @@ def test_minhash_estimates_jaccard() -> None:
     est = (sig[0] == sig[1]).mean()
     assert abs(est - true) < 0.1
     assert (sig[2] == np.iinfo(np.uint32).max).all()
+    # the vectorised path over word hashes estimates the same similarity
+    t1, t2 = " ".join(words), " ".join(words[:54] + ["x1", "x2", "x3", "x4", "x5", "x6"])
+    hv, counts = shingle_hashes([t1, t2, "", "solo"])
+    assert counts.tolist() == [59, 59, 0, 1]
+    sig2 = minhash_from_hashes(hv, counts, num_perm=256)
+    assert abs((sig2[0] == sig2[1]).mean() - true) < 0.1
+    hv, _ = shingle_hashes(["a b c", "a b"])
+    assert hv[0] == hv[2] and hv[0] != hv[1]  # same shingle, same hash
     bands, rows = lsh_params(0.8, 128)
     assert bands * rows <= 128 and 4 <= rows <= 16
 
