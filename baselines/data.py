@@ -27,6 +27,16 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IGNORE = -100
+COLUMNS: tuple[str, ...] = (
+    "id",
+    "lang",
+    "tokens",
+    "ner_tags",
+    "image",
+    "image_sha256",
+    "image_decided",
+)
+"""The columns the trainer reads; any other column of an export is ignored."""
 
 
 @dataclass
@@ -100,8 +110,9 @@ def load_export(root: str | Path, image_decided_ids: set[str] | None = None) -> 
         path = root / f"{split}.parquet"
         if not path.is_file():
             raise BenchmarkError(f"missing {path} (an export needs train, dev and test parquet)")
-        table = pq.read_table(path)
-        missing = {"id", "tokens", "ner_tags"} - set(table.column_names)
+        names = set(pq.read_schema(path).names)
+        table = pq.read_table(path, columns=[c for c in COLUMNS if c in names])
+        missing = {"id", "tokens", "ner_tags"} - names
         if missing:
             raise BenchmarkError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
         exs: list[Example] = []

@@ -89,3 +89,11 @@ def test_load_export_errors(tmp_path: Path) -> None:
     pq.write_table(pa.Table.from_pylist(t), tmp_path / "bad" / "train.parquet")
     with pytest.raises(BenchmarkError, match="unknown tag"):
         load_export(tmp_path / "bad")
+
+
+def test_unknown_columns_are_ignored(tmp_path: Path) -> None:
+    write_synthetic_export(tmp_path, {"train": 3, "dev": 1, "test": 1})
+    t = pq.read_table(tmp_path / "train.parquet")
+    info = pa.array([{"note": "x", "scores": [1.0]}] * t.num_rows)
+    pq.write_table(t.append_column("info", info), tmp_path / "train.parquet")
+    assert len(load_export(tmp_path).splits["train"]) == 3
