@@ -3,17 +3,43 @@
 Workers read and write the pipeline's ``data_dir`` directly, so on a real
 cluster it must be a filesystem every worker mounts (NFS, a shared volume).
 Each shard writes its own output and stats files, so a lost worker only
-costs its shard: the rerun (or Dask's own retry) redoes just that one.
+costs its shard:
+
+* the shard it was running is rescheduled by Dask on another worker (a task
+  that raises is retried once more);
+* shards it had finished are not redone: their results are gathered and
+  released as soon as they complete (so the scheduler has nothing in that
+  worker's memory to recompute), and a task that still runs again finds its
+  output on disk and returns the stats written there (:func:`run_shard_once`);
+* if the driver itself dies, the rerun's ``Runner`` schedules only the shards
+  without an output file.
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from mmnerd.config import ExecutorConfig, PipelineConfig
 from mmnerd.errors import ConfigError
-from mmnerd.pipeline import Stage, StageStats, run_shard
+from mmnerd.io import read_json
+from mmnerd.pipeline import Stage, StageStats, run_shard, stage_dir
 from mmnerd.progress import progress_bar
+
+
+def run_shard_once(config: PipelineConfig, stage: Stage, sid: str) -> StageStats:
+    """:func:`run_shard`, unless the shard's output and stats are already on disk.
+
+    A Dask task can run twice: retried after its worker died, or recomputed
+    because its result was held by a worker that was lost.  The second run
+    then costs a file read, not the shard's work again.
+    """
+    folder = stage_dir(config, stage.name)
+    if (folder / f"shard-{sid}.jsonl").exists():
+        stats = read_json(folder / f"stats-{sid}.json")
+        if stats:
+            return StageStats.from_dict(stats)
+    return run_shard(config, stage, sid)
 
 
 class DaskExecutor:
@@ -33,7 +59,13 @@ class DaskExecutor:
                     "field 'executor.kind': dask is not installed (pip install 'mmnerd[dask]')"
                 ) from None
             if self.cfg.address:
-                self._client = Client(self.cfg.address)
+                try:
+                    self._client = Client(self.cfg.address, timeout=30)
+                except OSError as e:
+                    raise ConfigError(
+                        f"field 'executor.address': no Dask scheduler at {self.cfg.address} "
+                        f"({e}); start one with `dask scheduler` or leave address empty"
+                    ) from None
             else:
                 self._cluster = LocalCluster(
                     n_workers=self.cfg.workers,
@@ -53,14 +85,20 @@ class DaskExecutor:
         from dask.distributed import as_completed
 
         client = self.client()
-        futures = [
-            client.submit(run_shard, config, stage, sid, key=f"{stage.name}-{sid}", retries=1)
-            for sid in shard_ids
-        ]
+        run = uuid.uuid4().hex[:8]  # fresh keys: never reuse a result of an earlier map
+        pending = as_completed(
+            [
+                client.submit(
+                    run_shard_once, config, stage, sid, key=f"{stage.name}-{sid}-{run}", retries=1
+                )
+                for sid in shard_ids
+            ]
+        )
         results = []
-        with progress_bar(f"{stage.name} (dask shards)", total=len(futures)) as advance:
-            for fut in as_completed(futures):
+        with progress_bar(f"{stage.name} (dask shards)", total=len(shard_ids)) as advance:
+            for fut in pending:
                 results.append(fut.result())
+                fut.release()  # nothing left on the worker to recompute if it is lost later
                 advance(1)
         return results
 
