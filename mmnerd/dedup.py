@@ -508,13 +508,16 @@ def contact_sheet(
     thumb: int = 112,
 ) -> bytes:
     """PNG bytes: one row per largest cluster, representative first (green frame),
-    duplicates after it (red frame) with their Hamming distance to it."""
+    duplicates after it (red frame).  Captions: ``img`` (linked by its image) or ``txt``
+    (linked by its text only) and ``d=<bits>``, the Hamming distance to the nearest
+    other member's hash (large for a text-only link: expected, not a false positive)."""
     from PIL import Image, ImageDraw
 
     rows = sorted(clusters.values(), key=lambda m: (-len(m), posts[m[0]].id))[:max_clusters]
     pad, label_h = 6, 14
     cell_w, cell_h = thumb + pad, thumb + pad + label_h
-    width = max(1, max_members) * cell_w + pad
+    cols = max([min(len(m), max_members) for m in rows], default=1)
+    width = max(cols * cell_w + pad, 360)
     height = max(1, len(rows)) * (cell_h + label_h) + pad
     sheet = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(sheet)
@@ -525,7 +528,11 @@ def contact_sheet(
         y0 = pad + r * (cell_h + label_h)
         rep = posts[members[0]]
         draw.text((pad, y0), f"{rep.cluster_id}  ({len(members)} posts)"[:100], fill="black")
-        rep_hash = rep.image.phash if rep.image is not None else ""
+        member_hashes = [
+            (k, hex_to_int(posts[k].image.phash))  # type: ignore[union-attr]
+            for k in members
+            if posts[k].image is not None and posts[k].image.phash  # type: ignore[union-attr]
+        ]
         for c, k in enumerate(members[:max_members]):
             p = posts[k]
             x0, y1 = pad + c * cell_w, y0 + label_h
@@ -533,7 +540,8 @@ def contact_sheet(
             draw.rectangle(
                 [x0 - 2, y1 - 2, x0 + thumb + 1, y1 + thumb + 1], outline=colour, width=2
             )
-            caption = "text"
+            reason = p.extra.get("dedup", {}).get("reason", "")
+            caption = "rep" if c == 0 else "img" if reason == "duplicate_image" else "txt"
             try:
                 if p.image is None or not p.image.path:
                     raise OSError("no image")
@@ -542,9 +550,10 @@ def contact_sheet(
                     im = im.convert("RGB")
                     im.thumbnail((thumb, thumb))
                     sheet.paste(im, (x0 + (thumb - im.width) // 2, y1 + (thumb - im.height) // 2))
-                if rep_hash and p.image.phash:
-                    dist = (hex_to_int(rep_hash) ^ hex_to_int(p.image.phash)).bit_count()
-                    caption = "rep" if c == 0 else f"d={dist}"
+                others = [h for j, h in member_hashes if j != k]
+                if c and p.image.phash and others:
+                    h = hex_to_int(p.image.phash)
+                    caption += f" d={min((h ^ o).bit_count() for o in others)}"
             except OSError:
                 draw.text((x0 + 4, y1 + 4), (p.text or "")[:18], fill="gray")
             draw.text((x0, y1 + thumb + 2), caption, fill="black")
