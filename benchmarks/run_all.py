@@ -1,68 +1,350 @@
 """`make bench`: run every benchmark script, then merge benchmarks/results/*.json into
-benchmarks/results.json and benchmarks/results.md (each figure beside the competing tool's).
+benchmarks/results.json and benchmarks/results.md, headed by a side-by-side table (each
+mmnerd figure beside the competing tool's figure from the same run).
 
-Usage: python benchmarks/run_all.py [--only download,dedup,...] [--quick]
+Usage: python benchmarks/run_all.py [--only download,dedup,...] [--quick | --full]
+                                    [--budget 30] [--args scale="--posts 5000"]
+
+Sizes: the default fits in ~30 minutes on the 2-core project machine; ``--quick``
+is a few minutes (smoke test of the whole suite); ``--full`` uses each script's own
+(largest) defaults, e.g. 100k posts through the scale run (well over an hour here).
+``--budget`` (minutes) bounds the whole run: a script still running when the budget
+is spent is stopped and reported as "timeout"; the scripts not started are reported
+as "skipped (budget)".  A missing or failing script is reported and the rest run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, markdown_table  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = {  # name -> (script, args)
-    "cli_startup": ("cli_startup.py", []),
-    "download": ("download.py", []),
-    "dedup": ("dedup.py", []),
-    "labelstudio": ("labelstudio.py", []),
-    "export": ("export.py", []),
-    "scale": ("scale.py", []),
-    "train": ("train.py", []),
+ROOT = HERE.parent
+DEDUP_JSON = str(RESULTS / "dedup.json")
+# name -> (script, args per size: quick, default, full); cheapest first, scale last
+SCRIPTS: dict[str, tuple[str, dict[str, list[str]]]] = {
+    "cli_startup": (
+        "cli_startup.py",
+        {"quick": ["--runs", "3"], "default": [], "full": ["--runs", "10"]},
+    ),
+    "train": (
+        "train.py",
+        {"quick": [], "default": [], "full": ["--sizes", "tiny,base"]},
+    ),
+    "download": (
+        "download.py",
+        {"quick": ["--n", "300", "--reps", "1"], "default": ["--n", "2000", "--reps", "1"]}
+        | {"full": []},
+    ),
+    "dedup": (
+        "dedup.py",
+        {
+            "quick": ["--quick", "--out", DEDUP_JSON],
+            "default": ["--sizes", "20000,100000,1000000", "--out", DEDUP_JSON],
+            "full": ["--out", DEDUP_JSON],
+        },
+    ),
+    "export": (
+        "export.py",
+        {"quick": ["--sizes", "2000"], "default": ["--sizes", "10000,100000"], "full": []},
+    ),
+    "labelstudio": (
+        "labelstudio.py",
+        {"quick": ["--n", "1000", "--sample", "50"], "default": [], "full": []},
+    ),
+    "scale": (
+        "scale.py",
+        {"quick": ["--posts", "2000"], "default": ["--posts", "10000"], "full": []},
+    ),
 }
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--only", default="", help="comma-separated subset of " + ",".join(SCRIPTS))
-    args = ap.parse_args()
-    names = [n for n in SCRIPTS if not args.only or n in args.only.split(",")]
-    failed = []
-    for name in names:
-        script, extra = SCRIPTS[name]
-        if not (HERE / script).exists():
-            print(f"== {name}: {script} not present, skipped")
+# --------------------------------------------------------------------------- side by side
+def _rows(data: Any) -> list[dict[str, Any]]:
+    if isinstance(data, list):
+        return [r for r in data if isinstance(r, dict)]
+    if isinstance(data, dict):
+        for key in ("rows", "runs"):
+            if isinstance(data.get(key), list):
+                return _rows(data[key])
+    return []
+
+
+def _find(rows: list[dict[str, Any]], **match: Any) -> dict[str, Any]:
+    for r in rows:
+        if all(r.get(k) == v for k, v in match.items()):
+            return r
+    return {}
+
+
+NONE = "(none measured)"
+Line = tuple[str, Any, str, Any, str]  # measure, mmnerd, competitor name, its figure, unit
+
+
+def _cli(data: Any) -> list[Line]:
+    rows = _rows(data)
+    ours = _find(rows, tool="mmnerd --help").get("median_s")
+    ls = _find(rows, tool="label-studio --help").get("median_s")
+    return [("CLI start-up `--help` (goal < 0.5 s)", ours, "label-studio --help", ls, "s")]
+
+
+def _download(data: Any) -> list[Line]:
+    rows = _rows(data)
+    out = []
+    for mode in ("resize", "original"):
+        ours = _find(rows, tool="mmnerd (processes=0)", mode=mode).get("images_per_s")
+        theirs = _find(rows, tool="img2dataset", mode=mode).get("images_per_s")
+        if ours is not None or theirs is not None:
+            out.append((f"image download ({mode})", ours, "img2dataset", theirs, "images/s"))
+    return out
+
+
+def _dedup(data: Any) -> list[Line]:
+    out: list[Line] = []
+    ips = (data.get("hashing") or {}).get("images_per_s", {}) if isinstance(data, dict) else {}
+    if ips:
+        out.append(
+            (
+                "pHash, 1 process (fast path)",
+                ips.get("mmnerd fast (1 process)"),
+                "imagehash.phash",
+                ips.get("imagehash.phash (1 process)"),
+                "images/s",
+            )
+        )
+    search = data.get("search", []) if isinstance(data, dict) else []
+    for r in search:
+        if r.get("brute_force_s") is not None:
+            out.append(
+                (
+                    f"near-dup search n={r['n']:,} t={r['threshold']}",
+                    r.get("mmnerd_s"),
+                    "numpy brute force",
+                    r.get("brute_force_s"),
+                    "s",
+                )
+            )
+    return out
+
+
+def _export(data: Any) -> list[Line]:
+    return [
+        (
+            f"export {r.get('rows', 0):,} rows",
+            r.get("rows_per_s"),
+            "(none measured)",
+            None,
+            "rows/s",
+        )
+        for r in _rows(data)
+    ]
+
+
+def _labelstudio(data: Any) -> list[Line]:
+    return [
+        (f"Label Studio {r.get('step')}", r.get("per_second"), NONE, None, "items/s")
+        for r in _rows(data)
+    ]
+
+
+def _scale(data: Any) -> list[Line]:
+    rows = _rows(data)
+    local = [r for r in rows if r.get("executor") == "local"]
+    out = []
+    for r in local:
+        other = next(
+            (
+                o
+                for o in rows
+                if o.get("executor", "").startswith("dask") and o.get("stage") == r.get("stage")
+            ),
+            {},
+        )
+        out.append(
+            (
+                f"pipeline {r.get('posts', 0):,} posts: {r.get('stage', '').strip()}",
+                r.get("items_per_s"),
+                f"same on {other.get('executor', 'dask')}",
+                other.get("items_per_s"),
+                "items/s",
+            )
+        )
+    return out
+
+
+def _train(data: Any) -> list[Line]:
+    return [
+        (
+            f"train {r.get('size')} {r.get('variant', r.get('model'))}"
+            + (" +cache" if r.get("cache") else ""),
+            r.get("train_examples_per_s"),
+            NONE,
+            None,
+            "examples/s",
+        )
+        for r in _rows(data)
+    ]
+
+
+HEADLINES: dict[str, Callable[[Any], list[Line]]] = {
+    "cli_startup": _cli,
+    "download": _download,
+    "dedup": _dedup,
+    "export": _export,
+    "labelstudio": _labelstudio,
+    "scale": _scale,
+    "train": _train,
+    "train_base": _train,
+}
+
+
+def side_by_side(merged: dict[str, Any], when: dict[str, str]) -> list[dict[str, Any]]:
+    """One line per measure; ``when`` (name -> time the result file was written) shows stale
+    results left by an earlier run next to fresh ones."""
+    table = []
+    for name, data in merged.items():
+        base = name.split("_")[0] if name not in HEADLINES else name
+        fn = HEADLINES.get(name) or HEADLINES.get(base)
+        if fn is None:
             continue
-        print(f"\n== {name} ({script})", flush=True)
+        try:
+            lines = fn(data)
+        except Exception as e:  # a changed result shape must not lose the other tables
+            lines = [(f"(could not read: {type(e).__name__}: {e})", None, "", None, "")]
+        for measure, ours, who, theirs, unit in lines:
+            ratio = ""
+            if isinstance(ours, int | float) and isinstance(theirs, int | float) and theirs:
+                ratio = f"{ours / theirs:.2f}x"
+            table.append(
+                {
+                    "benchmark": name,
+                    "measure": measure,
+                    "mmnerd": "—" if ours is None else ours,
+                    "competitor": who,
+                    "competitor figure": "—" if theirs is None else theirs,
+                    "unit": unit,
+                    "ratio": ratio,
+                    "measured": when.get(name, ""),
+                }
+            )
+    return table
+
+
+def generic_rows(data: Any) -> list[dict[str, Any]]:
+    """A flat table for results written in another shape (e.g. dedup's search list)."""
+    rows = _rows(data)
+    if not rows and isinstance(data, dict):
+        rows = _rows(data.get("search"))
+    return [{k: v for k, v in r.items() if not isinstance(v, list | dict)} for r in rows]
+
+
+# --------------------------------------------------------------------------- running
+def run(cmd: list[str], timeout: float) -> str:
+    """Run a script in its own process group; "ok", "exit N" or "timeout"."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True)
+    try:
+        rc = proc.wait(timeout=max(1.0, timeout))
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        return "timeout"
+    return "ok" if rc == 0 else f"exit {rc}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--only", default="", help="comma-separated subset of " + ",".join(SCRIPTS))
+    size = ap.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="small sizes (a few minutes)")
+    size.add_argument("--full", action="store_true", help="each script's largest defaults")
+    ap.add_argument("--budget", type=float, default=30.0, help="minutes for the whole run")
+    ap.add_argument(
+        "--args",
+        action="append",
+        default=[],
+        metavar='NAME="ARGS"',
+        help='replace one script\'s arguments, e.g. --args scale="--posts 5000"',
+    )
+    ap.add_argument("--no-run", action="store_true", help="only merge existing results")
+    args = ap.parse_args()
+    mode = "quick" if args.quick else "full" if args.full else "default"
+    override = {}
+    for a in args.args:
+        name, _, rest = a.partition("=")
+        if name not in SCRIPTS:
+            ap.error(f"--args: unknown benchmark {name!r}")
+        override[name] = shlex.split(rest)
+    names = [n for n in SCRIPTS if not args.only or n in args.only.split(",")]
+    deadline = time.monotonic() + args.budget * 60
+    status: dict[str, str] = {}
+    t_start = time.perf_counter()
+    for name in [] if args.no_run else names:
+        script, sizes = SCRIPTS[name]
+        if not (HERE / script).exists():
+            print(f"== {name}: {script} not present, skipped", flush=True)
+            status[name] = "missing"
+            continue
+        left = deadline - time.monotonic()
+        if left <= 5:
+            status[name] = "skipped (budget)"
+            print(f"== {name}: skipped, the {args.budget:g}-minute budget is spent", flush=True)
+            continue
+        extra = override.get(name, sizes[mode])
+        cmd = [sys.executable, str(HERE / script), *extra]
+        print(f"\n== {name}: {' '.join(cmd[1:])} (load {os.getloadavg()[0]:.1f})", flush=True)
         t0 = time.perf_counter()
-        rc = subprocess.call([sys.executable, str(HERE / script), *extra])
-        print(f"== {name}: exit {rc} after {time.perf_counter() - t0:.0f} s", flush=True)
-        if rc:
-            failed.append(name)
-    merged = {}
-    md = ["# Benchmark results\n"]
-    for path in sorted(RESULTS.glob("*.json")):
-        data = json.loads(path.read_text())
-        merged[path.stem] = data
+        status[name] = run(cmd, left)
+        print(f"== {name}: {status[name]} after {time.perf_counter() - t0:.0f} s", flush=True)
+    total = time.perf_counter() - t_start
+
+    paths = sorted(RESULTS.glob("*.json"))
+    merged = {p.stem: json.loads(p.read_text()) for p in paths}
+    when = {p.stem: time.strftime("%m-%d %H:%M", time.localtime(p.stat().st_mtime)) for p in paths}
+    sbs = side_by_side(merged, when)
+    md = [
+        "# Benchmark results\n",
+        f"Mode {mode}, {total / 60:.1f} minutes, load average "
+        f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} at the end.\n",
+        "## Side by side (same run)\n",
+        markdown_table(sbs),
+        "",
+    ]
+    if status:
         md += [
-            f"## {path.stem}\n",
-            markdown_table(data.get("rows", [])),
-            "",
-            data.get("notes", ""),
+            "## Scripts\n",
+            markdown_table([{"benchmark": k, "status": v} for k, v in status.items()]),
             "",
         ]
-    (HERE / "results.json").write_text(json.dumps(merged, indent=2))
+    for name, data in merged.items():
+        notes = data.get("notes", "") if isinstance(data, dict) else ""
+        md += [f"## {name}\n", markdown_table(generic_rows(data)), "", notes, ""]
+    (HERE / "results.json").write_text(
+        json.dumps({"status": status, "side_by_side": sbs, "results": merged}, indent=2)
+    )
     (HERE / "results.md").write_text("\n".join(md))
     print("\n".join(md))
-    if failed:
-        print(f"failed: {', '.join(failed)}", file=sys.stderr)
-    return 1 if failed else 0
+    bad = {k: v for k, v in status.items() if v != "ok"}
+    if bad:
+        print("not ok: " + ", ".join(f"{k} ({v})" for k, v in bad.items()), file=sys.stderr)
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":
