@@ -19,9 +19,14 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # plain help: importing typer's rich help costs ~0.25 s per start
 )
-ls_app = typer.Typer(help="Run the local Label Studio server.", no_args_is_help=True)
-annotate_app = typer.Typer(help="Push tasks to Label Studio; simulate annotators.")
+ls_app = typer.Typer(
+    help="Run the local Label Studio server.", no_args_is_help=True, rich_markup_mode=None
+)
+annotate_app = typer.Typer(
+    help="Push tasks to Label Studio; simulate annotators.", rich_markup_mode=None
+)
 app.add_typer(ls_app, name="ls")
 app.add_typer(annotate_app, name="annotate")
 
