@@ -8,6 +8,7 @@ PY       := $(VENV)/bin/python
 MMNERD   := $(VENV)/bin/mmnerd
 APP_OK   := $(VENV)/.installed
 LS_OK    := $(VENV_LS)/.installed
+BROWSER_OK := $(VENV)/.browser-ok
 LABEL_STUDIO_VERSION := 1.23.2
 PIP      := pip install --quiet --progress-bar off --disable-pip-version-check
 PYTEST_ARGS ?=
@@ -15,7 +16,7 @@ export PIPELINE
 export OMP_NUM_THREADS ?= 2
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: setup collect dedup annotate simulate pull export benchmark demo test lint format bench clean ls-down
+.PHONY: setup collect dedup annotate simulate pull export benchmark demo test lint format bench clean ls-down browser-deps
 
 setup: $(APP_OK) $(LS_OK) ## create .venv (app, torch==2.13.0 CPU) and .venv-ls (Label Studio server)
 
@@ -65,7 +66,15 @@ demo: $(APP_OK) $(LS_OK) ## the whole chain on the bundled synthetic sample, off
 ls-down: $(APP_OK) ## stop the Label Studio server started by `make annotate`
 	$(MMNERD) ls down -p $(PIPELINE)
 
-test: $(APP_OK) $(LS_OK) ## the whole test suite (starts its own Label Studio)
+browser-deps: $(BROWSER_OK) ## Debian chromium + emoji font (apt) and playwright, for browser tests
+
+$(BROWSER_OK): $(APP_OK)
+	test -x /usr/bin/chromium || { DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-noto-color-emoji; }
+	$(VENV)/bin/$(PIP) playwright
+	touch $@
+
+test: $(APP_OK) $(LS_OK) browser-deps ## the whole test suite (starts its own Label Studio)
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
 lint: $(APP_OK) ## ruff lint + format check

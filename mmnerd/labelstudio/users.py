@@ -1,0 +1,120 @@
+"""Annotator accounts on Label Studio 1.23 Community: the organisation's invite link.
+
+What the community edition offers (checked against the 1.23 server code):
+
+* ``POST /api/users/`` (admin token) creates a user **without a password**: the
+  users API never reads or sets one, so such an account cannot log in through
+  the form.  :meth:`LSClient.ensure_user` uses it for API-only accounts
+  (simulated annotators).
+* The invite link ``GET /api/invite`` -> ``/user/signup/?token=<org token>`` is
+  how a person joins the organisation with a password.  Our server runs with
+  ``LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK=true``, so signing up needs that
+  token.  ``POST /api/invite/reset-token`` invalidates old links.
+* There are no roles in the community edition: every member of the
+  organisation can open every project (and its settings).  Keep the server on
+  127.0.0.1 or behind HTTPS and give the link only to your annotators.
+
+:func:`create_annotator` does what a new annotator does with the link: it
+opens the signup form (for the CSRF cookie) and posts e-mail + password, so
+the account exists, belongs to the organisation and can log in at
+``/user/login/``.  The password is generated with :mod:`secrets` unless
+given; it is returned (never printed nor logged) so it can be handed to the
+annotator; :func:`save_accounts` keeps it in a 0600 file if you want one.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mmnerd.errors import LabelStudioError
+
+MIN_PASSWORD = 8  # Label Studio's AUTH_PASSWORD_MIN_LENGTH
+
+
+@dataclass
+class Account:
+    """A Label Studio login (the password never appears in repr)."""
+
+    id: int
+    email: str
+    password: str = field(repr=False, default="")
+
+
+def invite_link(client: Any) -> str:
+    """The organisation's signup link (absolute URL) — share it with annotators only."""
+    data = client.get("/api/invite")
+    url = (data or {}).get("invite_url")
+    if not url:
+        raise LabelStudioError("GET /api/invite: no invite_url in the answer")
+    return f"{client.url}{url}" if url.startswith("/") else url
+
+
+def _csrf(html: str, cookies: Any) -> str:
+    m = re.search(r'name="csrfmiddlewaretoken"\s+value="([^"]+)"', html)
+    return m.group(1) if m else cookies.get("csrftoken", "")
+
+
+def create_annotator(client: Any, email: str, password: str | None = None) -> Account:
+    """Sign ``email`` up through the invite link; returns its id and password.
+
+    Raises :class:`LabelStudioError` if the e-mail is taken (the API cannot set a
+    password on an existing account: reset it with ``label-studio reset_password``
+    on the server, see docs/annotation-browser.md) or the password is refused.
+    """
+    import requests
+
+    email = email.strip().lower()
+    if any(u.get("email", "").lower() == email for u in client.users()):
+        raise LabelStudioError(
+            f"Label Studio user {email} already exists; pick another e-mail or reset its "
+            f"password on the server (label-studio reset_password)"
+        )
+    password = password or secrets.token_urlsafe(12)
+    if len(password) < MIN_PASSWORD:
+        raise LabelStudioError(f"annotator password: at least {MIN_PASSWORD} characters")
+    link = invite_link(client)
+    with requests.Session() as s:
+        try:
+            page = s.get(link, timeout=30)
+            r = s.post(
+                link,
+                data={
+                    "csrfmiddlewaretoken": _csrf(page.text, s.cookies),
+                    "email": email,
+                    "password": password,
+                },
+                headers={"Referer": link},
+                allow_redirects=False,
+                timeout=60,
+            )
+        except requests.RequestException as e:
+            raise LabelStudioError(
+                f"signup of {email}: cannot reach Label Studio at {client.url} ({type(e).__name__})"
+            ) from None
+        if r.status_code != 302:
+            # the form is rendered again with its errors (e.g. a too short password)
+            errors = re.findall(r'class="[^"]*error[^"]*"[^>]*>\s*([^<]+)<', r.text)
+            detail = "; ".join(e.strip() for e in errors if e.strip())[:200]
+            raise LabelStudioError(
+                f"signup of {email} refused (HTTP {r.status_code}){': ' + detail if detail else ''}"
+            )
+        me = s.get(f"{client.url}/api/current-user/whoami", timeout=30)
+        if me.status_code != 200:
+            raise LabelStudioError(f"signup of {email}: the new session is not logged in")
+        return Account(int(me.json()["id"]), email, password)
+
+
+def save_accounts(path: str | Path, accounts: list[Account]) -> Path:
+    """Write ``[{id, email, password}]`` to ``path`` with mode 0600 (merged by e-mail)."""
+    from mmnerd.io import read_json, write_json
+
+    path = Path(path)
+    known = {a["email"]: a for a in (read_json(path) or [])}
+    for a in accounts:
+        known[a.email] = {"id": a.id, "email": a.email, "password": a.password}
+    write_json(path, sorted(known.values(), key=lambda a: a["id"]), perms=0o600)
+    return path
