@@ -66,7 +66,7 @@ SCRIPTS: dict[str, tuple[str, dict[str, list[str]]]] = {
     ),
     "scale": (
         "scale.py",
-        {"quick": ["--posts", "2000"], "default": ["--posts", "10000"], "full": []},
+        {"quick": ["--posts", "2000"], "default": ["--posts", "5000"], "full": []},
     ),
 }
 

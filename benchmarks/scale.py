@@ -280,6 +280,23 @@ def gold_pull_stage() -> Any:
     return GoldPullStage()
 
 
+def _cpu() -> float:
+    """CPU seconds of this process and its finished children (e.g. hashing processes)."""
+    me, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def cpu_seconds(runner: Any, kind: str) -> float:
+    """CPU seconds used so far by the driver and, for Dask, by every worker process."""
+    total = _cpu()
+    if kind == "dask":
+        total += sum(runner.executor.client().run(_cpu).values())
+    return total
+
+
 def child(kind: str, n: int, base: str, workers: int, shard_size: int) -> dict[str, Any]:
     import mmnerd.dedup as dedup_mod
     from mmnerd.config import PipelineConfig
@@ -340,22 +357,27 @@ def child(kind: str, n: int, base: str, workers: int, shard_size: int) -> dict[s
     ]
     t_all = time.perf_counter()
     for st in stages:
+        cpu0 = cpu_seconds(runner, kind)
         s = runner.run_stage(st)
+        cpu = cpu_seconds(runner, kind) - cpu0
         name = "pull (gold shortcut)" if st.name == "pull" else st.name
         out["stages"].append(
-            {"stage": name, "items_in": s.items_in, "items_out": s.items_out, "s": s.seconds}
-        )
+            {"stage": name, "items_in": s.items_in, "items_out": s.items_out, "s": s.seconds,
+             "cpu_s": cpu}
+        )  # fmt: skip
         if st.name == "dedup" and hash_time:
             out["stages"].append(
                 {"stage": "  hash (pHash, in dedup)", "items_in": int(hash_time[1]),
-                 "items_out": int(hash_time[1]), "s": hash_time[0]}
+                 "items_out": int(hash_time[1]), "s": hash_time[0], "cpu_s": None}
             )  # fmt: skip
+    cpu0 = cpu_seconds(runner, kind)
     with Timer() as t:
         manifest, split_stats = export(cfg, runner)
     rows = sum(f["rows"] for f in manifest["files"] if f.get("rows"))
     out["stages"].append(
-        {"stage": "export", "items_in": split_stats.items_in, "items_out": rows, "s": t.seconds}
-    )
+        {"stage": "export", "items_in": split_stats.items_in, "items_out": rows, "s": t.seconds,
+         "cpu_s": cpu_seconds(runner, kind) - cpu0}
+    )  # fmt: skip
     out["total_s"] = time.perf_counter() - t_all
     out["driver_peak_rss_mb"] = round(peak_rss_mb(), 1)
     if kind == "dask":
@@ -417,6 +439,10 @@ def main() -> None:
                         "items_out": st["items_out"],
                         "seconds": round(st["s"], 2),
                         "items_per_s": round(st["items_in"] / st["s"]) if st["s"] else 0,
+                        "cpu_s": round(st["cpu_s"], 1) if st.get("cpu_s") is not None else "",
+                        "cpu_ms_per_item": round(1000 * st["cpu_s"] / st["items_in"], 2)
+                        if st.get("cpu_s") is not None and st["items_in"]
+                        else "",
                     }
                 )
             rss = f"driver peak RSS {res['driver_peak_rss_mb']} MiB"
