@@ -22,11 +22,11 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import requests
@@ -35,6 +35,11 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from mmnerd.errors import InputError, MmnerdError
+
+if TYPE_CHECKING:
+    from mmnerd.records import Post
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -336,3 +341,38 @@ def _api_error(resp: requests.Response) -> tuple[str, str]:
     error = str(body.get("error") or "")
     message = str(body.get("message") or body.get("error_description") or "")
     return error, message
+
+
+def collect_streams(
+    streams: Iterable[T],
+    pages: Callable[[T, float], Iterable[list[Post]]],
+    budget: float,
+    skip_unavailable: bool,
+) -> Iterator[Post]:
+    """Yield the posts of each stream's pages until ``budget`` new posts are collected.
+
+    ``pages(stream, room)`` yields pages already committed to the source state.  A
+    stream whose budget runs out stops (its cursor resumes next run); with
+    ``skip_unavailable`` a stream whose server stays unavailable is skipped, but if
+    every stream failed the last error is raised.
+    """
+    new = 0
+    failed: list[HttpError] = []
+    attempted = 0
+    for stream in streams:
+        if new >= budget:
+            break
+        try:
+            for page in pages(stream, budget - new):
+                new += sum(p.ok for p in page)
+                yield from page
+        except BudgetExhausted as e:
+            log.warning("%s; the saved cursor resumes next run", e)
+        except HttpError as e:
+            if not (skip_unavailable and is_unavailable(e)):
+                raise
+            log.warning("%s; stream skipped this run (its cursor is kept)", e)
+            failed.append(e)
+        attempted += 1
+    if failed and len(failed) == attempted:
+        raise failed[-1]

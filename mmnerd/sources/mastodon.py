@@ -35,11 +35,10 @@ from mmnerd.errors import ConfigError, InputError
 from mmnerd.records import ImageRef, Post, hash_author
 from mmnerd.sources import Source, SourceOptions
 from mmnerd.sources.http import (
-    BudgetExhausted,
     HttpClient,
     HttpError,
     HttpOptions,
-    is_unavailable,
+    collect_streams,
 )
 from mmnerd.sources.state import SourceState
 
@@ -378,27 +377,13 @@ class MastodonSource(Source):
         yield from state.replay(keys)
         client = HttpClient(self.options)
         budget = self.options.max_posts or float("inf")
-        new = 0
-        failed: list[HttpError] = []
-        attempted = 0
         try:
-            for instance, timeline in self.streams():
-                if new >= budget:
-                    break
-                try:
-                    for page in self._pages(client, state, instance, timeline, budget - new):
-                        new += sum(p.ok for p in page)
-                        yield from page
-                except BudgetExhausted as e:
-                    log.warning("%s; the saved cursor resumes next run", e)
-                except HttpError as e:
-                    if not (self.options.skip_unavailable and is_unavailable(e)):
-                        raise
-                    log.warning("%s; stream skipped this run (its cursor is kept)", e)
-                    failed.append(e)
-                attempted += 1
-            if failed and len(failed) == attempted:
-                raise failed[-1]
+            yield from collect_streams(
+                self.streams(),
+                lambda stream, room: self._pages(client, state, *stream, room),
+                budget,
+                self.options.skip_unavailable,
+            )
         finally:
             client.close()
 
