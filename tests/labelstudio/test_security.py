@@ -1,0 +1,120 @@
+"""Security of the annotation side against the REAL server: loopback binding, private
+credential files, and secrets that never reach logs, reports, exports or the console."""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mmnerd.config import load_config
+from mmnerd.labelstudio import server
+
+from .conftest import ROOT, make_posts, seed_stage
+
+pytestmark = pytest.mark.labelstudio
+
+
+def listening(port: int) -> list[str]:
+    """Local addresses (hex, as in /proc/net/tcp{,6}) of sockets LISTENing on ``port``."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            cols = line.split()
+            addr, hexport = cols[1].rsplit(":", 1)
+            if int(hexport, 16) == port and cols[3] == "0A":  # 0A = LISTEN
+                found.append(addr)
+    return found
+
+
+def test_label_studio_listens_on_loopback_only(ls_session):
+    if not Path("/proc/net/tcp").exists():
+        pytest.skip("no /proc/net/tcp")
+    port = ls_session["info"].port
+    addrs = listening(port)
+    assert addrs, f"nothing listens on {port}"
+    # 127.0.0.1 in /proc's little-endian hex; never 0.0.0.0 or :: (all interfaces)
+    assert set(addrs) == {"0100007F"}, addrs
+
+
+def test_credential_files_are_private(ls_session):
+    folder = Path(ls_session["ls"]["data_dir"])
+    creds = folder / "credentials.json"
+    assert stat.S_IMODE(creds.stat().st_mode) == 0o600
+    assert stat.S_IMODE(folder.stat().st_mode) & 0o077 == 0  # the folder too (0700)
+    # a copy made readable by mistake is tightened again on the next read
+    creds.chmod(0o644)
+    try:
+        server.credentials(server.LabelStudioConfig(**ls_session["ls"]))
+        assert stat.S_IMODE(creds.stat().st_mode) == 0o600
+    finally:
+        creds.chmod(0o600)
+
+
+@pytest.mark.slow
+def test_secrets_never_in_files_logs_or_console(ls_session):
+    """push -> simulate -> pull -> export through the CLI, then grep every file the pipeline
+    wrote, the server log and the captured console output for the password, token and key."""
+    base = Path(ls_session["base"])
+    d = base / "secrets-chain"
+    ls = {**ls_session["ls"], "project_title": "secrets chain", "batch_size": 20}
+    lines = ['name = "secrets"', f"data_dir = {json.dumps(str(d))}", "[labelstudio]"]
+    lines += [f"{k} = {json.dumps(v)}" for k, v in ls.items()]
+    lines += ["[simulate]", "noise = 0.2", "[benchmark]", f'report_dir = "{d / "reports"}"']
+    pipeline = base / "secrets-chain.toml"
+    pipeline.write_text("\n".join(lines) + "\n")
+    seed_stage(load_config(pipeline), "dedup", make_posts(30, seed=31, root=d))
+    console = []
+    for args in (
+        ["ls", "status"],
+        ["annotate", "push"],
+        ["annotate", "simulate"],
+        ["pull"],
+        ["export"],
+        ["status"],
+    ):
+        out = subprocess.run(
+            [sys.executable, "-m", "mmnerd.cli", *args, "-p", str(pipeline)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=600,
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        console += [out.stdout, out.stderr]
+    # a wrong token: the error line must not echo it either
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from mmnerd.labelstudio.client import LSClient; import sys;"
+            f"LSClient({ls_session['info'].url!r}, 'f' * 40).whoami()",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert bad.returncode != 0
+    console += [bad.stdout, bad.stderr]
+
+    creds = json.loads((Path(ls_session["ls"]["data_dir"]) / "credentials.json").read_text())
+    secrets = {k: creds[k] for k in ("password", "token", "secret_key")}
+    files = [p for p in d.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".parquet" for p in files)
+    assert any("reports" in p.parts for p in files)
+    files.append(Path(ls_session["ls"]["data_dir"]) / "server.log")
+    for f in files:
+        blob = f.read_bytes()
+        for name, value in secrets.items():
+            assert value.encode() not in blob, f"{name} found in {f}"
+    for text in console:
+        for name, value in secrets.items():
+            assert value not in text, f"{name} found in console output"

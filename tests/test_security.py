@@ -1,0 +1,78 @@
+"""Path traversal: paths that come from input files or records never make the pipeline read
+or write outside its folders.  (IMGID ids: tests/test_bad_input.py; image URLs to
+non-public addresses: tests/images/test_fetch_faults.py; Label Studio binding, file
+modes and secrets: tests/labelstudio/test_security.py.)"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mmnerd.config import PipelineConfig
+from mmnerd.errors import InputError
+from mmnerd.io import inside, write_json
+from mmnerd.pipeline import MARKER, StageStats, stage_dir, write_shard
+from mmnerd.records import ImageRef, Post
+from tests.conftest import ROOT
+
+
+@pytest.mark.parametrize(
+    "rel", ["../x.jpg", "ab/../../x.jpg", "/etc/passwd", "ab/../../../etc/passwd"]
+)
+def test_inside_refuses_paths_that_escape(tmp_path, rel):
+    with pytest.raises(InputError, match="escapes"):
+        inside(tmp_path / "images", rel)
+
+
+def test_inside_refuses_a_symlink_out_and_accepts_plain_paths(tmp_path):
+    images = tmp_path / "images"
+    (images / "ab").mkdir(parents=True)
+    os.symlink("/etc", images / "ab" / "link")
+    with pytest.raises(InputError, match="escapes"):
+        inside(images, "ab/link/passwd")
+    assert inside(images, "ab/cd.jpg") == (images / "ab" / "cd.jpg").resolve()
+
+
+def test_export_refuses_a_record_image_path_outside_images(tmp_path):
+    """A tampered record (image.path = ../../secret) stops the export with one line and
+    nothing outside ``<data_dir>/images`` is read into the Parquet files."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("do not export me")
+    data = tmp_path / "data"
+    cfg = PipelineConfig.model_validate({"name": "sec", "data_dir": str(data)})
+    (data / "images").mkdir(parents=True)
+    post = Post(
+        id="x:1",
+        source="x",
+        source_id="1",
+        text="Paris",
+        lang="fr",
+        tokens=["Paris"],
+        token_offsets=[(0, 5)],
+        ner_tags=["B-LOC"],
+        image=ImageRef(url="http://example.invalid/1.jpg", status="ok", path="../../secret.txt"),
+    )
+    for name in ("push", "pull"):
+        stats = StageStats(name)
+        write_shard(stage_dir(cfg, name), "00000", [post], stats)
+        write_json(
+            stage_dir(cfg, name) / MARKER,
+            {"fingerprint": "seeded", "run_id": name, "stats": stats.to_dict()},
+        )
+    pipeline = tmp_path / "p.toml"
+    pipeline.write_text(f'name = "sec"\ndata_dir = "{data}"\n[export]\nratios = [1.0, 0.0, 0.0]\n')
+    out = subprocess.run(
+        [sys.executable, "-m", "mmnerd.cli", "export", "-p", str(pipeline)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert "'../../secret.txt' escapes" in out.stderr and out.stderr.strip().count("\n") == 0
+    for f in Path(data).rglob("*"):
+        if f.is_file():
+            assert b"do not export me" not in f.read_bytes(), f
