@@ -222,17 +222,32 @@ class LSClient:
         return int(s["id"])
 
     # --- tasks -----------------------------------------------------------------------
-    def iter_tasks(self, project_id: int, page_size: int = 1000) -> Iterator[dict]:
-        """Every task of a project (data, overlap, counters), page by page."""
+    def iter_tasks(
+        self,
+        project_id: int,
+        page_size: int = 1000,
+        include: str | None = None,
+        ids: list[int] | None = None,
+        annotations: bool = False,
+    ) -> Iterator[dict]:
+        """Tasks of a project, page by page (the Data Manager task list).
+
+        ``include`` names the fields to return (also inside annotations), which
+        makes the listing several times faster; ``ids`` restricts it to those
+        tasks; ``annotations`` adds each task's annotations.
+        """
+        params: dict[str, Any] = {"project": project_id, "page_size": page_size}
+        if include:
+            params["include"] = include
+        if annotations:
+            params["fields"] = "all"
+        if ids is not None:
+            params["query"] = json.dumps({"selectedItems": {"all": False, "included": ids}})
         page = 1
         seen = 0
         while True:
-            data = self.request(
-                "GET",
-                "/api/tasks",
-                ok=(404,),  # 1.23 answers 404 for a page past the end
-                params={"project": project_id, "page": page, "page_size": page_size},
-            )
+            # 1.23 answers 404 for a page past the end
+            data = self.request("GET", "/api/tasks", ok=(404,), params={**params, "page": page})
             if data is None:
                 return
             tasks = data.get("tasks", data.get("results", []))
@@ -242,6 +257,31 @@ class LSClient:
             if not tasks or seen >= total:
                 return
             page += 1
+
+    def tasks_with_annotations(
+        self, project_id: int, ids: list[int], chunk: int = 500
+    ) -> Iterator[dict]:
+        """``{id, updated_at, annotations: [...]}`` for the given task ids, in chunks."""
+        include = ",".join(
+            (
+                "id",
+                "updated_at",
+                "total_annotations",
+                "cancelled_annotations",
+                "annotations",
+                "result",
+                "completed_by",
+                "was_cancelled",
+                "lead_time",
+                "created_at",
+                "ground_truth",
+            )
+        )
+        for k in range(0, len(ids), chunk):
+            part = ids[k : k + chunk]
+            yield from self.iter_tasks(
+                project_id, page_size=len(part), include=include, ids=part, annotations=True
+            )
 
     def import_tasks(self, project_id: int, tasks: list[dict]) -> list[int]:
         """One bulk import (sent once, never retried); returns the new task ids."""

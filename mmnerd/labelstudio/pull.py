@@ -3,11 +3,11 @@
 Incremental.  ``<data_dir>/annotation/pull-state.json`` keeps, per task, a
 signature (``updated_at``, annotation counts) and the raw annotations last
 fetched.  A pull lists the tasks (paginated, light), fetches annotations only
-for tasks whose signature changed — one request per task when few changed,
-one JSON export (``download_all_tasks``) when many did — and rebuilds every
-post from the state.  So a rerun with nothing new fetches no annotation and
-yields the same records; nothing is lost across Label Studio restarts (the
-server keeps its data, we keep ours).  The state lives outside
+for tasks whose signature changed (the task list filtered to those ids, in
+chunks) and rebuilds every post from the state.  So a rerun with nothing
+new fetches no annotation and yields the same records; nothing is lost
+across Label Studio restarts (the server keeps its data, we keep ours).  The
+state lives outside
 ``stages/pull/`` because the runner clears that folder on every pull.
 
 Per annotation: each ``labels`` region is checked against its ``value.text``
@@ -74,25 +74,35 @@ def _raw(ann: dict) -> dict:
     return out
 
 
-def sync_project(client: Any, project_id: int, state: dict, bulk_over: int = 50) -> dict[str, int]:
-    """Bring ``state`` (``{task id: {sig, annotations}}``) up to date; returns fetch counts."""
-    tasks = {str(t["id"]): t for t in client.iter_tasks(project_id)}
+SIG_FIELDS = "id,updated_at,total_annotations,cancelled_annotations"
+
+
+def sync_project(client: Any, project_id: int, state: dict) -> dict[str, int]:
+    """Bring ``state`` (``{task id: {sig, annotations}}``) up to date; returns counts.
+
+    Lists every task's signature (a light, paginated listing), then fetches the
+    annotations of the tasks whose signature changed, and only those.
+    """
+    tasks = {str(t["id"]): t for t in client.iter_tasks(project_id, include=SIG_FIELDS)}
     changed = [tid for tid, t in tasks.items() if state.get(tid, {}).get("sig") != _sig(t)]
     gone = [tid for tid in state if tid not in tasks]
     for tid in gone:
         del state[tid]
-    if len(changed) > bulk_over:
-        exported = {str(t["id"]): t for t in client.export(project_id)}
-        for tid in changed:
-            anns = (exported.get(tid) or {}).get("annotations") or []
-            state[tid] = {"sig": _sig(tasks[tid]), "annotations": [_raw(a) for a in anns]}
-        mode = "export"
-    else:
-        for tid in changed:
-            anns = client.task_annotations(int(tid))
-            state[tid] = {"sig": _sig(tasks[tid]), "annotations": [_raw(a) for a in anns]}
-        mode = "per_task"
-    return {"tasks": len(tasks), "changed": len(changed), "deleted": len(gone), mode: 1}
+    fetched = 0
+    for t in client.tasks_with_annotations(project_id, [int(x) for x in changed]):
+        tid = str(t["id"])
+        # the signature stored is the one fetched with the annotations (never newer)
+        state[tid] = {
+            "sig": _sig(t),
+            "annotations": [_raw(a) for a in t.get("annotations") or []],
+        }
+        fetched += len(t.get("annotations") or [])
+    return {
+        "tasks": len(tasks),
+        "changed": len(changed),
+        "deleted": len(gone),
+        "annotations": fetched,
+    }
 
 
 def convert(raw: dict, post: Post, offsets: list[tuple[int, int]], who: str) -> Annotation:
@@ -188,7 +198,7 @@ class PullStage(Stage):
         adj_by_post: dict[str, list[dict]] = {}
         if adj is not None:
             # adjudication tasks carry the post id in their data; map via a light listing
-            for t in client.iter_tasks(int(adj["id"])):
+            for t in client.iter_tasks(int(adj["id"]), include="id,data"):
                 pid_ = (t.get("data") or {}).get("post_id")
                 anns = state["projects"][str(adj["id"])].get(str(t["id"]), {}).get("annotations")
                 if pid_ and anns:

@@ -145,7 +145,8 @@ def existing_tasks(client: Any, project_id: int) -> tuple[dict[str, dict], list[
     """``post_id -> task`` for the project (lowest task id wins) and the duplicate tasks."""
     by_post: dict[str, dict] = {}
     dupes: list[dict] = []
-    for t in sorted(client.iter_tasks(project_id), key=lambda t: t["id"]):
+    listing = client.iter_tasks(project_id, include="id,data,overlap")
+    for t in sorted(listing, key=lambda t: t["id"]):
         pid = (t.get("data") or {}).get("post_id")
         if pid is None:
             continue
@@ -228,10 +229,10 @@ class PushStage(Stage):
         print(
             f"Label Studio project '{ls.project_title}': {client.url}/projects/{pid}/data "
             f"({len(kept)} tasks, {sum(p.extra['ls_overlap'] > 1 for p in kept)} with overlap "
-            f"{ls.overlap_k}).\nAnnotators log in at {client.url}/user/login/ with the e-mail and "
-            f"password of the account the admin made for them (Organization page -> Add people); "
-            f"the admin account ({ls.admin_email}) and its password are in "
-            f"{Path(ls.data_dir) / 'credentials.json'}.",
+            f"{ls.overlap_k}).\nAnnotators join through the organisation's invite link "
+            f"(Organization -> Add People; sign-up without it is disabled), then log in at "
+            f"{client.url}/user/login/ with their e-mail and password. The admin account "
+            f"({ls.admin_email}) and its password are in {Path(ls.data_dir) / 'credentials.json'}.",
             file=sys.stderr,
         )
         yield from kept

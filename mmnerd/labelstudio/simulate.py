@@ -87,7 +87,10 @@ def simulate(config: PipelineConfig, posts: Sequence[Post], client: Any = None) 
         return {"written": 0}
     done: set[tuple[int, int]] = set()
     for pid in project_ids:
-        for t in client.export(int(pid)):
+        listing = client.iter_tasks(
+            int(pid), include="id,annotations,completed_by", annotations=True
+        )
+        for t in listing:
             for a in t.get("annotations") or []:
                 uid = a.get("completed_by")
                 uid = uid.get("id") if isinstance(uid, dict) else uid

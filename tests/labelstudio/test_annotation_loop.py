@@ -244,3 +244,41 @@ def test_overlap_choice_is_deterministic():
     assert chosen == [overlap_for(i, 0.2, 3) for i in ids]
     assert 0.17 < sum(c == 3 for c in chosen) / len(ids) < 0.23
     assert {overlap_for(i, 0.0, 3) for i in ids} == {1}
+
+
+def test_pre_annotations_from_gold(make_config):
+    cfg = make_config(pre_annotate=True)
+    posts = make_posts(3, seed=8, root=cfg.root)
+    seed_stage(cfg, "dedup", posts)
+    Runner(cfg).run_stage(PushStage())
+    c = _client(cfg)
+    proj = c.find_project(cfg.labelstudio.project_title)
+    exported = {t["data"]["post_id"]: t for t in c.export(proj["id"])}
+    for p in posts:
+        task = exported[p.id]
+        assert (
+            task["data"]["image"] == f"/data/local-files/?d={cfg.root.name}/images/{p.image.path}"
+        )
+        (pred,) = c.get("/api/predictions", params={"task": task["id"]})
+        assert pred["model_version"] == "gold-import" and pred["score"] == 1.0
+        got = [
+            (r["value"]["start"], r["value"]["end"], r["value"]["labels"][0])
+            for r in pred["result"]
+        ]
+        assert got == [s.key() for s in p.gold_spans]
+        assert all(
+            r["value"]["text"] == p.text[r["value"]["start"] : r["value"]["end"]]
+            for r in pred["result"]
+        )
+    # the Local Files storage covers the images, so the server serves them (logged-in users)
+    (storage,) = c.get("/api/storages/localfiles", params={"project": proj["id"]})
+    assert storage["path"] == str((cfg.root / "images").resolve())
+
+
+def test_missing_server_venv_is_one_line(make_config, ls_session, tmp_path):
+    cfg = make_config(venv=str(tmp_path / "no-venv"), data_dir=str(tmp_path / "ls"))
+    with pytest.raises(LabelStudioError) as e:
+        server.up(cfg)
+    assert "not found" in str(e.value) and "\n" not in str(e.value)
+    assert "not running" in server.status(cfg)
+    assert server.down(cfg) is False

@@ -1,0 +1,193 @@
+"""Label Studio benchmark: push (tasks/s), pull (annotations/s), API annotation writes.
+
+Starts its own Label Studio server (from .venv-ls, 127.0.0.1, a free port, a
+temp data dir), then for N synthetic posts (default 10,000):
+
+* push      PushStage on a new project (bulk imports of labelstudio.batch_size)
+* re-push   the same again: lists the project, imports nothing (idempotency cost)
+* pull      PullStage on a project whose N tasks were imported *with* one
+            annotation each (bulk), so N annotations are fetched (export mode),
+            checked, snapped, voted and tagged
+* re-pull   nothing changed: lists tasks, fetches nothing
+* annotate  simulate() on a small sample: annotations written one per API call
+            (what real annotators and the simulation do), annotations/s
+
+Usage: python benchmarks/labelstudio.py [--n 10000] [--sample 200]
+Writes benchmarks/results/labelstudio.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import Timer, save  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+PIECES = ["😀", "🇫🇷", "👨‍👩‍👧", "👍🏽", "Ame\u0301lie", "\r\n", "#Paris2024", "@Macron"]
+NAMES = {
+    "PER": ["Zinédine Zidane", "Jürgen Klopp", "@Macron"],
+    "LOC": ["Paris", "São Paulo", "Köln"],
+    "ORG": ["SNCF", "Real Madrid", "UNESCO"],
+    "MISC": ["Oktoberfest", "#Paris2024", "iPhone"],
+}
+
+
+def posts(n: int, seed: int = 1) -> list:
+    from mmnerd.records import Post, Span
+    from mmnerd.text.tokenize import tokenize
+
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        lang = ("en", "fr", "de", "es")[i % 4]
+        text, spans = rng.choice(PIECES) + " hello ", []
+        for _ in range(rng.randint(1, 3)):
+            t = rng.choice(list(NAMES))
+            name = rng.choice(NAMES[t])
+            spans.append(Span(len(text), len(text) + len(name), t, name))
+            text += name + " " + rng.choice(PIECES) + " and "
+        text += "bye"
+        toks, offs = tokenize(text, lang)
+        out.append(
+            Post(
+                id=f"bench:{i}",
+                source="bench",
+                source_id=str(i),
+                text=text,
+                lang=lang,
+                tokens=toks,
+                token_offsets=offs,
+                gold_spans=spans,
+                synthetic=True,
+            )
+        )
+    return out
+
+
+def seed(config, stage: str, items: list) -> None:
+    from mmnerd.io import write_json
+    from mmnerd.pipeline import MARKER, StageStats, stage_dir, write_shard
+
+    folder = stage_dir(config, stage)
+    folder.mkdir(parents=True, exist_ok=True)
+    st = StageStats(stage)
+    for k in range(0, len(items), 1000):
+        write_shard(folder, f"{k // 1000:05d}", items[k : k + 1000], st)
+    write_json(folder / MARKER, {"fingerprint": "bench", "stats": st.to_dict()})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=10_000)
+    ap.add_argument("--sample", type=int, default=200, help="annotations written via the API")
+    args = ap.parse_args()
+
+    from mmnerd.config import PipelineConfig
+    from mmnerd.labelstudio import server
+    from mmnerd.labelstudio.client import LSClient
+    from mmnerd.labelstudio.pull import PullStage
+    from mmnerd.labelstudio.push import PushStage
+    from mmnerd.labelstudio.simulate import simulate
+    from mmnerd.pipeline import Runner, iter_stage
+
+    base = Path(tempfile.mkdtemp(prefix="mmnerd-ls-bench-"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ls = {
+        "data_dir": str(base / "ls"),
+        "venv": str(ROOT / ".venv-ls"),
+        "port": port,
+        "document_root": str(base),
+        "label_config": str(ROOT / "annotation" / "label_config.xml"),
+        "instructions": str(ROOT / "annotation" / "guidelines.md"),
+        "start_timeout": 600.0,
+        "overlap_share": 0.0,
+    }
+
+    def cfg(name: str, **over: object) -> PipelineConfig:
+        return PipelineConfig.model_validate(
+            {
+                "name": name,
+                "data_dir": str(base / name),
+                "labelstudio": {**ls, "project_title": f"bench {name}", **over},
+                "simulate": {"annotators": 2, "noise": 0.05},
+            }
+        )
+
+    rows = []
+    boot = cfg("boot")
+    with Timer() as t:
+        server.up(boot)
+    rows.append({"step": "server start (new data dir)", "items": 0, "seconds": t.seconds})
+    try:
+        items = posts(args.n)
+        c1 = cfg("push")
+        seed(c1, "dedup", items)
+        with Timer() as t:
+            Runner(c1).run_stage(PushStage())
+        rows.append({"step": "push (bulk import)", "items": args.n, "seconds": t.seconds})
+        with Timer() as t:
+            st = Runner(c1).run_stage(PushStage(), force=True)
+        assert st.flagged["already_in_label_studio"] == args.n
+        rows.append({"step": "re-push (nothing new)", "items": args.n, "seconds": t.seconds})
+
+        # a project whose tasks arrive with one annotation each (bulk), to measure pull
+        c2 = cfg("pull", pre_annotate=True)
+        seed(c2, "dedup", items)
+        base_client = LSClient.from_config(c2)
+        admin = base_client.whoami()["id"]
+
+        class BulkAnnotating(LSClient):
+            def import_tasks(self, project_id: int, tasks: list[dict]) -> list[int]:
+                for task in tasks:
+                    preds = task.pop("predictions", [])
+                    task["annotations"] = [
+                        {"result": p["result"], "completed_by": admin, "lead_time": 1.0}
+                        for p in preds
+                    ]
+                return super().import_tasks(project_id, tasks)
+
+        bulk = BulkAnnotating(base_client.url, base_client._token)
+        Runner(c2).run_stage(PushStage(client=bulk))
+        with Timer() as t:
+            st = Runner(c2).run_stage(PullStage(), force=True)
+        assert st.items_out == args.n, st.to_dict()
+        rows.append({"step": "pull (all changed)", "items": args.n, "seconds": t.seconds})
+        with Timer() as t:
+            st = Runner(c2).run_stage(PullStage(), force=True)
+        assert st.flagged["fetch_changed"] == 0
+        rows.append({"step": "re-pull (nothing changed)", "items": args.n, "seconds": t.seconds})
+
+        sample = list(iter_stage(c1, "push"))[: args.sample]
+        with Timer() as t:
+            res = simulate(c1, sample)
+        rows.append(
+            {
+                "step": "annotations via API (simulate)",
+                "items": res["written"],
+                "seconds": t.seconds,
+            }
+        )
+    finally:
+        server.down(boot)
+    for r in rows:
+        r["per_second"] = round(r["items"] / r["seconds"], 1) if r["items"] else ""
+        r["seconds"] = round(r["seconds"], 2)
+    save(
+        "labelstudio",
+        rows,
+        notes=f"Label Studio 1.23 (SQLite), {time.strftime('%Y-%m-%d')}; machine shared with "
+        "other jobs, so treat the figures as lower bounds.",
+    )
+
+
+if __name__ == "__main__":
+    main()
