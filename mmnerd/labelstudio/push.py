@@ -54,9 +54,10 @@ def image_url(post: Post, config: PipelineConfig) -> str:
     """``/data/local-files/?d=<relpath>`` for the post's stored image ('' when it has none)."""
     if post.image is None or not post.image.path:
         return ""
+    from mmnerd.io import inside
     from mmnerd.labelstudio.server import document_root
 
-    full = (config.root / "images" / post.image.path).resolve()
+    full = inside(config.root / "images", post.image.path)  # a tampered record cannot escape
     root = document_root(config)
     try:
         rel = full.relative_to(root)
