@@ -94,7 +94,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--threads",
         type=int,
         default=None,
-        help="torch threads, at most 2 (default: quick 1, full 2)",
+        help="torch threads, at most 2 (default 1: on a shared 2-core machine, 2 threads "
+        "can be 10-20x slower)",
     )
     return p.parse_args(argv)
 
@@ -193,7 +194,7 @@ def run_benchmark(args: argparse.Namespace, log: Any = None) -> dict[str, Any]:
         batch_size=args.batch_size or (16 if quick else 32),
         lr=lr,
         head_lr=args.head_lr,
-        num_threads=min(2, max(1, args.threads or (1 if quick else 2))),
+        num_threads=min(2, max(1, args.threads or 1)),
         cache_frozen_features=args.cache_features,
     )
     models = _models(args.models, args.mode)
