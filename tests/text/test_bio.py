@@ -87,7 +87,7 @@ def tokenized_with_spans(draw):
     return text, offsets, spans
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(tokenized_with_spans())
 def test_round_trip_token_aligned_spans(case):
     text, offsets, spans = case
@@ -100,7 +100,7 @@ def test_round_trip_token_aligned_spans(case):
     assert all(text[s.start : s.end] == s.text for s in back)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(unicode_text)
 def test_utf16_and_utf8_round_trip(text):
     idx = OffsetIndex(text)
@@ -115,7 +115,7 @@ def test_utf16_and_utf8_round_trip(text):
         assert idx.utf8_to_cp(b) == cp
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(unicode_text, st.data())
 def test_check_span_recovers_utf16_or_flags(text, data):
     if not text:
