@@ -146,7 +146,7 @@ def existing_tasks(client: Any, project_id: int) -> tuple[dict[str, dict], list[
     """``post_id -> task`` for the project (lowest task id wins) and the duplicate tasks."""
     by_post: dict[str, dict] = {}
     dupes: list[dict] = []
-    listing = client.iter_tasks(project_id, include="id,data,overlap")
+    listing = client.iter_tasks(project_id, include="id,data,overlap,total_annotations")
     for t in sorted(listing, key=lambda t: t["id"]):
         pid = (t.get("data") or {}).get("post_id")
         if pid is None:
@@ -196,10 +196,24 @@ class PushStage(Stage):
         pid = int(proj["id"])
         by_post, dupes = existing_tasks(client, pid)
         if dupes:
-            # only possible if something imported twice outside this stage; keep the oldest
+            # only possible if something imported twice outside this stage: the oldest task
+            # is the post's; delete unlabelled copies, keep (and report) labelled ones
             for t in dupes:
-                client.delete_task(t["id"])
-            ctx.flag("duplicate_task_deleted", len(dupes))
+                if t.get("total_annotations"):
+                    ctx.flag("duplicate_task_with_annotations_kept")
+                else:
+                    client.delete_task(t["id"])
+                    ctx.flag("duplicate_task_deleted")
+        ids = {p.id for p in kept}
+        stale = sum(pid not in ids for pid in by_post)
+        if stale:
+            ctx.flag("tasks_not_in_input", stale)  # e.g. posts dropped upstream since
+        changed = sum(
+            1 for p in kept if p.id in by_post and by_post[p.id]["data"].get("text") != p.text
+        )
+        if changed:
+            # never rewrite a task silently: pull checks spans against the post's text
+            ctx.flag("task_text_differs", changed)
         missing = [p for p in kept if p.id not in by_post]
         if len(kept) > len(missing):
             ctx.flag("already_in_label_studio", len(kept) - len(missing))
@@ -207,9 +221,9 @@ class PushStage(Stage):
             for i in range(0, len(missing), ls.batch_size):
                 batch = missing[i : i + ls.batch_size]
                 payload = [task_payload(p, config, ls.pre_annotate) for p in batch]
-                ids = client.import_tasks(pid, payload)
-                for p, tid in zip(batch, ids, strict=True):
-                    by_post[p.id] = {"id": tid, "overlap": 1}
+                new_ids = client.import_tasks(pid, payload)
+                for p, tid in zip(batch, new_ids, strict=True):
+                    by_post[p.id] = {"id": tid, "overlap": 1, "data": {"text": p.text}}
                 advance(len(batch))
                 if self.after_batch is not None:
                     self.after_batch(i // ls.batch_size)

@@ -148,8 +148,11 @@ def check_span(text: str, start: int, end: int, surface: str | None) -> SpanChec
     """Check that ``text[start:end] == surface``; recover other offset units or flag.
 
     Tries, in order: code points as given; the offsets read as UTF-16 code units
-    (what browsers and Label Studio < 1.23 send); as UTF-8 bytes; then the same
-    three readings with surrounding whitespace trimmed from both sides.  When
+    (what browsers and Label Studio < 1.23 send); as UTF-8 bytes; when the text
+    has CRLF line breaks, code points and UTF-16 units counted in the text with
+    CRLF folded to LF (what a page whose DOM normalised line breaks counts:
+    reasons ``"lf"`` / ``"lf+utf16"``); then the same readings with surrounding
+    whitespace trimmed from both sides.  When
     ``surface`` is empty or ``None`` nothing can be verified: the span is
     accepted only if it is in range and non-empty (reason ``"unchecked"``).
     Never guesses by searching the text for the surface: a span that matches
@@ -176,6 +179,11 @@ def check_span(text: str, start: int, end: int, surface: str | None) -> SpanChec
             if text[s:e] == surface:
                 return SpanCheck(s, e, True, unit)
             readings.append((unit, s, e))
+    if "\r\n" in text:
+        for unit, s, e in _lf_readings(text, start, end):
+            if text[s:e] == surface or text[s:e].replace("\r\n", "\n") == surface:
+                return SpanCheck(s, e, True, unit)
+            readings.append((unit, s, e))
     stripped = surface.strip()
     if stripped:
         for unit, s, e in readings:
@@ -189,6 +197,27 @@ def check_span(text: str, start: int, end: int, surface: str | None) -> SpanChec
     if not readings:
         return SpanCheck(start, end, False, "out_of_range")
     return SpanCheck(start, end, False, "mismatch")
+
+
+def _lf_readings(text: str, start: int, end: int) -> list[tuple[str, int, int]]:
+    """Offsets counted in ``text`` with CRLF folded to LF, mapped back to ``text``."""
+    back: list[int] = []  # index in the folded text -> index in text
+    i = 0
+    while i < len(text):
+        back.append(i)
+        i += 2 if text.startswith("\r\n", i) else 1
+    back.append(len(text))
+    folded = text.replace("\r\n", "\n")
+    out = []
+    fidx = OffsetIndex(folded)
+    for unit, conv in (("lf", lambda x: x), ("lf+utf16", fidx.utf16_to_cp)):
+        try:
+            s, e = conv(start), conv(end)
+        except ValueError:
+            continue
+        if 0 <= s < e <= len(folded):
+            out.append((unit, back[s], back[e]))
+    return out
 
 
 # --- spans -> IOB2 ------------------------------------------------------------------

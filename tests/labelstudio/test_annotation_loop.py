@@ -11,7 +11,7 @@ from mmnerd.errors import LabelStudioError
 from mmnerd.labelstudio import server
 from mmnerd.labelstudio.client import LSClient
 from mmnerd.labelstudio.pull import PullStage
-from mmnerd.labelstudio.push import PushStage, overlap_for
+from mmnerd.labelstudio.push import PushStage, overlap_for, task_payload
 from mmnerd.labelstudio.simulate import simulate
 from mmnerd.pipeline import Runner, iter_excluded, iter_stage
 from mmnerd.text.bio import OffsetIndex, spans_to_bio
@@ -140,8 +140,14 @@ def test_push_killed_between_batches_then_rerun_is_exact(make_config):
     with pytest.raises(KeyboardInterrupt):
         Runner(cfg).run_stage(PushStage(after_batch=crash))
     assert _task_count(cfg) == (80, 80)
+    # what a blindly retried bulk import would leave: a second task for a post
+    c = _client(cfg)
+    proj = c.find_project(cfg.labelstudio.project_title)
+    c.import_tasks(proj["id"], [task_payload(posts[0], cfg)])
+    assert _task_count(cfg) == (81, 80)
     st = Runner(cfg).run_stage(PushStage())
     assert st.flagged["already_in_label_studio"] == 80 and st.flagged["imported"] == 50
+    assert st.flagged["duplicate_task_deleted"] == 1
     assert _task_count(cfg) == (130, 130)
 
 

@@ -218,3 +218,38 @@ def test_with_real_tokenizer_if_available():
     assert al.issues == []
     back, _ = bio_to_spans(al.tags, offs, text, strict=True)
     assert [(s.text, s.label) for s in back] == [("@Macron", "PER"), ("Zu\u0308rich", "LOC")]
+
+
+def test_offsets_counted_with_crlf_folded_are_recovered():
+    text = "Bonjour\r\nde 😀 Paris\r\net Lyon"
+    folded = text.replace("\r\n", "\n")
+    s = folded.index("Paris")
+    c = check_span(text, s, s + 5, "Paris")
+    assert (c.ok, c.reason, text[c.start : c.end]) == (True, "lf", "Paris")
+    u = cp_to_utf16(folded, folded.index("Lyon"))
+    c = check_span(text, u, u + 4, "Lyon")
+    assert (c.ok, c.reason, text[c.start : c.end]) == (True, "lf+utf16", "Lyon")
+    # a span across the line break, surface as the page saw it (LF)
+    s2 = folded.index("Paris")
+    c = check_span(text, s2, s2 + 8, "Paris\net")
+    assert c.ok and text[c.start : c.end] == "Paris\r\net"
+
+
+@settings(max_examples=100, deadline=None)
+@given(unicode_text, st.data())
+def test_check_span_never_returns_a_wrong_surface(text, data):
+    """Whatever offsets and surface come in, an accepted span has that surface (modulo
+    surrounding whitespace and CRLF folding)."""
+    n = len(text) + 3
+    s = data.draw(st.integers(0, n))
+    e = data.draw(st.integers(0, n))
+    surface = data.draw(st.one_of(st.just(text[s:e]), st.sampled_from(PIECES)))
+    c = check_span(text, s, e, surface)
+    if c.ok and surface:
+        got = text[c.start : c.end]
+        norm = got.replace("\r\n", "\n")
+        assert (
+            surface in (got, norm)
+            or got.strip() == surface.strip()
+            or (norm.strip() == surface.strip())
+        )
