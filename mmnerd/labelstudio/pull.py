@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from mmnerd.config import PipelineConfig
+from mmnerd.errors import LabelStudioError
 from mmnerd.io import read_json, write_json
 from mmnerd.pipeline import Stage, StageContext
 from mmnerd.records import ENTITY_TYPES, Annotation, Post, Span, hash_author
@@ -83,6 +84,11 @@ def sync_project(client: Any, project_id: int, state: dict) -> dict[str, int]:
     Lists every task's signature (a light, paginated listing), then fetches the
     annotations of the tasks whose signature changed, and only those.
     """
+    if client.request("GET", f"/api/projects/{project_id}", ok=(404,)) is None:
+        raise LabelStudioError(
+            f"Label Studio project {project_id} (recorded by push) no longer exists on "
+            f"{client.url}; run `mmnerd annotate push --force` to recreate the tasks"
+        )
     tasks = {str(t["id"]): t for t in client.iter_tasks(project_id, include=SIG_FIELDS)}
     changed = [tid for tid, t in tasks.items() if state.get(tid, {}).get("sig") != _sig(t)]
     gone = [tid for tid in state if tid not in tasks]

@@ -288,3 +288,14 @@ def test_missing_server_venv_is_one_line(make_config, ls_session, tmp_path):
     assert "not found" in str(e.value) and "\n" not in str(e.value)
     assert "not running" in server.status(cfg)
     assert server.down(cfg) is False
+
+
+def test_pull_after_project_deleted_is_one_clear_line(make_config):
+    cfg = make_config()
+    seed_stage(cfg, "dedup", make_posts(2, seed=9))
+    Runner(cfg).run_stage(PushStage())
+    c = _client(cfg)
+    c.delete(f"/api/projects/{c.find_project(cfg.labelstudio.project_title)['id']}")
+    with pytest.raises(LabelStudioError) as e:
+        Runner(cfg).run_stage(PullStage(), force=True)
+    assert "no longer exists" in str(e.value) and "\n" not in str(e.value)
