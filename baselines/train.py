@@ -325,7 +325,7 @@ def train_run(
     train_time, seen = 0.0, 0
     for epoch in range(1, tcfg.epochs + 1):
         model.train()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         totals: Counter[str] = Counter()
         steps = 0
         batches = _batches(len(usable), tcfg.batch_size, gen)
@@ -356,6 +356,7 @@ def train_run(
                     f"loss={totals['loss'] / steps:.4f} ({rate:.1f} examples/s)"
                 )
         epoch_time = time.perf_counter() - t0
+        epoch_cpu = time.process_time() - c0  # all threads of this process
         train_time += epoch_time
         dev = evaluator.evaluate("dev")
         row = {
@@ -365,6 +366,7 @@ def train_run(
             "dev_recall": dev["overall"]["recall"],
             "dev_f1": dev["overall"]["f1"],
             "seconds": round(epoch_time, 3),
+            "cpu_seconds": round(epoch_cpu, 3),
         }
         history.append(row)
         log(
