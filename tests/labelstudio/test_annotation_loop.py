@@ -279,6 +279,11 @@ def test_pre_annotations_from_gold(make_config):
     # the Local Files storage covers the images, so the server serves them (logged-in users)
     (storage,) = c.get("/api/storages/localfiles", params={"project": proj["id"]})
     assert storage["path"] == str((cfg.root / "images").resolve())
+    r = c.session.get(c.url + exported[posts[0].id]["data"]["image"], timeout=30)
+    assert (
+        r.status_code == 200
+        and r.content == (cfg.root / "images" / posts[0].image.path).read_bytes()
+    )
 
 
 def test_missing_server_venv_is_one_line(make_config, ls_session, tmp_path):
