@@ -87,6 +87,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--sample", type=int, default=200, help="annotations written via the API")
+    ap.add_argument("--keep", action="store_true", help="keep the temp data dir")
     args = ap.parse_args()
 
     from mmnerd.config import PipelineConfig
@@ -178,6 +179,10 @@ def main() -> None:
         )
     finally:
         server.down(boot)
+        if not args.keep:
+            import shutil
+
+            shutil.rmtree(base, ignore_errors=True)
     for r in rows:
         r["per_second"] = round(r["items"] / r["seconds"], 1) if r["items"] else ""
         r["seconds"] = round(r["seconds"], 2)
