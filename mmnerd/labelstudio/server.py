@@ -198,6 +198,12 @@ def up(config: PipelineConfig | LabelStudioConfig, public: bool = False) -> Serv
     ls = _ls(config)
     found = running(ls)
     if found:
+        bound = (read_json(data_dir(ls) / SERVER_FILE) or {}).get("host", ls.host)
+        if public and bound != "0.0.0.0":
+            raise LabelStudioError(
+                f"Label Studio already runs on {bound} only; stop it with `mmnerd ls down` "
+                f"and start it again with --public"
+            )
         return found
     exe = _binary(ls)
     creds = credentials(ls, create=True)

@@ -43,6 +43,8 @@ def test_credentials_are_private_and_never_logged(ls_session, make_config, capfd
     assert info.reused and info.pid == ls_session["info"].pid
     assert creds["token"] not in repr(info)
     assert "running" in server.status(cfg)
+    with pytest.raises(LabelStudioError, match="--public"):
+        server.up(cfg, public=True)  # never silently keeps a loopback server for --public
     log = (folder / "server.log").read_text(errors="replace")
     out, err = capfd.readouterr()
     for secret in (creds["token"], creds["password"], creds["secret_key"]):
