@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mmnerd.config import PipelineConfig
+from mmnerd.io import read_json
 from mmnerd.pipeline import Runner, iter_stage, stage_stats
 
 PIPELINE_STAGES = ("collect", "language", "normalize", "tokenize", "fetch", "dedup", "push", "pull")
@@ -33,5 +34,6 @@ def export(
             config.export.conll_misc_label,
         )
     history = [s for name in PIPELINE_STAGES if (s := stage_stats(config, name))]
-    write_card(config, iter_stage(config, "split"), history)
+    dedup_report = read_json(config.root / "reports" / "dedup" / "report.json")
+    write_card(config, iter_stage(config, "split"), history, dedup_report)
     return manifest, stats

@@ -178,7 +178,7 @@ def write_card(
     if dates:
         md.append(f"- posts dated {dates[0]} to {dates[1]}")
     if dedup_figures:
-        md.append(f"- deduplication: {dedup_figures}")
+        md.extend(_dedup_lines(dedup_figures))
     md.append("\n| stage | in | out | dropped (reason: n) |\n|---|---:|---:|---|")
     for s in stage_stats:
         dropped = ", ".join(f"{k}: {v}" for k, v in sorted(s.dropped.items())) or "-"
@@ -198,6 +198,20 @@ def write_card(
     with atomic_write(path) as f:
         f.write("\n".join(md))
     return path
+
+
+def _dedup_lines(rep: dict[str, Any]) -> list[str]:
+    """Card lines from the dedup stage's report.json (see mmnerd/dedup.py)."""
+    cfg = rep.get("config", {})
+    dups = rep.get("duplicates", {})
+    hist = ", ".join(f"{k}: {v}" for k, v in sorted(rep.get("cluster_size_histogram", {}).items()))
+    return [
+        f"- deduplication ({cfg.get('hash', 'phash')}, Hamming <= {cfg.get('threshold')} of 64 "
+        f"bits; text Jaccard >= {cfg.get('text_threshold')}): {rep.get('clusters', 0)} clusters "
+        f"over {rep.get('posts_in_clusters', 0)} of {rep.get('posts', 0)} posts; "
+        f"duplicates not annotated: {dups.get('duplicate_image', 0)} by image, "
+        f"{dups.get('duplicate_text', 0)} by text; cluster sizes (size: count): {hist or '-'}",
+    ]
 
 
 def plot_label_distribution(per_language: dict[str, dict[str, int]], path: Path) -> Path | None:

@@ -99,7 +99,15 @@ def exported(tmp_path):
     for p in posts:
         p.split = a[p.id]
     manifest = write_parquet_splits(lambda: posts, cfg)
-    write_card(cfg, posts, [])
+    dedup = {
+        "config": {"hash": "phash", "threshold": 10, "text_threshold": 0.8},
+        "clusters": 7,
+        "posts": 120,
+        "posts_in_clusters": 21,
+        "cluster_size_histogram": {"3": 7},
+        "duplicates": {"duplicate_image": 14, "duplicate_text": 0},
+    }
+    write_card(cfg, posts, [], dedup)
     return cfg, posts, manifest
 
 
@@ -153,3 +161,4 @@ def test_card_has_hf_header_and_tables(exported):
     n_fr = sum(1 for p in posts if p.lang == "fr")
     assert f"| fr | {n_fr} |" in card
     assert (cfg.export_dir / "label_distribution.png").stat().st_size > 1000
+    assert "7 clusters over 21 of 120 posts" in card and "14 by image" in card
