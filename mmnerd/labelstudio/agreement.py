@@ -114,9 +114,9 @@ def compute(posts: Iterable[Post]) -> dict[str, Any]:
     annotators: set[str] = set()
     for post in posts:
         done = {}
-        for a in post.annotations:
+        for a in sorted(post.annotations, key=lambda a: a.annotation_id):
             if not a.cancelled:
-                done.setdefault(a.annotator, a)  # one annotation per annotator per post
+                done[a.annotator] = a  # one per annotator and post: the latest
         if len(done) < 2:
             continue
         offs = _offsets(post)

@@ -225,10 +225,17 @@ class PullStage(Stage):
             for a in anns:
                 for f in a.flags:
                     ctx.flag(f)
-            done = [a for a in anns if not a.cancelled]
+            # one vote per annotator: their latest completed annotation
+            latest = {a.annotator: a for a in anns if not a.cancelled}  # anns sorted by id
+            done = sorted(latest.values(), key=lambda a: a.annotation_id)
+            if len(latest) < sum(not a.cancelled for a in anns):
+                ctx.flag("repeat_annotation_by_same_annotator")
             if any(a.cancelled for a in anns):
                 ctx.flag("cancelled_annotations", sum(a.cancelled for a in anns))
-            gold = [r for r in adj_by_post.get(post.id, []) if not r.get("was_cancelled")]
+            gold = sorted(
+                (r for r in adj_by_post.get(post.id, []) if not r.get("was_cancelled")),
+                key=lambda r: r.get("id") or 0,
+            )
             post.agreement = None
             post.extra.pop("needs_adjudication", None)
             post.extra.pop("adjudicated", None)
