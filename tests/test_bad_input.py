@@ -131,7 +131,7 @@ def imgid_pipeline(tmp_path: Path, content: bytes) -> Path:
         (b"IMGID:1\nx\tO\n\nIMGID:a/b\nx\tO\n", "corpus/train.txt:4: IMGID 'a/b'"),
         (b"IMGID:..\\..\\boot.ini\nx\tO\n", "corpus/train.txt:1: IMGID"),
         # a label outside PER/LOC/ORG/MISC: never imported
-        (b"IMGID:7\nMonday\tB-DATE\n", "corpus/train.txt: IMGID:7: label 'B-DATE'"),
+        (b"IMGID:7\nx\tO\nMonday\tB-DATE\n", "corpus/train.txt:3: IMGID:7: label 'B-DATE'"),
     ],
 )
 def test_malformed_imgid_file_names_file_and_line(tmp_path, content, expected):

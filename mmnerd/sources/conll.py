@@ -50,7 +50,14 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp")
 
 
 def read_imgid(path: str | Path) -> Iterator[tuple[str, list[str], list[str]]]:
-    """Yield ``(imgid, tokens, labels)`` per post of an IMGID CoNLL file, exactly as written.
+    """Yield ``(imgid, tokens, labels)`` per post of an IMGID CoNLL file, exactly as written
+    (see :func:`read_imgid_lines`)."""
+    for imgid, tokens, labels, _lines in read_imgid_lines(path):
+        yield imgid, tokens, labels
+
+
+def read_imgid_lines(path: str | Path) -> Iterator[tuple[str, list[str], list[str], list[int]]]:
+    """Yield ``(imgid, tokens, labels, line number of each token)`` per post.
 
     Accepts LF or CRLF line ends, a UTF-8 BOM, and blank lines anywhere between
     posts.  Raises :class:`InputError` naming file and line for a token line
@@ -64,6 +71,7 @@ def read_imgid(path: str | Path) -> Iterator[tuple[str, list[str], list[str]]]:
     start = 0
     tokens: list[str] = []
     labels: list[str] = []
+    lines: list[int] = []
     if not path.is_file():
         raise InputError(f"{path}: no such IMGID file")
     with open(path, "rb") as f:
@@ -79,8 +87,8 @@ def read_imgid(path: str | Path) -> Iterator[tuple[str, list[str], list[str]]]:
                 if imgid is not None:
                     if not tokens:
                         raise InputError(f"{name}:{start}: IMGID:{imgid} has no tokens")
-                    yield imgid, tokens, labels
-                imgid, start, tokens, labels = line[6:].strip(), lineno, [], []
+                    yield imgid, tokens, labels, lines
+                imgid, start, tokens, labels, lines = line[6:].strip(), lineno, [], [], []
                 if not imgid:
                     raise InputError(f"{name}:{lineno}: empty IMGID")
                 if _UNSAFE_ID.search(imgid):
@@ -98,10 +106,11 @@ def read_imgid(path: str | Path) -> Iterator[tuple[str, list[str], list[str]]]:
                 raise InputError(f"{name}:{lineno}: token line before the first IMGID: line")
             tokens.append(fields[0])
             labels.append(fields[1].strip())
+            lines.append(lineno)
     if imgid is not None:
         if not tokens:
             raise InputError(f"{name}:{start}: IMGID:{imgid} has no tokens")
-        yield imgid, tokens, labels
+        yield imgid, tokens, labels, lines
 
 
 def _short(path: Path) -> str:
@@ -209,13 +218,13 @@ class ConllSource(Source):
         for path in paths:
             split = path.stem
             seen: dict[str, int] = {}
-            for imgid, tokens, raw_labels in read_imgid(path):
+            for imgid, tokens, raw_labels, lines in read_imgid_lines(path):
                 labels = map_labels(raw_labels, o.label_map)
-                for label, raw in zip(labels, raw_labels, strict=True):
+                for label, raw, lineno in zip(labels, raw_labels, lines, strict=True):
                     if label not in known:
                         raise InputError(
-                            f"{_short(path)}: IMGID:{imgid}: label {raw!r} is not BIO over "
-                            f"{'/'.join(ENTITY_TYPES)} (add it to source.label_map)"
+                            f"{_short(path)}:{lineno}: IMGID:{imgid}: label {raw!r} is not BIO "
+                            f"over {'/'.join(ENTITY_TYPES)} (add it to source.label_map)"
                         )
                 seen[imgid] = seen.get(imgid, 0) + 1
                 sid = f"{split}:{imgid}" + (f"~{seen[imgid]}" if seen[imgid] > 1 else "")

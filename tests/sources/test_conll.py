@@ -160,7 +160,7 @@ def test_free_port_is_shared_by_instances_and_label_map(tmp_path: Path) -> None:
 
 def test_unknown_label_is_an_input_error(tmp_path: Path) -> None:
     path = write(tmp_path, "IMGID:1\nx\tB-DATE\n")
-    with pytest.raises(InputError, match=r"train.txt: IMGID:1: label 'B-DATE'.*label_map"):
+    with pytest.raises(InputError, match=r"train.txt:2: IMGID:1: label 'B-DATE'.*label_map"):
         list(get_source(config(tmp_path, files=[str(path)])).posts())
 
 
