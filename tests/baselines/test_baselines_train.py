@@ -34,6 +34,10 @@ def test_mner2m_learns_and_selects_on_dev(prepared, tmp_path: Path, monkeypatch)
     assert set(res.test) >= {"overall", "per_type", "per_language", "image_decided"}
     assert set(res.test["per_language"]) == {"en", "fr", "de", "es"}
     assert res.history[-1]["cl_loss"] > 0
+    # the image decides the ambiguous names: mner2m gets them, and loses them if images shuffle
+    decided = res.test["image_decided"]["f1"]
+    assert decided >= 0.8, decided
+    assert res.test_shuffled["image_decided"]["f1"] < decided - 0.3
     ck = Path(res.checkpoint)
     assert (ck / "model.pt").is_file() and (ck / "config.json").is_file()
     assert (ck / "tokenizer" / "tokenizer.json").is_file()
