@@ -12,6 +12,10 @@ temp data dir), then for N synthetic posts (default 10,000):
 * annotate  simulate() on a small sample: annotations written one per API call
             (what real annotators and the simulation do), annotations/s
 
+The competitor row is Label Studio's own single bulk import of the same N task
+payloads (what a one-off script does; fast, but a retried call duplicates every
+task); push is ours: batches, idempotent by post id, overlap set per task.
+
 Usage: python benchmarks/labelstudio.py [--n 10000] [--sample 200]
 Writes benchmarks/results/labelstudio.json and prints a table.
 """
@@ -130,6 +134,24 @@ def main() -> None:
     rows.append({"step": "server start (new data dir)", "items": 0, "seconds": t.seconds})
     try:
         items = posts(args.n)
+        # the competitor: Label Studio's own single bulk import of the same task payloads
+        # (what a script would do; not idempotent: a retry duplicates every task)
+        from mmnerd.labelstudio.push import task_payload
+
+        c0 = cfg("raw")
+        raw = LSClient.from_config(c0)
+        label_config = (ROOT / "annotation" / "label_config.xml").read_text()
+        project = raw.ensure_project("bench raw single bulk call", label_config)
+        payloads = [task_payload(p, c0) for p in items]
+        with Timer() as t:
+            raw.import_tasks(project["id"], payloads)
+        rows.append(
+            {
+                "step": "Label Studio: one bulk import call (competitor)",
+                "items": args.n,
+                "seconds": t.seconds,
+            }
+        )
         c1 = cfg("push")
         seed(c1, "dedup", items)
         with Timer() as t:
@@ -186,6 +208,11 @@ def main() -> None:
     for r in rows:
         r["per_second"] = round(r["items"] / r["seconds"], 1) if r["items"] else ""
         r["seconds"] = round(r["seconds"], 2)
+    by_step = {r["step"]: r for r in rows}
+    competitor = by_step.get("Label Studio: one bulk import call (competitor)")
+    push = by_step.get("push (bulk import)")
+    if competitor and push:
+        push["vs_single_bulk_call"] = round(push["per_second"] / competitor["per_second"], 2)
     save(
         "labelstudio",
         rows,
