@@ -19,8 +19,12 @@ from mmnerd.records import Post
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | Path, mode: str = "w", perms: int | None = None) -> Iterator[IO]:
-    """Open a temp file beside ``path``; on success fsync and rename it over ``path``."""
+def atomic_write(
+    path: str | Path, mode: str = "w", perms: int | None = None, durable: bool = True
+) -> Iterator[IO]:
+    """Open a temp file beside ``path``; on success fsync (if ``durable``) and rename it
+    over ``path``.  Without fsync the rename is still atomic for a killed process (the
+    page cache survives it); only a power loss could leave an empty file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -31,12 +35,24 @@ def atomic_write(path: str | Path, mode: str = "w", perms: int | None = None) ->
         with os.fdopen(fd, mode, encoding=encoding) as f:
             yield f
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def copy_atomic(src: str | Path, dst: str | Path) -> None:
+    """Copy ``src`` to ``dst`` unless ``dst`` exists, via temp file + rename (no fsync:
+    for derived copies that a rerun can recreate; one fsync per image dominated export)."""
+    import shutil
+
+    if Path(dst).exists():
+        return
+    with atomic_write(dst, "wb", durable=False) as out, open(src, "rb") as f:
+        shutil.copyfileobj(f, out)
 
 
 def write_json(path: str | Path, obj: Any, perms: int | None = None) -> None:

@@ -13,11 +13,10 @@ MISC "OTHER": set ``export.conll_misc_label = "OTHER"`` for that corpus' tags.
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
-from mmnerd.io import atomic_write, inside, remove_stale_temps
+from mmnerd.io import atomic_write, copy_atomic, inside, remove_stale_temps
 from mmnerd.records import Post
 
 SPLIT_FILES = {"train": "train.txt", "dev": "valid.txt", "test": "test.txt"}
@@ -48,12 +47,7 @@ def write_imgid_split(
                 f.write(f"{token}\t{retag(tag, misc_label)}\n")
             f.write("\n")
             if post.image is not None and post.image.path:
-                dst = images / f"{iid}.jpg"
-                if not dst.exists():  # atomic: a killed export leaves no half-copied image
-                    with (
-                        atomic_write(dst, "wb") as out,
-                        open(inside(image_root, post.image.path), "rb") as src,
-                    ):
-                        shutil.copyfileobj(src, out)
+                # atomic: a killed export leaves no half-copied image
+                copy_atomic(inside(image_root, post.image.path), images / f"{iid}.jpg")
             n += 1
     return n

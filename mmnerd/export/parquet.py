@@ -8,13 +8,12 @@ name and renamed, rows are sorted by id and written in row groups of
 from __future__ import annotations
 
 import hashlib
-import shutil
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from mmnerd.config import PipelineConfig
-from mmnerd.io import atomic_write, inside, remove_stale_temps, write_json
+from mmnerd.io import atomic_write, copy_atomic, inside, remove_stale_temps, write_json
 from mmnerd.records import LABEL2ID, SCHEMA_VERSION, Post, arrow_schema
 
 from .splits import SPLITS
@@ -31,10 +30,7 @@ def post_row(post: Post, image_root: Path, embed: bool, out_dir: Path) -> dict[s
             image["path"] = Path(img.path).name
         else:
             rel = f"images/{Path(img.path).name}"
-            dst = out_dir / rel
-            if not dst.exists():  # atomic: a killed export leaves no half-copied image
-                with atomic_write(dst, "wb") as f, open(src, "rb") as s:
-                    shutil.copyfileobj(s, f)
+            copy_atomic(src, out_dir / rel)  # a killed export leaves no half-copied image
             image["path"] = rel
     return {
         "id": post.id,
