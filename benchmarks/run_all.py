@@ -327,6 +327,8 @@ def main() -> int:
         "## Side by side (same run)\n",
         markdown_table(sbs),
         "",
+        "ratio = mmnerd / competitor: above 1 is better for rates (/s), below 1 for times (s).",
+        "",
     ]
     if status:
         md += [
