@@ -154,10 +154,26 @@ def _export(data: Any) -> list[Line]:
 
 
 def _labelstudio(data: Any) -> list[Line]:
-    return [
-        (f"Label Studio {r.get('step')}", r.get("per_second"), NONE, None, "items/s")
-        for r in _rows(data)
-    ]
+    rows = _rows(data)
+    rival = next((r for r in rows if "(competitor)" in str(r.get("step", ""))), {})
+    out: list[Line] = []
+    for r in rows:
+        step = str(r.get("step", ""))
+        if r is rival or not r.get("per_second"):
+            continue
+        if step.startswith("push") and rival:
+            out.append(
+                (
+                    f"Label Studio {step}",
+                    r.get("per_second"),
+                    "Label Studio's own single bulk import",
+                    rival.get("per_second"),
+                    "tasks/s",
+                )
+            )
+        else:
+            out.append((f"Label Studio {step}", r.get("per_second"), NONE, None, "items/s"))
+    return out
 
 
 def _scale(data: Any) -> list[Line]:
