@@ -1,16 +1,37 @@
-"""Benchmark deduplication: hashing speed and agreement vs imagehash, search time vs brute force.
+"""Benchmark deduplication side by side: mmnerd vs imagehash, imagededup, faiss, numpy.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dedup.py [--quick] [--out FILE.json]
 
 Hashing: ``--images`` generated 800x600 JPEGs (gradients, shapes, half with
-noise), hashed by ``imagehash.phash`` (one process), by mmnerd inline with
-and without the JPEG draft fast path, and by mmnerd with 2 processes; how
-many fast-path hashes differ from imagehash's and by how many bits.
+noise; cached under benchmarks/results/cache/dedup-images/), hashed by
+``imagehash.phash`` (one process), by mmnerd inline with and without the JPEG
+draft fast path, by mmnerd with 2 processes, and by imagededup's
+``PHash.encode_images`` (1 process and 2 processes); how many hashes differ
+from imagehash's and by how many bits.
 
-Search: ``n`` random 64-bit hashes with 1% planted near copies (0-12 bits
-flipped); all pairs within ``t`` by :func:`mmnerd.images.index.search` (2
-threads) and by numpy brute force (chunked XOR + popcount, only up to
-``--brute-max``).  Prints a table and writes JSON.
+Search: ``n`` random 64-bit hashes with 5% planted near copies (0-12 bits
+flipped), all pairs within ``--threshold`` (10) by
+:func:`mmnerd.images.index.search` (2 threads), imagededup
+``PHash.find_duplicates(encoding_map=...)`` (its Linux default
+``brute_force_cython``, 2 workers), faiss ``IndexBinaryFlat.range_search``
+(2 threads) and numpy brute force (chunked XOR + popcount, only up to
+``--brute-max``); recall of each against brute force.  Plus a "meme" corpus:
+``--meme`` copies of one identical hash among 20k, where imagededup's BK-tree
+(``search_method="bktree"``) is also tried.
+
+The competing tools run as subprocesses of benchmarks/.venv-bench/bin/python
+(the venv download.py uses for img2dataset; created here if missing), each run
+bounded by ``--tool-timeout`` seconds; a failure (timeout, exception type,
+install error) is recorded in the JSON and the run goes on.  imagededup is
+installed with ``--no-deps`` because its package imports torch/torchvision
+(for its CNN method) and scikit-learn at import time, which cannot be installed
+here; a stub package directory (benchmarks/.venv-bench/imagededup-shim/, written
+by this script, put on PYTHONPATH of those subprocesses only) provides empty
+``torch``, ``torchvision`` and ``sklearn`` modules so that ``imagededup.methods``
+imports.  Its hashing and search code paths use none of them (numpy, Pillow,
+PyWavelets, scipy, tqdm and its own Cython extension).
+
+Prints a table and writes JSON (``--out``).
 """
 
 from __future__ import annotations
@@ -19,13 +40,23 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+HERE = Path(__file__).resolve().parent
+BENCH_VENV = HERE / ".venv-bench"
+BENCH_PY = BENCH_VENV / "bin" / "python"
+SHIM = BENCH_VENV / "imagededup-shim"
+IMAGE_CACHE = HERE / "results" / "cache" / "dedup-images"
+BENCH_PACKAGES = ["faiss-cpu", "numpy", "Pillow", "PyWavelets", "scipy", "tqdm", "matplotlib"]
 
 
 def make_image(seed: int, size: tuple[int, int] = (800, 600)) -> Image.Image:
@@ -51,17 +82,202 @@ def make_image(seed: int, size: tuple[int, int] = (800, 600)) -> Image.Image:
     return img
 
 
-def bench_hashing(n_images: int, folder: Path) -> dict[str, Any]:
+def _save_image(i: int) -> None:
+    p = IMAGE_CACHE / f"{i:05d}.jpg"
+    if not p.exists():
+        tmp = p.with_suffix(".tmp")
+        make_image(i).save(tmp, "JPEG", quality=85)
+        tmp.replace(p)
+
+
+def ensure_images(n: int, folder: Path) -> list[Path]:
+    """The first ``n`` cached images, linked into ``folder`` (imagededup hashes a directory)."""
+    IMAGE_CACHE.mkdir(parents=True, exist_ok=True)
+    todo = [i for i in range(n) if not (IMAGE_CACHE / f"{i:05d}.jpg").exists()]
+    if todo:
+        print(f"  generating {len(todo)} images in {IMAGE_CACHE} ...", flush=True)
+        with ProcessPoolExecutor(2) as pool:
+            list(pool.map(_save_image, todo, chunksize=20))
+    paths = []
+    for i in range(n):
+        p = folder / f"{i:05d}.jpg"
+        os.symlink(IMAGE_CACHE / p.name, p)
+        paths.append(p)
+    return paths
+
+
+# -- bench venv (competitors) ---------------------------------------------------------
+SHIM_MODULES = [
+    "torch",
+    "torch/nn",
+    "torch/utils",
+    "torch/utils/data",
+    "torchvision",
+    "torchvision/models",
+    "torchvision/models/vision_transformer",
+    "torchvision/transforms",
+    "sklearn",
+    "sklearn/metrics",
+    "sklearn/metrics/pairwise",
+]
+SHIM_SOURCE = '''"""Benchmark-only stub (benchmarks/dedup.py): imagededup imports without torch."""
+
+
+class _Meta(type):
+    def __getattr__(cls, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _Stub
+
+
+class _Stub(metaclass=_Meta):
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __call__(self, *args, **kwargs):
+        return _Stub()
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _Stub
+
+
+def __getattr__(name):
+    if name.startswith("__"):
+        raise AttributeError(name)
+    return _Stub
+'''
+
+
+def ensure_bench_env() -> dict[str, str]:
+    """Create/extend benchmarks/.venv-bench; {"faiss": version or "unavailable: why", ...}."""
+    status: dict[str, str] = {}
+    try:
+        if not BENCH_PY.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
+        pip = [str(BENCH_PY), "-m", "pip", "install", "-q"]
+        for cmd in (pip + BENCH_PACKAGES, pip + ["--no-deps", "imagededup"]):
+            have = subprocess.run(
+                [str(BENCH_PY), "-m", "pip", "show", *[c for c in cmd[5:] if c[0] != "-"]],
+                capture_output=True,
+                text=True,
+            )
+            if have.returncode != 0:  # some package missing: install (idempotent)
+                subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as e:
+        detail = (getattr(e, "stderr", "") or "")[-400:]
+        return {"imagededup": f"unavailable: {e} {detail}", "faiss": f"unavailable: {e}"}
+    for mod in SHIM_MODULES:
+        init = SHIM / mod / "__init__.py"
+        if not init.exists() or init.read_text() != SHIM_SOURCE:
+            init.parent.mkdir(parents=True, exist_ok=True)
+            init.write_text(SHIM_SOURCE)
+    probe = {
+        "imagededup": "import imagededup; from imagededup.methods import PHash;"
+        " print(imagededup.__version__)",
+        "faiss": "import faiss; print(faiss.__version__)",
+    }
+    for name, code in probe.items():
+        r = subprocess.run(
+            [str(BENCH_PY), "-c", code], capture_output=True, text=True, env=_tool_env()
+        )
+        ok = r.returncode == 0
+        status[name] = r.stdout.strip() if ok else "unavailable: " + r.stderr.strip()[-400:]
+    return status
+
+
+def _tool_env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": str(SHIM),
+        "OMP_NUM_THREADS": "2",
+        "OPENBLAS_NUM_THREADS": "1",
+    }
+
+
+def run_tool(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Run ``spec`` in a bench-venv subprocess; its JSON result or {"error": ...}."""
+    t0 = time.perf_counter()
+    try:
+        r = subprocess.run(
+            [str(BENCH_PY), __file__, "_tool", json.dumps(spec)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=_tool_env(),
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"timeout (> {timeout:.0f} s)", "wall_s": round(timeout, 1)}
+    wall = round(time.perf_counter() - t0, 2)
+    lines = r.stdout.strip().splitlines()
+    if r.returncode != 0 or not lines:
+        return {"error": f"exit {r.returncode}: {r.stderr.strip()[-300:]}", "wall_s": wall}
+    return {**json.loads(lines[-1]), "wall_s": wall}
+
+
+def tool_main(spec: dict[str, Any]) -> None:
+    """Inside the bench venv: run one competitor, print one JSON line."""
+    kind = spec["kind"]
+    if kind == "imagededup_encode":
+        from imagededup.methods import PHash
+
+        t0 = time.perf_counter()
+        enc = PHash(verbose=False).encode_images(
+            image_dir=spec["folder"], num_enc_workers=spec["workers"]
+        )
+        print(json.dumps({"seconds": time.perf_counter() - t0, "hashes": enc}))
+        return
+    h = np.load(spec["hashes"])
+    t = spec["threshold"]
+    if kind == "imagededup_search":
+        from imagededup.methods import PHash
+
+        enc = {str(k): format(int(v), "016x") for k, v in enumerate(h)}
+        t0 = time.perf_counter()
+        try:
+            res = PHash(verbose=False).find_duplicates(
+                encoding_map=enc,
+                max_distance_threshold=t,
+                search_method=spec["method"],
+                num_dist_workers=spec["workers"],
+            )
+        except BaseException as e:  # RecursionError on identical hashes in the BK-tree
+            secs = time.perf_counter() - t0
+            print(json.dumps({"seconds": secs, "error": type(e).__name__, "detail": str(e)[:200]}))
+            return
+        secs = time.perf_counter() - t0
+        pairs = [(int(a), int(b)) for a, dups in res.items() for b in dups if int(a) < int(b)]
+        arr = np.array(pairs, dtype=np.int64).reshape(-1, 2)
+    elif kind == "faiss":
+        import faiss
+
+        faiss.omp_set_num_threads(2)
+        codes = np.ascontiguousarray(h.astype("<u8")).view(np.uint8).reshape(-1, 8)
+        t0 = time.perf_counter()
+        index = faiss.IndexBinaryFlat(64)
+        index.add(codes)
+        lims, dist, ids = index.range_search(codes, t + 1)  # distance < radius
+        qi = np.repeat(np.arange(len(h), dtype=np.int64), np.diff(lims.astype(np.int64)))
+        keep = (qi < ids) & (dist <= t)
+        arr = np.stack([qi[keep], ids[keep].astype(np.int64)], axis=1)
+        secs = time.perf_counter() - t0
+    else:
+        raise SystemExit(f"unknown tool {kind}")
+    np.save(spec["pairs_out"], arr)
+    print(json.dumps({"seconds": secs, "pairs": len(arr)}))
+
+
+# -- hashing ------------------------------------------------------------------------------
+def bench_hashing(
+    n_images: int, folder: Path, tools: dict[str, str], timeout: float
+) -> dict[str, Any]:
     import imagehash
 
     from mmnerd.images import hashing
     from mmnerd.images.hashing import hash_files, hash_image, hex_to_int
 
-    paths = []
-    for i in range(n_images):
-        p = folder / f"{i:05d}.jpg"
-        make_image(i).save(p, quality=85)
-        paths.append(p)
+    paths = ensure_images(n_images, folder)
 
     def rate(fn: Any) -> tuple[float, Any]:
         t0 = time.perf_counter()
@@ -83,6 +299,47 @@ def bench_hashing(n_images: int, folder: Path) -> dict[str, Any]:
     assert np.array_equal(exact, ref_arr), "fast=False must equal imagehash"
     assert np.array_equal(fast, par)
     dist = np.bitwise_count(fast ^ ref_arr)
+    rates = {
+        "imagehash.phash (1 process)": round(ref_rate, 1),
+        "mmnerd exact, fast=False (1 process)": round(exact_rate, 1),
+        "mmnerd fast (1 process)": round(fast_rate, 1),
+        "mmnerd fast (2 processes)": round(par_rate, 1),
+    }
+    out: dict[str, Any] = {"images": n_images, "size": [800, 600], "images_per_s": rates}
+    # imagededup PHash.encode_images, 1 and 2 processes (time inside the subprocess)
+    errors = {}
+    for workers, label in ((0, "1 process"), (2, "2 processes")):
+        name = f"imagededup PHash.encode_images ({label})"
+        if not tools.get("imagededup", "").startswith("unavailable"):
+            spec = {"kind": "imagededup_encode", "folder": str(folder), "workers": workers}
+            r = run_tool(spec, timeout)
+        else:
+            r = {"error": tools.get("imagededup", "not installed")}
+        if "error" in r:
+            errors[name] = r["error"]
+            continue
+        rates[name] = round(n_images / r["seconds"], 1)
+        if workers == 0:
+            theirs = np.array([int(r["hashes"][p.name], 16) for p in paths], dtype=np.uint64)
+            d2 = np.bitwise_count(theirs ^ ref_arr)
+            out["imagededup_vs_imagehash"] = {
+                "exact": round(float((d2 == 0).mean()), 4),
+                "within_2_bits": round(float((d2 <= 2).mean()), 4),
+                "median_bits": float(np.median(d2)),
+            }
+    if errors:
+        out["errors"] = errors
+    ide = rates.get("imagededup PHash.encode_images (1 process)")
+    if ide:
+        out["mmnerd_fast_vs_imagededup_1_process"] = round(fast_rate / ide, 2)
+        ide2 = rates.get("imagededup PHash.encode_images (2 processes)")
+        if ide2:
+            out["mmnerd_fast_vs_imagededup_2_processes"] = round(par_rate / ide2, 2)
+    out["fast_vs_imagehash"] = {
+        "exact": round(float((dist == 0).mean()), 4),
+        "within_2_bits": round(float((dist <= 2).mean()), 4),
+        "bits_histogram": {str(k): int(v) for k, v in enumerate(np.bincount(dist)) if v},
+    }
     # agreement for other draft sizes (how draft_min was chosen), on the first 300 images
     sub = paths[: min(300, n_images)]
     by_draft = {}
@@ -92,37 +349,25 @@ def bench_hashing(n_images: int, folder: Path) -> dict[str, Any]:
             hashing.PHash.draft_min = dm
             t0 = time.perf_counter()
             h = np.array([hash_image(p, "phash") for p in sub], dtype=np.uint64)
-            r = len(sub) / (time.perf_counter() - t0)
+            r2 = len(sub) / (time.perf_counter() - t0)
             d = np.bitwise_count(h ^ ref_arr[: len(sub)])
             by_draft[dm] = {
-                "images_per_s": round(r, 1),
+                "images_per_s": round(r2, 1),
                 "exact": round(float((d == 0).mean()), 4),
                 "within_2_bits": round(float((d <= 2).mean()), 4),
             }
     finally:
         hashing.PHash.draft_min = saved
-    return {
-        "images": n_images,
-        "size": [800, 600],
-        "images_per_s": {
-            "imagehash.phash (1 process)": round(ref_rate, 1),
-            "mmnerd exact, fast=False (1 process)": round(exact_rate, 1),
-            "mmnerd fast (1 process)": round(fast_rate, 1),
-            "mmnerd fast (2 processes)": round(par_rate, 1),
-        },
-        "fast_vs_imagehash": {
-            "exact": round(float((dist == 0).mean()), 4),
-            "within_2_bits": round(float((dist <= 2).mean()), 4),
-            "bits_histogram": {str(k): int(v) for k, v in enumerate(np.bincount(dist)) if v},
-        },
-        "fast_by_draft_min": by_draft,
-    }
+    out["fast_by_draft_min"] = by_draft
+    return out
 
 
-def planted(n: int, seed: int) -> np.ndarray:
+# -- search -------------------------------------------------------------------------------
+def planted(n: int, seed: int, share: float = 0.05) -> np.ndarray:
+    """Random 64-bit hashes; ``share`` of them overwritten by copies of others (0-12 bits off)."""
     rng = np.random.default_rng(seed)
     h = rng.integers(0, 2**64 - 1, n, dtype=np.uint64, endpoint=True)
-    k = n // 100
+    k = int(n * share)
     src = rng.integers(0, n, k)
     dst = rng.integers(0, n, k)
     flips = np.zeros(k, dtype=np.uint64)
@@ -133,92 +378,248 @@ def planted(n: int, seed: int) -> np.ndarray:
     return h
 
 
-def brute_force_seconds(h: np.ndarray, t: int) -> tuple[float, int]:
-    from mmnerd.images.index import brute_force_pairs
+def meme_corpus(n: int, copies: int, seed: int) -> np.ndarray:
+    """``planted(n)`` with ``copies`` items replaced by one identical hash (a reposted meme)."""
+    h = planted(n, seed)
+    rng = np.random.default_rng(seed + 1)
+    h[rng.choice(n, copies, replace=False)] = h[0]
+    return h
 
-    t0 = time.perf_counter()
-    n = len(brute_force_pairs(h, t))
-    return time.perf_counter() - t0, n
+
+def _keys(i: np.ndarray, j: np.ndarray, n: int) -> np.ndarray:
+    return np.unique(np.minimum(i, j).astype(np.int64) * n + np.maximum(i, j))
 
 
-def bench_search(sizes: list[int], thresholds: list[int], brute_max: int) -> list[dict]:
-    from mmnerd.images.index import make_plan, search
+def bench_corpus(
+    name: str,
+    h: np.ndarray,
+    t: int,
+    work: Path,
+    brute_max: int,
+    timeout: float,
+    tools: dict[str, str],
+    skip: dict[str, str],
+    imagededup_methods: tuple[str, ...] = ("brute_force_cython",),
+) -> list[dict[str, Any]]:
+    """One row per tool for one hash set; ``skip`` (tool -> reason) is updated with failures."""
+    from mmnerd.images.index import brute_force_pairs, search
 
-    rows = []
-    for n in sizes:
-        h = planted(n, seed=n)
-        for t in thresholds:
-            plan = make_plan(t, len(np.unique(h)))
-            t0, c0 = time.perf_counter(), time.process_time()
-            m = search(h, t, workers=2)
-            secs, cpu = time.perf_counter() - t0, time.process_time() - c0
-            row: dict[str, Any] = {
-                "n": n,
-                "threshold": t,
-                "blocks": [[b.bits, b.radius] for b in plan.blocks],
-                "mmnerd_s": round(secs, 3),
-                "mmnerd_cpu_s": round(cpu, 3),  # both threads; wall on an idle 2-core ~ cpu/1.7
-                "pairs": m.n_pairs(),
-            }
-            if n <= brute_max:
-                bs, bn = brute_force_seconds(h, t)
-                assert bn == row["pairs"], (bn, row["pairs"])
-                row["brute_force_s"] = round(bs, 3)
-            rows.append(row)
-            print(
-                f"  search n={n:>9,} t={t:>2}: {secs:7.2f} s (cpu {cpu:.2f} s)"
-                f"  pairs={row['pairs']:,}"
-                + (f"  brute force {row['brute_force_s']:.2f} s" if "brute_force_s" in row else ""),
-                flush=True,
-            )
+    n = len(h)
+    rows: list[dict[str, Any]] = []
+    truth = None
+    if n <= brute_max:
+        t0 = time.perf_counter()
+        bp = brute_force_pairs(h, t)
+        secs = time.perf_counter() - t0
+        truth = _keys(bp.i, bp.j, n)
+        rows.append({"tool": "numpy brute force", "seconds": round(secs, 3), "pairs": len(truth)})
+    else:
+        rows.append({"tool": "numpy brute force", "error": f"not run (n > {brute_max:,})"})
+    t0, c0 = time.perf_counter(), time.process_time()
+    m = search(h, t, workers=2)
+    secs, cpu = time.perf_counter() - t0, time.process_time() - c0
+    row: dict[str, Any] = {"tool": "mmnerd search (2 threads)", "seconds": round(secs, 3)}
+    row["cpu_s"] = round(cpu, 3)
+    row["pairs"] = m.n_pairs()
+    if truth is not None:
+        p = m.pairs()
+        row["recall"] = round(
+            len(np.intersect1d(_keys(p.i, p.j, n), truth)) / max(1, len(truth)), 4
+        )
+    rows.append(row)
+    slug = "".join(c if c.isalnum() else "_" for c in name)
+    path = work / f"{slug}.npy"
+    np.save(path, h)
+    specs = [
+        (
+            f"imagededup find_duplicates ({meth}, 2 workers)",
+            "imagededup",
+            {"kind": "imagededup_search", "method": meth, "workers": 2},
+        )
+        for meth in imagededup_methods
+    ]
+    specs.append(("faiss IndexBinaryFlat range_search (2 threads)", "faiss", {"kind": "faiss"}))
+    for label, tool, spec in specs:
+        why = skip.get(label) or (
+            tools.get(tool, "") if tools.get(tool, "").startswith("unavailable") else ""
+        )
+        rate = float(skip.get(f"_rate:{label}", 0))
+        if not why and rate * n**2 > timeout:  # both competitors are quadratic in n
+            why = f"not run: quadratic, est. {rate * n**2:,.0f} s > timeout {timeout:.0f} s"
+        if why:
+            rows.append({"tool": label, "error": why})
+            continue
+        out = work / f"{slug}-{tool}-pairs.npy"
+        spec = {**spec, "hashes": str(path), "threshold": t, "pairs_out": str(out)}
+        r = run_tool(spec, timeout)
+        row = {"tool": label}
+        if "error" in r:
+            row["error"] = r["error"]
+            if "detail" in r:
+                row["detail"] = r["detail"]
+            if "seconds" in r:
+                row["seconds"] = round(r["seconds"], 3)
+            if r["error"].startswith("timeout") or r["error"].startswith("exit"):
+                skip[label] = f"not run: failed at n={n:,} ({r['error']})"
+        else:
+            row["seconds"] = round(r["seconds"], 3)
+            row["pairs"] = r["pairs"]
+            if truth is not None:
+                a = np.load(out)
+                row["recall"] = round(
+                    len(np.intersect1d(_keys(a[:, 0], a[:, 1], n), truth)) / max(1, len(truth)), 4
+                )
+            skip[f"_rate:{label}"] = str(r["seconds"] / n**2)
+        rows.append(row)
+    for r in rows:
+        r["corpus"] = name
+        r["n"] = n
+        r["threshold"] = t
+        print(f"  {name:<14} {_fmt_row(r)}", flush=True)
     return rows
 
 
+def _fmt_row(r: dict[str, Any]) -> str:
+    if "error" in r:
+        return f"{r['tool']:<52} {r['error']}"
+    rec = f"  recall {r['recall']:.4f}" if "recall" in r else ""
+    return f"{r['tool']:<52} {r['seconds']:8.2f} s  pairs {r['pairs']:,}{rec}"
+
+
+def bench_search(
+    sizes: list[int],
+    t: int,
+    brute_max: int,
+    timeout: float,
+    tools: dict[str, str],
+    meme: int,
+    deadline: float,
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    skip: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="mmnerd-dedupbench-") as tmp:
+        work = Path(tmp)
+        for n in sizes:
+            if time.monotonic() > deadline:
+                rows.append({"corpus": f"planted {n:,}", "n": n, "error": "skipped (budget)"})
+                continue
+            rows += bench_corpus(
+                f"planted {n // 1000}k",
+                planted(n, seed=n),
+                t,
+                work,
+                brute_max,
+                timeout,
+                tools,
+                skip,
+            )
+            if n == sizes[0] and skip.get(
+                "imagededup find_duplicates (brute_force_cython, 2 workers)"
+            ):
+                # imagededup did not finish at the smallest size: give it a figure at 2,000
+                rows += bench_corpus(
+                    "planted 2k",
+                    planted(2000, seed=2000),
+                    t,
+                    work,
+                    brute_max,
+                    timeout,
+                    tools,
+                    {},
+                )
+        if meme:
+            rows += bench_corpus(
+                f"meme {meme:,}/20k",
+                meme_corpus(20_000, meme, seed=7),
+                t,
+                work,
+                brute_max,
+                timeout,
+                tools,
+                skip,
+                imagededup_methods=("bktree", "brute_force_cython"),
+            )
+    return [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
+
+
+# -- driver -------------------------------------------------------------------------------
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--images", type=int, default=2000, help="0 skips the hashing part")
     ap.add_argument("--sizes", default="20000,100000,1000000")
-    ap.add_argument("--thresholds", default="4,10")
+    ap.add_argument("--threshold", type=int, default=10)
     ap.add_argument("--brute-max", type=int, default=100_000)
-    ap.add_argument("--quick", action="store_true", help="200 images, 20k/100k hashes")
-    ap.add_argument("--out", default="reports/bench/dedup.json")
+    ap.add_argument("--meme", type=int, default=3000, help="identical copies in the meme corpus")
+    ap.add_argument("--tool-timeout", type=float, default=150, help="seconds per competitor run")
+    ap.add_argument("--budget", type=float, default=9, help="minutes; later sizes are skipped")
+    ap.add_argument("--quick", action="store_true", help="500 images, 20k hashes")
+    ap.add_argument("--out", default=str(HERE / "results" / "dedup.json"))
     args = ap.parse_args()
     if args.quick:
-        args.images, args.sizes = 200, "20000,100000"
+        args.images, args.sizes = 500, "20000"
+    deadline = time.monotonic() + args.budget * 60
     sizes = [int(s) for s in args.sizes.split(",")]
-    thresholds = [int(t) for t in args.thresholds.split(",")]
+    t_start = time.perf_counter()
     result: dict[str, Any] = {
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
+            "platform": platform.platform(),
             "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         },
     }
-    if args.images > 0:  # --images 0 skips the hashing part
+    print("bench venv (imagededup --no-deps + stub torch/torchvision/sklearn, faiss-cpu) ...")
+    tools = ensure_bench_env()
+    result["tools"] = tools
+    print(f"  {tools}", flush=True)
+    if args.images > 0:
         with tempfile.TemporaryDirectory() as tmp:
             print(f"hashing {args.images} generated 800x600 JPEGs ...", flush=True)
-            result["hashing"] = bench_hashing(args.images, Path(tmp))
+            result["hashing"] = bench_hashing(args.images, Path(tmp), tools, args.tool_timeout)
         for name, r in result["hashing"]["images_per_s"].items():
-            print(f"  {name:<40} {r:8.1f} images/s")
-        agree = result["hashing"]["fast_vs_imagehash"]
-        print(
-            f"  fast path vs imagehash: exact {agree['exact']:.1%}, "
-            f"<=2 bits {agree['within_2_bits']:.1%}"
-        )
-    print("search (2 threads) vs numpy brute force ...", flush=True)
-    result["search"] = bench_search(sizes, thresholds, args.brute_max)
+            print(f"  {name:<52} {r:8.1f} images/s")
+        for name, e in result["hashing"].get("errors", {}).items():
+            print(f"  {name:<52} {e}")
+    print(f"search, all pairs within {args.threshold} bits ...", flush=True)
+    result["search"] = bench_search(
+        sizes, args.threshold, args.brute_max, args.tool_timeout, tools, args.meme, deadline
+    )
+    result["seconds"] = round(time.perf_counter() - t_start, 1)
+    result["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"\n{'n':>10} {'t':>3} {'mmnerd s':>9} {'cpu s':>7} {'brute s':>9} {'pairs':>10}")
-    for r in result["search"]:
-        bf = f"{r['brute_force_s']:9.2f}" if "brute_force_s" in r else f"{'-':>9}"
-        print(
-            f"{r['n']:>10,} {r['threshold']:>3} {r['mmnerd_s']:9.2f} {r['mmnerd_cpu_s']:7.2f}"
-            f" {bf} {r['pairs']:>10,}"
-        )
-    print(f"wrote {out}")
+    print("\n" + markdown(result))
+    print(f"\nwrote {out} ({result['seconds']:.0f} s)")
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = []
+    hs = result.get("hashing")
+    if hs:
+        lines += [f"Hashing {hs['images']:,} 800x600 JPEGs (pHash):", ""]
+        lines += ["| hasher | images/s |", "|---|---:|"]
+        lines += [f"| {k} | {v:,.1f} |" for k, v in hs["images_per_s"].items()]
+        lines += [f"| {k} | {v} |" for k, v in hs.get("errors", {}).items()]
+        lines.append("")
+    lines += [
+        "| corpus | tool | seconds | pairs | recall vs brute force |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for r in result.get("search", []):
+        if "error" in r:
+            err = r["error"] + (f" ({r['seconds']:.2f} s)" if "seconds" in r else "")
+            lines.append(f"| {r['corpus']} | {r.get('tool', '')} | {err} | | |")
+        else:
+            rec = f"{r['recall']:.4f}" if "recall" in r else "—"
+            lines.append(
+                f"| {r['corpus']} | {r['tool']} | {r['seconds']:.2f} | {r['pairs']:,} | {rec} |"
+            )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) > 2 and sys.argv[1] == "_tool":
+        tool_main(json.loads(sys.argv[2]))
+    else:
+        main()
