@@ -113,27 +113,32 @@ def _download(data: Any) -> list[Line]:
 
 
 def _dedup(data: Any) -> list[Line]:
+    """Hashing: mmnerd's fast path beside imagehash and imagededup; search: for each corpus,
+    mmnerd's row beside every other tool's (seconds, or the error / reason it was not run)."""
     out: list[Line] = []
-    ips = (data.get("hashing") or {}).get("images_per_s", {}) if isinstance(data, dict) else {}
-    if ips:
-        out.append(
-            (
-                "pHash, 1 process (fast path)",
-                ips.get("mmnerd fast (1 process)"),
-                "imagehash.phash",
-                ips.get("imagehash.phash (1 process)"),
-                "images/s",
-            )
-        )
-    search = data.get("search", []) if isinstance(data, dict) else []
-    for r in search:
-        if r.get("brute_force_s") is not None:
+    if not isinstance(data, dict):
+        return out
+    ips = (data.get("hashing") or {}).get("images_per_s", {})
+    ours = ips.get("mmnerd fast (1 process)")
+    for other in ("imagehash.phash (1 process)", "imagededup PHash.encode_images (1 process)"):
+        if ours is not None and other in ips:
+            out.append(("pHash, 1 process (fast path)", ours, other, ips[other], "images/s"))
+    rows = data.get("search", [])
+    for corpus in dict.fromkeys(r.get("corpus") for r in rows):
+        group = [r for r in rows if r.get("corpus") == corpus]
+        mine = next((r for r in group if r.get("tool", "").startswith("mmnerd")), None)
+        if mine is None:
+            continue
+        for r in group:
+            if r is mine:
+                continue
+            theirs = r.get("seconds") if r.get("seconds") is not None else r.get("error")
             out.append(
                 (
-                    f"near-dup search n={r['n']:,} t={r['threshold']}",
-                    r.get("mmnerd_s"),
-                    "numpy brute force",
-                    r.get("brute_force_s"),
+                    f"all pairs within t={mine.get('threshold')}, {corpus}",
+                    mine.get("seconds"),
+                    r.get("tool", "?"),
+                    theirs,
                     "s",
                 )
             )
