@@ -149,7 +149,9 @@ class LabelStudioConfig(_Section):
     project_title: str = Field("mmnerd sample (synthetic)", description="project to create/reuse")
     label_config: str = Field("annotation/label_config.xml")
     instructions: str = Field("annotation/guidelines.md")
-    batch_size: int = Field(1000, ge=1, le=20000, description="tasks per bulk import")
+    batch_size: int = Field(
+        5000, ge=1, le=20000, description="tasks per bulk import (one HTTP call each)"
+    )
     overlap_share: float = Field(0.2, ge=0.0, le=1.0, description="share of tasks labelled twice+")
     overlap_k: int = Field(2, ge=1, le=10, description="annotators per overlapping task")
     admin_email: str = Field("admin@mmnerd.local")

@@ -119,7 +119,22 @@ class Post:
 
     # --- serialisation -------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """A JSON-ready dict (nested records as dicts).  Lists are shallow copies; this is
+        ~10x faster than ``dataclasses.asdict``, which deep-copies every token and offset
+        and dominated the cost of writing stage outputs."""
+        d = dict(vars(self))
+        d["image"] = dict(vars(self.image)) if self.image is not None else None
+        d["tokens"] = list(self.tokens)
+        d["token_offsets"] = [tuple(o) for o in self.token_offsets]
+        d["gold_spans"] = [dict(vars(s)) for s in self.gold_spans]
+        d["spans"] = [dict(vars(s)) for s in self.spans]
+        d["ner_tags"] = list(self.ner_tags)
+        d["annotations"] = [
+            {**vars(a), "spans": [dict(vars(s)) for s in a.spans], "flags": list(a.flags)}
+            for a in self.annotations
+        ]
+        d["extra"] = dict(self.extra)
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=True)
