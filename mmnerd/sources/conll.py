@@ -30,7 +30,6 @@ import functools
 import glob
 import re
 import socket
-import threading
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -42,6 +41,7 @@ from pydantic import Field, field_validator
 from mmnerd.errors import ConfigError, InputError
 from mmnerd.records import ENTITY_TYPES, ImageRef, Post
 from mmnerd.sources import Source, SourceOptions
+from mmnerd.sources.loopback import serve_in_background
 from mmnerd.text.bio import bio_to_spans
 
 _UNSAFE_ID = re.compile(r"[/\\\x00-\x1f]|\.\.")
@@ -293,14 +293,9 @@ class ConllSource(Source):
                 f"({e.strerror}); set a free port or 0"
             ) from None
         server.daemon_threads = True
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
-        thread.daemon = True
         self._server = server
-        thread.start()
         try:
-            yield
+            with serve_in_background(server, f"mmnerd-conll-images:{self.port}"):
+                yield
         finally:
-            server.shutdown()
-            server.server_close()
-            thread.join(timeout=5)
             self._server = None

@@ -45,7 +45,6 @@ import random
 import re
 import socket
 import socketserver
-import threading
 import unicodedata
 import urllib.parse
 from collections.abc import Iterator
@@ -62,6 +61,7 @@ from mmnerd.errors import ConfigError
 from mmnerd.io import atomic_write, read_json, read_posts, write_json, write_posts
 from mmnerd.records import ENTITY_TYPES, ImageRef, Post, Span, hash_author
 from mmnerd.sources import Source, SourceOptions
+from mmnerd.sources.loopback import serve_in_background
 
 GENERATOR_VERSION = "1"
 """Bump when the generator's output changes, so cached samples are regenerated."""
@@ -1222,16 +1222,9 @@ class SampleSource(Source):
                     f"port, or 0 to pick one (--set source.image_port=0)"
                 ) from None
             raise
-        thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True,
-            name=f"mmnerd-sample-images:{port}",
-        )  # fmt: skip
         self._server = server
-        thread.start()
         try:
-            yield
+            with serve_in_background(server, f"mmnerd-sample-images:{port}"):
+                yield
         finally:
-            server.shutdown()
-            server.server_close()
-            thread.join(timeout=5)
             self._server = None
