@@ -3,17 +3,15 @@ identical records, nothing lost or duplicated, no temp files left."""
 
 from __future__ import annotations
 
-import os
 import random
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT, free_port
+from tests.killing import kill_after, temp_files
 
 pytestmark = pytest.mark.slow
 
@@ -56,17 +54,9 @@ def test_kill_9_then_rerun_equals_clean_run(tmp_path):
     rng = random.Random(2026)
     for trial in range(2):
         run_dir = tmp_path / f"killed{trial}"
-        proc = subprocess.Popen(
-            collect_cmd(run_dir, port),
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(rng.uniform(2.0, 8.0))
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        kill_after(collect_cmd(run_dir, port), rng.uniform(2.0, 8.0))
         subprocess.run(collect_cmd(run_dir, port), check=True, capture_output=True, cwd=ROOT)
         got = snapshot(run_dir)
         assert got.keys() == expected.keys(), f"trial {trial}"
         assert got == expected, f"trial {trial}"
-        assert not list(run_dir.rglob("*.tmp"))
+        assert not temp_files(run_dir)

@@ -9,10 +9,8 @@ the same collected data, so every run starts from identical input.
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -23,6 +21,7 @@ import pytest
 from mmnerd.config import load_config
 from mmnerd.pipeline import MARKER, iter_stage, stage_dir
 from tests.conftest import ROOT, free_port
+from tests.killing import kill_after, temp_files
 
 pytestmark = pytest.mark.slow
 
@@ -63,23 +62,7 @@ def run(command: str, data_dir: Path, port: int, pipeline: Path = SAMPLE) -> flo
 
 def kill_at(command: str, data_dir: Path, port: int, delay: float, pipeline: Path = SAMPLE) -> bool:
     """Start the command and SIGKILL it after ``delay`` s; True if it was still running."""
-    proc = subprocess.Popen(
-        cmd(command, data_dir, port, pipeline),
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        proc.wait(timeout=delay)
-        return False
-    except subprocess.TimeoutExpired:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        return True
-
-
-def temp_files(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if ".tmp" in p.name]
+    return kill_after(cmd(command, data_dir, port, pipeline), delay)
 
 
 def stage_files(data_dir: Path, stage: str) -> dict[str, bytes]:

@@ -9,10 +9,8 @@ listing, bulk imports in batches of 15, overlap PATCHes, state and shard writes)
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -24,6 +22,7 @@ from mmnerd.config import load_config
 from mmnerd.labelstudio.adjudicate import adjudication_title
 from mmnerd.labelstudio.client import LSClient
 from mmnerd.pipeline import iter_stage
+from tests.killing import kill_after, temp_files
 
 from .conftest import ROOT, make_posts, seed_stage
 
@@ -62,20 +61,7 @@ def run(args: list[str]) -> float:
 
 
 def kill_at(args: list[str], delay: float) -> bool:
-    proc = subprocess.Popen(
-        cli(*args), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        proc.wait(timeout=delay)
-        return False
-    except subprocess.TimeoutExpired:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        return True
-
-
-def temp_files(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if ".tmp" in p.name]
+    return kill_after(cli(*args), delay)
 
 
 def tasks_per_post(pipeline: Path, title: str) -> dict[str, int]:
