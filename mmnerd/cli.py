@@ -190,6 +190,23 @@ def benchmark(
     raise typer.Exit(run_benchmark(_config(pipeline, set_), force=force))
 
 
+@app.command()
+@friendly_errors
+def predict(
+    checkpoint: Annotated[
+        Path, typer.Option(help="a checkpoint folder, e.g. reports/checkpoints/mner2m/seed1")
+    ],
+    pipeline: PipelineOpt = DEFAULT_PIPELINE,
+    set_: SetOpt = None,
+) -> None:
+    """Tag the posts bound for annotation with a trained model (pre-annotations: set
+    labelstudio.predictions to the file written, then `mmnerd annotate push`)."""
+    from mmnerd.stages import run_predict
+
+    out = run_predict(_config(pipeline, set_), checkpoint)
+    print(f"wrote {out}; push with --set labelstudio.predictions={out}", file=sys.stderr)
+
+
 @app.command("audit-leakage")
 @friendly_errors
 def audit_leakage(

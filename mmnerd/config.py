@@ -167,6 +167,11 @@ class LabelStudioConfig(_Section):
     pre_annotate: bool = Field(
         False, description="import gold spans as predictions (model_version 'gold-import')"
     )
+    predictions: str = Field(
+        "",
+        description="predictions JSONL from `mmnerd predict`: imported as pre-annotations "
+        "(model_version = the checkpoint) with new tasks",
+    )
     workers: int = Field(
         4, ge=1, le=32, description="concurrent API calls for per-task writes (overlap, etc.)"
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from mmnerd.config import PipelineConfig
 from mmnerd.pipeline import Runner, StageStats, iter_stage
@@ -122,3 +123,45 @@ def run_benchmark(config: PipelineConfig, force: bool = False) -> int:
     if rc == 0:
         write_json(marker, {"key": key})
     return rc
+
+
+def run_predict(config: PipelineConfig, checkpoint: Path, out: Path | None = None) -> Path:
+    """Tag the posts that go to annotation (the dedup stage's non-duplicates) with a
+    checkpoint trained by baselines/, via ``python -m baselines.predict`` (mmnerd never
+    imports baselines).  Writes ``<data_dir>/predict/predictions.jsonl`` (id, tokens,
+    tags, entities, model_version) for ``labelstudio.predictions``; returns its path."""
+    import json
+
+    from mmnerd.errors import StageError
+    from mmnerd.io import atomic_write
+    from mmnerd.pipeline import MARKER, stage_dir
+
+    if not (stage_dir(config, "dedup") / MARKER).exists():
+        raise StageError("mmnerd predict needs the dedup stage: run `make dedup` first")
+    if not (checkpoint / "config.json").exists():
+        raise StageError(f"{checkpoint}: not a checkpoint folder (no config.json)")
+    folder = config.root / "predict"
+    src = folder / "input.jsonl"
+    out = out or folder / "predictions.jsonl"
+    with atomic_write(src) as f:
+        for p in iter_stage(config, "dedup"):
+            if p.duplicate_of:
+                continue
+            image = ""
+            if p.image is not None and p.image.path:
+                image = str((config.root / "images" / p.image.path).resolve())
+            row = {"id": p.id, "tokens": p.tokens, "lang": p.lang, "image": image}
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    raw = folder / "raw-predictions.jsonl"
+    cmd = [sys.executable, "-m", "baselines.predict", "--checkpoint", str(checkpoint),
+           "--input", str(src), "--output", str(raw)]  # fmt: skip
+    if subprocess.call(cmd) != 0:
+        raise StageError(f"baselines.predict failed for {checkpoint} (see its message above)")
+    version = f"mmnerd-predict:{checkpoint.parent.name}/{checkpoint.name}"
+    with atomic_write(out) as f:
+        for line in raw.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                row["model_version"] = version
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return out

@@ -86,7 +86,46 @@ def span_result(span: Span, text: str, rid: str) -> dict[str, Any]:
     }
 
 
-def task_payload(post: Post, config: PipelineConfig, pre_annotate: bool = False) -> dict:
+def load_predictions(path: str | Path) -> dict[str, dict[str, Any]]:
+    """``mmnerd predict`` output: post id -> {"tags": [...], "model_version": str}."""
+    import json
+
+    from mmnerd.errors import InputError
+
+    out: dict[str, dict[str, Any]] = {}
+    src = Path(path)
+    if not src.is_file():
+        raise InputError(f"labelstudio.predictions: {src} does not exist (run `mmnerd predict`)")
+    for n, line in enumerate(src.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            out[str(row["id"])] = {
+                "tags": list(row["tags"]),
+                "model_version": str(row.get("model_version", "model")),
+            }
+        except (ValueError, KeyError, TypeError) as e:
+            raise InputError(f"{src}:{n}: not a prediction row ({type(e).__name__})") from None
+    return out
+
+
+def prediction_result(post: Post, tags: list[str]) -> list[dict[str, Any]]:
+    """A model's IOB2 tags over ``post.tokens`` as Label Studio span results."""
+    from mmnerd.text.bio import bio_to_spans
+
+    if len(tags) != len(post.token_offsets):
+        return []  # predicted over other tokens: never guess offsets
+    spans, _ = bio_to_spans(tags, post.token_offsets, post.text)
+    return [span_result(s, post.text, f"m{i}") for i, s in enumerate(spans)]
+
+
+def task_payload(
+    post: Post,
+    config: PipelineConfig,
+    pre_annotate: bool = False,
+    prediction: dict[str, Any] | None = None,
+) -> dict:
     task: dict[str, Any] = {
         "data": {
             "post_id": post.id,
@@ -103,6 +142,13 @@ def task_payload(post: Post, config: PipelineConfig, pre_annotate: bool = False)
                 "result": [
                     span_result(s, post.text, f"g{i}") for i, s in enumerate(post.gold_spans)
                 ],
+            }
+        ]
+    elif prediction is not None:  # from a model trained by baselines/ (mmnerd predict)
+        task["predictions"] = [
+            {
+                "model_version": prediction["model_version"],
+                "result": prediction_result(post, prediction["tags"]),
             }
         ]
     return task
@@ -192,6 +238,7 @@ class PushStage(Stage):
             if post.image is None or not post.image.path:
                 ctx.flag("no_image")
             kept.append(post)
+        predictions = load_predictions(ls.predictions) if ls.predictions else {}
         proj = ensure_project(client, config)
         pid = int(proj["id"])
         by_post, dupes = existing_tasks(client, pid)
@@ -220,7 +267,9 @@ class PushStage(Stage):
         with progress_bar("push: importing tasks", total=len(missing)) as advance:
             for i in range(0, len(missing), ls.batch_size):
                 batch = missing[i : i + ls.batch_size]
-                payload = [task_payload(p, config, ls.pre_annotate) for p in batch]
+                payload = [
+                    task_payload(p, config, ls.pre_annotate, predictions.get(p.id)) for p in batch
+                ]
                 new_ids = client.import_tasks(pid, payload)
                 for p, tid in zip(batch, new_ids, strict=True):
                     by_post[p.id] = {"id": tid, "overlap": 1, "data": {"text": p.text}}

@@ -12,7 +12,15 @@ import pytest
 from mmnerd.config import PipelineConfig
 from mmnerd.export import export
 from mmnerd.pipeline import iter_excluded, iter_stage
-from mmnerd.stages import run_benchmark, run_collect, run_dedup, run_pull, run_push, run_simulate
+from mmnerd.stages import (
+    run_benchmark,
+    run_collect,
+    run_dedup,
+    run_predict,
+    run_pull,
+    run_push,
+    run_simulate,
+)
 from mmnerd.text.bio import spans_to_bio
 from tests.conftest import free_port
 
@@ -102,3 +110,18 @@ def test_whole_chain_then_rerun_changes_nothing(ls_session):
     assert task_count(cfg) == push.items_out
     after = json.loads((cfg.export_dir / "manifest.json").read_text())
     assert [f["sha256"] for f in after["files"]] == [f["sha256"] for f in before["files"]]
+
+    # --- the trained model pre-annotates a new project (mmnerd predict -> push)
+    preds = run_predict(cfg, cfg.root / "reports" / "checkpoints" / "mner2m" / "seed1")
+    rows = [json.loads(line) for line in preds.read_text().splitlines()]
+    assert len(rows) == push.items_out and all(len(r["tags"]) == len(r["tokens"]) for r in rows)
+    cfg.labelstudio.project_title = "chain (synthetic) pre-annotated"
+    cfg.labelstudio.predictions = str(preds)
+    run_push(cfg)
+    from mmnerd.labelstudio.client import LSClient
+
+    client = LSClient.from_config(cfg)
+    project = client.find_project(cfg.labelstudio.project_title)
+    task = next(iter(client.iter_tasks(project["id"])))
+    listed = client.get("/api/predictions/", params={"task": task["id"]})
+    assert listed and listed[0]["model_version"] == "mmnerd-predict:mner2m/seed1"
