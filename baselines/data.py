@@ -172,30 +172,60 @@ def _example(
 # --- text ---------------------------------------------------------------------------------
 
 
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
 def train_wordpiece(sentences: Iterable[Sequence[str]], vocab_size: int = 2000):  # -> PTTFast
-    """A cased WordPiece tokenizer trained on pre-tokenised sentences, as a transformers
-    ``PreTrainedTokenizerFast`` that adds ``[CLS] ... [SEP]``."""
-    from tokenizers import BertWordPieceTokenizer
+    """A cased WordPiece tokenizer built from pre-tokenised sentences, as a transformers
+    ``PreTrainedTokenizerFast`` that adds ``[CLS] ... [SEP]``.
+
+    The vocabulary is deterministic (same sentences -> same ids in every process), unlike
+    the ``tokenizers`` WordPiece trainer, whose merge ties follow Rust's randomised hash
+    order: special tokens, every character seen and its ``##`` continuation (so nothing is
+    ever ``[UNK]``), then whole words by frequency (ties by the word) up to ``vocab_size``.
+    Unseen words split greedily into the longest known pieces, as WordPiece does.
+    """
+    from collections import Counter
+
+    from tokenizers import Tokenizer
+    from tokenizers.decoders import WordPiece as WordPieceDecoder
+    from tokenizers.models import WordPiece
+    from tokenizers.normalizers import BertNormalizer
+    from tokenizers.pre_tokenizers import BertPreTokenizer
     from tokenizers.processors import TemplateProcessing
     from transformers import PreTrainedTokenizerFast
 
-    tok = BertWordPieceTokenizer(
+    normalizer = BertNormalizer(
         clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=False
     )
-    tok.train_from_iterator(
-        (" ".join(s) for s in sentences),
-        vocab_size=vocab_size,
-        min_frequency=1,
-        show_progress=False,
-    )
-    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    tok._tokenizer.post_processor = TemplateProcessing(
+    pre = BertPreTokenizer()
+    words: Counter[str] = Counter()
+    for sentence in sentences:
+        text = normalizer.normalize_str(" ".join(sentence))
+        words.update(w for w, _ in pre.pre_tokenize_str(text))
+    chars: Counter[str] = Counter()
+    for w, n in words.items():
+        for ch in w:
+            chars[ch] += n
+    by_freq = sorted(chars, key=lambda c: (-chars[c], c))
+    vocab: dict[str, int] = {}
+    for piece in (*SPECIAL_TOKENS, *by_freq, *(f"##{c}" for c in by_freq)):
+        vocab.setdefault(piece, len(vocab))
+    for w in sorted(words, key=lambda w: (-words[w], w)):
+        if len(vocab) >= vocab_size:
+            break
+        vocab.setdefault(w, len(vocab))
+    tok = Tokenizer(WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre
+    tok.decoder = WordPieceDecoder(prefix="##")
+    tok.post_processor = TemplateProcessing(
         single="[CLS] $A [SEP]",
         pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
     )
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok._tokenizer,
+        tokenizer_object=tok,
         unk_token="[UNK]",
         pad_token="[PAD]",
         cls_token="[CLS]",
