@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import itertools
 import random
-import re
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,27 +16,13 @@ import pytest
 from mmnerd.config import PipelineConfig
 from mmnerd.pipeline import StageStats, write_shard
 from mmnerd.records import ImageRef, Post, Span
+from mmnerd.text.tokenize import tokenize
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 LS_BIN = ROOT / ".venv-ls" / "bin" / "label-studio"
 
 _counter = itertools.count()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def tokenize(text: str, lang: str) -> tuple[list[str], list[tuple[int, int]]]:
-    """The project tokenizer if present, else a whitespace/punctuation fallback (tests only)."""
-    try:
-        from mmnerd.text.tokenize import tokenize as real
-    except ImportError:
-        offs = [m.span() for m in re.finditer(r"[@#]?\w+|[^\w\s]", text)]
-        return [text[s:e] for s, e in offs], offs
-    return real(text, lang)
 
 
 @pytest.fixture(scope="session")
@@ -52,7 +36,7 @@ def ls_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     ls = {
         "data_dir": str(base / "labelstudio"),
         "venv": str(ROOT / ".venv-ls"),
-        "port": _free_port(),
+        "port": free_port(),
         "document_root": str(base),
         "label_config": str(ROOT / "annotation" / "label_config.xml"),
         "instructions": str(ROOT / "annotation" / "guidelines.md"),
