@@ -70,6 +70,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="cache features of frozen image encoders once per dataset",
     )
     p.add_argument(
+        "--bucket-by-length",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="batch training posts of similar sub-word length together (less padding)",
+    )
+    p.add_argument(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="bfloat16 autocast of the forward passes (CRF and losses stay float32)",
+    )
+    p.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="auto = cuda if available, else cpu; under torchrun each process uses "
+        "cuda:LOCAL_RANK (nccl) or the CPU (gloo)",
+    )
+    p.add_argument(
         "--feature-cache-dir",
         default="",
         help="where features of frozen encoders loaded from a path are kept between runs "
@@ -158,7 +177,7 @@ def run_benchmark(args: argparse.Namespace, log: Any = None) -> dict[str, Any]:
     from baselines.report import aggregate, markdown, plots, tables
     from baselines.train import init_distributed, prepare, train_run
 
-    dist = init_distributed()
+    dist = init_distributed(args.device)
     if log is None:
         log = (lambda m: print(m, file=sys.stderr, flush=True)) if dist.main else (lambda m: None)
     export = Path(args.export)
@@ -196,6 +215,9 @@ def run_benchmark(args: argparse.Namespace, log: Any = None) -> dict[str, Any]:
         head_lr=args.head_lr,
         num_threads=min(2, max(1, args.threads or 1)),
         cache_frozen_features=args.cache_features,
+        bucket_by_length=args.bucket_by_length,
+        bf16=args.bf16,
+        device=args.device,
     )
     models = _models(args.models, args.mode)
     seeds = _seeds(args.seeds, args.mode)

@@ -118,6 +118,11 @@ class TrainConfig:
     seed: int = 1
     num_threads: int = 1  # tiny models: 1 is fastest, and 2 threads crawl on a busy machine
     cache_frozen_features: bool = True
+    bucket_by_length: bool = field(
+        default=True, metadata={"help": "batch posts of similar sub-word length together"}
+    )
+    bf16: bool = field(default=False, metadata={"help": "bfloat16 autocast of the forward"})
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
     shuffled_image_eval: bool = True
     eval_batch_size: int = 64
     log_every_s: float = field(default=60.0, metadata={"help": "progress line every N seconds"})

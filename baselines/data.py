@@ -395,6 +395,40 @@ class PixelCache:
         return torch.from_numpy(np.stack(arrs))
 
 
+# --- batching -----------------------------------------------------------------------------
+
+
+def random_batches(n: int, size: int, gen: Any | None) -> list[list[int]]:
+    """Positions ``0..n-1`` in batches of ``size``: shuffled with ``gen`` (a torch.Generator),
+    in order when ``gen`` is None."""
+    import torch
+
+    order = torch.randperm(n, generator=gen).tolist() if gen is not None else list(range(n))
+    return [order[i : i + size] for i in range(0, n, size)]
+
+
+def bucket_batches(
+    lengths: Sequence[int], size: int, gen: Any, pool_batches: int = 50
+) -> list[list[int]]:
+    """Batches of positions ``0..len(lengths)-1`` whose ``lengths`` (sub-words) are similar.
+
+    Every position appears exactly once.  The positions are shuffled with ``gen`` (a
+    torch.Generator), cut into pools of ``pool_batches * size``, each pool is sorted by length
+    (stable, so equal lengths stay in shuffled order) and cut into batches of ``size``; the
+    batch order is then shuffled.  Only a pool's last batch (the epoch's last pool) can be short.
+    """
+    import torch
+
+    order = torch.randperm(len(lengths), generator=gen).tolist()
+    pool = max(1, pool_batches) * size
+    batches: list[list[int]] = []
+    for p in range(0, len(order), pool):
+        chunk = sorted(order[p : p + pool], key=lambda i: lengths[i])
+        batches += [chunk[i : i + size] for i in range(0, len(chunk), size)]
+    perm = torch.randperm(len(batches), generator=gen).tolist()
+    return [batches[i] for i in perm]
+
+
 def collate(encoded: Sequence[Encoded], pad_id: int):  # -> dict[str, Tensor]
     """Pad a list of :class:`Encoded` into tensors: ``input_ids``/``attention_mask``/``labels``
     [B, T]; ``word_index``/``word_mask``/``word_labels`` [B, W]."""

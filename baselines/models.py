@@ -275,7 +275,7 @@ class Tagger(nn.Module):
                 else:
                     parts.append(vp.unsqueeze(1).expand_as(h))
                 if cfg.use_cl:
-                    cl_terms.append(nt_xent(self.cl_text(sent), self.cl_vit(vp), cfg.temperature))
+                    cl_terms.append(self._cl(self.cl_text(sent), self.cl_vit(vp)))
             if self.cnn is not None:
                 feats = (
                     batch
@@ -289,21 +289,34 @@ class Tagger(nn.Module):
                 else:
                     parts.append(c.unsqueeze(1).expand_as(h))
                 if cfg.use_cl:
-                    cl_terms.append(nt_xent(self.cl_text(sent), self.cl_cnn(c), cfg.temperature))
+                    cl_terms.append(self._cl(self.cl_text(sent), self.cl_cnn(c)))
             h = self.fuse(torch.cat(parts, dim=-1))
         idx = batch["word_index"].unsqueeze(-1).expand(-1, -1, h.size(-1))
         words = h.gather(1, idx)  # [B, W, d]
-        emissions = self.emit(self.drop(words))  # [B, W, L]
+        emissions = self.emit(self.drop(words)).float()  # [B, W, L], float32 under autocast
         mask = batch["word_mask"].clone()
         mask[:, 0] = True  # empty sentences: one dummy position, dropped at decoding
         out = {"emissions": emissions, "mask": mask}
         if "word_labels" in batch:
-            crf = self.crf.nll(emissions, batch["word_labels"], mask, cfg.crf_constrain_train)
-            cl = torch.stack(cl_terms).sum() if cl_terms else emissions.new_zeros(())
-            loss = cfg.w_crf * crf + cfg.w_cl * cl if cl_terms else crf
+            with _float32(emissions):
+                crf = self.crf.nll(emissions, batch["word_labels"], mask, cfg.crf_constrain_train)
+                cl = torch.stack(cl_terms).sum() if cl_terms else emissions.new_zeros(())
+                loss = cfg.w_crf * crf + cfg.w_cl * cl if cl_terms else crf
             out.update(loss=loss, crf_loss=crf.detach(), cl_loss=cl.detach())
         return out
 
+    def _cl(self, a: Tensor, b: Tensor) -> Tensor:
+        """NT-Xent of two projected views [N, D], in float32 even under autocast: scalar."""
+        with _float32(a):
+            return nt_xent(a.float(), b.float(), self.cfg.temperature)
+
     def decode(self, out: dict[str, Tensor]) -> list[list[int]]:
-        """Viterbi tag ids per sentence (BIO-constrained if configured)."""
-        return self.crf.decode(out["emissions"], out["mask"], self.cfg.crf_constrain_decode)
+        """Viterbi tag ids per sentence (BIO-constrained if configured), in float32."""
+        emissions = out["emissions"].float()
+        with _float32(emissions):
+            return self.crf.decode(emissions, out["mask"], self.cfg.crf_constrain_decode)
+
+
+def _float32(t: Tensor):  # -> context manager
+    """Autocast off on ``t``'s device: the CRF and the losses run in float32."""
+    return torch.autocast(t.device.type, enabled=False)

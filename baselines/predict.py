@@ -57,14 +57,18 @@ class Predictor:
     config: dict[str, Any]
 
     @classmethod
-    def load(cls, checkpoint: str | Path) -> Predictor:
+    def load(cls, checkpoint: str | Path, device: str = "auto") -> Predictor:
         """Rebuild the model from ``config.json`` and load ``model.pt`` (no encoder paths
-        needed: the encoders' configs are stored in the checkpoint)."""
+        needed: the encoders' configs are stored in the checkpoint) onto ``device``
+        (auto | cpu | cuda; auto = cuda if available)."""
         import torch
 
         from baselines.config import model_config_from_dict
         from baselines.data import WordVocab
         from baselines.models import Tagger
+        from baselines.train import local_dist
+
+        dev = local_dist(device).device
 
         ck = Path(checkpoint)
         if not (ck / "config.json").is_file() or not (ck / "model.pt").is_file():
@@ -84,7 +88,7 @@ class Predictor:
         if missing or unexpected:
             bad = [*missing, *unexpected][:3]
             raise BenchmarkError(f"{ck / 'model.pt'} does not match config.json: {bad}")
-        model.eval()
+        model.to(dev).eval()
         return cls(model, tokenizer, vocab, conf)
 
     def predict(
@@ -128,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", required=True, help="checkpoints/<model>/seed<k> folder")
     p.add_argument("--input", required=True, help="JSONL posts: tokens|text, image path, id")
     p.add_argument("--output", default="-", help="JSONL output (default: stdout)")
+    p.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto = cuda if available"
+    )
     args = p.parse_args(argv)
     try:
         src = Path(args.input)
@@ -144,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             if isinstance(post.get("image"), str) and not Path(post["image"]).is_absolute():
                 post["image"] = str(src.parent / post["image"])
             posts.append(post)
-        rows = Predictor.load(args.checkpoint).predict(posts)
+        rows = Predictor.load(args.checkpoint, args.device).predict(posts)
     except BenchmarkError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -4,6 +4,9 @@ Every post is in en/fr/de/es.  Some posts mention an ambiguous name ("Jordan", "
 whose type is decided by the image: a red circle means PER, a green square LOC, a blue triangle
 ORG (``image_decided = True``).  Other names are unambiguous from the text alone (Paris -> LOC,
 Siemens -> ORG, "Marie Curie" -> PER, "Euro 2024" -> MISC) and come with a random image.
+
+Posts are 3-9 words by default; ``max_words`` > 0 appends untagged filler words (a long-tailed
+number, mean ~10) so lengths vary like real posts, up to ``max_words`` words.
 """
 
 from __future__ import annotations
@@ -35,6 +38,14 @@ FIXED: tuple[tuple[str, str], ...] = (
     ("Tour de France", "MISC"),
 )
 IMAGE_TYPES: tuple[str, ...] = ("PER", "LOC", "ORG")
+_FILLER_TEXT: dict[str, str] = {
+    "en": "so really the best thing ever and then we went home lol #news #today",
+    "fr": "vraiment trop bien et puis on est rentrés mdr #actu #direct pas mal",
+    "de": "echt so gut und dann sind wir nach Hause lol #news #heute na ja",
+    "es": "de verdad muy bien y luego volvimos a casa jaja #noticias #hoy vale",
+}
+FILLER: dict[str, list[str]] = {lang: text.split(" ") for lang, text in _FILLER_TEXT.items()}
+"""Untagged words appended to posts when ``max_words`` > 0."""
 COLOURS: dict[str, tuple[int, int, int]] = {
     "PER": (220, 30, 30),
     "LOC": (30, 200, 40),
@@ -65,8 +76,18 @@ def draw_image(kind: str, rng: random.Random, size: int = 32) -> bytes:
     return buf.getvalue()
 
 
-def make_post(i: int, split: str, rng: random.Random, image_size: int = 32) -> dict[str, Any]:
-    """One synthetic row (a dict over :func:`mmnerd.records.arrow_schema` + ``image_decided``)."""
+def filler_words(lang: str, n_words: int, max_words: int, rng: random.Random) -> list[str]:
+    """Untagged words to append to a post of ``n_words`` words: a long-tailed count (mean ~10,
+    exponential) capped so the post has at most ``max_words`` words."""
+    extra = min(max(0, max_words - n_words), int(rng.expovariate(0.1)))
+    return [rng.choice(FILLER[lang]) for _ in range(extra)]
+
+
+def make_post(
+    i: int, split: str, rng: random.Random, image_size: int = 32, max_words: int = 0
+) -> dict[str, Any]:
+    """One synthetic row (a dict over :func:`mmnerd.records.arrow_schema` + ``image_decided``);
+    ``max_words`` > 0 appends filler words (see :func:`filler_words`)."""
     lang = rng.choice(sorted(TEMPLATES))
     template = rng.choice(TEMPLATES[lang])
     decided = rng.random() < 0.6
@@ -81,6 +102,8 @@ def make_post(i: int, split: str, rng: random.Random, image_size: int = 32) -> d
     start_tok = len(tokens)
     ent_tokens = name.split()
     tokens += ent_tokens + after.split()
+    if max_words > 0:
+        tokens += filler_words(lang, len(tokens), max_words, rng)
     tags = ["O"] * len(tokens)
     tags[start_tok] = f"B-{etype}"
     for k in range(1, len(ent_tokens)):
@@ -123,8 +146,10 @@ def write_synthetic_export(
     seed: int = 0,
     image_size: int = 32,
     embed_images: bool = True,
+    max_words: int = 0,
 ) -> Path:
-    """Write ``train/dev/test.parquet`` (+ ``images/`` when not embedded) under ``out``."""
+    """Write ``train/dev/test.parquet`` (+ ``images/`` when not embedded) under ``out``;
+    ``max_words`` > 0 gives posts of varied length (filler words), at most that many words."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -135,7 +160,7 @@ def write_synthetic_export(
     base = arrow_schema(embed_images)
     schema = base.append(pa.field("image_decided", pa.bool_()))
     for split, n in sizes.items():
-        rows = [make_post(i, split, rng, image_size) for i in range(n)]
+        rows = [make_post(i, split, rng, image_size, max_words) for i in range(n)]
         if not embed_images:
             for r in rows:
                 path = out / r["image"]["path"]

@@ -6,7 +6,6 @@ encodings, pixel cache, frozen-feature cache); :func:`train_run` trains one (mod
 
 from __future__ import annotations
 
-import copy
 import random
 import sys
 import time
@@ -26,11 +25,14 @@ from baselines.data import (
     ExportData,
     PixelCache,
     WordVocab,
+    bucket_batches,
     collate,
     encode_subwords,
     encode_words,
+    random_batches,
     train_wordpiece,
 )
+from baselines.errors import BenchmarkError
 from baselines.metrics import evaluate_tags
 from baselines.models import Tagger, encoder_identity
 from mmnerd.records import LABELS
@@ -92,30 +94,89 @@ def prepare(
     )
 
 
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+
+
+def resolve_device(
+    requested: str, cuda_available: bool, local_rank: int = 0, cuda_count: int | None = None
+) -> tuple[str, str]:
+    """``(torch device, process-group backend)`` for ``--device auto|cpu|cuda``.
+
+    auto = cuda if available, else cpu.  cuda -> ``("cuda:<local_rank>", "nccl")``;
+    cpu -> ``("cpu", "gloo")``.  Raises :class:`BenchmarkError` (one line) if cuda is asked
+    for but unavailable, or if ``local_rank`` has no GPU of its own (``cuda_count``)."""
+    if requested not in DEVICES:
+        raise BenchmarkError(f"--device must be one of {', '.join(DEVICES)}, got {requested!r}")
+    if requested == "cpu" or (requested == "auto" and not cuda_available):
+        return "cpu", "gloo"
+    if not cuda_available:
+        raise BenchmarkError(
+            "--device cuda: CUDA is not available to torch here (no GPU or a CPU-only torch "
+            "build); use --device cpu or auto"
+        )
+    if cuda_count is not None and local_rank >= cuda_count:
+        raise BenchmarkError(
+            f"--device cuda: LOCAL_RANK {local_rank} but only {cuda_count} GPU(s) visible; "
+            f"start at most {cuda_count} processes per node"
+        )
+    return f"cuda:{local_rank}", "nccl"
+
+
 @dataclass(frozen=True)
 class Dist:
-    """This process's place in a torchrun group (rank 0 of 1 when not distributed)."""
+    """This process's place in a torchrun group (rank 0 of 1 when not distributed) and the
+    device its model and batches live on."""
 
     rank: int = 0
     world: int = 1
+    device: str = "cpu"
+    local_rank: int = 0
 
     @property
     def main(self) -> bool:
         return self.rank == 0
 
 
-def init_distributed() -> Dist:
-    """Join the torchrun process group (gloo, CPU) when ``WORLD_SIZE`` > 1."""
+def _cuda() -> tuple[bool, int]:
+    available = torch.cuda.is_available()
+    return available, torch.cuda.device_count() if available else 0
+
+
+def local_dist(device: str = "auto") -> Dist:
+    """A single process on ``device`` (auto | cpu | cuda)."""
+    dev, _ = resolve_device(device, *_cuda())
+    return Dist(device=dev)
+
+
+def init_distributed(device: str = "auto") -> Dist:
+    """Resolve ``device`` and, when ``WORLD_SIZE`` > 1 (torchrun), join the process group:
+    nccl with one GPU per process (``cuda:LOCAL_RANK``), gloo on CPU."""
     import os
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else 0
+    available, count = _cuda()
+    dev, backend = resolve_device(device, available, local_rank, count)
+    if dev.startswith("cuda"):
+        torch.cuda.set_device(dev)
     if world <= 1:
-        return Dist()
+        return Dist(device=dev)
     import torch.distributed as tdist
 
     if not tdist.is_initialized():
-        tdist.init_process_group("gloo")
-    return Dist(tdist.get_rank(), tdist.get_world_size())
+        tdist.init_process_group(backend)
+    return Dist(tdist.get_rank(), tdist.get_world_size(), dev, local_rank)
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """The batch's tensors on ``device`` (no copy when already there)."""
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def autocast(device: torch.device, bf16: bool):  # -> context manager
+    """bfloat16 autocast on ``device`` when ``bf16`` (a no-op context otherwise); the model
+    keeps its CRF and losses in float32 (see :meth:`baselines.models.Tagger.forward`)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
 @dataclass
@@ -140,11 +201,13 @@ class RunResult:
 
 
 class ImageFeeder:
-    """Image inputs of a batch: cached frozen features, or pixels for trainable encoders."""
+    """Image inputs of a batch, on the model's device: cached frozen features (kept on the
+    CPU, moved per batch), or pixels for trainable encoders."""
 
     def __init__(self, model: Tagger, prep: Prepared, cache: bool, log: Log = _stderr) -> None:
         self.model = model
         self.prep = prep
+        self.device = next(model.parameters()).device
         self.specs = model.image_specs()
         self.cached: dict[str, dict[str, dict[str, torch.Tensor]]] = {}
         if cache:
@@ -161,7 +224,7 @@ class ImageFeeder:
         if self.prep.feature_dir is not None and getattr(self.model.cfg, which):
             file = self.prep.feature_dir / f"{which}-{ident.replace(':', '-')}.pt"
             if file.is_file() and not store:
-                store.update(torch.load(file, weights_only=True))
+                store.update(torch.load(file, map_location="cpu", weights_only=True))
                 log(f"  loaded {len(store)} cached {which} features from {file}")
         keys = [""] + self.prep.data.images.keys()
         todo = [k for k in keys if k not in store]
@@ -170,10 +233,10 @@ class ImageFeeder:
             module.eval()
             for i in range(0, len(todo), 64):
                 chunk = todo[i : i + 64]
-                pixels = self.prep.pixels.pixels(chunk, spec, keep=False)
+                pixels = self.prep.pixels.pixels(chunk, spec, keep=False).to(self.device)
                 feats = self.model.image_features(which, pixels)
                 for j, k in enumerate(chunk):
-                    store[k] = {name: t[j].clone() for name, t in feats.items()}
+                    store[k] = {name: t[j].cpu().clone() for name, t in feats.items()}
             secs = time.perf_counter() - t0
             log(f"  cached {which} features of {len(todo)} images in {secs:.1f}s")
             if file is not None:
@@ -191,12 +254,17 @@ class ImageFeeder:
                     out[name] = torch.stack([store[k if k in store else ""][name] for k in keys])
             else:
                 out[f"{which}_pixels"] = self.prep.pixels.pixels(keys, spec)
-        return out
+        return to_device(out, self.device)
 
 
-def _batches(n: int, size: int, gen: torch.Generator | None) -> list[list[int]]:
-    order = torch.randperm(n, generator=gen).tolist() if gen is not None else list(range(n))
-    return [order[i : i + size] for i in range(0, n, size)]
+def train_batches(
+    enc: Sequence[Encoded], usable: Sequence[int], tcfg: TrainConfig, gen: torch.Generator
+) -> list[list[int]]:
+    """One epoch's batches of positions into ``usable``: length buckets or random batches."""
+    if tcfg.bucket_by_length:
+        lengths = [len(enc[i].input_ids) for i in usable]
+        return bucket_batches(lengths, tcfg.batch_size, gen)
+    return random_batches(len(usable), tcfg.batch_size, gen)
 
 
 def seed_everything(seed: int) -> None:
@@ -224,7 +292,14 @@ class Evaluator:
         enc = self.prep.encodings(split, self.model.cfg.encoder, self.model.cfg.max_length)
         keys = list(image_keys) if image_keys is not None else [e.image_key for e in exs]
         return predict_encoded(
-            self.model, self.prep.tokenizer, exs, enc, keys, self.feeder, self.tcfg.eval_batch_size
+            self.model,
+            self.prep.tokenizer,
+            exs,
+            enc,
+            keys,
+            self.feeder,
+            self.tcfg.eval_batch_size,
+            self.tcfg.bf16,
         )
 
     def evaluate(self, split: str, shuffle_images: bool = False, seed: int = 0) -> dict[str, Any]:
@@ -251,22 +326,28 @@ def predict_encoded(
     keys: Sequence[str],
     feeder: ImageFeeder,
     batch_size: int,
+    bf16: bool = False,
 ) -> list[list[str]]:
-    """Viterbi tags for encoded sentences; words cut by truncation are tagged ``O``."""
+    """Viterbi tags for encoded sentences (batched by length: less padding); words cut by
+    truncation are tagged ``O``."""
     model.eval()
     pad = _pad_id(model, tokenizer)
-    preds: list[list[str]] = []
-    for idx in _batches(len(enc), batch_size, None):
+    preds: list[list[str]] = [[] for _ in enc]
+    order = sorted(range(len(enc)), key=lambda i: len(enc[i].input_ids))
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
         batch = collate([enc[i] for i in idx], pad)
         batch.pop("word_labels")
+        batch = to_device(batch, feeder.device)
         if model.cfg.multimodal:
             batch.update(feeder.batch([keys[i] for i in idx]))
-        out = model(batch)
+        with autocast(feeder.device, bf16):
+            out = model(batch)
         for i, path in zip(idx, model.decode(out), strict=True):
             tags = ["O"] * len(exs[i].tokens)
             for k, w in enumerate(enc[i].kept_words):
                 tags[w] = LABELS[path[k]]
-            preds.append(tags)
+            preds[i] = tags
     return preds
 
 
@@ -295,16 +376,19 @@ def train_run(
     Under torchrun (``dist.world > 1``) the model is wrapped in DistributedDataParallel: each
     global batch of ``batch_size`` posts is split between the ranks (NT-Xent negatives are
     those of the rank's share); every rank evaluates dev (same weights, same choice); rank 0
-    saves the checkpoint."""
-    dist = dist or Dist()
+    saves the checkpoint.  The model and batches live on ``dist.device`` (default: resolved
+    from ``tcfg.device``)."""
+    dist = dist or local_dist(tcfg.device)
+    device = torch.device(dist.device)
     torch.set_num_threads(max(1, min(tcfg.num_threads, 2)))
     seed_everything(tcfg.seed)
-    model = build_model(mcfg, prep)
+    model = build_model(mcfg, prep).to(device)
     step_model: torch.nn.Module = model
     if dist.world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        step_model = DistributedDataParallel(model)
+        ids = [dist.local_rank] if device.type == "cuda" else None
+        step_model = DistributedDataParallel(model, device_ids=ids)
     feeder = ImageFeeder(model, prep, tcfg.cache_frozen_features, log)
     evaluator = Evaluator(model, prep, feeder, tcfg)
     head_lr = tcfg.head_lr if tcfg.head_lr is not None else tcfg.lr
@@ -328,17 +412,18 @@ def train_run(
         t0, c0 = time.perf_counter(), time.process_time()
         totals: Counter[str] = Counter()
         steps = 0
-        batches = _batches(len(usable), tcfg.batch_size, gen)
+        batches = train_batches(enc, usable, tcfg, gen)
         last_log = t0
         for chunk in batches:
             if len(chunk) < dist.world:
                 continue  # every rank must take the same number of steps
             seen += len(chunk)
             idx = [usable[i] for i in chunk[dist.rank :: dist.world]]
-            batch = collate([enc[i] for i in idx], pad)
+            batch = to_device(collate([enc[i] for i in idx], pad), device)
             if mcfg.multimodal:
                 batch.update(feeder.batch([exs[i].image_key for i in idx]))
-            out = step_model(batch)
+            with autocast(device, tcfg.bf16):
+                out = step_model(batch)
             opt.zero_grad(set_to_none=True)
             out["loss"].backward()
             if tcfg.grad_clip > 0:
@@ -375,7 +460,7 @@ def train_run(
         )
         if dev["overall"]["f1"] > best_f1:
             best_f1, best_epoch, best_dev = dev["overall"]["f1"], epoch, dev
-            best_state = copy.deepcopy(model.state_dict())
+            best_state = _cpu_state(model)
     if best_state is not None:
         model.load_state_dict(best_state)
     test = evaluator.evaluate("test") if prep.data.splits["test"] else {}
@@ -406,6 +491,11 @@ def train_run(
     )
 
 
+def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A CPU copy of the model's state dict (a best epoch kept aside costs no GPU memory)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
 def save_checkpoint(
     model: Tagger,
     mcfg: ModelConfig,
@@ -419,7 +509,7 @@ def save_checkpoint(
     ``out/tokenizer/`` or ``out/vocab.json``: everything :mod:`baselines.predict` needs."""
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "model.pt.tmp"
-    torch.save(model.state_dict(), tmp)
+    torch.save(_cpu_state(model), tmp)
     tmp.replace(out / "model.pt")
     if mcfg.encoder == "bilstm":
         prep.vocab.save(out / "vocab.json")

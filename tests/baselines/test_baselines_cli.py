@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import torch
 
 from baselines.benchmark import main
 from mmnerd.records import arrow_schema
@@ -76,3 +77,29 @@ def test_cli_missing_or_empty_export(tmp_path: Path) -> None:
     assert main(["--export", str(empty), "--report-dir", str(tmp_path / "r")]) == 2
     assert main(["--export", str(empty), "--models", "nope"]) == 2
     assert not (tmp_path / "r" / "benchmark.json").exists()
+
+
+def test_cli_device_cpu_and_missing_cuda(synth_export: Path, tmp_path: Path) -> None:
+    rep = tmp_path / "cpu"
+    rc = main(
+        [
+            "--export", str(synth_export), "--report-dir", str(rep), "--models", "concat_fusion",
+            "--epochs", "1", "--batch-size", "32", "--device", "cpu", "--bf16",
+            "--no-bucket-by-length",
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    report = json.loads((rep / "benchmark.json").read_text())
+    cfg = report["train_config"]
+    assert (cfg["device"], cfg["bf16"], cfg["bucket_by_length"]) == ("cpu", True, False)
+    if torch.cuda.is_available():
+        return
+    cmd = [
+        sys.executable, "-m", "baselines.benchmark", "--export", str(synth_export),
+        "--report-dir", str(tmp_path / "cuda"), "--device", "cuda",
+    ]  # fmt: skip
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0, r.stderr
+    assert r.stderr.startswith("error: --device cuda: CUDA is not available")
+    assert not (tmp_path / "cuda" / "benchmark.json").exists()
