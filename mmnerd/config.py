@@ -150,7 +150,7 @@ class LabelStudioConfig(_Section):
     label_config: str = Field("annotation/label_config.xml")
     instructions: str = Field("annotation/guidelines.md")
     batch_size: int = Field(
-        5000, ge=1, le=20000, description="tasks per bulk import (one HTTP call each)"
+        2000, ge=1, le=20000, description="tasks per bulk import (one HTTP call each)"
     )
     overlap_share: float = Field(0.2, ge=0.0, le=1.0, description="share of tasks labelled twice+")
     overlap_k: int = Field(2, ge=1, le=10, description="annotators per overlapping task")
@@ -161,6 +161,12 @@ class LabelStudioConfig(_Section):
         " must contain <data_dir>/images",
     )
     start_timeout: float = Field(180.0, gt=0, description="seconds to wait for /health on start")
+    reconnect_timeout: float = Field(
+        180.0,
+        ge=0,
+        description="seconds a read (pull's listing and fetches) keeps retrying while the "
+        "server is unreachable, e.g. restarted mid-pull; 0 = fail at once",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "WARNING", description="Label Studio's log level (server.log)"
     )

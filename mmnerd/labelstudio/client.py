@@ -29,7 +29,9 @@ R = TypeVar("R")
 class LSClient:
     """Authenticated session against one Label Studio server (legacy ``Token`` auth)."""
 
-    def __init__(self, url: str, token: str, timeout: float = 300.0):
+    def __init__(self, url: str, token: str, timeout: float = 300.0, reconnect: float = 0.0):
+        """``reconnect``: seconds an idempotent GET keeps retrying while the server is
+        unreachable (a restart mid-pull); 0 fails at once (after urllib3's 3 quick retries)."""
         import requests
         from requests.adapters import HTTPAdapter
         from urllib3.util.retry import Retry
@@ -37,6 +39,7 @@ class LSClient:
         self.url = url.rstrip("/")
         self._token = token
         self.timeout = timeout
+        self.reconnect = reconnect
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Token {token}"
         retry = Retry(
@@ -57,11 +60,11 @@ class LSClient:
         from mmnerd.labelstudio import server
 
         info = server.connect(config, start=start)
-        return cls(info.url, info.token)
+        return cls(info.url, info.token, reconnect=config.labelstudio.reconnect_timeout)
 
     def clone(self) -> LSClient:
         """A client with its own session (one per thread)."""
-        return LSClient(self.url, self._token, self.timeout)
+        return LSClient(self.url, self._token, self.timeout, self.reconnect)
 
     def map(self, fn: Callable[[LSClient, T], R], items: Iterable[T], workers: int = 4) -> list[R]:
         """``[fn(client, item) ...]`` over a few threads, each with its own session, in order.
@@ -98,12 +101,19 @@ class LSClient:
         import requests
 
         kw.setdefault("timeout", self.timeout)
-        try:
-            r = self.session.request(method, f"{self.url}{path}", **kw)
-        except requests.RequestException as e:
-            raise LabelStudioError(
-                f"{method} {path}: cannot reach Label Studio at {self.url} ({type(e).__name__})"
-            ) from None
+        deadline: float | None = None
+        while True:
+            try:
+                r = self.session.request(method, f"{self.url}{path}", **kw)
+                break
+            except requests.RequestException as e:
+                unreachable = isinstance(e, requests.ConnectionError)
+                if not (unreachable and method in ("GET", "HEAD") and self.reconnect > 0):
+                    raise LabelStudioError(
+                        f"{method} {path}: cannot reach Label Studio at {self.url} "
+                        f"({type(e).__name__})"
+                    ) from None
+                deadline = self._wait_for_server(method, path, deadline, type(e).__name__)
         if r.status_code in ok:
             return None
         if r.status_code >= 400:
@@ -117,6 +127,27 @@ class LSClient:
             return r.json()
         except ValueError:
             raise LabelStudioError(f"{method} {path}: answer is not JSON") from None
+
+    def _wait_for_server(self, method: str, path: str, deadline: float | None, error: str) -> float:
+        """Sleep before retrying a GET on a server that went away; raise once past the deadline."""
+        import sys
+        import time
+
+        now = time.monotonic()
+        if deadline is None:
+            deadline = now + self.reconnect
+            print(
+                f"Label Studio at {self.url} is unreachable ({error}); retrying {method} {path} "
+                f"for up to {self.reconnect:.0f} s (labelstudio.reconnect_timeout)",
+                file=sys.stderr,
+            )
+        elif now >= deadline:
+            raise LabelStudioError(
+                f"{method} {path}: Label Studio at {self.url} unreachable for "
+                f"{self.reconnect:.0f} s ({error})"
+            )
+        time.sleep(1.0)
+        return deadline
 
     def get(self, path: str, **kw: Any) -> Any:
         return self.request("GET", path, **kw)
@@ -180,7 +211,8 @@ class LSClient:
         maximum_annotations: int = 1,
         description: str = "",
     ) -> dict:
-        """Create the project, or bring an existing one's settings up to date."""
+        """Create the project (the answer then has ``"created": True``), or bring an
+        existing one's settings up to date."""
         settings = {
             "label_config": label_config,
             "expert_instruction": instructions,
@@ -193,7 +225,7 @@ class LSClient:
         }
         proj = self.find_project(title)
         if proj is None:
-            return self.post("/api/projects", {"title": title, **settings})
+            return {**self.post("/api/projects", {"title": title, **settings}), "created": True}
         changed = {k: v for k, v in settings.items() if proj.get(k) != v}
         if changed:
             proj = self.patch(f"/api/projects/{proj['id']}", changed)
@@ -202,10 +234,15 @@ class LSClient:
     def project(self, project_id: int) -> dict:
         return self.get(f"/api/projects/{project_id}")
 
-    def ensure_local_storage(self, project_id: int, path: Path, title: str = "images") -> int:
-        """A Local Files storage covering ``path``, so its files are served to the page."""
+    def ensure_local_storage(
+        self, project_id: int, path: Path, title: str = "images", new_project: bool = False
+    ) -> int:
+        """A Local Files storage covering ``path``, so its files are served to the page
+        (``new_project``: the project was created just now, so it has none to list)."""
         path = Path(path).resolve()
-        found = self.get("/api/storages/localfiles", params={"project": project_id}) or []
+        found = []
+        if not new_project:
+            found = self.get("/api/storages/localfiles", params={"project": project_id}) or []
         for s in found:
             if Path(s.get("path", "")).resolve() == path:
                 return int(s["id"])

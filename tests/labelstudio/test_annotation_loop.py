@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 
 import pytest
 
@@ -120,14 +121,32 @@ def test_round_trip_gold_equals_bio_and_rerun_adds_nothing(make_config):
     again = {p.id: p for p in iter_stage(cfg, "pull")}
     assert {k: v.to_dict() for k, v in again.items()} == {k: v.to_dict() for k, v in pulled.items()}
 
-    # restart Label Studio: nothing is lost
-    server.down(cfg)
-    assert "not running" in server.status(cfg)
-    server.up(cfg)
-    st5 = runner.run_stage(PullStage(), force=True)
-    assert st5.items_out == 199
+    # restart Label Studio in the middle of a pull: the pull waits for it and loses nothing
+    from mmnerd.labelstudio.pull import state_path
+
+    state_path(cfg).unlink()  # so this pull fetches every annotation again, in chunks of 40
+    restarts: list[threading.Thread] = []
+
+    class RestartedMidPull(LSClient):
+        def tasks_with_annotations(self, project_id, ids, chunk=500):
+            for i, task in enumerate(super().tasks_with_annotations(project_id, ids, chunk=40)):
+                if i == 40 and not restarts:  # the first chunk is in, the next 4 are not
+                    server.down(cfg)
+                    assert "not running" in server.status(cfg)
+                    restarts.append(threading.Thread(target=server.up, args=(cfg,)))
+                    restarts[0].start()
+                yield task
+
+    base = _client(cfg)
+    client = RestartedMidPull(base.url, base._token, reconnect=cfg.labelstudio.reconnect_timeout)
+    st5 = runner.run_stage(PullStage(client=client), force=True)
+    restarts[0].join()
+    assert "running" in server.status(cfg)
+    assert st5.items_out == 199 and st5.flagged["fetch_changed"] == 199, st5.to_dict()
     after = {p.id: p.to_dict() for p in iter_stage(cfg, "pull")}
     assert after == {k: v.to_dict() for k, v in pulled.items()}
+    st6 = runner.run_stage(PullStage(), force=True)  # and the state it saved is complete
+    assert st6.flagged["fetch_changed"] == 0 and st6.items_out == 199
 
 
 def test_push_killed_between_batches_then_rerun_is_exact(make_config):
