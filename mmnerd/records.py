@@ -12,6 +12,7 @@ Offsets everywhere are Python ``str`` indices (Unicode code points) into
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -150,13 +151,18 @@ class Post:
             Annotation(**{**a, "spans": [Span(**s) for s in a.get("spans", [])]})
             for a in d.get("annotations", [])
         ]
-        d["token_offsets"] = [tuple(o) for o in d.get("token_offsets", [])]
-        known = {f.name for f in dataclasses.fields(cls)}
+        d["token_offsets"] = list(map(tuple, d.get("token_offsets", ())))
+        known = _field_names(cls)
         return cls(**{k: v for k, v in d.items() if k in known})
 
     @classmethod
     def from_json(cls, line: str) -> Post:
         return cls.from_dict(json.loads(line))
+
+
+@functools.cache
+def _field_names(cls: type) -> frozenset[str]:
+    return frozenset(f.name for f in dataclasses.fields(cls))
 
 
 def hash_author(author: str, salt: str = "mmnerd") -> str:

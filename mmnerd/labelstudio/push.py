@@ -29,7 +29,7 @@ import hashlib
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from mmnerd.config import PipelineConfig
@@ -40,6 +40,7 @@ from mmnerd.records import Post, Span
 FROM_NAME = "label"
 TO_NAME = "text"
 GOLD_MODEL_VERSION = "gold-import"
+R = TypeVar("R")
 
 
 def overlap_for(post_id: str, share: float, k: int) -> int:
@@ -175,7 +176,7 @@ def ensure_project(client: Any, config: PipelineConfig) -> dict:
     )
     images = (config.root / "images").resolve()
     images.mkdir(parents=True, exist_ok=True)
-    client.ensure_local_storage(proj["id"], images)
+    client.ensure_local_storage(proj["id"], images, new_project="created" in proj)
     return proj
 
 
@@ -204,11 +205,67 @@ def existing_tasks(client: Any, project_id: int) -> tuple[dict[str, dict], list[
     return by_post, dupes
 
 
+class _SerialImporter:
+    """Bulk imports sent one at a time, in order, on one background thread.
+
+    So the server imports batch *i* while this process reads the next posts and
+    the runner writes the finished ones.  Each batch is sent once; after the
+    first failure (or :meth:`stop`) no later batch is sent.  At most
+    ``max_pending`` batches are queued or in flight.
+    """
+
+    def __init__(
+        self,
+        send: Callable[[list[dict]], list[int]],
+        after_batch: Callable[[int], None] | None,
+        max_pending: int = 2,
+    ) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="mmnerd-push")
+        self._send = send
+        self._after_batch = after_batch
+        self._stopped = False
+        self.max_pending = max_pending
+        self.sent = 0
+
+    def submit(self, payload: list[dict]) -> Any:
+        """Queue one bulk import; returns a future of its new task ids (in payload order)."""
+        index = self.sent
+        self.sent += 1
+        return self._pool.submit(self._job, index, payload)
+
+    def call(self, fn: Callable[..., R], *args: Any) -> Any:
+        """Run ``fn(*args)`` on the import thread, before the batches queued after it."""
+        return self._pool.submit(fn, *args)
+
+    def _job(self, index: int, payload: list[dict]) -> list[int]:
+        if self._stopped:
+            raise LabelStudioError("push stopped before this batch was sent")
+        try:
+            ids = self._send(payload)
+            if self._after_batch is not None:
+                self._after_batch(index)
+        except BaseException:
+            self._stopped = True
+            raise
+        return ids
+
+    def stop(self) -> None:
+        """Send nothing more; wait for the batch in flight (its tasks exist either way)."""
+        self._stopped = True
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 class PushStage(Stage):
     """Import the kept posts as Label Studio tasks; duplicates are excluded (reason 'duplicate').
 
-    ``after_batch(i)`` is called after each imported batch (tests use it to
-    simulate a crash between batches).
+    Streaming: the project set-up and the listing of tasks already present run
+    while the input is read; new posts are imported in batches of
+    ``labelstudio.batch_size`` on a background thread while later posts are
+    read and earlier ones written; posts are yielded in input order once their
+    task exists.  ``after_batch(i)`` is called after each imported batch (tests
+    use it to simulate a crash between batches).
     """
 
     name = "push"
@@ -223,80 +280,153 @@ class PushStage(Stage):
         self.after_batch = after_batch
 
     def run(self, records: Iterable[Post], ctx: StageContext) -> Iterator[Post]:
+        from collections import Counter, deque
+
         from mmnerd.labelstudio.client import LSClient
         from mmnerd.progress import progress_bar
 
         config = ctx.config
         ls = config.labelstudio
         client = self.client or LSClient.from_config(config)
-        kept: list[Post] = []
-        for post in records:
-            if post.duplicate_of:
-                post.extra["duplicate_of"] = post.duplicate_of
-                yield post.drop("duplicate")
-                continue
-            if post.image is None or not post.image.path:
-                ctx.flag("no_image")
-            kept.append(post)
         predictions = load_predictions(ls.predictions) if ls.predictions else {}
-        proj = ensure_project(client, config)
-        pid = int(proj["id"])
-        by_post, dupes = existing_tasks(client, pid)
-        if dupes:
-            # only possible if something imported twice outside this stage: the oldest task
-            # is the post's; delete unlabelled copies, keep (and report) labelled ones
-            for t in dupes:
-                if t.get("total_annotations"):
-                    ctx.flag("duplicate_task_with_annotations_kept")
-                else:
-                    client.delete_task(t["id"])
-                    ctx.flag("duplicate_task_deleted")
-        ids = {p.id for p in kept}
-        stale = sum(pid not in ids for pid in by_post)
+        importer = _SerialImporter(lambda tasks: client.import_tasks(pid, tasks), self.after_batch)
+        setup = importer.call(_project_and_tasks, client, config)  # runs before any import
+        pid = 0
+        by_post: dict[str, dict] | None = None
+        unrouted: list[Post] = []  # read before the listing arrived
+        batch: list[Post] = []
+        inflight: deque[tuple[list[Post], Any]] = deque()
+        waiting: deque[Post] = deque()  # kept posts in input order, not yet yielded
+        seen: set[str] = set()
+        fixes: list[tuple[int, int]] = []
+        counts: Counter[str] = Counter()
+
+        def route(post: Post) -> None:
+            assert by_post is not None
+            task = by_post.get(post.id)
+            if task is None:
+                batch.append(post)
+            else:
+                counts["already_in_label_studio"] += 1
+                if task["data"].get("text") != post.text:
+                    # never rewrite a task silently: pull checks spans against the post's text
+                    counts["task_text_differs"] += 1
+
+        def send(posts: list[Post]) -> None:
+            payload = [
+                task_payload(p, config, ls.pre_annotate, predictions.get(p.id)) for p in posts
+            ]
+            inflight.append((posts, importer.submit(payload)))
+
+        def settle(advance: Callable[[int], None]) -> None:
+            posts, future = inflight.popleft()
+            for p, tid in zip(posts, future.result(), strict=True):
+                assert by_post is not None
+                by_post[p.id] = {"id": tid, "overlap": 1, "data": {"text": p.text}}
+            counts["imported"] += len(posts)
+            advance(len(posts))
+
+        def ready() -> Iterator[Post]:
+            while waiting and by_post is not None and waiting[0].id in by_post:
+                p = waiting.popleft()
+                task = by_post[p.id]
+                want = overlap_for(p.id, ls.overlap_share, ls.overlap_k)
+                if int(task.get("overlap", 1)) != want:
+                    fixes.append((int(task["id"]), want))
+                p.extra["ls_task_id"] = int(task["id"])
+                p.extra["ls_project_id"] = pid
+                p.extra["ls_overlap"] = want
+                counts["with_overlap"] += want > 1
+                yield p
+
+        try:
+            with progress_bar("push: importing tasks") as advance:
+                for post in records:
+                    if post.duplicate_of:
+                        post.extra["duplicate_of"] = post.duplicate_of
+                        yield post.drop("duplicate")
+                        continue
+                    if post.image is None or not post.image.path:
+                        ctx.flag("no_image")
+                    seen.add(post.id)
+                    waiting.append(post)
+                    if by_post is None:
+                        unrouted.append(post)
+                        if not setup.done() and len(unrouted) < ls.batch_size:
+                            continue
+                        pid, by_post = self._adopt(setup.result(), client, ctx)
+                        for p in unrouted:
+                            route(p)
+                        unrouted.clear()
+                    else:
+                        route(post)
+                    while len(batch) >= ls.batch_size:
+                        if len(inflight) >= importer.max_pending:
+                            settle(advance)
+                        send(batch[: ls.batch_size])
+                        del batch[: ls.batch_size]
+                    while inflight and inflight[0][1].done():
+                        settle(advance)
+                    yield from ready()
+                if by_post is None:
+                    pid, by_post = self._adopt(setup.result(), client, ctx)
+                    for p in unrouted:
+                        route(p)
+                if batch:
+                    send(list(batch))
+                    batch.clear()
+                while inflight:
+                    settle(advance)
+                    yield from ready()
+                yield from ready()
+        finally:
+            importer.stop()
+        stale = sum(post_id not in seen for post_id in by_post)
         if stale:
             ctx.flag("tasks_not_in_input", stale)  # e.g. posts dropped upstream since
-        changed = sum(
-            1 for p in kept if p.id in by_post and by_post[p.id]["data"].get("text") != p.text
-        )
-        if changed:
-            # never rewrite a task silently: pull checks spans against the post's text
-            ctx.flag("task_text_differs", changed)
-        missing = [p for p in kept if p.id not in by_post]
-        if len(kept) > len(missing):
-            ctx.flag("already_in_label_studio", len(kept) - len(missing))
-        with progress_bar("push: importing tasks", total=len(missing)) as advance:
-            for i in range(0, len(missing), ls.batch_size):
-                batch = missing[i : i + ls.batch_size]
-                payload = [
-                    task_payload(p, config, ls.pre_annotate, predictions.get(p.id)) for p in batch
-                ]
-                new_ids = client.import_tasks(pid, payload)
-                for p, tid in zip(batch, new_ids, strict=True):
-                    by_post[p.id] = {"id": tid, "overlap": 1, "data": {"text": p.text}}
-                advance(len(batch))
-                if self.after_batch is not None:
-                    self.after_batch(i // ls.batch_size)
-        if missing:
-            ctx.flag("imported", len(missing))
-        fixes: list[tuple[int, int]] = []
-        for p in kept:
-            task = by_post[p.id]
-            want = overlap_for(p.id, ls.overlap_share, ls.overlap_k)
-            if int(task.get("overlap", 1)) != want:
-                fixes.append((int(task["id"]), want))
-            p.extra["ls_task_id"] = int(task["id"])
-            p.extra["ls_project_id"] = pid
-            p.extra["ls_overlap"] = want
+        for k, n in counts.items():
+            if n and k != "with_overlap":
+                ctx.flag(k, n)
         if fixes:
             client.map(lambda c, f: c.set_overlap(*f), fixes, ls.workers)
             ctx.flag("overlap_set", len(fixes))
+        self._print_where(client, config, pid, len(seen), counts["with_overlap"])
+
+    @staticmethod
+    def _adopt(result: tuple[int, dict, list], client: Any, ctx: StageContext) -> tuple[int, dict]:
+        """Take the set-up's result: delete unlabelled duplicate tasks, report labelled ones."""
+        pid, by_post, dupes = result
+        # only possible if something imported twice outside this stage: the oldest task
+        # is the post's; delete unlabelled copies, keep (and report) labelled ones
+        for t in dupes:
+            if t.get("total_annotations"):
+                ctx.flag("duplicate_task_with_annotations_kept")
+            else:
+                client.delete_task(t["id"])
+                ctx.flag("duplicate_task_deleted")
+        return pid, by_post
+
+    @staticmethod
+    def _print_where(
+        client: Any, config: PipelineConfig, pid: int, n_tasks: int, n_overlap: int
+    ) -> None:
+        ls = config.labelstudio
         print(
             f"Label Studio project '{ls.project_title}': {client.url}/projects/{pid}/data "
-            f"({len(kept)} tasks, {sum(p.extra['ls_overlap'] > 1 for p in kept)} with overlap "
-            f"{ls.overlap_k}).\nAnnotators join through the organisation's invite link "
+            f"({n_tasks} tasks, {n_overlap} with overlap {ls.overlap_k}).\n"
+            f"Annotators join through the organisation's invite link "
             f"(Organization -> Add People; sign-up without it is disabled), then log in at "
             f"{client.url}/user/login/ with their e-mail and password. The admin account "
             f"({ls.admin_email}) and its password are in {Path(ls.data_dir) / 'credentials.json'}.",
             file=sys.stderr,
         )
-        yield from kept
+
+
+def _project_and_tasks(client: Any, config: PipelineConfig) -> tuple[int, dict, list]:
+    """Ensure the project (and its storage); list its tasks: ``(project id, by_post, dupes)``."""
+    proj = ensure_project(client, config)
+    pid = int(proj["id"])
+    if "created" in proj:
+        return pid, {}, []  # a project created just now has no tasks to list
+    by_post, dupes = existing_tasks(client, pid)
+    return pid, by_post, dupes
