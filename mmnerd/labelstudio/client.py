@@ -186,11 +186,13 @@ class LSClient:
         return int(u["id"])
 
     # --- projects ------------------------------------------------------------------
-    def projects(self) -> list[dict]:
+    def projects(self, title: str = "") -> list[dict]:
+        """Every project (or those whose title contains ``title``, case-insensitive)."""
         out: list[dict] = []
         page = 1
+        where = {"title": title} if title else {}
         while True:
-            data = self.get("/api/projects", params={"page": page, "page_size": 100})
+            data = self.get("/api/projects", params={"page": page, "page_size": 100, **where})
             if isinstance(data, list):
                 return data
             out.extend(data.get("results", []))
@@ -200,7 +202,7 @@ class LSClient:
 
     def find_project(self, title: str) -> dict | None:
         """The oldest project with exactly this title (titles are our key), or None."""
-        found = [p for p in self.projects() if p.get("title") == title]
+        found = [p for p in self.projects(title) if p.get("title") == title]
         return min(found, key=lambda p: p["id"]) if found else None
 
     def ensure_project(
