@@ -5,6 +5,8 @@ temp data dir), then for N synthetic posts (default 10,000):
 
 * push      PushStage on a new project (bulk imports of labelstudio.batch_size)
 * re-push   the same again: lists the project, imports nothing (idempotency cost)
+* overlap   push of --overlap-posts posts with the default overlap (20% x 2): one PATCH per
+            overlapping task, the cost of per-task overlap
 * pull      PullStage on a project whose N tasks were imported *with* one
             annotation each (bulk), so N annotations are fetched (export mode),
             checked, snapped, voted and tagged
@@ -23,6 +25,7 @@ Writes benchmarks/results/labelstudio.json and prints a table.
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import socket
 import sys
@@ -91,12 +94,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--sample", type=int, default=200, help="annotations written via the API")
+    ap.add_argument("--overlap-posts", type=int, default=1000, help="posts pushed with overlap")
     ap.add_argument("--keep", action="store_true", help="keep the temp data dir")
     args = ap.parse_args()
 
     from mmnerd.config import PipelineConfig
     from mmnerd.labelstudio import server
-    from mmnerd.labelstudio.client import LSClient
+    from mmnerd.labelstudio.client import LSClient, encode_tasks
     from mmnerd.labelstudio.pull import PullStage
     from mmnerd.labelstudio.push import PushStage
     from mmnerd.labelstudio.simulate import simulate
@@ -162,6 +166,21 @@ def main() -> None:
         assert st.flagged["already_in_label_studio"] == args.n
         rows.append({"step": "re-push (nothing new)", "items": args.n, "seconds": t.seconds})
 
+        # the default overlap (20% x 2) costs one PATCH per overlapping task: Label Studio has
+        # no bulk call that sets a task's overlap (see docs/annotation.md, "Overlap")
+        n_ov = min(args.n, args.overlap_posts)
+        c3 = cfg("overlap", overlap_share=0.2, overlap_k=2)
+        seed(c3, "dedup", items[:n_ov])
+        with Timer() as t:
+            st = Runner(c3).run_stage(PushStage())
+        rows.append(
+            {
+                "step": f"push, overlap 20% x 2 ({st.flagged['overlap_set']} PATCHes)",
+                "items": n_ov,
+                "seconds": t.seconds,
+            }
+        )
+
         # a project whose tasks arrive with one annotation each (bulk), to measure pull
         c2 = cfg("pull", pre_annotate=True)
         seed(c2, "dedup", items)
@@ -169,14 +188,15 @@ def main() -> None:
         admin = base_client.whoami()["id"]
 
         class BulkAnnotating(LSClient):
-            def import_tasks(self, project_id: int, tasks: list[dict]) -> list[int]:
+            def import_json(self, project_id: int, body: bytes, n_tasks: int) -> list[int]:
+                tasks = json.loads(body)
                 for task in tasks:
                     preds = task.pop("predictions", [])
                     task["annotations"] = [
                         {"result": p["result"], "completed_by": admin, "lead_time": 1.0}
                         for p in preds
                     ]
-                return super().import_tasks(project_id, tasks)
+                return super().import_json(project_id, encode_tasks(tasks), n_tasks)
 
         bulk = BulkAnnotating(base_client.url, base_client._token)
         Runner(c2).run_stage(PushStage(client=bulk))

@@ -41,6 +41,8 @@ FROM_NAME = "label"
 TO_NAME = "text"
 GOLD_MODEL_VERSION = "gold-import"
 R = TypeVar("R")
+EARLY_BATCH = 500
+"""Posts worth an import call of their own when the server would otherwise wait."""
 
 
 def overlap_for(post_id: str, share: float, k: int) -> int:
@@ -216,7 +218,7 @@ class _SerialImporter:
 
     def __init__(
         self,
-        send: Callable[[list[dict]], list[int]],
+        send: Callable[[bytes, int], list[int]],
         after_batch: Callable[[int], None] | None,
         max_pending: int = 2,
     ) -> None:
@@ -229,21 +231,22 @@ class _SerialImporter:
         self.max_pending = max_pending
         self.sent = 0
 
-    def submit(self, payload: list[dict]) -> Any:
-        """Queue one bulk import; returns a future of its new task ids (in payload order)."""
+    def submit(self, body: bytes, n_tasks: int) -> Any:
+        """Queue one bulk import (encoded tasks); returns a future of the new task ids, in
+        task order."""
         index = self.sent
         self.sent += 1
-        return self._pool.submit(self._job, index, payload)
+        return self._pool.submit(self._job, index, body, n_tasks)
 
     def call(self, fn: Callable[..., R], *args: Any) -> Any:
         """Run ``fn(*args)`` on the import thread, before the batches queued after it."""
         return self._pool.submit(fn, *args)
 
-    def _job(self, index: int, payload: list[dict]) -> list[int]:
+    def _job(self, index: int, body: bytes, n_tasks: int) -> list[int]:
         if self._stopped:
             raise LabelStudioError("push stopped before this batch was sent")
         try:
-            ids = self._send(payload)
+            ids = self._send(body, n_tasks)
             if self._after_batch is not None:
                 self._after_batch(index)
         except BaseException:
@@ -261,8 +264,9 @@ class PushStage(Stage):
     """Import the kept posts as Label Studio tasks; duplicates are excluded (reason 'duplicate').
 
     Streaming: the project set-up and the listing of tasks already present run
-    while the input is read; new posts are imported in batches of
-    ``labelstudio.batch_size`` on a background thread while later posts are
+    while the input is read; new posts are imported in batches of up to
+    ``labelstudio.batch_size`` (smaller ones, from ``EARLY_BATCH`` posts, only
+    when no import is under way) on a background thread while later posts are
     read and earlier ones written; posts are yielded in input order once their
     task exists.  ``after_batch(i)`` is called after each imported batch (tests
     use it to simulate a crash between batches).
@@ -282,14 +286,16 @@ class PushStage(Stage):
     def run(self, records: Iterable[Post], ctx: StageContext) -> Iterator[Post]:
         from collections import Counter, deque
 
-        from mmnerd.labelstudio.client import LSClient
+        from mmnerd.labelstudio.client import LSClient, encode_task, join_tasks
         from mmnerd.progress import progress_bar
 
         config = ctx.config
         ls = config.labelstudio
         client = self.client or LSClient.from_config(config)
         predictions = load_predictions(ls.predictions) if ls.predictions else {}
-        importer = _SerialImporter(lambda tasks: client.import_tasks(pid, tasks), self.after_batch)
+        importer = _SerialImporter(
+            lambda body, n: client.import_json(pid, body, n), self.after_batch
+        )
         setup = importer.call(_project_and_tasks, client, config)  # runs before any import
         pid = 0
         by_post: dict[str, dict] | None = None
@@ -300,6 +306,7 @@ class PushStage(Stage):
         seen: set[str] = set()
         fixes: list[tuple[int, int]] = []
         counts: Counter[str] = Counter()
+        early = min(ls.batch_size, EARLY_BATCH)
 
         def route(post: Post) -> None:
             assert by_post is not None
@@ -312,11 +319,13 @@ class PushStage(Stage):
                     # never rewrite a task silently: pull checks spans against the post's text
                     counts["task_text_differs"] += 1
 
+        def encoded(post: Post) -> bytes:
+            task = task_payload(post, config, ls.pre_annotate, predictions.get(post.id))
+            return encode_task(task)
+
         def send(posts: list[Post]) -> None:
-            payload = [
-                task_payload(p, config, ls.pre_annotate, predictions.get(p.id)) for p in posts
-            ]
-            inflight.append((posts, importer.submit(payload)))
+            body = join_tasks([encoded(p) for p in posts])
+            inflight.append((posts, importer.submit(body, len(posts))))
 
         def settle(advance: Callable[[int], None]) -> None:
             posts, future = inflight.popleft()
@@ -360,13 +369,15 @@ class PushStage(Stage):
                         unrouted.clear()
                     else:
                         route(post)
-                    while len(batch) >= ls.batch_size:
+                    while inflight and inflight[0][1].done():
+                        settle(advance)
+                    # a full batch goes at once; a smaller one only when the server is idle
+                    # (so the first import starts as soon as the project is ready)
+                    while len(batch) >= ls.batch_size or (not inflight and len(batch) >= early):
                         if len(inflight) >= importer.max_pending:
                             settle(advance)
                         send(batch[: ls.batch_size])
                         del batch[: ls.batch_size]
-                    while inflight and inflight[0][1].done():
-                        settle(advance)
                     yield from ready()
                 if by_post is None:
                     pid, by_post = self._adopt(setup.result(), client, ctx)
