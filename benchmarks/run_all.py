@@ -160,22 +160,24 @@ def _export(data: Any) -> list[Line]:
 
 def _labelstudio(data: Any) -> list[Line]:
     rows = _rows(data)
-    rival = next((r for r in rows if "(competitor)" in str(r.get("step", ""))), {})
+
+    def rival(tag: str) -> dict:
+        return next((r for r in rows if tag in str(r.get("step", ""))), {})
+
+    rivals = {
+        "Label Studio's own single bulk import": rival("(competitor)"),
+        "a script: project + storage + one bulk import": rival("(script)"),
+    }
     out: list[Line] = []
     for r in rows:
         step = str(r.get("step", ""))
-        if r is rival or not r.get("per_second"):
+        if any(r is v for v in rivals.values()) or not r.get("per_second"):
             continue
-        if step.startswith("push") and rival:
-            out.append(
-                (
-                    f"Label Studio {step}",
-                    r.get("per_second"),
-                    "Label Studio's own single bulk import",
-                    rival.get("per_second"),
-                    "tasks/s",
-                )
-            )
+        if step.startswith("push (bulk import)"):
+            for name, v in rivals.items():
+                if v:
+                    ours, theirs = r.get("per_second"), v.get("per_second")
+                    out.append((f"Label Studio {step}", ours, name, theirs, "tasks/s"))
         else:
             out.append((f"Label Studio {step}", r.get("per_second"), NONE, None, "items/s"))
     return out
