@@ -216,7 +216,7 @@ class LSClient:
         """Create the project (the answer then has ``"created": True``), or bring an
         existing one's settings up to date."""
         settings = {
-            "label_config": label_config,
+            "label_config": label_config.strip(),  # stored without the final newline
             "expert_instruction": instructions,
             "show_instruction": bool(instructions),
             "maximum_annotations": maximum_annotations,

@@ -183,12 +183,16 @@ def ensure_project(client: Any, config: PipelineConfig) -> dict:
 
 
 def _instructions_html(markdown: str) -> str:
-    """Label Studio shows expert_instruction as HTML: keep the markdown readable in a <pre>."""
+    """Label Studio shows expert_instruction as HTML: keep the markdown readable in a <pre>.
+
+    No attributes: Label Studio's HTML sanitiser drops them (a ``style`` sent here came
+    back without it, so every push saw a changed setting and PATCHed the project again).
+    """
     import html
 
     if not markdown:
         return ""
-    return f'<pre style="white-space: pre-wrap; font-family: inherit">{html.escape(markdown)}</pre>'
+    return f"<pre>{html.escape(markdown, quote=False)}</pre>"
 
 
 def existing_tasks(client: Any, project_id: int) -> tuple[dict[str, dict], list[dict]]:

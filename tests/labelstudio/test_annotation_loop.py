@@ -325,3 +325,25 @@ def test_pull_after_project_deleted_is_one_clear_line(make_config):
     with pytest.raises(LabelStudioError) as e:
         Runner(cfg).run_stage(PullStage(), force=True)
     assert "no longer exists" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_project_set_up_again_changes_nothing(make_config):
+    """A second push finds the project as it left it: no PATCH (Label Studio stores the
+    label config without its final newline and drops HTML attributes of the instructions,
+    and a mismatch used to rewrite the project on every push)."""
+    from mmnerd.labelstudio.push import ensure_project
+
+    cfg = make_config()
+    first = ensure_project(_client(cfg), cfg)
+    calls: list[tuple[str, str]] = []
+
+    class Recording(LSClient):
+        def request(self, method, path, ok=(), **kw):
+            calls.append((method, path))
+            return super().request(method, path, ok, **kw)
+
+    base = _client(cfg)
+    again = ensure_project(Recording(base.url, base._token), cfg)
+    assert again["id"] == first["id"]
+    assert [m for m, _ in calls] == ["GET", "GET"], calls  # find the project, its storages
+    assert again["expert_instruction"].startswith("<pre># mmnerd annotation guidelines")
