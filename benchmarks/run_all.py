@@ -164,20 +164,26 @@ def _labelstudio(data: Any) -> list[Line]:
     def rival(tag: str) -> dict:
         return next((r for r in rows if tag in str(r.get("step", ""))), {})
 
-    rivals = {
-        "Label Studio's own single bulk import": rival("(competitor)"),
-        "a script: project + storage + one bulk import": rival("(script)"),
+    rivals = {  # our step's opening words -> (the rival's name, its row)
+        "push (bulk import, existing": (
+            "Label Studio's own single bulk import",
+            rival("(competitor)"),
+        ),
+        "push (bulk import, creates": (
+            "a script: project + storage + one bulk import",
+            rival("(script)"),
+        ),
     }
     out: list[Line] = []
     for r in rows:
         step = str(r.get("step", ""))
-        if any(r is v for v in rivals.values()) or not r.get("per_second"):
+        if any(r is v for _, v in rivals.values()) or not r.get("per_second"):
             continue
-        if step.startswith("push (bulk import)"):
-            for name, v in rivals.items():
-                if v:
-                    ours, theirs = r.get("per_second"), v.get("per_second")
-                    out.append((f"Label Studio {step}", ours, name, theirs, "tasks/s"))
+        match = next((nv for k, nv in rivals.items() if step.startswith(k) and nv[1]), None)
+        if match:
+            name, v = match
+            theirs = v["per_second"]
+            out.append((f"Label Studio {step}", r.get("per_second"), name, theirs, "tasks/s"))
         else:
             out.append((f"Label Studio {step}", r.get("per_second"), NONE, None, "items/s"))
     return out

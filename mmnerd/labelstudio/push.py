@@ -441,7 +441,7 @@ def _project_and_tasks(client: Any, config: PipelineConfig) -> tuple[int, dict, 
     """Ensure the project (and its storage); list its tasks: ``(project id, by_post, dupes)``."""
     proj = ensure_project(client, config)
     pid = int(proj["id"])
-    if "created" in proj:
-        return pid, {}, []  # a project created just now has no tasks to list
+    if "created" in proj or proj.get("task_number") == 0:
+        return pid, {}, []  # nothing to list in a project just created or still empty
     by_post, dupes = existing_tasks(client, pid)
     return pid, by_post, dupes
