@@ -22,7 +22,7 @@ compared with a push that creates its project.  Push is ours: streamed
 batches, idempotent by post id, records read and written.  These four run
 --repeat times, interleaved; the table gives medians and the JSON every run.
 
-Usage: python benchmarks/labelstudio.py [--n 10000] [--sample 200] [--repeat 3]
+Usage: python benchmarks/labelstudio.py [--n 10000] [--sample 200] [--repeat 5]
 Writes benchmarks/results/labelstudio.json and prints a table.
 """
 
@@ -103,7 +103,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--sample", type=int, default=200, help="annotations written via the API")
-    ap.add_argument("--repeat", type=int, default=3, help="runs of push and competitors")
+    ap.add_argument("--repeat", type=int, default=5, help="runs of push and competitors")
     ap.add_argument("--overlap-posts", type=int, default=1000, help="posts pushed with overlap")
     ap.add_argument("--keep", action="store_true", help="keep the temp data dir")
     args = ap.parse_args()
