@@ -57,30 +57,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--text-encoder", default="", help="local path of a transformers encoder")
     p.add_argument("--vit", default="", help="local path of a CLIP model (vision tower used)")
     p.add_argument("--cnn", default="", help="local path of a ResNet (frozen)")
-    p.add_argument(
-        "--train-vit",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="fine-tune the ViT (paper) or freeze it and cache its features",
-    )
-    p.add_argument(
-        "--cache-features",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="cache features of frozen image encoders once per dataset",
-    )
-    p.add_argument(
-        "--bucket-by-length",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="batch training posts of similar sub-word length together (less padding)",
-    )
-    p.add_argument(
-        "--bf16",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="bfloat16 autocast of the forward passes (CRF and losses stay float32)",
-    )
+    for flag, default, text in (
+        ("--train-vit", True, "fine-tune the ViT (paper) or freeze it and cache its features"),
+        ("--cache-features", True, "cache features of frozen image encoders once per dataset"),
+        (
+            "--bucket-by-length",
+            True,
+            "batch training posts of similar sub-word length together (less padding)",
+        ),
+        ("--bf16", False, "bfloat16 autocast of the forward passes (CRF and losses stay float32)"),
+    ):
+        p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=text)
     p.add_argument(
         "--device",
         choices=("auto", "cpu", "cuda"),
