@@ -183,16 +183,17 @@ def ensure_project(client: Any, config: PipelineConfig) -> dict:
 
 
 def _instructions_html(markdown: str) -> str:
-    """Label Studio shows expert_instruction as HTML: keep the markdown readable in a <pre>.
+    """The guidelines as Label Studio's project instructions (``expert_instruction``, HTML).
 
-    No attributes: Label Studio's HTML sanitiser drops them (a ``style`` sent here came
-    back without it, so every push saw a changed setting and PATCHed the project again).
+    Rendered CommonMark (+ tables) with raw HTML escaped: headings, lists and tables
+    as annotators expect them.  Label Studio's sanitiser stores this HTML unchanged, so a
+    rerun finds the setting equal and does not rewrite it (attributes would be dropped).
     """
-    import html
-
     if not markdown:
         return ""
-    return f"<pre>{html.escape(markdown, quote=False)}</pre>"
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
 
 
 def existing_tasks(client: Any, project_id: int) -> tuple[dict[str, dict], list[dict]]:

@@ -346,4 +346,4 @@ def test_project_set_up_again_changes_nothing(make_config):
     again = ensure_project(Recording(base.url, base._token), cfg)
     assert again["id"] == first["id"]
     assert [m for m, _ in calls] == ["GET", "GET"], calls  # find the project, its storages
-    assert again["expert_instruction"].startswith("<pre># mmnerd annotation guidelines")
+    assert again["expert_instruction"].startswith("<h1>mmnerd annotation guidelines")

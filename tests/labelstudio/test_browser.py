@@ -117,6 +117,9 @@ def _login(browser, url: str, email: str, password: str):
     return ctx, page
 
 
+GUIDELINES_SEEN: list[str] = []  # the pages whose instructions modal was checked
+
+
 def _wait_task(page, previous: str | None = None) -> str:
     """Wait until a task's text is shown (different from ``previous``); returns it."""
     page.wait_for_function(
@@ -128,6 +131,11 @@ def _wait_task(page, previous: str | None = None) -> str:
     )
     close = page.locator("button[aria-label='Close modal']")  # the project's instructions
     if close.count() and close.first.is_visible():
+        # the guidelines are shown rendered (headings, lists), not as raw markdown
+        body = page.locator(".lsf-modal-ls__body")
+        assert body.locator("h1", has_text="mmnerd annotation guidelines").count() == 1
+        assert body.locator("li").count() > 5 and "**" not in body.inner_text()
+        GUIDELINES_SEEN.append(page.url)
         close.first.click()
     return page.locator(".lsf-richtext__container").inner_text()
 
@@ -261,6 +269,7 @@ def test_annotator_labels_emoji_texts_in_real_browser(ls_session, browser, capsy
     ctx_b.close()
     completed_texts = {c[2] for c in CASES}
     assert b_text not in completed_texts
+    assert len(GUIDELINES_SEEN) >= 2  # each annotator was shown the rendered guidelines
     assert b_text in {e[2] for e in EXTRA}
 
     # pull: BIO from what the browser sent
