@@ -22,7 +22,7 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-from mmnerd.io import atomic_write, write_json
+from mmnerd.io import atomic_write, remove_stale_temps, write_json
 from mmnerd.records import ENTITY_TYPES, Post, Span
 from mmnerd.text.bio import spans_to_bio
 
@@ -269,6 +269,7 @@ def write_report(posts: Iterable[Post], out_dir: str | Path) -> dict[str, Any]:
     """Compute agreement and write agreement.md/.json and the PNG heat maps into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out)  # left by a pull killed while writing this report
     for old in out.glob("pair_*.png"):
         old.unlink()
     result = compute(posts)

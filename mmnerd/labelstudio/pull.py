@@ -38,7 +38,7 @@ from typing import Any
 
 from mmnerd.config import PipelineConfig
 from mmnerd.errors import LabelStudioError
-from mmnerd.io import read_json, write_json
+from mmnerd.io import read_json, remove_stale_temps, write_json
 from mmnerd.pipeline import Stage, StageContext
 from mmnerd.records import ENTITY_TYPES, Annotation, Post, Span, hash_author
 from mmnerd.text.bio import check_span, spans_to_bio
@@ -186,6 +186,7 @@ class PullStage(Stage):
         client = self.client or LSClient.from_config(config)
         posts = list(records)
         spath = state_path(config)
+        remove_stale_temps(spath.parent)  # left by a pull killed while saving its state
         state = read_json(spath) or {"projects": {}}
         emails = {int(u["id"]): u.get("email", "") for u in client.users()}
         project_ids = sorted(

@@ -87,3 +87,13 @@ def test_vote_ties_and_kappa_edges():
     assert cohen_kappa([], []) is None
     assert cohen_kappa(["O", "O"], ["O", "O"]) == 1.0
     assert cohen_kappa(["A", "B"], ["B", "A"]) == pytest.approx(-1.0)
+
+
+def test_report_clears_temp_files_a_killed_pull_left(tmp_path):
+    out = tmp_path / "agreement"
+    out.mkdir()
+    stale = out / ".agreement.json.ftqmw9tn.tmp"  # what kill -9 mid-write leaves
+    stale.write_text('{"half": ')
+    write_report(_posts(), out)
+    assert not stale.exists() and not list(out.glob(".*.tmp"))
+    assert (out / "agreement.json").read_text().startswith("{")

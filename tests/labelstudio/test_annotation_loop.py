@@ -115,15 +115,19 @@ def test_round_trip_gold_equals_bio_and_rerun_adds_nothing(make_config):
         assert a.annotator and "@" not in a.annotator and a.lead_time > 0 and a.created_at
     assert (cfg.root / "reports" / "agreement" / "agreement.md").exists()
 
-    # a second pull fetches nothing and yields the same records
+    # a second pull fetches nothing and yields the same records (and clears a temp file that
+    # a pull killed while saving its state would leave)
+    from mmnerd.labelstudio.pull import state_path
+
+    stale = state_path(cfg).parent / ".pull-state.json.k9x2.tmp"
+    stale.write_text('{"projects": ')
     st4 = runner.run_stage(PullStage(), force=True)
+    assert not stale.exists()
     assert st4.flagged["fetch_changed"] == 0
     again = {p.id: p for p in iter_stage(cfg, "pull")}
     assert {k: v.to_dict() for k, v in again.items()} == {k: v.to_dict() for k, v in pulled.items()}
 
     # restart Label Studio in the middle of a pull: the pull waits for it and loses nothing
-    from mmnerd.labelstudio.pull import state_path
-
     state_path(cfg).unlink()  # so this pull fetches every annotation again, in chunks of 40
     restarts: list[threading.Thread] = []
 
