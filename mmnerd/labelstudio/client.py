@@ -403,13 +403,3 @@ class LSClient:
 def encode_tasks(tasks: list[dict]) -> bytes:
     """The JSON body of a bulk import (UTF-8, non-ASCII kept as is: smaller than escapes)."""
     return json.dumps(tasks, ensure_ascii=False, allow_nan=False).encode("utf-8")
-
-
-def encode_task(task: dict) -> bytes:
-    """One task of a bulk import body; :func:`join_tasks` makes the body from several."""
-    return json.dumps(task, ensure_ascii=False, allow_nan=False).encode("utf-8")
-
-
-def join_tasks(encoded: list[bytes]) -> bytes:
-    """The bulk import body (a JSON array) of tasks encoded by :func:`encode_task`."""
-    return b"[" + b",".join(encoded) + b"]"

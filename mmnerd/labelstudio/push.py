@@ -29,7 +29,7 @@ import hashlib
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote
 
 from mmnerd.config import PipelineConfig
@@ -40,7 +40,6 @@ from mmnerd.records import Post, Span
 FROM_NAME = "label"
 TO_NAME = "text"
 GOLD_MODEL_VERSION = "gold-import"
-R = TypeVar("R")
 EARLY_BATCH = 500
 """Posts worth an import call of their own when the server would otherwise wait."""
 
@@ -243,7 +242,7 @@ class _SerialImporter:
         self.sent += 1
         return self._pool.submit(self._job, index, body, n_tasks)
 
-    def call(self, fn: Callable[..., R], *args: Any) -> Any:
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn(*args)`` on the import thread, before the batches queued after it."""
         return self._pool.submit(fn, *args)
 
@@ -291,7 +290,7 @@ class PushStage(Stage):
     def run(self, records: Iterable[Post], ctx: StageContext) -> Iterator[Post]:
         from collections import Counter, deque
 
-        from mmnerd.labelstudio.client import LSClient, encode_task, join_tasks
+        from mmnerd.labelstudio.client import LSClient, encode_tasks
         from mmnerd.progress import progress_bar
 
         config = ctx.config
@@ -310,7 +309,8 @@ class PushStage(Stage):
         waiting: deque[Post] = deque()  # kept posts in input order, not yet yielded
         seen: set[str] = set()
         fixes: list[tuple[int, int]] = []
-        counts: Counter[str] = Counter()
+        counts: Counter[str] = Counter()  # stage flags
+        n_overlap = 0  # posts given more than one annotator
         early = min(ls.batch_size, EARLY_BATCH)
 
         def route(post: Post) -> None:
@@ -324,13 +324,17 @@ class PushStage(Stage):
                     # never rewrite a task silently: pull checks spans against the post's text
                     counts["task_text_differs"] += 1
 
-        def encoded(post: Post) -> bytes:
-            task = task_payload(post, config, ls.pre_annotate, predictions.get(post.id))
-            return encode_task(task)
+        def adopt() -> None:
+            """The set-up is done: route the posts read meanwhile."""
+            nonlocal pid, by_post
+            pid, by_post = self._adopt(setup.result(), client, ctx)
+            for p in unrouted:
+                route(p)
+            unrouted.clear()
 
         def send(posts: list[Post]) -> None:
-            body = join_tasks([encoded(p) for p in posts])
-            inflight.append((posts, importer.submit(body, len(posts))))
+            tasks = [task_payload(p, config, ls.pre_annotate, predictions.get(p.id)) for p in posts]
+            inflight.append((posts, importer.submit(encode_tasks(tasks), len(posts))))
 
         def settle(advance: Callable[[int], None]) -> None:
             posts, future = inflight.popleft()
@@ -341,6 +345,7 @@ class PushStage(Stage):
             advance(len(posts))
 
         def ready() -> Iterator[Post]:
+            nonlocal n_overlap
             while waiting and by_post is not None and waiting[0].id in by_post:
                 p = waiting.popleft()
                 task = by_post[p.id]
@@ -350,7 +355,7 @@ class PushStage(Stage):
                 p.extra["ls_task_id"] = int(task["id"])
                 p.extra["ls_project_id"] = pid
                 p.extra["ls_overlap"] = want
-                counts["with_overlap"] += want > 1
+                n_overlap += want > 1
                 yield p
 
         try:
@@ -368,10 +373,7 @@ class PushStage(Stage):
                         unrouted.append(post)
                         if not setup.done() and len(unrouted) < ls.batch_size:
                             continue
-                        pid, by_post = self._adopt(setup.result(), client, ctx)
-                        for p in unrouted:
-                            route(p)
-                        unrouted.clear()
+                        adopt()
                     else:
                         route(post)
                     while inflight and inflight[0][1].done():
@@ -385,9 +387,7 @@ class PushStage(Stage):
                         del batch[: ls.batch_size]
                     yield from ready()
                 if by_post is None:
-                    pid, by_post = self._adopt(setup.result(), client, ctx)
-                    for p in unrouted:
-                        route(p)
+                    adopt()
                 if batch:
                     send(list(batch))
                     batch.clear()
@@ -401,12 +401,11 @@ class PushStage(Stage):
         if stale:
             ctx.flag("tasks_not_in_input", stale)  # e.g. posts dropped upstream since
         for k, n in counts.items():
-            if n and k != "with_overlap":
-                ctx.flag(k, n)
+            ctx.flag(k, n)
         if fixes:
             client.map(lambda c, f: c.set_overlap(*f), fixes, ls.workers)
             ctx.flag("overlap_set", len(fixes))
-        self._print_where(client, config, pid, len(seen), counts["with_overlap"])
+        self._print_where(client, config, pid, len(seen), n_overlap)
 
     @staticmethod
     def _adopt(result: tuple[int, dict, list], client: Any, ctx: StageContext) -> tuple[int, dict]:
