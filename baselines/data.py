@@ -398,12 +398,11 @@ class PixelCache:
 # --- batching -----------------------------------------------------------------------------
 
 
-def random_batches(n: int, size: int, gen: Any | None) -> list[list[int]]:
-    """Positions ``0..n-1`` in batches of ``size``: shuffled with ``gen`` (a torch.Generator),
-    in order when ``gen`` is None."""
+def random_batches(n: int, size: int, gen: Any) -> list[list[int]]:
+    """Positions ``0..n-1`` shuffled with ``gen`` (a torch.Generator), in batches of ``size``."""
     import torch
 
-    order = torch.randperm(n, generator=gen).tolist() if gen is not None else list(range(n))
+    order = torch.randperm(n, generator=gen).tolist()
     return [order[i : i + size] for i in range(0, n, size)]
 
 
