@@ -350,15 +350,6 @@ class LSClient:
     def delete_task(self, task_id: int) -> None:
         self.delete(f"/api/tasks/{task_id}")
 
-    def create_prediction(
-        self, task_id: int, result: list[dict], model_version: str, score: float = 1.0
-    ) -> int:
-        p = self.post(
-            "/api/predictions",
-            {"task": task_id, "result": result, "score": score, "model_version": model_version},
-        )
-        return int(p["id"])
-
     def create_annotation(
         self,
         task_id: int,
@@ -379,25 +370,8 @@ class LSClient:
 
     def export(self, project_id: int, export_type: str = "JSON", all_tasks: bool = True) -> list:
         """The project's tasks with their annotations (``all_tasks`` includes unlabelled ones)."""
-        import requests
-
-        path = f"/api/projects/{project_id}/export"
-        try:
-            r = self.session.get(
-                f"{self.url}{path}",
-                params={
-                    "exportType": export_type,
-                    "download_all_tasks": "true" if all_tasks else "false",
-                },
-                timeout=self.timeout,
-            )
-        except requests.RequestException as e:
-            raise LabelStudioError(
-                f"GET {path}: cannot reach Label Studio ({type(e).__name__})"
-            ) from None
-        if r.status_code >= 400:
-            raise LabelStudioError(f"GET {path}: HTTP {r.status_code}: {r.text[:200]}")
-        return json.loads(r.content)
+        params = {"exportType": export_type, "download_all_tasks": str(all_tasks).lower()}
+        return self.get(f"/api/projects/{project_id}/export", params=params) or []
 
 
 def encode_tasks(tasks: list[dict]) -> bytes:
