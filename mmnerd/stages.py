@@ -133,7 +133,7 @@ def run_predict(config: PipelineConfig, checkpoint: Path, out: Path | None = Non
     import json
 
     from mmnerd.errors import StageError
-    from mmnerd.io import atomic_write
+    from mmnerd.io import atomic_write, inside
     from mmnerd.pipeline import MARKER, stage_dir
 
     if not (stage_dir(config, "dedup") / MARKER).exists():
@@ -149,7 +149,7 @@ def run_predict(config: PipelineConfig, checkpoint: Path, out: Path | None = Non
                 continue
             image = ""
             if p.image is not None and p.image.path:
-                image = str((config.root / "images" / p.image.path).resolve())
+                image = str(inside(config.root / "images", p.image.path))
             row = {"id": p.id, "tokens": p.tokens, "lang": p.lang, "image": image}
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     raw = folder / "raw-predictions.jsonl"
