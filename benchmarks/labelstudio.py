@@ -87,18 +87,6 @@ def posts(n: int, seed: int = 1) -> list:
     return out
 
 
-def seed(config, stage: str, items: list) -> None:
-    from mmnerd.io import write_json
-    from mmnerd.pipeline import MARKER, StageStats, stage_dir, write_shard
-
-    folder = stage_dir(config, stage)
-    folder.mkdir(parents=True, exist_ok=True)
-    st = StageStats(stage)
-    for k in range(0, len(items), 1000):
-        write_shard(folder, f"{k // 1000:05d}", items[k : k + 1000], st)
-    write_json(folder / MARKER, {"fingerprint": "bench", "stats": st.to_dict()})
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=10_000)
@@ -114,7 +102,7 @@ def main() -> None:
     from mmnerd.labelstudio.pull import PullStage
     from mmnerd.labelstudio.push import PushStage
     from mmnerd.labelstudio.simulate import simulate
-    from mmnerd.pipeline import Runner, iter_stage
+    from mmnerd.pipeline import Runner, iter_stage, seed_stage
 
     base = Path(tempfile.mkdtemp(prefix="mmnerd-ls-bench-"))
     with socket.socket() as s:
@@ -171,14 +159,14 @@ def main() -> None:
             runs["setup"].append(t.seconds)
             # like the competitor: into a project that exists (created before the clock starts)
             c4 = cfg(f"push-existing{r}")
-            seed(c4, "dedup", items)
+            seed_stage(c4, "dedup", items)
             ensure_project(raw, c4)
             with Timer() as t:
                 Runner(c4).run_stage(PushStage())
             runs["existing"].append(t.seconds)
             # like the script: push creates its project and storage
             c1 = cfg(f"push{r}")
-            seed(c1, "dedup", items)
+            seed_stage(c1, "dedup", items)
             with Timer() as t:
                 Runner(c1).run_stage(PushStage())
             runs["push"].append(t.seconds)
@@ -205,7 +193,7 @@ def main() -> None:
         # no bulk call that sets a task's overlap (see docs/annotation.md, "Overlap")
         n_ov = min(args.n, args.overlap_posts)
         c3 = cfg("overlap", overlap_share=0.2, overlap_k=2)
-        seed(c3, "dedup", items[:n_ov])
+        seed_stage(c3, "dedup", items[:n_ov])
         with Timer() as t:
             st = Runner(c3).run_stage(PushStage())
         rows.append(
@@ -218,7 +206,7 @@ def main() -> None:
 
         # a project whose tasks arrive with one annotation each (bulk), to measure pull
         c2 = cfg("pull", pre_annotate=True)
-        seed(c2, "dedup", items)
+        seed_stage(c2, "dedup", items)
         base_client = LSClient.from_config(c2)
         admin = base_client.whoami()["id"]
 

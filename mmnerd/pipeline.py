@@ -20,7 +20,7 @@ import shutil
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -192,6 +192,31 @@ def write_shard(folder: Path, sid: str, produced: Iterable[Post], stats: StageSt
         write_posts(folder / f"excluded-{sid}.jsonl", dropped)
     write_posts(folder / f"shard-{sid}.jsonl", kept)
     stats.items_out += len(kept)
+
+
+def seed_stage(
+    config: PipelineConfig,
+    name: str,
+    posts: Sequence[Post],
+    shard_size: int | None = None,
+    run_id: str = "seeded",
+) -> StageStats:
+    """Write ``posts`` as the finished output of stage ``name``, in shards of ``shard_size``
+    (default: the config's), with a marker whose fingerprint is ``"seeded"``.
+
+    For records made outside the pipeline (tests, benchmarks, imported corpora): the
+    stages after ``name`` read them as usual; ``name`` itself counts as stale if run.
+    """
+    folder = stage_dir(config, name)
+    folder.mkdir(parents=True, exist_ok=True)
+    size = shard_size or config.shard_size
+    stats = StageStats(name)
+    for k in range(0, len(posts), size):
+        write_shard(folder, f"{k // size:05d}", posts[k : k + size], stats)
+    write_json(
+        folder / MARKER, {"fingerprint": "seeded", "run_id": run_id, "stats": stats.to_dict()}
+    )
+    return stats
 
 
 def _ticking(records: Iterable[Post], tick: Callable[[int], None] | None) -> Iterator[Post]:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from mmnerd.config import PipelineConfig
-from mmnerd.io import read_posts, write_json, write_posts
-from mmnerd.pipeline import MARKER, Runner, Stage, shard_ids, stage_dir
+from mmnerd.io import read_posts
+from mmnerd.pipeline import MARKER, Runner, Stage, seed_stage, shard_ids, stage_dir
 from mmnerd.records import ImageRef, Post
 from mmnerd.text.stages import LanguageStage, NormalizeStage, TokenizeStage
 
@@ -34,12 +34,7 @@ def seed_collect(cfg: PipelineConfig, n: int = 120) -> None:
         Post(id=f"t:{i:04d}", source="t", source_id=str(i), text=f"{TEXTS[i % 5]} {i}")
         for i in range(n)
     ]
-    folder = stage_dir(cfg, "collect")
-    for k in range(0, n, 25):
-        write_posts(folder / f"shard-{k // 25:05d}.jsonl", posts[k : k + 25])
-    write_json(
-        folder / MARKER, {"fingerprint": "seeded", "run_id": "r1", "stats": {"stage": "collect"}}
-    )
+    seed_stage(cfg, "collect", posts, shard_size=25)
 
 
 def outputs(cfg: PipelineConfig) -> dict[str, bytes]:
@@ -206,10 +201,7 @@ def test_fetch_and_dedup_on_dask_equal_local(tmp_path, httpserver):
         executor={"kind": "dask", "workers": 2},
     )
     for cfg in (local, dask):
-        folder = stage_dir(cfg, "tokenize")
-        for k in range(0, 80, 20):
-            write_posts(folder / f"shard-{k // 20:05d}.jsonl", posts[k : k + 20])
-        write_json(folder / MARKER, {"fingerprint": "seeded", "run_id": "r1", "stats": {}})
+        seed_stage(cfg, "tokenize", posts)
     stages = [FetchStage(), DedupStage()]
     stats_local = Runner(local).run(stages)
     runner = Runner(dask)

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from mmnerd.config import PipelineConfig
-from mmnerd.pipeline import StageStats, write_shard
 from mmnerd.records import ImageRef, Post, Span
 from mmnerd.text.tokenize import tokenize
 from tests.conftest import free_port
@@ -138,15 +137,3 @@ _PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
     "1f15c4890000000d4944415478da63f8cfc0f01f0005000201a5ddfb1c0000000049454e44ae426082"
 )
-
-
-def seed_stage(config: PipelineConfig, name: str, posts: list[Post]) -> None:
-    """Write ``posts`` as the finished output of stage ``name`` (e.g. 'dedup')."""
-    from mmnerd.io import write_json
-    from mmnerd.pipeline import MARKER, stage_dir
-
-    folder = stage_dir(config, name)
-    folder.mkdir(parents=True, exist_ok=True)
-    stats = StageStats(name)
-    write_shard(folder, "00000", posts, stats)
-    write_json(folder / MARKER, {"fingerprint": "seeded-by-test", "stats": stats.to_dict()})

@@ -14,10 +14,10 @@ from mmnerd.labelstudio.client import LSClient
 from mmnerd.labelstudio.pull import PullStage
 from mmnerd.labelstudio.push import PushStage, overlap_for, task_payload
 from mmnerd.labelstudio.simulate import simulate
-from mmnerd.pipeline import Runner, iter_excluded, iter_stage
+from mmnerd.pipeline import Runner, iter_excluded, iter_stage, seed_stage
 from mmnerd.text.bio import OffsetIndex, spans_to_bio
 
-from .conftest import make_posts, seed_stage
+from .conftest import make_posts
 
 pytestmark = pytest.mark.labelstudio
 

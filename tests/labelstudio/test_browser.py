@@ -24,11 +24,11 @@ from mmnerd.labelstudio.client import LSClient
 from mmnerd.labelstudio.pull import PullStage
 from mmnerd.labelstudio.push import PushStage
 from mmnerd.labelstudio.users import create_annotator
-from mmnerd.pipeline import Runner, iter_stage
+from mmnerd.pipeline import Runner, iter_stage, seed_stage
 from mmnerd.records import ImageRef, Post, Span
 from mmnerd.text.bio import cp_to_utf16, spans_to_bio
 
-from .conftest import ROOT, seed_stage, tokenize
+from .conftest import ROOT, tokenize
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.browser]
 

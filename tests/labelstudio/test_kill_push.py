@@ -21,10 +21,10 @@ import pytest
 from mmnerd.config import load_config
 from mmnerd.labelstudio.adjudicate import adjudication_title
 from mmnerd.labelstudio.client import LSClient
-from mmnerd.pipeline import iter_stage
+from mmnerd.pipeline import iter_stage, seed_stage
 from tests.killing import kill_after, temp_files
 
-from .conftest import ROOT, make_posts, seed_stage
+from .conftest import ROOT, make_posts
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
 

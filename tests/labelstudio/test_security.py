@@ -13,8 +13,9 @@ import pytest
 
 from mmnerd.config import load_config
 from mmnerd.labelstudio import server
+from mmnerd.pipeline import seed_stage
 
-from .conftest import ROOT, make_posts, seed_stage
+from .conftest import ROOT, make_posts
 
 pytestmark = pytest.mark.labelstudio
 
