@@ -107,6 +107,9 @@ class Stage:
     def run(self, records: Iterable[Post], ctx: StageContext) -> Iterator[Post]:
         raise NotImplementedError
 
+    def prepare(self, config: PipelineConfig) -> None:
+        """Run once in the driver before any shard starts (no shard is running yet)."""
+
     def fingerprint(self, config: PipelineConfig) -> str:
         return f"{type(self).__qualname__}|{config.fingerprint(*self.config_sections)}"
 
@@ -278,6 +281,7 @@ class Runner:
             shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(folder)
+        stage.prepare(self.config)
         t0 = time.perf_counter()
         if stage.scope == "global" or stage.input is None:
             stats = self._run_whole(stage, folder)

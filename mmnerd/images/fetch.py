@@ -50,9 +50,9 @@ from urllib3.exceptions import (
     TimeoutError as Urllib3Timeout,
 )
 
-from mmnerd.config import ImagesConfig
+from mmnerd.config import ImagesConfig, PipelineConfig
 from mmnerd.images.validate import ImageOptions, Processed, process, sniff, validate
-from mmnerd.io import atomic_write
+from mmnerd.io import atomic_write, remove_stale_temps
 from mmnerd.pipeline import Stage, StageContext
 from mmnerd.records import ImageRef, Post
 
@@ -591,6 +591,13 @@ class FetchStage(Stage):
     name = "fetch"
     input = "tokenize"
     config_sections = ("images",)
+
+    def prepare(self, config: PipelineConfig) -> None:
+        """Delete image temp files a killed fetch left in the store (no writer runs yet)."""
+        images = config.root / "images"
+        if images.is_dir():
+            for folder in images.iterdir():
+                remove_stale_temps(folder)
 
     def run(self, records: Iterable[Post], ctx: StageContext) -> Iterator[Post]:
         cfg = ctx.config.images

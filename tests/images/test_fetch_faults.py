@@ -32,7 +32,7 @@ from mmnerd.images.fetch import (
     parse_target,
 )
 from mmnerd.images.validate import strip_jpeg_metadata
-from mmnerd.pipeline import StageContext, StageStats
+from mmnerd.pipeline import Runner, StageContext, StageStats, seed_stage
 from mmnerd.records import ImageRef, Post
 
 EXT = {"image/jpeg": "jpg", "image/png": "png"}
@@ -409,3 +409,24 @@ def test_no_private_ipv6_gets_through(loopback_only, ip):
     res = Fetcher(make_cfg(allow_hosts=[]), resolver).fetch(f"http://[{ip}]:81/x.jpg")
     assert res.status in ("blocked_address", "bad_url"), (ip, res)
     assert loopback_only == []
+
+
+def test_fetch_removes_temps_a_killed_fetch_left(faultserver, config):
+    """kill -9 mid-write leaves ``.<name>.tmp`` files in the image store; the next fetch
+    run deletes them before any shard starts, and keeps the finished images."""
+    config.images.allow_hosts = ["localhost"]
+    post = Post(id="t:1", source="t", source_id="1", text="x")
+    post.image = ImageRef(url=faultserver.url("/img/ok.jpg"))
+    store = config.root / "images"
+    kept = store / "ab" / ("ab" + "0" * 62 + ".jpg")
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(b"a finished image")
+    stale = [kept.parent / f".{kept.name}.x1y2.tmp", store / "cd" / ".cd00.jpg.q9.tmp"]
+    stale[1].parent.mkdir()
+    for p in stale:
+        p.write_bytes(b"half an image")
+    seed_stage(config, "tokenize", [post])
+    stats = Runner(config).run_stage(FetchStage())
+    assert stats.items_out == 1
+    assert not any(p.exists() for p in stale) and not list(store.rglob("*.tmp"))
+    assert kept.read_bytes() == b"a finished image"
