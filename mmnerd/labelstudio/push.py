@@ -267,8 +267,8 @@ class _SerialImporter:
 class PushStage(Stage):
     """Import the kept posts as Label Studio tasks; duplicates are excluded (reason 'duplicate').
 
-    Streaming: the project set-up and the listing of tasks already present run
-    while the input is read; new posts are imported in batches of up to
+    Streaming: once the project is set up, the listing of tasks already present
+    (if any) runs while the input is read; new posts are imported in batches of up to
     ``labelstudio.batch_size`` (smaller ones, from ``EARLY_BATCH`` posts, only
     when no import is under way) on a background thread while later posts are
     read and earlier ones written; posts are yielded in input order once their
@@ -297,12 +297,19 @@ class PushStage(Stage):
         ls = config.labelstudio
         client = self.client or LSClient.from_config(config)
         predictions = load_predictions(ls.predictions) if ls.predictions else {}
+        # the project first, before reading: a few small requests that, run beside the
+        # reading, would wait for the GIL and take several times longer
+        proj = ensure_project(client, config)
+        pid = int(proj["id"])
         importer = _SerialImporter(
             lambda body, n: client.import_json(pid, body, n), self.after_batch
         )
-        setup = importer.call(_project_and_tasks, client, config)  # runs before any import
-        pid = 0
         by_post: dict[str, dict] | None = None
+        listing = None  # the tasks already there, listed while the input is read
+        if "created" in proj or proj.get("task_number") == 0:
+            by_post = {}  # nothing to list in a project just created or still empty
+        else:
+            listing = importer.call(existing_tasks, client, pid)  # runs before any import
         unrouted: list[Post] = []  # read before the listing arrived
         batch: list[Post] = []
         inflight: deque[tuple[list[Post], Any]] = deque()
@@ -325,9 +332,10 @@ class PushStage(Stage):
                     counts["task_text_differs"] += 1
 
         def adopt() -> None:
-            """The set-up is done: route the posts read meanwhile."""
-            nonlocal pid, by_post
-            pid, by_post = self._adopt(setup.result(), client, ctx)
+            """The listing is done: route the posts read meanwhile."""
+            nonlocal by_post
+            assert listing is not None
+            by_post = self._adopt(*listing.result(), client, ctx)
             for p in unrouted:
                 route(p)
             unrouted.clear()
@@ -371,7 +379,7 @@ class PushStage(Stage):
                     waiting.append(post)
                     if by_post is None:
                         unrouted.append(post)
-                        if not setup.done() and len(unrouted) < ls.batch_size:
+                        if not listing.done() and len(unrouted) < ls.batch_size:
                             continue
                         adopt()
                     else:
@@ -408,9 +416,8 @@ class PushStage(Stage):
         self._print_where(client, config, pid, len(seen), n_overlap)
 
     @staticmethod
-    def _adopt(result: tuple[int, dict, list], client: Any, ctx: StageContext) -> tuple[int, dict]:
-        """Take the set-up's result: delete unlabelled duplicate tasks, report labelled ones."""
-        pid, by_post, dupes = result
+    def _adopt(by_post: dict, dupes: list[dict], client: Any, ctx: StageContext) -> dict:
+        """Take the listing: delete unlabelled duplicate tasks, report labelled ones."""
         # only possible if something imported twice outside this stage: the oldest task
         # is the post's; delete unlabelled copies, keep (and report) labelled ones
         for t in dupes:
@@ -419,7 +426,7 @@ class PushStage(Stage):
             else:
                 client.delete_task(t["id"])
                 ctx.flag("duplicate_task_deleted")
-        return pid, by_post
+        return by_post
 
     @staticmethod
     def _print_where(
@@ -436,12 +443,3 @@ class PushStage(Stage):
             file=sys.stderr,
         )
 
-
-def _project_and_tasks(client: Any, config: PipelineConfig) -> tuple[int, dict, list]:
-    """Ensure the project (and its storage); list its tasks: ``(project id, by_post, dupes)``."""
-    proj = ensure_project(client, config)
-    pid = int(proj["id"])
-    if "created" in proj or proj.get("task_number") == 0:
-        return pid, {}, []  # nothing to list in a project just created or still empty
-    by_post, dupes = existing_tasks(client, pid)
-    return pid, by_post, dupes

@@ -1,9 +1,13 @@
-"""LSClient against a server that is away: reads wait for it, writes never resend."""
+"""LSClient's connection handling: reads wait for a server that is away, writes never
+resend, and reused connections do not stall on delayed ACKs."""
 
 from __future__ import annotations
 
+import socket
+import statistics
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -61,3 +65,39 @@ def test_write_is_never_resent_to_an_absent_server():
     with pytest.raises(LabelStudioError, match="cannot reach"):
         client.import_tasks(1, [{"data": {"post_id": "x"}}])
     assert time.monotonic() - t0 < 10  # no waiting loop for a non-idempotent call
+
+
+class _KeepAlive(_Tasks):
+    """Like Label Studio's WSGIServer: HTTP/1.1 keep-alive, headers and body in two writes."""
+
+    protocol_version = "HTTP/1.1"
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_QUICKACK"), reason="Linux's delayed ACK")
+def test_reused_connection_answers_without_the_delayed_ack_stall():
+    """On a reused connection a plain client ACKs the headers late (40 ms on Linux) and
+    the server's Nagle holds the body until then; LSClient must not wait for that."""
+    import requests
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _KeepAlive)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}"
+
+    def median_call(get: Callable[[], object]) -> float:
+        get()  # a new connection starts in quick-ACK mode: time the reused ones
+        times = []
+        for _ in range(9):
+            t0 = time.perf_counter()
+            get()
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times)
+
+    try:
+        plain = requests.Session()
+        stalled = median_call(lambda: plain.get(f"{url}/api/tasks").json())
+        client = LSClient(url, "t" * 40)
+        ours = median_call(lambda: client.get("/api/tasks"))
+    finally:
+        httpd.shutdown()
+    assert stalled >= 0.035, f"the test server did not reproduce the stall ({stalled:.3f} s)"
+    assert ours < stalled / 2, f"LSClient {ours:.3f} s per call, plain requests {stalled:.3f} s"
