@@ -442,4 +442,3 @@ class PushStage(Stage):
             f"({ls.admin_email}) and its password are in {Path(ls.data_dir) / 'credentials.json'}.",
             file=sys.stderr,
         )
-
