@@ -21,7 +21,7 @@ import uuid
 from typing import Any
 
 from mmnerd.config import ExecutorConfig, PipelineConfig
-from mmnerd.errors import ConfigError
+from mmnerd.errors import ConfigError, StageError
 from mmnerd.io import read_json
 from mmnerd.pipeline import Stage, StageStats, run_shard, stage_dir
 from mmnerd.progress import progress_bar
@@ -40,6 +40,36 @@ def run_shard_once(config: PipelineConfig, stage: Stage, sid: str) -> StageStats
         if stats:
             return StageStats.from_dict(stats)
     return run_shard(config, stage, sid)
+
+
+def load_error(blob: bytes) -> str:
+    """Run on a worker: '' if ``blob`` (Dask-pickled) loads there, else why not (one line)."""
+    from distributed.protocol import pickle
+
+    try:
+        pickle.loads(blob)
+    except Exception as e:  # a module the driver has and the worker lacks, mostly
+        return f"{type(e).__name__}: {e}".splitlines()[0]
+    return ""
+
+
+def check_loadable(client: Any, config: PipelineConfig, stage: Stage) -> None:
+    """Raise :class:`StageError` unless every worker can load ``(config, stage)``.
+
+    A task a worker cannot unpickle (a stage class defined in a script or module
+    only the driver has) kills the worker process in Dask instead of failing the
+    task, and the map would wait forever for workers that never come back.
+    """
+    from distributed.protocol import pickle
+
+    blob = pickle.dumps((config, stage))
+    for worker, error in sorted(client.run(load_error, blob).items()):
+        if error:
+            raise StageError(
+                f"stage '{stage.name}' ({type(stage).__module__}.{type(stage).__qualname__}) "
+                f"cannot be loaded on Dask worker {worker}: {error}; define it in a module "
+                f"every worker can import"
+            )
 
 
 class DaskExecutor:
@@ -85,6 +115,7 @@ class DaskExecutor:
         from dask.distributed import as_completed
 
         client = self.client()
+        check_loadable(client, config, stage)
         run = uuid.uuid4().hex[:8]  # fresh keys: never reuse a result of an earlier map
         pending = as_completed(
             [

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -228,3 +229,42 @@ def test_fetch_and_dedup_on_dask_equal_local(tmp_path, httpserver):
     ]
     assert stats_dask[0].dropped == {"image:http_404": 1}
     assert stats_dask[1].flagged["duplicate_image"] > 0
+
+
+DRIVER_ONLY = """
+from mmnerd.pipeline import Stage
+
+
+class Copy(Stage):
+    name = "copy"
+    input = "collect"
+
+    def run(self, records, ctx):
+        yield from records
+"""
+
+
+@pytest.mark.slow
+def test_a_stage_the_workers_cannot_load_is_a_clear_error(tmp_path, monkeypatch):
+    """A stage class only the driver can import (defined in a script, say) used to kill
+    every worker that received it, and the map waited forever; now: one line, at once."""
+    import types
+
+    from mmnerd.errors import StageError
+
+    module = types.ModuleType("driver_only_stages")
+    exec(DRIVER_ONLY, module.__dict__)
+    monkeypatch.setitem(sys.modules, "driver_only_stages", module)
+    cfg = dask_config(tmp_path / "d")
+    seed_collect(cfg, n=50)
+    runner = Runner(cfg)
+    try:
+        with pytest.raises(StageError) as err:
+            runner.run_stage(module.Copy())
+        assert len(runner.executor.client().run(os.getpid)) == 2  # no worker was lost
+    finally:
+        runner.executor.close()
+    message = str(err.value)
+    assert "stage 'copy' (driver_only_stages.Copy) cannot be loaded on Dask worker" in message
+    assert "No module named 'driver_only_stages'" in message and "\n" not in message
+    assert not list(stage_dir(cfg, "copy").glob("shard-*.jsonl"))
