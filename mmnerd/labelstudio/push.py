@@ -297,8 +297,8 @@ class PushStage(Stage):
         ls = config.labelstudio
         client = self.client or LSClient.from_config(config)
         predictions = load_predictions(ls.predictions) if ls.predictions else {}
-        # the project first, before reading: a few small requests that, run beside the
-        # reading, would wait for the GIL and take several times longer
+        # the project first (a few small requests): imports need its id; only the listing
+        # of a non-empty project, which can take seconds, runs beside the reading
         proj = ensure_project(client, config)
         pid = int(proj["id"])
         importer = _SerialImporter(
