@@ -14,6 +14,7 @@ call and the server's answer; the token never appears in them.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -48,7 +49,7 @@ class LSClient:
             allowed_methods=frozenset({"GET", "HEAD"}),  # never POST: imports are not idempotent
             respect_retry_after_header=True,
         )
-        adapter = _quick_ack_adapter(retry)
+        adapter = _quick_ack_adapter_class()(max_retries=retry)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
 
@@ -379,8 +380,10 @@ def encode_tasks(tasks: list[dict]) -> bytes:
     return json.dumps(tasks, ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
-def _quick_ack_adapter(retry: Any) -> Any:
-    """A ``requests`` adapter whose connections acknowledge an answer's first packet at once.
+@functools.cache
+def _quick_ack_adapter_class() -> type:
+    """A ``requests`` adapter class whose connections acknowledge an answer's first packet
+    at once (built once per process: clients are made per thread).
 
     The server ``label-studio start`` runs (Django's WSGIServer) sends an answer's
     headers and body in two writes.  On a reused connection Linux delays the ACK of
@@ -398,7 +401,7 @@ def _quick_ack_adapter(retry: Any) -> Any:
 
     quick_ack = getattr(socket, "TCP_QUICKACK", None)
     if quick_ack is None:
-        return HTTPAdapter(max_retries=retry)
+        return HTTPAdapter
 
     class QuickAck:
         sock: Any
@@ -427,4 +430,4 @@ def _quick_ack_adapter(retry: Any) -> Any:
             super().init_poolmanager(*args, **kw)
             self.poolmanager.pool_classes_by_scheme = pools
 
-    return QuickAckAdapter(max_retries=retry)
+    return QuickAckAdapter
