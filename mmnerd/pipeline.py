@@ -179,11 +179,14 @@ def reason_key(reason: str) -> str:
     return reason.split(": ", 1)[0]
 
 
-def write_shard(folder: Path, sid: str, produced: Iterable[Post], stats: StageStats) -> None:
-    """Split a stage's output into kept / excluded files for one shard and count them.
+def write_shard(
+    folder: Path, sid: str, produced: Iterable[Post], stats: StageStats, with_stats: bool = False
+) -> None:
+    """Split a stage's output into kept / excluded files for one shard and count them
+    (``with_stats``: also write the shard's ``stats-<sid>.json``).
 
-    The excluded file is written first: the kept file's existence marks the
-    shard done, so a crash between the two redoes the shard cleanly.
+    The kept file is written last: its existence marks the shard done, so a crash
+    before it (after the excluded or stats file) redoes the shard cleanly.
     """
     kept: list[Post] = []
     dropped: list[Post] = []
@@ -191,10 +194,12 @@ def write_shard(folder: Path, sid: str, produced: Iterable[Post], stats: StageSt
         (kept if p.ok else dropped).append(p)
     for p in dropped:
         stats.dropped[reason_key(p.reason)] += 1
+    stats.items_out += len(kept)
     if dropped:
         write_posts(folder / f"excluded-{sid}.jsonl", dropped)
+    if with_stats:
+        write_json(folder / f"stats-{sid}.json", stats.to_dict())
     write_posts(folder / f"shard-{sid}.jsonl", kept)
-    stats.items_out += len(kept)
 
 
 def seed_stage(
@@ -242,8 +247,7 @@ def run_shard(
     stats = StageStats(stage.name, items_in=len(records))
     ctx = StageContext(config, stats, shard=sid)
     produced = _ticking(stage.run(records, ctx), tick)
-    write_shard(stage_dir(config, stage.name), sid, produced, stats)
-    write_json(stage_dir(config, stage.name) / f"stats-{sid}.json", stats.to_dict())
+    write_shard(stage_dir(config, stage.name), sid, produced, stats, with_stats=True)
     return stats
 
 
@@ -309,9 +313,15 @@ class Runner:
         return total
 
     def _pending(self, stage: Stage) -> list[str]:
-        """Input shards this stage has not written yet."""
+        """Input shards this stage has not written yet (a shard without its stats file, as
+        a crash left it before the stats were written first, is not done)."""
         assert stage.input is not None
-        done = set(shard_ids(self.config, stage.name))
+        folder = stage_dir(self.config, stage.name)
+        done = {
+            sid
+            for sid in shard_ids(self.config, stage.name)
+            if (folder / f"stats-{sid}.json").exists()
+        }
         return [sid for sid in shard_ids(self.config, stage.input) if sid not in done]
 
     def _run_whole(self, stage: Stage, folder: Path) -> StageStats:

@@ -105,3 +105,27 @@ def test_missing_input_is_a_clear_error(cfg):
 def test_no_temp_files_left(cfg):
     Runner(cfg).run([Numbers(), DropOdd()])
     assert not list(cfg.root.rglob("*.tmp"))
+
+
+def test_crash_while_writing_a_shards_stats_redoes_that_shard(cfg, monkeypatch):
+    """kill -9 can land between a shard's files: the rerun must neither trust a shard whose
+    stats are missing nor lose count (CI caught a rerun crashing on a missing stats file)."""
+    import mmnerd.pipeline as pipeline
+
+    Runner(cfg).run_stage(Numbers())
+    real_write_json = pipeline.write_json
+
+    def dies_at_shard_1_stats(path, data):  # type: ignore[no-untyped-def]
+        if path.name == "stats-00001.json":
+            raise KeyboardInterrupt("killed while writing shard 00001's stats")
+        return real_write_json(path, data)
+
+    monkeypatch.setattr(pipeline, "write_json", dies_at_shard_1_stats)
+    with pytest.raises(KeyboardInterrupt):
+        Runner(cfg).run_stage(DropOdd())
+    monkeypatch.setattr(pipeline, "write_json", real_write_json)
+    DropOdd.calls = []
+    stats = Runner(cfg).run_stage(DropOdd())
+    assert DropOdd.calls == ["00001", "00002"]  # 00001 counts as not done
+    assert stats.items_in == 25 and stats.items_out == 13 and stats.dropped == {"odd": 12}
+    assert len([p.id for p in iter_stage(cfg, "drop_odd")]) == 13
