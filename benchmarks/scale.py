@@ -298,7 +298,7 @@ def cpu_seconds(runner: Any, kind: str) -> float:
 
 
 def child(kind: str, n: int, base: str, workers: int, shard_size: int) -> dict[str, Any]:
-    import mmnerd.dedup as dedup_mod
+    import mmnerd.dedup.clusters as dedup_mod
     from mmnerd.config import PipelineConfig
     from mmnerd.dedup import DedupStage
     from mmnerd.export import export

@@ -228,9 +228,8 @@ def audit_leakage(
     from rich.console import Console
     from rich.table import Table
 
-    from mmnerd.audit import posts_from_export, posts_from_imgid
-    from mmnerd.dedup import audit_leakage as audit
-    from mmnerd.dedup import leakage_json
+    from mmnerd.audit import audit_leakage as audit
+    from mmnerd.audit import leakage_json, posts_from_export, posts_from_imgid
     from mmnerd.errors import ConfigError
     from mmnerd.io import atomic_write
 

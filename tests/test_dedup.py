@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from mmnerd.audit import audit_leakage
 from mmnerd.config import DedupConfig, PipelineConfig
 from mmnerd.dedup import (
     DedupStage,
-    audit_leakage,
     connected_components,
     deduplicate,
     keep_key,

@@ -197,7 +197,7 @@ class Matches:
         starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         # identical groups: all pairs inside each group of size >= 2
         g = np.flatnonzero(sizes >= 2)
-        wi, wj = _triangle(starts[g], sizes[g])
+        wi, wj = triangle_pairs(starts[g], sizes[g])
         within = Pairs(order[wi], order[wj], np.zeros(len(wi), np.uint8))
         vp = self.value_pairs
         ci, cj, rep = _cartesian(starts[vp.i], sizes[vp.i], starts[vp.j], sizes[vp.j])
@@ -221,7 +221,7 @@ def _components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     return labels.astype(np.int64)
 
 
-def _triangle(starts: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def triangle_pairs(starts: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """All ``(a, b)`` with ``start <= a < b < start + size`` for each run (vectorised)."""
     if len(sizes) == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
