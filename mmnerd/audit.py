@@ -56,9 +56,10 @@ def posts_from_imgid(
     folder: Path, images: Path | None, kind: str = "phash"
 ) -> dict[str, list[Post]]:
     """Read ``train.txt``/``valid.txt``/``test.txt`` in the Twitter-2015/MMNERD layout and hash
-    each post's image ``<images>/<imgid>.jpg`` (missing images are skipped for the image check)."""
+    each post's image (:func:`mmnerd.sources.conll.find_image`; posts whose image is missing
+    take part through their text only)."""
     from mmnerd.images.hashing import hash_files_report, hash_hex
-    from mmnerd.sources.conll import read_imgid
+    from mmnerd.sources.conll import find_image, read_imgid
 
     out: dict[str, list[Post]] = {}
     for split, name in IMGID_SPLITS.items():
@@ -67,8 +68,6 @@ def posts_from_imgid(
             raise InputError(f"{path}: missing (expected {', '.join(IMGID_SPLITS.values())})")
         posts = []
         for imgid, tokens, _labels in read_imgid(path):
-            if "/" in imgid or "\\" in imgid or imgid in ("", ".", ".."):
-                raise InputError(f"{path}: IMGID {imgid!r} is not a plain file name")
             posts.append(
                 Post(
                     id=f"{split}:{imgid}",
@@ -80,8 +79,8 @@ def posts_from_imgid(
             )
         out[split] = posts
     if images is not None:
-        todo = [(p, images / f"{p.source_id}.jpg") for ps in out.values() for p in ps]
-        todo = [(p, f) for p, f in todo if f.is_file()]
+        found = [(p, find_image(images, p.source_id)) for ps in out.values() for p in ps]
+        todo = [(p, f) for p, f in found if f is not None]
         report = hash_files_report([str(f) for _, f in todo], kind=kind)
         for k, (post, f) in enumerate(todo):
             if k in report.failed:

@@ -90,4 +90,4 @@ def test_path_like_imgid_is_refused(tmp_path):
     write_corpus(root, leak=False)
     (root / "train.txt").write_text("IMGID:../../etc/passwd\nx\tO\n\n")
     res = audit(root, tmp_path / "x.json")
-    assert res.returncode == 2 and "not a plain file name" in res.stderr
+    assert res.returncode == 2 and "holds '/'" in res.stderr and "train.txt:1" in res.stderr

@@ -44,9 +44,49 @@ from mmnerd.sources import Source, SourceOptions
 from mmnerd.sources.loopback import serve_in_background
 from mmnerd.text.bio import bio_to_spans
 
-_UNSAFE_ID = re.compile(r"[/\\\x00-\x1f]|\.\.")
-"""An image id naming anything but a file inside images_dir (``../x``, ``a/b``, ``C:\\x``)."""
+_UNSAFE_CHARS = re.compile(r"[/\\\x00-\x1f\x7f]")
+"""Characters that make an IMGID name more than one file: separators, NUL, controls."""
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp")
+
+
+def imgid_problem(imgid: str) -> str:
+    """Why ``imgid`` cannot name a file inside the image folder, or "" when it can.
+
+    An IMGID is one path component: it is refused when it *is* ``.`` or ``..`` or holds a
+    path separator, NUL or another control character.  Dots inside a name (MMNERD's
+    ``Tapas...Marine-Tavern...1-L``), ``%2F``, ``?``, ``*``, ``~`` and commas are plain
+    characters of a file name.
+    """
+    if imgid in (".", ".."):
+        return f"IMGID {imgid!r} names a folder"
+    bad = _UNSAFE_CHARS.search(imgid)
+    if bad:
+        return f"IMGID {imgid[:60]!r} holds {bad.group()!r} (a path separator or control character)"
+    return ""
+
+
+def image_candidates(imgid: str, ext: str = ".jpg") -> list[str]:
+    """File names the picture of ``imgid`` may have, in the order they are tried.
+
+    The reference loaders of Twitter-2015/2017 and MMNERD open ``<imgid>.jpg`` whatever the
+    id, so that comes first; an id that already ends in an image extension (some MMNERD
+    ids end in ``.jpg``) may also be stored under its own name.
+    """
+    names = [imgid + ext]
+    if imgid.lower().endswith(IMAGE_EXTS):
+        names.append(imgid)
+    return names
+
+
+def find_image(images_dir: Path, imgid: str, ext: str = ".jpg") -> Path | None:
+    """The picture of ``imgid`` in ``images_dir`` (see :func:`image_candidates`), or None."""
+    if imgid_problem(imgid):
+        return None
+    for name in image_candidates(imgid, ext):
+        path = images_dir / name
+        if path.is_file():
+            return path
+    return None
 
 
 def read_imgid(path: str | Path) -> Iterator[tuple[str, list[str], list[str]]]:
@@ -61,7 +101,7 @@ def read_imgid_lines(path: str | Path) -> Iterator[tuple[str, list[str], list[st
 
     Accepts LF or CRLF line ends, a UTF-8 BOM, and blank lines anywhere between
     posts.  Raises :class:`InputError` naming file and line for a token line
-    before any ``IMGID:``, an id with a path separator or ``..`` (path traversal),
+    before any ``IMGID:``, an id that is not one file name (:func:`imgid_problem`),
     a line that is not ``token<TAB>label``, an empty token or label, a post without
     tokens, or bytes that are not UTF-8.
     """
@@ -91,11 +131,9 @@ def read_imgid_lines(path: str | Path) -> Iterator[tuple[str, list[str], list[st
                 imgid, start, tokens, labels, lines = line[6:].strip(), lineno, [], [], []
                 if not imgid:
                     raise InputError(f"{name}:{lineno}: empty IMGID")
-                if _UNSAFE_ID.search(imgid):
-                    raise InputError(
-                        f"{name}:{lineno}: IMGID {imgid[:60]!r} is not a plain file name "
-                        f"(path separators, '..' and control characters are refused)"
-                    )
+                problem = imgid_problem(imgid)
+                if problem:
+                    raise InputError(f"{name}:{lineno}: {problem}; refused")
                 continue
             if not line.strip():
                 continue
@@ -206,9 +244,6 @@ class ConllSource(Source):
     def base_url(self) -> str:
         return f"http://{self.options.image_host}:{self.port}"
 
-    def image_name(self, imgid: str) -> str:
-        return imgid if imgid.lower().endswith(IMAGE_EXTS) else imgid + self.options.image_ext
-
     def posts(self) -> Iterator[Post]:
         o = self.options
         paths = self.paths()
@@ -255,9 +290,9 @@ class ConllSource(Source):
         if repairs:
             extra["bio_repairs"] = repairs
         if images is not None:
-            name = self.image_name(imgid)
-            if (images / name).is_file():
-                image = ImageRef(url=f"{self.base_url}/{quote(name)}")
+            found = find_image(images, imgid, self.options.image_ext)
+            if found is not None:
+                image = ImageRef(url=f"{self.base_url}/{quote(found.name)}")
             else:
                 extra["image_missing"] = True
         return Post(

@@ -84,6 +84,52 @@ def test_malformed_files_name_file_and_line(tmp_path: Path, text: str, message: 
     assert str(e.value).startswith("twitter2015/train.txt:")
 
 
+MMNERD_ODD_IDS = [
+    "00361613---Tapas...Marine-Tavern...1-L",  # runs of dots inside a name
+    "02825002---hot-chip-picture-id930176274?s=612x612",
+    "07611676---5e835f5f0c2a620e11231026?format=jpeg&width=1200",
+    "05546078---96035068-stock-vector-women-s-day-on-the-8th-of-march-",
+    "0912---a%2Fb,c*d~e",
+    "01474768---photo.jpg",  # already ends in .jpg
+    "x" * 244,
+]
+
+
+@pytest.mark.parametrize("imgid", MMNERD_ODD_IDS)
+def test_published_ids_are_plain_file_names(tmp_path: Path, imgid: str) -> None:
+    blocks = list(read_imgid(write(tmp_path, f"IMGID:{imgid}\nParis\tB-LOC\n")))
+    assert blocks == [(imgid, ["Paris"], ["B-LOC"])]
+
+
+@pytest.mark.parametrize(
+    "imgid, why",
+    [
+        ("..", "names a folder"),
+        (".", "names a folder"),
+        ("../x", "holds '/'"),
+        ("a\\b", "holds '\\\\'"),
+        ("a\x00b", "holds '\\x00'"),
+        ("a\x1bb", "holds '\\x1b'"),
+    ],
+)
+def test_ids_that_are_not_one_file_name_are_refused(tmp_path: Path, imgid: str, why: str) -> None:
+    with pytest.raises(InputError) as e:
+        list(read_imgid(write(tmp_path, f"IMGID:{imgid}\nx\tO\n")))
+    assert str(e.value).startswith("twitter2015/train.txt:1: IMGID") and why in str(e.value)
+
+
+def test_find_image_tries_the_reference_name_then_the_id(tmp_path: Path) -> None:
+    from mmnerd.sources.conll import find_image
+
+    (tmp_path / "a.jpg.jpg").write_bytes(b"x")
+    (tmp_path / "b.jpg").write_bytes(b"x")
+    (tmp_path / "c...d.jpg").write_bytes(b"x")
+    assert find_image(tmp_path, "a.jpg") == tmp_path / "a.jpg.jpg"  # the reference loaders' name
+    assert find_image(tmp_path, "b.jpg") == tmp_path / "b.jpg"  # an id stored under its own name
+    assert find_image(tmp_path, "c...d") == tmp_path / "c...d.jpg"
+    assert find_image(tmp_path, "..") is None and find_image(tmp_path, "zz") is None
+
+
 def test_not_utf8_names_the_line(tmp_path: Path) -> None:
     path = tmp_path / "x" / "t.txt"
     path.parent.mkdir()
