@@ -10,6 +10,7 @@ validated by the source's own pydantic ``Options`` model) into a stream of
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 from collections.abc import Iterator
 from typing import Any, ClassVar
@@ -18,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from mmnerd.config import PipelineConfig
 from mmnerd.errors import ConfigError
+from mmnerd.privacy import Pseudonymizer, pseudonymizer
 from mmnerd.records import Post
 
 SOURCES: dict[str, str] = {
@@ -57,6 +59,12 @@ class Source:
             where = ".".join(str(p) for p in err["loc"])
             raise ConfigError(f"field 'source.{where}': {err['msg']}") from None
         return cls(options, config)
+
+    @functools.cached_property
+    def pseudonym(self) -> Pseudonymizer:
+        """Keyed pseudonyms for authors (and anything else that names an account) with the
+        corpus key of this pipeline (:mod:`mmnerd.privacy`): ``self.pseudonym(value, kind)``."""
+        return pseudonymizer(self.config.root)
 
     def posts(self) -> Iterator[Post]:
         """Yield posts with provenance filled in (id, source, source_id, url, ...)."""
