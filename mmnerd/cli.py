@@ -66,6 +66,13 @@ def _config(pipeline: Path, overrides: list[str] | None):
     return load_config(pipeline, overrides)
 
 
+def require_output(stats: list[Any], command: str) -> None:
+    """Fail (exit 3, one line) when the command's last stage kept no post."""
+    from mmnerd.pipeline import require_output as check
+
+    check(stats, command)
+
+
 def _summary(stats: list[Any], title: str) -> None:
     from mmnerd.progress import print_summary
 
@@ -81,7 +88,9 @@ def collect(
     from mmnerd.stages import run_collect
 
     cfg = _config(pipeline, set_)
-    _summary(run_collect(cfg, force=force), f"collect: {cfg.name}")
+    stats = run_collect(cfg, force=force)
+    _summary(stats, f"collect: {cfg.name}")
+    require_output(stats, "collect")
 
 
 @app.command()
@@ -93,7 +102,9 @@ def dedup(
     from mmnerd.stages import run_dedup
 
     cfg = _config(pipeline, set_)
-    _summary(run_dedup(cfg, force=force), f"dedup: {cfg.name}")
+    stats = run_dedup(cfg, force=force)
+    _summary(stats, f"dedup: {cfg.name}")
+    require_output(stats, "dedup")
 
 
 @ls_app.command("up")
@@ -139,7 +150,9 @@ def annotate_push(
     from mmnerd.stages import run_push
 
     cfg = _config(pipeline, set_)
-    _summary(run_push(cfg, force=force), f"annotate: {cfg.name}")
+    stats = run_push(cfg, force=force)
+    _summary(stats, f"annotate: {cfg.name}")
+    require_output(stats, "annotate push")
 
 
 @annotate_app.command("simulate")
@@ -160,7 +173,9 @@ def pull(pipeline: PipelineOpt = DEFAULT_PIPELINE, set_: SetOpt = None) -> None:
     from mmnerd.stages import run_pull
 
     cfg = _config(pipeline, set_)
-    _summary(run_pull(cfg), f"pull: {cfg.name}")
+    stats = run_pull(cfg)
+    _summary(stats, f"pull: {cfg.name}")
+    require_output(stats, "pull")
 
 
 @app.command()
@@ -174,9 +189,10 @@ def export(
 
     cfg = _config(pipeline, set_)
     manifest, stats = do_export(cfg, Runner(cfg), force=force)
-    _summary([stats], f"export: {cfg.name}")
+    _summary(stats, f"export: {cfg.name}")
     rows = ", ".join(f"{f['file']}: {f['rows']}" for f in manifest["files"])
     print(f"wrote {cfg.export_dir} ({rows})", file=sys.stderr)
+    require_output(stats, "export")
 
 
 @app.command()

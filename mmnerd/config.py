@@ -44,6 +44,12 @@ class LanguageConfig(_Section):
     min_confidence: float = Field(
         0.5, ge=0.0, le=1.0, description="posts below this probability are excluded"
     )
+    trust_hint: bool = Field(
+        False,
+        description="use the language the source declares (post lang_hint) when it is one of "
+        "the targets, instead of detecting it (imported corpora, platforms whose declared "
+        "language you trust); posts without a target hint are detected as usual",
+    )
     quotas: dict[str, int] = Field(
         default_factory=dict,
         description="at most this many posts kept per target language, in input order "
@@ -77,6 +83,12 @@ class NormalizeConfig(_Section):
 
 
 class ImagesConfig(_Section):
+    required: bool = Field(
+        True,
+        description="true: a post without a usable image is dropped at fetch (no_image, "
+        "image:<status>); false: it continues text-only, counted as text_only (published "
+        "corpora without images, text NER)",
+    )
     timeout: float = Field(10.0, gt=0, description="seconds per request")
     max_bytes: int = Field(20_000_000, gt=0, description="larger downloads are cut off")
     max_pixels: int = Field(
@@ -215,6 +227,17 @@ class ExportConfig(_Section):
     fixed_test: str = Field(
         "", description="ids file or test.parquet of an earlier export: keep that test set fixed"
     )
+    labels: Literal["labelstudio", "source"] = Field(
+        "labelstudio",
+        description="labelstudio: the annotations pulled from Label Studio; source: the "
+        "source's own gold labels (imported corpora: collect -> dedup -> export, no Label "
+        "Studio)",
+    )
+    splits: Literal["stratified", "source"] = Field(
+        "stratified",
+        description="stratified: new cluster-grouped, stratified splits (ratios, seed); "
+        "source: keep the corpus's own train/dev/test and report clusters that straddle them",
+    )
 
     @field_validator("ratios")
     @classmethod
@@ -248,6 +271,13 @@ class PipelineConfig(_Section):
     name: str = Field("sample", description="pipeline name (used in paths and titles)")
     data_dir: str = Field("", description='everything this pipeline writes; default "data/<name>"')
     shard_size: int = Field(1000, ge=1, description="records per shard")
+    drop_warning: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="a stage that drops more than this share of its input prints a warning "
+        "with its main reasons",
+    )
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     source: SourceConfig = Field(default_factory=SourceConfig)
     language: LanguageConfig = Field(default_factory=LanguageConfig)

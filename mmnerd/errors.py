@@ -27,3 +27,9 @@ class StageError(MmnerdError):
 
 class LabelStudioError(MmnerdError):
     """The Label Studio server cannot be started, reached or used."""
+
+
+class EmptyOutputError(StageError):
+    """A command ran but its last stage kept nothing (exit 3): everything was dropped."""
+
+    exit_code = 3

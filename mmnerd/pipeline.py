@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from mmnerd.config import PipelineConfig
-from mmnerd.errors import StageError
+from mmnerd.errors import EmptyOutputError, StageError
 from mmnerd.io import read_json, read_posts, remove_stale_temps, write_json, write_posts
-from mmnerd.progress import progress_bar
+from mmnerd.progress import progress_bar, warn
 from mmnerd.records import Post
 
 MARKER = "_SUCCESS.json"
@@ -293,6 +293,8 @@ class Runner:
             self.executor.map_shards(self.config, stage, self._pending(stage))
             stats = self._shard_totals(stage)
         stats.seconds = time.perf_counter() - t0
+        if message := drop_warning(stats, self.config.drop_warning):
+            warn(message)
         write_json(
             folder / MARKER,
             {
@@ -340,6 +342,40 @@ class Runner:
         if stage.input is None:
             stats.items_in = stats.items_out + sum(stats.dropped.values())
         return stats
+
+
+def _main_reasons(stats: StageStats, n: int = 3) -> str:
+    return ", ".join(f"{k}: {c}" for k, c in stats.dropped.most_common(n))
+
+
+def drop_warning(stats: StageStats, share: float) -> str:
+    """A loud one-line warning when ``stats`` dropped more than ``share`` of its input
+    (with the three main reasons), else ""."""
+    dropped = sum(stats.dropped.values())
+    if stats.skipped or stats.items_in == 0 or dropped <= share * stats.items_in:
+        return ""
+    main = _main_reasons(stats)
+    hint = ""
+    if stats.dropped.get("no_image", 0) * 2 > dropped:
+        hint = "; posts without images are kept with [images] required = false"
+    return (
+        f"stage '{stats.stage}' dropped {dropped} of {stats.items_in} posts "
+        f"({dropped / stats.items_in:.0%}): {main}{hint}"
+    )
+
+
+def require_output(stats: Sequence[StageStats], command: str) -> None:
+    """Raise :class:`EmptyOutputError` when the last stage of ``command`` kept no post,
+    naming the stages that dropped them and why."""
+    if not stats or stats[-1].items_out > 0:
+        return
+    losses = [f"{s.stage} dropped {sum(s.dropped.values())} ({_main_reasons(s)})"
+              for s in stats if s.dropped]  # fmt: skip
+    why = "; ".join(losses) if losses else f"stage '{stats[-1].stage}' received no posts"
+    hint = ""
+    if any(s.dropped.get("no_image") for s in stats):
+        hint = " (to keep posts without images: [images] required = false)"
+    raise EmptyOutputError(f"{command} produced no posts: {why}{hint}")
 
 
 def _counting(records: Iterable[Post], stats: StageStats) -> Iterator[Post]:

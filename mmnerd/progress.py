@@ -57,6 +57,14 @@ def progress_bar(description: str, total: int | None = None) -> Iterator[Callabl
             _active.pop()
 
 
+def warn(message: str) -> None:
+    """A loud one-line warning on stderr (bold yellow on a terminal, plain in logs)."""
+    if sys.stderr.isatty():
+        console.print(f"[bold yellow]warning:[/] {message}", markup=True, highlight=False)
+    else:
+        print(f"mmnerd: warning: {message}", file=sys.stderr, flush=True)
+
+
 def summary_table(stats: list[Any], title: str = "stage summary") -> Table:
     """One row per stage: items in, out, dropped by reason, flags, seconds."""
     table = Table(title=title)

@@ -32,6 +32,19 @@ SCHEMA_VERSION = "1.0"
 STATUS_OK = "ok"
 STATUS_DROPPED = "dropped"
 
+SPLITS: tuple[str, ...] = ("train", "dev", "test")
+"""The split names of an export, in order."""
+
+_SPLIT_ALIASES = {"train": "train", "training": "train", "dev": "dev", "valid": "dev",
+                  "validation": "dev", "val": "dev", "test": "test", "testing": "test"}  # fmt: skip
+
+
+def canonical_split(name: str) -> str:
+    """``train`` / ``dev`` / ``test`` for a published split name (``valid``, ``validation``,
+    MMNERD's ``train_conll_format``, ...); "" when the name is not a split."""
+    key = name.strip().lower().removesuffix("_conll_format").removesuffix(".txt")
+    return _SPLIT_ALIASES.get(key, "")
+
 
 @dataclass
 class Span:
@@ -48,9 +61,13 @@ class Span:
 
 @dataclass
 class ImageRef:
-    """The image attached to a post and what the image stages learnt about it."""
+    """The image attached to a post and what the image stages learnt about it.
 
-    url: str
+    ``url`` is fetched over http(s); ``file`` is a local image, relative to the source's
+    image folder, read as a file (never served over HTTP).  One of them is set.
+    """
+
+    url: str = ""
     alt: str = ""
     status: str = "pending"  # ok | http_404 | timeout | too_large | not_image | ...
     reason: str = ""
@@ -60,6 +77,12 @@ class ImageRef:
     height: int = 0
     mime: str = ""
     phash: str = ""  # 16 hex digits (64-bit pHash, imagehash semantics)
+    file: str = ""  # local source image, relative to the source's image folder
+
+    @property
+    def ok(self) -> bool:
+        """The image was fetched, validated and stored (``path`` names it in the store)."""
+        return self.status == "ok" and bool(self.path)
 
 
 @dataclass
@@ -106,11 +129,19 @@ class Post:
     split: str = ""
     status: str = STATUS_OK
     reason: str = ""
+    pretokenized: bool = False  # tokens and text come from the source and are kept exactly
+    source_split: str = ""  # train / dev / test as the source published it ("" = none)
+    imgid: str = ""  # the post's IMGID in a published IMGID corpus (for the round trip)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return self.status == STATUS_OK
+
+    @property
+    def has_image(self) -> bool:
+        """A stored, validated image belongs to this post (else it is text-only)."""
+        return self.image is not None and self.image.ok
 
     def drop(self, reason: str) -> Post:
         """Mark the post as dropped with a machine-readable reason; returns self."""
@@ -144,7 +175,11 @@ class Post:
     def from_dict(cls, d: dict[str, Any]) -> Post:
         d = dict(d)
         img = d.get("image")
-        d["image"] = ImageRef(**img) if img else None
+        d["image"] = (
+            ImageRef(**{k: v for k, v in img.items() if k in _field_names(ImageRef)})
+            if img
+            else None
+        )
         for key in ("gold_spans", "spans"):
             d[key] = [Span(**s) for s in d.get(key, [])]
         d["annotations"] = [

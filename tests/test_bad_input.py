@@ -202,7 +202,9 @@ def awkward(tmp_path_factory) -> PipelineConfig:
     dump = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
     p = jsonl_pipeline(tmp, dump, "[images]\ntimeout = 0.5\ntotal_timeout = 1\nretries = 0\n")
     out = mmnerd("collect", "-p", str(p))
-    assert out.returncode == 0, out.stderr[-2000:]
+    # every post is dropped (bad text or a refused image URL): the command says so and fails
+    assert out.returncode == 3, out.stderr[-2000:]
+    assert out.stderr.strip().splitlines()[-1].startswith("mmnerd: error: collect produced no")
     assert "Traceback" not in out.stderr
     return load_config(p)
 
