@@ -84,8 +84,12 @@ STATUSES = (
     "corrupt_image",
     "decompression_bomb",
     "worker_error",
+    "blocked_path",
+    "missing_file",
+    "read_error",
 )
-"""Fetch outcomes besides ``http_<code>`` (the final HTTP status when it is not 200)."""
+"""Fetch outcomes besides ``http_<code>`` (the final HTTP status when it is not 200); the
+last three are a source's local files (:func:`read_local`)."""
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 BACKOFF = 0.25
@@ -516,10 +520,60 @@ def _apply(ref: ImageRef, out: Outcome) -> ImageRef:
     return ref
 
 
+def read_local(images_dir: Path | None, rel: str, cfg: ImagesConfig) -> FetchResult:
+    """Read the local image ``rel`` of a source, confined to ``images_dir`` (no ``..``, no
+    absolute path, no symlink leading out), capped at ``max_bytes`` and sniffed like a
+    download.  Statuses: ``ok``, ``blocked_path``, ``missing_file``, ``too_large``,
+    ``not_image``, ``read_error``."""
+    from mmnerd.errors import InputError
+    from mmnerd.io import inside
+
+    if images_dir is None:
+        return FetchResult("missing_file", "the source has no image folder")
+    try:
+        path = inside(images_dir, rel)
+    except InputError as e:
+        return FetchResult("blocked_path", str(e))
+    try:
+        size = path.stat().st_size
+        if not path.is_file():
+            return FetchResult("missing_file", f"{rel!r} is not a file")
+        if size > cfg.max_bytes:
+            return FetchResult("too_large", f"{size} bytes > {cfg.max_bytes}")
+        with open(path, "rb") as f:
+            data = f.read(cfg.max_bytes + 1)
+    except FileNotFoundError:
+        return FetchResult("missing_file", f"{rel!r} not found in the image folder")
+    except OSError as e:
+        return FetchResult("read_error", f"{rel!r}: {e.strerror or type(e).__name__}")
+    if len(data) > cfg.max_bytes:
+        return FetchResult("too_large", f"more than {cfg.max_bytes} bytes")
+    kind = sniff(data[:16])
+    if kind is None:
+        return FetchResult("not_image", f"magic bytes {data[:8]!r}")
+    return FetchResult("ok", data=data, mime=kind[0], ext=kind[1])
+
+
+Source = tuple[str, str]
+"""("file", path relative to the source's image folder) or ("url", an http(s) URL): kept
+apart, so no URL string (``file:///etc/passwd``) can ever name a local file."""
+
+
+def _source_of(ref: ImageRef) -> Source:
+    """One read per distinct source: a local file or a URL."""
+    return ("file", ref.file) if ref.file else ("url", ref.url)
+
+
 def _fetch_one(
-    fetcher: Fetcher, url: str, opts: ImageOptions, root: Path, procs: Executor | None
+    fetcher: Fetcher,
+    source: Source,
+    opts: ImageOptions,
+    root: Path,
+    procs: Executor | None,
+    images_dir: Path | None = None,
 ) -> Outcome:
-    res = fetcher.fetch(url)
+    kind, where = source
+    res = read_local(images_dir, where, fetcher.cfg) if kind == "file" else fetcher.fetch(where)
     if res.status != "ok":
         return Outcome(res.status, res.reason)
     if procs is None:
@@ -535,7 +589,7 @@ def fetch_image(
 ) -> ImageRef:
     """Fetch, validate and store one image; fills status/reason and the image facts."""
     opts = image_options(fetcher.cfg, max_pixels)
-    return _apply(ref, _fetch_one(fetcher, ref.url, opts, root, None))
+    return _apply(ref, _fetch_one(fetcher, ("url", ref.url), opts, root, None))
 
 
 def fetch_many(
@@ -543,8 +597,11 @@ def fetch_many(
     cfg: ImagesConfig,
     root: Path,
     resolver: Resolver | None = None,
+    images_dir: Path | None = None,
 ) -> Iterator[ImageRef]:
-    """Fetch every ref concurrently (each distinct URL once); yields the refs in input order.
+    """Fetch every ref concurrently (each distinct URL or local file once); yields the refs
+    in input order.  Refs with ``file`` are read from ``images_dir`` (:func:`read_local`),
+    the others downloaded.
 
     ``cfg.workers`` download threads, ``cfg.per_host`` per host; with
     ``cfg.processes`` > 0 the decode/resize step runs in that many processes.
@@ -561,11 +618,14 @@ def fetch_many(
             procs = stack.enter_context(ProcessPoolExecutor(cfg.processes, mp_context=ctx))
         threads = stack.enter_context(ThreadPoolExecutor(cfg.workers, "fetch"))
         refs = list(refs)
-        by_url: dict[str, Future[Outcome]] = {}
-        for url in _interleave_hosts(dict.fromkeys(r.url for r in refs)):
-            by_url[url] = threads.submit(_fetch_one, fetcher, url, opts, root, procs)
+        sources = list(dict.fromkeys(map(_source_of, refs)))
+        urls = _interleave_hosts(where for kind, where in sources if kind == "url")
+        order = [s for s in sources if s[0] == "file"] + [("url", u) for u in urls]
+        futures: dict[Source, Future[Outcome]] = {}
+        for src in order:
+            futures[src] = threads.submit(_fetch_one, fetcher, src, opts, root, procs, images_dir)
         for ref in refs:
-            yield _apply(ref, by_url[ref.url].result())
+            yield _apply(ref, futures[_source_of(ref)].result())
 
 
 def _interleave_hosts(urls: Iterable[str]) -> list[str]:
@@ -586,7 +646,13 @@ def _interleave_hosts(urls: Iterable[str]) -> list[str]:
 
 
 class FetchStage(Stage):
-    """Download each post's image; posts whose image fails are dropped as ``image:<status>``."""
+    """Download (or read, for a source's local files) each post's image.
+
+    With ``images.required`` (the default) a post without an image is dropped as
+    ``no_image`` and one whose image fails as ``image:<status>``; without it such posts
+    continue text-only, flagged ``text_only`` (and ``image:<status>`` for a failure),
+    their ``ImageRef`` keeping the failure's status and reason.
+    """
 
     name = "fetch"
     input = "tokenize"
@@ -602,14 +668,26 @@ class FetchStage(Stage):
     def run(self, records: Iterable[Post], ctx: StageContext) -> Iterator[Post]:
         cfg = ctx.config.images
         posts = list(records)
-        with_image = [p for p in posts if p.image is not None and p.image.url]
-        refs = [p.image for p in with_image if p.image is not None]
-        for _ in fetch_many(refs, cfg, ctx.root / "images"):
+        refs = [p.image for p in posts if p.image is not None and (p.image.url or p.image.file)]
+        images_dir = None
+        if any(r.file for r in refs):
+            from mmnerd.sources import get_source
+
+            images_dir = get_source(ctx.config).local_images()
+        for _ in fetch_many(refs, cfg, ctx.root / "images", images_dir=images_dir):
             pass  # fills each ref in place
         for post in posts:
-            if post.image is None or not post.image.url:
-                yield post.drop("no_image")
+            if post.image is None or not (post.image.url or post.image.file):
+                why = "no_image"
             elif post.image.status != "ok":
-                yield post.drop(f"image:{post.image.status}: {post.image.reason}")
+                why = f"image:{post.image.status}: {post.image.reason}"
             else:
+                yield post
+                continue
+            if cfg.required:
+                yield post.drop(why)
+            else:
+                ctx.flag("text_only")
+                if why != "no_image":
+                    ctx.flag(why.split(": ", 1)[0])
                 yield post

@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -49,6 +51,8 @@ class Source:
     def __init__(self, options: SourceOptions, config: PipelineConfig):
         self.options = options
         self.config = config
+        self.counts: Counter[str] = Counter()
+        """Notable events of the last ``posts()`` pass (repairs, ...), flagged by collect."""
 
     @classmethod
     def from_config(cls, config: PipelineConfig) -> Source:
@@ -69,6 +73,12 @@ class Source:
     def posts(self) -> Iterator[Post]:
         """Yield posts with provenance filled in (id, source, source_id, url, ...)."""
         raise NotImplementedError
+
+    def local_images(self) -> Path | None:
+        """The folder that ``ImageRef.file`` paths of this source's posts are relative to
+        (None: the source's images are URLs).  The fetch stage reads them as files,
+        confined to this folder; on Dask it must be on a filesystem workers share."""
+        return None
 
     @contextlib.contextmanager
     def serving(self) -> Iterator[None]:

@@ -31,3 +31,5 @@ class CollectStage(Stage):
                 continue
             seen.add(post.id)
             yield post
+        for what, n in sorted(source.counts.items()):
+            ctx.flag(what, n)

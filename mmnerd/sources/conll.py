@@ -9,40 +9,37 @@ The format::
     IMGID:<id>
     ...
 
-with the post's picture at ``<images_dir>/<id>.jpg`` (Twitter-2017 ids such as
-``O_1234`` likewise).  Labels are BIO over the dataset's types; ``label_map``
-renames types (Twitter-2015's ``OTHER`` is MMNERD's ``MISC``) or drops them
-(``"O"``).  :func:`read_imgid` is the exact reader (the CoNLL exporter's round
-trip relies on it); :class:`ConllSource` turns blocks into posts with gold
-spans: ``text`` = the tokens joined by single spaces, spans from BIO in code
-points.
+with the post's picture, when the corpus has pictures, at ``<images_dir>/<id>.jpg``
+(:func:`find_image`).  Labels are BIO over the dataset's types; ``label_map`` renames
+types (Twitter-2015's ``OTHER`` is MMNERD's ``MISC``) or drops them (``"O"``).
 
-Images are served over a loopback HTTP server while the pipeline runs
-(``serving()``, like the sample source), because the fetch stage speaks
-http(s) only; the pipeline must allow-list the loopback host
-(``[images] allow_hosts = ["127.0.0.1"]``).
+:func:`read_imgid` is the exact reader; :class:`ConllSource` turns blocks into posts
+that keep the corpus **as published**: its tokens (``pretokenized``: never normalised
+nor re-tokenised, invisible characters included), ``text`` = the tokens joined by
+single spaces, gold spans from the BIO tags, the file's split (``source_split``), the
+IMGID (repeats inside a split get ids ``<split>:<imgid>~2``, ``~3``, ...).  Orphan
+``I-X`` tags are read as ``B-X`` (conlleval's reading), counted as
+``bio_repair:orphan_inside`` and listed in ``<data_dir>/reports/import/bio-repairs.jsonl``.
+Pictures are read as local files by the fetch stage (confined to ``images_dir``); a post
+without a picture continues text-only when ``[images] required = false``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import glob
+import json
 import re
-import socket
 from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import quote
 
 from pydantic import Field, field_validator
 
 from mmnerd.errors import ConfigError, InputError
-from mmnerd.records import ENTITY_TYPES, ImageRef, Post
+from mmnerd.io import atomic_write
+from mmnerd.records import ENTITY_TYPES, ImageRef, Post, canonical_split
 from mmnerd.sources import Source, SourceOptions
-from mmnerd.sources.loopback import serve_in_background
-from mmnerd.text.bio import bio_to_spans
+from mmnerd.text.bio import bio_to_spans, iob2_problems
 
 _UNSAFE_CHARS = re.compile(r"[/\\\x00-\x1f\x7f]")
 """Characters that make an IMGID name more than one file: separators, NUL, controls."""
@@ -84,8 +81,11 @@ def find_image(images_dir: Path, imgid: str, ext: str = ".jpg") -> Path | None:
         return None
     for name in image_candidates(imgid, ext):
         path = images_dir / name
-        if path.is_file():
-            return path
+        try:
+            if path.is_file():
+                return path
+        except OSError:  # e.g. a name longer than the filesystem allows
+            continue
     return None
 
 
@@ -173,23 +173,24 @@ class ConllOptions(SourceOptions):
     """The ``[source]`` table with ``kind = "conll"``."""
 
     files: list[str] = Field(
-        ..., min_length=1, description="IMGID files or glob patterns (e.g. twitter2015/*.txt)"
+        ...,
+        min_length=1,
+        description="IMGID files or glob patterns (e.g. twitter2015/*.txt); each file's name "
+        "gives the posts' split (train, valid/dev, test; MMNERD's *_conll_format.txt too)",
     )
-    images_dir: str = Field("", description="folder with <imgid>.jpg pictures ('' = no images)")
-    image_ext: str = Field(".jpg", description="extension added to ids that have none")
+    images_dir: str = Field(
+        "", description="folder with the <imgid>.jpg pictures ('' = the corpus has no images)"
+    )
+    image_ext: str = Field(".jpg", description="extension of the picture files")
     label_map: dict[str, str] = Field(
         default_factory=lambda: {"OTHER": "MISC"},
         description='entity type renames (Twitter-2015 "OTHER" -> "MISC"); map to "O" to drop',
     )
     dataset: str = Field("", description="name in post ids (default: the first file's folder)")
-    lang: str = Field("en", description="language hint of the posts (Twitter-2015/2017: en)")
+    lang: str = Field("en", description="language of the posts (the corpus is monolingual)")
     licence: str = Field(
         "research use only; see the dataset's own licence",
         description="licence note stored on every post",
-    )
-    image_host: str = Field("127.0.0.1", description="loopback address serving images_dir")
-    image_port: int = Field(
-        18766, ge=0, le=65535, description="port of the image server; 0 = a free one"
     )
 
     @field_validator("label_map")
@@ -201,29 +202,16 @@ class ConllOptions(SourceOptions):
         return v
 
 
-@functools.cache
-def _free_port(host: str, folder: str) -> int:
-    """One free port per (host, folder) for this process: every source instance agrees."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        pass
+REPAIRS_FILE = ("reports", "import", "bio-repairs.jsonl")
+"""Where the list of repaired tags goes, under the data dir."""
 
 
 class ConllSource(Source):
-    """Posts with gold spans from IMGID files; images served on a loopback port."""
+    """Posts as published in IMGID files: their tokens, gold spans, splits and pictures."""
 
     kind: ClassVar[str] = "conll"
     Options: ClassVar[type[SourceOptions]] = ConllOptions
     options: ConllOptions
-
-    def __init__(self, options: SourceOptions, config: Any):
-        super().__init__(options, config)
-        self._server: ThreadingHTTPServer | None = None
 
     def paths(self) -> list[Path]:
         """The IMGID files, each pattern expanded and sorted; error if a pattern matches none."""
@@ -235,23 +223,20 @@ class ConllSource(Source):
             out += [Path(h) for h in hits]
         return out
 
-    @property
-    def port(self) -> int:
-        o = self.options
-        return o.image_port or _free_port(o.image_host, str(Path(o.images_dir).resolve()))
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.options.image_host}:{self.port}"
+    def local_images(self) -> Path | None:
+        return Path(self.options.images_dir) if self.options.images_dir else None
 
     def posts(self) -> Iterator[Post]:
         o = self.options
         paths = self.paths()
         dataset = o.dataset or paths[0].resolve().parent.name or "conll"
-        images = Path(o.images_dir) if o.images_dir else None
+        images = self.local_images()
+        if images is not None and not images.is_dir():
+            raise ConfigError(f"field 'source.images_dir': {images} is not a folder")
         known = {f"{p}-{t}" for t in ENTITY_TYPES for p in "BI"} | {"O"}
+        repairs: list[dict[str, Any]] = []
         for path in paths:
-            split = path.stem
+            split = canonical_split(path.stem)
             seen: dict[str, int] = {}
             for imgid, tokens, raw_labels, lines in read_imgid_lines(path):
                 labels = map_labels(raw_labels, o.label_map)
@@ -261,16 +246,28 @@ class ConllSource(Source):
                             f"{_short(path)}:{lineno}: IMGID:{imgid}: label {raw!r} is not BIO "
                             f"over {'/'.join(ENTITY_TYPES)} (add it to source.label_map)"
                         )
+                for k, problem in iob2_problems(labels):
+                    self.counts["bio_repair:orphan_inside"] += 1
+                    repairs.append(
+                        {"file": str(path), "line": lines[k], "imgid": imgid, "token": tokens[k],
+                         "tag": raw_labels[k], "read_as": f"B-{labels[k][2:]}", "why": problem}
+                    )  # fmt: skip
                 seen[imgid] = seen.get(imgid, 0) + 1
-                sid = f"{split}:{imgid}" + (f"~{seen[imgid]}" if seen[imgid] > 1 else "")
-                yield self._post(dataset, sid, imgid, split, tokens, labels, images)
+                sid = f"{split or path.stem}:{imgid}" + (
+                    f"~{seen[imgid]}" if seen[imgid] > 1 else ""
+                )
+                if seen[imgid] == 2:
+                    self.counts["repeated_imgid"] += 1
+                post = self._post(dataset, sid, imgid, tokens, labels, images)
+                post.source_split = split
+                yield post
+        self._write_repairs(repairs)
 
     def _post(
         self,
         dataset: str,
         sid: str,
         imgid: str,
-        split: str,
         tokens: list[str],
         labels: list[str],
         images: Path | None,
@@ -281,56 +278,39 @@ class ConllSource(Source):
             pos += len(t) + 1
         text = " ".join(tokens)
         try:
-            spans, issues = bio_to_spans(labels, offsets, text)
+            spans, _ = bio_to_spans(labels, offsets, text)
         except ValueError as e:
             raise InputError(f"{dataset} post {imgid!r}: {e}") from None
-        repairs = len(issues)
         image = None
-        extra: dict[str, Any] = {"imgid": imgid, "split": split, "dataset": dataset}
-        if repairs:
-            extra["bio_repairs"] = repairs
         if images is not None:
             found = find_image(images, imgid, self.options.image_ext)
             if found is not None:
-                image = ImageRef(url=f"{self.base_url}/{quote(found.name)}")
+                image = ImageRef(file=found.name)
             else:
-                extra["image_missing"] = True
+                self.counts["image_missing"] += 1
         return Post(
             id=f"{dataset}:{sid}",
             source=dataset,
             source_id=sid,
             text=text,
+            raw_text=text,
             licence=self.options.licence,
             lang_hint=self.options.lang,
             image=image,
             tokens=list(tokens),
             token_offsets=offsets,
             gold_spans=spans,
-            extra=extra,
+            pretokenized=True,
+            imgid=imgid,
         )
 
-    @contextlib.contextmanager
-    def serving(self) -> Iterator[None]:
-        """Serve ``images_dir`` on ``image_host:port`` until the block exits."""
-        o = self.options
-        if self._server is not None or not o.images_dir:
-            yield
+    def _write_repairs(self, repairs: list[dict[str, Any]]) -> None:
+        """List every repaired tag (file, line, IMGID, tag, how it was read), or remove a
+        stale list when there is none."""
+        path = self.config.root.joinpath(*REPAIRS_FILE)
+        if not repairs:
+            path.unlink(missing_ok=True)
             return
-        folder = Path(o.images_dir)
-        if not folder.is_dir():
-            raise ConfigError(f"field 'source.images_dir': {folder} is not a folder")
-        handler = functools.partial(_QuietHandler, directory=str(folder))
-        try:
-            server = ThreadingHTTPServer((o.image_host, self.port), handler)
-        except OSError as e:
-            raise ConfigError(
-                f"field 'source.image_port': cannot serve images on {o.image_host}:{self.port} "
-                f"({e.strerror}); set a free port or 0"
-            ) from None
-        server.daemon_threads = True
-        self._server = server
-        try:
-            with serve_in_background(server, f"mmnerd-conll-images:{self.port}"):
-                yield
-        finally:
-            self._server = None
+        with atomic_write(path) as f:
+            for r in repairs:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")

@@ -21,6 +21,9 @@ class LanguageStage(Stage):
     Drop reasons: ``empty_text``, ``lang:<code>`` (not a target), ``lang_low_confidence``,
     ``lang_quota:<code>`` (``[language] quotas``: the language already has its share).
 
+    With ``trust_hint`` a post whose declared language (``lang_hint``) is a target takes
+    it (score 1.0, flagged ``lang_from_hint``) instead of being detected.
+
     Quotas count kept posts in input order: this shard's own plus those kept by the
     finished shards before it.  Exact and deterministic with the local executor (shards
     in order); with a parallel executor a shard cannot see earlier shards still running,
@@ -39,7 +42,11 @@ class LanguageStage(Stage):
             if not post.text.strip():
                 yield post.drop("empty_text")
                 continue
-            post.lang, post.lang_score = detect(post.text, candidates)
+            if cfg.trust_hint and post.lang_hint in cfg.targets:
+                post.lang, post.lang_score = post.lang_hint, 1.0
+                ctx.flag("lang_from_hint")
+            else:
+                post.lang, post.lang_score = detect(post.text, candidates)
             if not post.lang:
                 yield post.drop("no_language_evidence")
             elif post.lang not in cfg.targets:
@@ -73,7 +80,11 @@ def _langs_in(path: str, mtime_ns: int) -> tuple[tuple[str, int], ...]:
 class NormalizeStage(Stage):
     """URL / mention placeholders, CRLF -> LF, control characters removed (flagged
     ``control_chars``), gold spans carried along.  Drops ``too_long`` posts
-    (``normalize.max_chars``) and posts left without text (``empty_text``)."""
+    (``normalize.max_chars``) and posts left without text (``empty_text``).
+
+    Pre-tokenised posts (a published corpus's own tokens) are kept exactly: scores must
+    stay comparable with the literature; their control characters are only counted
+    (``control_chars_kept``)."""
 
     name = "normalize"
     input = "language"
@@ -83,11 +94,15 @@ class NormalizeStage(Stage):
         cfg = ctx.config.normalize
         for post in records:
             post.raw_text = post.raw_text or post.text
-            if CONTROL_RE.search(post.text):
-                ctx.flag("control_chars")
-            post.text, post.gold_spans = normalize(
-                post.text, post.gold_spans, cfg.url_placeholder, cfg.mention_placeholder
-            )
+            if post.pretokenized:
+                if CONTROL_RE.search(post.text):
+                    ctx.flag("control_chars_kept")
+            else:
+                if CONTROL_RE.search(post.text):
+                    ctx.flag("control_chars")
+                post.text, post.gold_spans = normalize(
+                    post.text, post.gold_spans, cfg.url_placeholder, cfg.mention_placeholder
+                )
             if cfg.max_chars and len(post.text) > cfg.max_chars:
                 yield post.drop(f"too_long: {len(post.text)} chars > {cfg.max_chars}")
             elif not post.text.strip():
@@ -97,13 +112,18 @@ class NormalizeStage(Stage):
 
 
 class TokenizeStage(Stage):
-    """spaCy blank tokenizer per language; social-media units stay whole."""
+    """spaCy blank tokenizer per language; social-media units stay whole.  Pre-tokenised
+    posts keep their own tokens (flagged ``pretokenized``)."""
 
     name = "tokenize"
     input = "normalize"
 
     def run(self, records: Iterable[Post], ctx: StageContext) -> Iterator[Post]:
         for post in records:
+            if post.pretokenized and post.tokens:
+                ctx.flag("pretokenized")
+                yield post
+                continue
             post.tokens, post.token_offsets = tokenize(post.text, post.lang)
             if not post.tokens:
                 yield post.drop("no_tokens")

@@ -1,18 +1,18 @@
-"""IMGID CoNLL importer: exact reader, label mapping, gold spans, errors, loopback images."""
+"""IMGID CoNLL importer: exact reader, ids, published tokens and splits, gold spans, pictures
+read as files, repairs listed."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
-import requests
 
 from mmnerd.config import PipelineConfig
 from mmnerd.errors import InputError
 from mmnerd.sources import get_source
 from mmnerd.sources.conll import read_imgid
 from mmnerd.text.bio import bio_to_spans
-from tests.conftest import free_port
 
 TWITTER2015 = (
     "IMGID:72\n"
@@ -150,107 +150,150 @@ def test_bio_to_spans_repairs_orphan_inside() -> None:
     assert repairs == 2
 
 
-def config(tmp_path: Path, **source) -> PipelineConfig:
+FIXTURES = Path(__file__).resolve().parents[1] / "data" / "imgid"
+
+
+IMPORT = {  # what the import pipelines set: declared language, optional images
+    "language": {"targets": ["en"], "candidates": ["en"], "trust_hint": True},
+    "images": {"required": False},
+}
+
+
+def config(tmp_path: Path, sections: dict | None = None, **source) -> PipelineConfig:
     return PipelineConfig.model_validate(
-        {"name": "t", "data_dir": str(tmp_path / "data"), "source": {"kind": "conll", **source}}
+        {
+            "name": "t",
+            "data_dir": str(tmp_path / "data"),
+            "source": {"kind": "conll", **source},
+            **(sections or {}),
+        }  # fmt: skip
     )
 
 
-def test_posts_have_gold_spans_and_served_images(tmp_path: Path) -> None:
-    path = write(tmp_path, TWITTER2015)
-    images = tmp_path / "twitter2015_images"
-    images.mkdir()
-    (images / "72.jpg").write_bytes(b"\xff\xd8\xff fake jpeg")
-    cfg = config(tmp_path, files=[str(path)], images_dir=str(images), image_port=free_port())
-    src = get_source(cfg)
-    posts = list(get_source(cfg).posts())
-    p = posts[0]
-    assert p.id == "twitter2015:train:72" and p.source == "twitter2015" and p.lang_hint == "en"
-    assert p.text == "RT @Asiah_Mo : Kevin Durant in Oklahoma City #NBAFinals 😀"
-    assert [(s.text, s.label) for s in p.gold_spans] == [
-        ("@Asiah_Mo", "PER"),
-        ("Kevin Durant", "PER"),
-        ("Oklahoma City", "LOC"),
-        ("#NBAFinals", "MISC"),  # OTHER -> MISC
-    ]
-    for s in p.gold_spans:
-        assert p.text[s.start : s.end] == s.text
-    assert p.tokens[-1] == "😀" and p.token_offsets[-1] == (len(p.text) - 1, len(p.text))
-    assert posts[1].image is None and posts[1].extra["image_missing"] is True
-    assert posts[1].extra["bio_repairs"] == 1
-    assert [(s.text, s.label) for s in posts[1].gold_spans] == [("Apple", "ORG"), ("Café", "MISC")]
-    assert p.image is not None
-    with src.serving():
-        r = requests.get(p.image.url, timeout=5)
-        assert r.status_code == 200 and r.content == b"\xff\xd8\xff fake jpeg"
-        assert requests.get(p.image.url.replace("72.jpg", "73.jpg"), timeout=5).status_code == 404
+def test_posts_keep_the_published_tokens_text_split_and_id(tmp_path: Path) -> None:
+    files = [str(FIXTURES / "twitter2015" / f"{s}.txt") for s in ("train", "valid", "test")]
+    posts = list(get_source(config(tmp_path, files=files)).posts())
+    by_id = {p.id: p for p in posts}
+    assert len(posts) == 13 and len(by_id) == 13
+    first, again = by_id["twitter2015:train:41203"], by_id["twitter2015:train:41203~2"]
+    assert first.imgid == again.imgid == "41203"  # a repeated id keeps both posts
+    assert first.tokens[-1] == "http://t.co/aB3dE5fG7h" and first.pretokenized
+    assert first.text == " ".join(first.tokens) and first.raw_text == first.text
+    assert [p.source_split for p in posts] == ["train"] * 8 + ["dev"] * 2 + ["test"] * 3
+    odd = by_id["twitter2015:train:77001"]
+    assert odd.tokens == ["can", "\u200eDublin", "wait", "?", "don\x92t", "think", "so"]
+    assert [(s.text, s.label) for s in odd.gold_spans] == [("\u200eDublin", "LOC")]
+    assert by_id["twitter2015:train:90211"].tokens[6] == "\u200e"  # a token of one invisible
+    amp = by_id["twitter2015:train:55120"]
+    assert amp.tokens[1] == "Mercedes-AMG" and amp.tokens[-3:-1] == ["&amp", ";"]
+    assert [(s.text, s.label) for s in amp.gold_spans][0] == ("Mercedes-AMG", "MISC")
+    for p in posts:
+        assert [p.text[a:b] for a, b in p.token_offsets] == p.tokens
+        for sp in p.gold_spans:
+            assert p.text[sp.start : sp.end] == sp.text
 
 
-def test_free_port_is_shared_by_instances_and_label_map(tmp_path: Path) -> None:
+def test_orphan_inside_tags_are_read_as_b_counted_and_listed(tmp_path: Path) -> None:
+    import json
+
+    files = [str(FIXTURES / "twitter2015" / f"{s}.txt") for s in ("train", "valid", "test")]
+    src = get_source(config(tmp_path, files=files))
+    posts = {p.imgid: p for p in src.posts()}
+    assert [(s.text, s.label) for s in posts["1187734"].gold_spans][0] == (
+        "The Harbour Lights Festival", "MISC")  # fmt: skip
+    assert [(s.text, s.label) for s in posts["402"].gold_spans][0] == ("Orlo Pharma", "ORG")
+    assert src.counts["bio_repair:orphan_inside"] == 2 and src.counts["repeated_imgid"] == 1
+    listed = [json.loads(x) for x in (tmp_path / "data/reports/import/bio-repairs.jsonl").open()]
+    assert [(r["imgid"], r["line"], r["tag"], r["read_as"]) for r in listed] == [
+        ("1187734", 14, "I-OTHER", "B-MISC"), ("402", 21, "I-ORG", "B-ORG")]  # fmt: skip
+    assert listed[0]["file"].endswith("twitter2015/train.txt")
+
+
+def test_label_map_drops_types_and_unknown_labels_are_errors(tmp_path: Path) -> None:
     path = write(tmp_path, TWITTER2015)
-    images = tmp_path / "imgs"
-    images.mkdir()
-    (images / "72.jpg").write_bytes(b"x")
-    cfg = config(
-        tmp_path, files=[str(tmp_path / "twitter2015" / "*.txt")], images_dir=str(images),
-        image_port=0, label_map={"OTHER": "O"}, dataset="t15",
-    )  # fmt: skip
-    a, b = get_source(cfg), get_source(cfg)
-    assert a.port == b.port != 0
-    post = next(iter(b.posts()))
-    assert post.id == "t15:train:72" and "MISC" not in {s.label for s in post.gold_spans}
-    with a.serving():
-        assert requests.get(post.image.url, timeout=5).content == b"x"
+    cfg = config(tmp_path, files=[str(tmp_path / "twitter2015" / "*.txt")],
+                 label_map={"OTHER": "O"}, dataset="t15")  # fmt: skip
+    post = next(iter(get_source(cfg).posts()))
+    assert post.id == "t15:train:72" and all(s.label != "MISC" for s in post.gold_spans)
     assert path.exists()
-
-
-def test_unknown_label_is_an_input_error(tmp_path: Path) -> None:
     path = write(tmp_path, "IMGID:1\nx\tB-DATE\n")
     with pytest.raises(InputError, match=r"train.txt:2: IMGID:1: label 'B-DATE'.*label_map"):
         list(get_source(config(tmp_path, files=[str(path)])).posts())
 
 
-def test_import_pipeline_end_to_end_with_the_fetcher(tmp_path: Path) -> None:
-    """pipelines/import-twitter2015.toml: collect -> language -> ... -> fetch over loopback."""
+def png(colour: str, size: tuple[int, int] = (40, 30)) -> bytes:
     import io
 
     from PIL import Image
 
-    from mmnerd.config import load_config
-    from mmnerd.pipeline import iter_excluded, iter_stage
-    from mmnerd.stages import run_collect
-    from tests.conftest import ROOT
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, "PNG")
+    return buf.getvalue()
 
-    path = write(tmp_path, TWITTER2015 + "IMGID:99\nParis\tB-LOC\nis\tO\nlovely\tO\n")
-    images = tmp_path / "twitter2015_images"
+
+def test_pictures_are_read_as_files_confined_to_the_folder(tmp_path: Path) -> None:
+    """No HTTP server: the fetch stage reads <imgid>.jpg from images_dir; a symlink out of
+    the folder, a non-image and a missing picture are statuses, and with images optional
+    those posts continue text-only."""
+    from mmnerd.pipeline import iter_stage, stage_stats
+    from mmnerd.stages import run_collect
+
+    src = FIXTURES / "mmnerd/train_valid_test/train_valid_test_en"
+    images = tmp_path / "images"
     images.mkdir()
-    for name, colour in (("72.jpg", "red"), ("99.jpg", "blue")):
-        buf = io.BytesIO()
-        Image.new("RGB", (64, 48), colour).save(buf, "JPEG")
-        (images / name).write_bytes(buf.getvalue())
-    cfg = load_config(
-        ROOT / "pipelines" / "import-twitter2015.toml",
-        [
-            f'data_dir="{tmp_path / "data"}"',
-            f'source.files=["{path}"]',
-            f'source.images_dir="{images}"',
-            "source.image_port=0",
-        ],
-    )
+    (images / "00361613---Tapas...Marine-Tavern...1-L.jpg").write_bytes(png("red"))
+    (images / "01474768---beach-house-photo.jpg").write_bytes(png("blue"))  # id ends in .jpg
+    (images / "O_2846.jpg").write_bytes(b"<html>not an image</html>")
+    secret = tmp_path / "outside.png"
+    secret.write_bytes(png("green"))
+    (images / "17_06_4240.jpg").symlink_to(secret)
+    cfg = config(tmp_path, IMPORT, files=[str(src / "*_conll_format.txt")],
+                 images_dir=str(images), dataset="mm")  # fmt: skip
     run_collect(cfg)
-    kept = {p.source_id: p for p in iter_stage(cfg, "fetch")}
-    assert set(kept) == {"train:72", "train:99"}
-    p = kept["train:72"]
-    assert p.image is not None and p.image.status == "ok" and p.image.width == 64
-    assert [(s.text, s.label) for s in p.gold_spans][-1] == ("#NBAFinals", "MISC")
-    for s in p.gold_spans:
-        assert p.text[s.start : s.end] == s.text
-    assert {x.reason for x in iter_excluded(cfg, "fetch")} == {"no_image"}  # O_1234 has no picture
+    posts = {p.id: p for p in iter_stage(cfg, "fetch")}
+    assert len(posts) == 13  # every post kept
+    tapas = posts["mm:train:00361613---Tapas...Marine-Tavern...1-L"]
+    again = posts["mm:train:00361613---Tapas...Marine-Tavern...1-L~2"]
+    assert tapas.has_image and again.has_image and tapas.image.sha256 == again.image.sha256
+    assert posts["mm:train:01474768---beach-house-photo.jpg"].has_image
+    assert posts["mm:train:O_2846"].image.status == "not_image"
+    assert posts["mm:train:17_06_4240"].image.status == "blocked_path"
+    assert not posts["mm:test:12268831---slide_4"].has_image
+    stats = stage_stats(cfg, "fetch")
+    assert stats.items_out == 13 and stats.flagged["text_only"] == 10
+    assert stats.flagged["image:blocked_path"] == 1 and stats.flagged["image:not_image"] == 1
+    assert stage_stats(cfg, "collect").flagged["image_missing"] == 8
+
+
+def test_imgid_export_ids_are_unique_by_construction(tmp_path: Path) -> None:
+    """Issue 20: x.1, x_1, x/1 and x 1 used to share IMGID dump_x_1 and one picture."""
+    from mmnerd.export.conll import encode_imgid, write_imgid_split
+    from mmnerd.records import ImageRef, Post
+
+    ids = ["dump:x.1", "dump:x_1", "dump:x/1", "dump:x 1", "dump:x-1", "dump:x\u00e91"]
+    encoded = [encode_imgid(i) for i in ids]
+    assert len(set(encoded)) == len(ids)
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]+", e) for e in encoded)
+    assert encode_imgid("sample:00001") == "sample_3A00001"
+    store = tmp_path / "store"
+    store.mkdir()
+    posts = []
+    for k, pid in enumerate(ids):
+        (store / f"{k}.png").write_bytes(png(("red", "blue", "green", "white", "black", "gray")[k]))
+        image = ImageRef(url="u", status="ok", path=f"{k}.png")
+        posts.append(Post(id=pid, source="dump", source_id=pid[5:], text="a", tokens=["a"],
+                          ner_tags=["O"], image=image))  # fmt: skip
+    out = tmp_path / "imgid" / "train.txt"
+    write_imgid_split(posts, out, store)
+    written = sorted((out.parent / "images").iterdir())
+    assert len(written) == len(ids)
+    assert sorted(p.read_bytes() for p in written) == sorted(
+        (store / f"{k}.png").read_bytes() for k in range(len(ids)))  # fmt: skip
 
 
 def test_round_trip_with_the_imgid_exporter(tmp_path: Path) -> None:
     """export/conll.py writes, read_imgid + the importer read back the same tokens and spans."""
-    from mmnerd.export.conll import imgid, write_imgid_split
+    from mmnerd.export.conll import encode_imgid, write_imgid_split
     from mmnerd.records import Post
 
     posts = [
@@ -264,7 +307,7 @@ def test_round_trip_with_the_imgid_exporter(tmp_path: Path) -> None:
     out = tmp_path / "export" / "train.txt"
     write_imgid_split(posts, out, tmp_path, misc_label="OTHER")
     blocks = list(read_imgid(out))
-    assert [b[0] for b in blocks] == [imgid(p.id) for p in posts]
+    assert [b[0] for b in blocks] == [encode_imgid(p.id) for p in posts]
     assert [b[1] for b in blocks] == [p.tokens for p in posts]
     assert blocks[1][2][:3] == ["B-OTHER", "I-OTHER", "I-OTHER"]
     cfg = config(tmp_path, files=[str(out)], dataset="rt")
