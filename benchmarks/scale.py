@@ -372,7 +372,8 @@ def child(kind: str, n: int, base: str, workers: int, shard_size: int) -> dict[s
             )  # fmt: skip
     cpu0 = cpu_seconds(runner, kind)
     with Timer() as t:
-        manifest, split_stats = export(cfg, runner)
+        manifest, export_stats = export(cfg, runner)
+    split_stats = export_stats[-1]
     rows = sum(f["rows"] for f in manifest["files"] if f.get("rows"))
     out["stages"].append(
         {"stage": "export", "items_in": split_stats.items_in, "items_out": rows, "s": t.seconds,

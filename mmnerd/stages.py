@@ -4,7 +4,7 @@ collect : collect -> language -> normalize -> tokenize -> fetch
 dedup   : dedup
 annotate: push            (starts Label Studio if needed)
 pull    : pull            (always reruns: annotations change)
-export  : split -> Parquet + manifest + card
+export  : [gold ->] split -> Parquet + manifest + card   (gold: export.labels = "source")
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ ALL_STAGE_NAMES = (
     "dedup",
     "push",
     "pull",
+    "gold",
     "split",
 )
 

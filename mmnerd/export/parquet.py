@@ -21,17 +21,16 @@ from .splits import SPLITS
 
 def post_row(post: Post, image_root: Path, embed: bool, out_dir: Path) -> dict[str, Any]:
     """One Parquet row (a dict matching the schema) for an annotated post."""
-    img = post.image
-    image: dict[str, Any] = {"bytes": None, "path": None}
-    if img is not None and img.path:
+    img = post.image if post.has_image else None  # text-only: null image columns
+    image: dict[str, Any] | None = None
+    if img is not None:
         src = inside(image_root, img.path)
         if embed:
-            image["bytes"] = src.read_bytes()
-            image["path"] = Path(img.path).name
+            image = {"bytes": src.read_bytes(), "path": Path(img.path).name}
         else:
             rel = f"images/{Path(img.path).name}"
             copy_atomic(src, out_dir / rel)  # a killed export leaves no half-copied image
-            image["path"] = rel
+            image = {"bytes": None, "path": rel}
     return {
         "id": post.id,
         "lang": post.lang,
@@ -41,10 +40,10 @@ def post_row(post: Post, image_root: Path, embed: bool, out_dir: Path) -> dict[s
         "ner_tag_ids": [LABEL2ID[t] for t in post.ner_tags],
         "spans": [{"start": s.start, "end": s.end, "label": s.label} for s in post.spans],
         "image": image,
-        "image_sha256": img.sha256 if img else "",
-        "image_phash": img.phash if img else "",
-        "width": img.width if img else 0,
-        "height": img.height if img else 0,
+        "image_sha256": img.sha256 if img else None,
+        "image_phash": (img.phash or None) if img else None,
+        "width": img.width if img else None,
+        "height": img.height if img else None,
         "source": post.source,
         "source_id": post.source_id,
         "url": post.url,

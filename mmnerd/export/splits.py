@@ -1,10 +1,16 @@
-"""Leakage-free, stratified, deterministic train/dev/test assignment.
+"""Train/dev/test assignment: leakage-free stratified splits, or the source's own.
 
-Posts are grouped by near-duplicate cluster (``Post.cluster_id``; a singleton
-is its own group) so a cluster never straddles splits.  Groups are stratified
-by (language, set of entity types present) and, inside each stratum, visited
-in an order fixed by the seed and given to the split furthest below its
-target share.  The same posts and seed always give the same assignment.
+``export.splits = "stratified"`` (new data): posts are grouped by near-duplicate
+cluster (``Post.cluster_id``; a singleton is its own group) so a cluster never
+straddles splits.  Groups are stratified by (language, set of entity types present)
+and, inside each stratum, visited in an order fixed by the seed and given to the split
+furthest below its target share.  The same posts and seed always give the same
+assignment.
+
+``export.splits = "source"`` (published corpora): every post keeps the split its
+source gave it (``Post.source_split``), so scores stay comparable with the literature;
+clusters that straddle splits are reported (``straddling_clusters`` in the stage's
+flags and ``<export>/straddling.json``), never moved.
 """
 
 from __future__ import annotations
@@ -14,10 +20,10 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from mmnerd.config import PipelineConfig
+from mmnerd.errors import InputError
 from mmnerd.pipeline import Stage, StageContext, iter_stage
-from mmnerd.records import Post
-
-SPLITS = ("train", "dev", "test")
+from mmnerd.records import SPLITS, Post
 
 
 def group_key(post: Post) -> str:
@@ -96,22 +102,63 @@ def assign_splits(
     return assignment
 
 
+def label_stage(config: PipelineConfig) -> str:
+    """The stage whose output holds the final labels: ``pull`` (Label Studio) or ``gold``
+    (the source's own labels, ``export.labels = "source"``)."""
+    return "gold" if config.export.labels == "source" else "pull"
+
+
 class SplitStage(Stage):
-    """Give every annotated post its split (stored in ``Post.split``)."""
+    """Give every labelled post its split (stored in ``Post.split``)."""
 
     name = "split"
     input = "pull"
     scope = "global"
     config_sections = ("export",)
 
+    def __init__(self, config: PipelineConfig | None = None):
+        if config is not None:
+            self.input = label_stage(config)
+
     def run(self, records: Iterable[Post], ctx: StageContext) -> Iterator[Post]:
         cfg = ctx.config.export
+        if cfg.splits == "source":
+            yield from self._source_splits(records, ctx)
+            return
         fixed = load_fixed_test(cfg.fixed_test) if cfg.fixed_test else None
         # two passes over the input: small keys first, then the posts, so memory stays flat
         assignment = assign_splits((Item.of(p) for p in records), cfg.ratios, cfg.seed, fixed)
         for p in iter_stage(ctx.config, self.input or ""):
             p.split = assignment[p.id]
             yield p
+
+    def _source_splits(self, records: Iterable[Post], ctx: StageContext) -> Iterator[Post]:
+        """Keep each post's published split; record clusters that straddle splits."""
+        from mmnerd.io import write_json
+
+        clusters: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+        for p in records:
+            if p.source_split not in SPLITS:
+                raise InputError(
+                    f"post {p.id}: no source split ({p.source_split or 'none'!r}); "
+                    "export.splits = 'source' needs a source that publishes train/dev/test "
+                    "(e.g. an IMGID corpus), else use export.splits = 'stratified'"
+                )
+            p.split = p.source_split
+            if p.cluster_id:
+                clusters[p.cluster_id][p.split].append(p.id)
+            yield p
+        straddling = {
+            cid: {s: ids for s, ids in by.items()} for cid, by in clusters.items() if len(by) > 1
+        }
+        if straddling:
+            ctx.flag("straddling_clusters", len(straddling))
+            n_posts = sum(len(ids) for by in straddling.values() for ids in by.values())
+            ctx.flag("posts_in_straddling_clusters", n_posts)
+        write_json(
+            ctx.config.export_dir / "straddling.json",
+            {"splits": "source", "clusters": len(straddling), "straddling": straddling},
+        )
 
 
 def load_fixed_test(path: str) -> dict[str, str]:
