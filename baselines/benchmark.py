@@ -3,6 +3,10 @@
 Trains every requested model for every seed on ``train``, selects epochs on ``dev``, evaluates
 ``test`` once per run, then writes ``benchmark.json``, ``benchmark.md``, ``plots/*.png`` and
 ``checkpoints/<model>/seed<k>/`` under the report folder and prints the result tables.
+
+Posts without an image are masked in the multimodal models; when no training post has an
+image, those models are skipped (one line on stderr, listed in the report), and the benchmark
+fails in one line if no requested model is left.
 """
 
 from __future__ import annotations
@@ -35,7 +39,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m baselines.benchmark",
         description="Train and evaluate 2M-NER and baselines on an MMNERD export.",
     )
-    p.add_argument("--export", required=True, help="export folder with train/dev/test.parquet")
+    p.add_argument(
+        "--export",
+        required=True,
+        help="export folder with train, dev (or validation) and test .parquet",
+    )
     p.add_argument("--report-dir", default="reports", help="output folder (default: reports)")
     p.add_argument(
         "--mode",
@@ -161,8 +169,8 @@ def check_encoders(*names: str) -> None:
 def run_benchmark(args: argparse.Namespace, log: Any = None) -> dict[str, Any]:
     """Run the benchmark described by parsed CLI ``args``; returns the report dict."""
     from baselines.data import load_export
-    from baselines.report import aggregate, markdown, plots, tables
-    from baselines.train import init_distributed, prepare, train_run
+    from baselines.report import MASKING_NOTE, aggregate, coverage_line, markdown, plots, tables
+    from baselines.train import init_distributed, prepare, skip_reason, train_run
 
     dist = init_distributed(args.device)
     if log is None:
@@ -208,7 +216,27 @@ def run_benchmark(args: argparse.Namespace, log: Any = None) -> dict[str, Any]:
     )
     models = _models(args.models, args.mode)
     seeds = _seeds(args.seeds, args.mode)
-    log(f"data: {data.stats()}")
+    stats = data.stats()
+    for split in ("train", "dev", "test"):
+        log(coverage_line(split, stats[split]))
+    skipped: dict[str, str] = {}
+    for name in models:
+        reason = skip_reason(model_config_for(name, **overrides), data)
+        if reason:
+            skipped[name] = reason
+            log(f"{name} skipped: {reason}")
+    runnable = [m for m in models if m not in skipped]
+    if not runnable:
+        why = "; ".join(f"{m} skipped: {r}" for m, r in skipped.items())
+        raise BenchmarkError(
+            f"nothing to run: {why}; add a text-only model (text_crf, bilstm_crf) to --models"
+        )
+    n_test_img = data.with_image("test")
+    shuffled_control = (
+        f"images shuffled among the {n_test_img} test posts that have one"
+        if n_test_img >= 2
+        else f"not run: {n_test_img} test post(s) have an image, nothing to shuffle"
+    )
     t0 = time.perf_counter()
     feature_dir = Path(args.feature_cache_dir) if args.feature_cache_dir else report_dir / "cache"
     prep = prepare(
@@ -230,14 +258,23 @@ def run_benchmark(args: argparse.Namespace, log: Any = None) -> dict[str, Any]:
         "train_config": to_dict(base_train),
         "languages": data.languages(),
         "entity_types": ["PER", "LOC", "ORG", "MISC"],
-        "data": data.stats(),
+        "data": stats,
+        "skipped": skipped,
+        "images": {
+            "missing": "masked",
+            "note": MASKING_NOTE,
+            "test_without_image": stats["test"]["without_image"],
+            "shuffled_control": shuffled_control
+            if any(model_config_for(m, **overrides).multimodal for m in runnable)
+            else "",
+        },
         "results": {},
         "plots": [],
         "seconds": 0.0,
         "world_size": dist.world,
     }
     runs = []
-    for name in models:
+    for name in runnable:
         mcfg = model_config_for(name, **overrides)
         for seed in seeds:
             tcfg = TrainConfig(**{**to_dict(base_train), "seed": seed})

@@ -8,8 +8,10 @@ Model names (``MODEL_NAMES``):
 - ``mner2m``         the 2M-NER model: cross-attention to ViT patches and the CNN vector, NT-Xent
 - ``mner2m_no_cl`` / ``mner2m_no_cnn`` / ``mner2m_no_vit``  ablations of ``mner2m``
 
-A run of ``mner2m`` also evaluates its selected checkpoint on the test split with the images
-shuffled between posts (reported as ``mner2m+shuffled_images``).
+A run of a multimodal model also evaluates its selected checkpoint on the test split with the
+images shuffled among the posts that have one (reported as ``<model>+shuffled_images``).  Posts
+without an image are masked (:mod:`baselines.models`); with no image in train, multimodal
+models are skipped (:func:`baselines.train.skip_reason`).
 """
 
 from __future__ import annotations

@@ -1,8 +1,11 @@
 """Read an MMNERD export (Parquet splits), tokenise, align labels, preprocess images, batch.
 
-The trainer reads only ``train/dev/test.parquet`` of an export folder (schema
-:func:`mmnerd.records.arrow_schema`); unknown columns are ignored.  An optional boolean column
-``image_decided`` (or a set of ids) marks posts whose labels need the image.
+The trainer reads only ``train.parquet``, ``dev.parquet`` (or ``validation.parquet``) and
+``test.parquet`` of an export folder (schema :func:`mmnerd.records.arrow_schema`); unknown
+columns are ignored.  An optional boolean column ``image_decided`` (or a set of ids) marks posts
+whose labels need the image.  A post may have no image (``image`` null or both its fields null,
+as in corpora imported without their images): its :attr:`Example.image_key` is ``""`` and the
+multimodal models mask its image branch (see :mod:`baselines.models`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,12 @@ from baselines.errors import BenchmarkError
 from mmnerd.records import LABEL2ID, LABELS
 
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
+SPLIT_FILES: dict[str, tuple[str, ...]] = {
+    "train": ("train.parquet",),
+    "dev": ("dev.parquet", "validation.parquet"),
+    "test": ("test.parquet",),
+}
+"""The file(s) each split may be read from; the export is renaming ``dev`` to ``validation``."""
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -47,8 +56,12 @@ class Example:
     lang: str
     tokens: list[str]
     tags: list[str]
-    image_key: str = ""  # "" = no image (a blank image is used)
+    image_key: str = ""  # "" = no image (its image branch is masked)
     image_decided: bool | None = None
+
+    @property
+    def has_image(self) -> bool:
+        return bool(self.image_key)
 
 
 @dataclass
@@ -78,26 +91,65 @@ class ExportData:
     splits: dict[str, list[Example]]
     images: ImageStore
     warnings: list[str] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)  # split -> file name read
 
     def stats(self) -> dict[str, Any]:
+        """Per split: sentences, tokens, entities, languages and image coverage (posts with
+        and without an image, count and %); ``images``: distinct images."""
         out: dict[str, Any] = {}
         for name, exs in self.splits.items():
             out[name] = {
+                "file": self.files.get(name, ""),
                 "sentences": len(exs),
                 "tokens": sum(len(e.tokens) for e in exs),
                 "entities": sum(t.startswith("B-") for e in exs for t in e.tags),
                 "languages": dict(sorted(Counter(e.lang for e in exs).items())),
-                "without_image": sum(not e.image_key for e in exs),
+                **image_coverage(exs),
             }
         out["images"] = len(self.images.keys())
         return out
+
+    def with_image(self, split: str) -> int:
+        """Posts of ``split`` that have an image."""
+        return sum(e.has_image for e in self.splits[split])
 
     def languages(self) -> list[str]:
         return sorted({e.lang for exs in self.splits.values() for e in exs})
 
 
+def image_coverage(exs: Sequence[Example]) -> dict[str, Any]:
+    """``with_image``, ``without_image`` (counts) and ``with_image_pct``,
+    ``without_image_pct`` (% of the posts, one decimal; 0.0 for no posts)."""
+    n = len(exs)
+    yes = sum(e.has_image for e in exs)
+    pct = (lambda k: round(100.0 * k / n, 1)) if n else (lambda k: 0.0)
+    return {
+        "with_image": yes,
+        "without_image": n - yes,
+        "with_image_pct": pct(yes),
+        "without_image_pct": pct(n - yes),
+    }
+
+
+def split_file(root: Path, split: str) -> Path:
+    """The file of ``split`` in ``root`` (dev: ``dev.parquet`` or ``validation.parquet``);
+    raises :class:`BenchmarkError` if it is missing or if both dev files exist."""
+    found = [root / name for name in SPLIT_FILES[split] if (root / name).is_file()]
+    if len(found) > 1:
+        raise BenchmarkError(
+            f"both {found[0]} and {found[1].name} exist: remove the stale one (same split)"
+        )
+    if not found:
+        names = " or ".join(SPLIT_FILES[split])
+        raise BenchmarkError(
+            f"missing {root / names} (an export needs train, dev or validation, and test parquet)"
+        )
+    return found[0]
+
+
 def load_export(root: str | Path, image_decided_ids: set[str] | None = None) -> ExportData:
-    """Load ``root/{train,dev,test}.parquet``; raises :class:`BenchmarkError` if unusable."""
+    """Load ``root/{train,dev|validation,test}.parquet`` (``validation`` is read as the dev
+    split); raises :class:`BenchmarkError` if unusable."""
     import pyarrow.parquet as pq
 
     root = Path(root)
@@ -105,11 +157,11 @@ def load_export(root: str | Path, image_decided_ids: set[str] | None = None) -> 
         raise BenchmarkError(f"export folder not found: {root} (run `mmnerd export` first)")
     store = ImageStore(root=root)
     splits: dict[str, list[Example]] = {}
+    files: dict[str, str] = {}
     warnings: list[str] = []
     for split in SPLITS:
-        path = root / f"{split}.parquet"
-        if not path.is_file():
-            raise BenchmarkError(f"missing {path} (an export needs train, dev and test parquet)")
+        path = split_file(root, split)
+        files[split] = path.name
         names = set(pq.read_schema(path).names)
         table = pq.read_table(path, columns=[c for c in COLUMNS if c in names])
         missing = {"id", "tokens", "ner_tags"} - names
@@ -122,8 +174,8 @@ def load_export(root: str | Path, image_decided_ids: set[str] | None = None) -> 
     if not splits["train"]:
         raise BenchmarkError(f"{root / 'train.parquet'} has no rows: nothing to train on")
     if not splits["dev"]:
-        raise BenchmarkError(f"{root / 'dev.parquet'} has no rows: epochs are selected on dev")
-    return ExportData(root=root, splits=splits, images=store, warnings=warnings)
+        raise BenchmarkError(f"{root / files['dev']} has no rows: epochs are selected on dev")
+    return ExportData(root=root, splits=splits, images=store, warnings=warnings, files=files)
 
 
 def _example(

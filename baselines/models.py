@@ -8,6 +8,11 @@ mner2m (2M-NER): text states H [B,T,d]; ViT tokens V [B,P,dv] and CNN vector c [
 projected to d; cross-attention H->V and H->c; ``Linear(cat[H, A_v, A_c]) -> d``;
 ``Linear(d, L)`` emissions at first sub-tokens; CRF.  Loss ``w_crf * CRF NLL + w_cl *
 (NT-Xent(s, pool(V)) + NT-Xent(s, c))`` with s the pooled sentence representation.
+
+Posts without an image (``image_mask`` [B] False) are masked, never given blank pixels: the
+image encoders do not see them, their cross-attention outputs (or pooled image vectors, for
+concat fusion) are zeros in the fusion input, and NT-Xent runs over the posts that have an
+image only.  Their output is therefore the same whatever pixels or features are fed for them.
 """
 
 from __future__ import annotations
@@ -250,46 +255,66 @@ class Tagger(nn.Module):
         m = mask.unsqueeze(-1).to(h.dtype)
         return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
 
+    def _image_inputs(self, which: str, batch: dict[str, Tensor], has: Tensor) -> dict[str, Tensor]:
+        """Features of ``which`` image encoder for the batch: the cached ones in ``batch``, or
+        the encoder run on ``<which>_pixels`` of the posts with an image only (``has`` [B]
+        bool), the other rows being zeros.  When no post of the batch has an image, the
+        encoder still runs on every row (their outputs are masked later): every parameter
+        stays in the graph, as DistributedDataParallel requires."""
+        names = ("vit_tokens", "vit_pooled") if which == "vit" else ("cnn_vec",)
+        if names[0] in batch:
+            return {n: batch[n] for n in names}
+        pixels = batch[f"{which}_pixels"]
+        if bool(has.all()) or not bool(has.any()):
+            return self._run_image_encoder(which, pixels)
+        some = self._run_image_encoder(which, pixels[has])
+        out: dict[str, Tensor] = {}
+        for name, t in some.items():
+            full = t.new_zeros((has.size(0), *t.shape[1:]))
+            full[has] = t
+            out[name] = full
+        return out
+
     # --- forward -------------------------------------------------------------------------
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """``batch``: collate() tensors plus, for multimodal models, ``vit_pixels`` [B,3,S,S]
-        or cached ``vit_tokens``/``vit_pooled``, and ``cnn_pixels`` or cached ``cnn_vec``.
-        Returns ``emissions`` [B,W,L], ``mask`` [B,W] and, when ``word_labels`` is given,
-        ``loss``, ``crf_loss``, ``cl_loss`` (scalars)."""
+        or cached ``vit_tokens``/``vit_pooled``, ``cnn_pixels`` or cached ``cnn_vec``, and
+        ``image_mask`` [B] bool (False = the post has no image: its image branch is masked;
+        absent = every post has one).  Returns ``emissions`` [B,W,L], ``mask`` [B,W] and, when
+        ``word_labels`` is given, ``loss``, ``crf_loss``, ``cl_loss`` (scalars)."""
         h = self._text_states(batch)  # [B, T, d]
         cfg = self.cfg
         cl_terms: list[Tensor] = []
         if cfg.multimodal:
+            has = batch.get("image_mask")
+            if has is None:
+                has = torch.ones(h.size(0), dtype=torch.bool, device=h.device)
+            has = has.to(device=h.device, dtype=torch.bool)
+            keep = has.view(-1, 1, 1)  # [B, 1, 1]
             sent = self._sentence(h, batch["attention_mask"])  # [B, d]
             parts = [h]
             if self.vit is not None:
-                feats = (
-                    batch
-                    if "vit_tokens" in batch
-                    else self._run_image_encoder("vit", batch["vit_pixels"])
-                )
+                feats = self._image_inputs("vit", batch, has)
                 v = self.vit_proj(feats["vit_tokens"])  # [B, P, d]
                 vp = self.vit_proj(feats["vit_pooled"])  # [B, d]
                 if cfg.fusion == "cross":
-                    parts.append(self.attn_vit(h, v, v, need_weights=False)[0])
+                    a = self.attn_vit(h, v, v, need_weights=False)[0]  # [B, T, d]
                 else:
-                    parts.append(vp.unsqueeze(1).expand_as(h))
+                    a = vp.unsqueeze(1).expand_as(h)
+                parts.append(torch.where(keep, a, torch.zeros_like(a)))
                 if cfg.use_cl:
-                    cl_terms.append(self._cl(self.cl_text(sent), self.cl_vit(vp)))
+                    cl_terms.append(self._cl(self.cl_text(sent), self.cl_vit(vp), has))
             if self.cnn is not None:
-                feats = (
-                    batch
-                    if "cnn_vec" in batch
-                    else self._run_image_encoder("cnn", batch["cnn_pixels"])
-                )
+                feats = self._image_inputs("cnn", batch, has)
                 c = self.cnn_proj(feats["cnn_vec"])  # [B, d]
                 if cfg.fusion == "cross":
                     cv = c.unsqueeze(1)
-                    parts.append(self.attn_cnn(h, cv, cv, need_weights=False)[0])
+                    a = self.attn_cnn(h, cv, cv, need_weights=False)[0]  # [B, T, d]
                 else:
-                    parts.append(c.unsqueeze(1).expand_as(h))
+                    a = c.unsqueeze(1).expand_as(h)
+                parts.append(torch.where(keep, a, torch.zeros_like(a)))
                 if cfg.use_cl:
-                    cl_terms.append(self._cl(self.cl_text(sent), self.cl_cnn(c)))
+                    cl_terms.append(self._cl(self.cl_text(sent), self.cl_cnn(c), has))
             h = self.fuse(torch.cat(parts, dim=-1))
         idx = batch["word_index"].unsqueeze(-1).expand(-1, -1, h.size(-1))
         words = h.gather(1, idx)  # [B, W, d]
@@ -305,10 +330,14 @@ class Tagger(nn.Module):
             out.update(loss=loss, crf_loss=crf.detach(), cl_loss=cl.detach())
         return out
 
-    def _cl(self, a: Tensor, b: Tensor) -> Tensor:
-        """NT-Xent of two projected views [N, D], in float32 even under autocast: scalar."""
+    def _cl(self, a: Tensor, b: Tensor, has: Tensor) -> Tensor:
+        """NT-Xent of two projected views [B, D] over the rows with an image (``has`` [B]),
+        in float32 even under autocast: scalar.  No row with an image: a zero that keeps the
+        projections in the graph (DistributedDataParallel needs every parameter used)."""
         with _float32(a):
-            return nt_xent(a.float(), b.float(), self.cfg.temperature)
+            if not bool(has.any()):
+                return (a.float().sum() + b.float().sum()) * 0.0
+            return nt_xent(a[has].float(), b[has].float(), self.cfg.temperature)
 
     def decode(self, out: dict[str, Tensor]) -> list[list[int]]:
         """Viterbi tag ids per sentence (BIO-constrained if configured), in float32."""

@@ -73,7 +73,8 @@ def aggregate(runs: Sequence[RunResult]) -> dict[str, Any]:
             results[name + SHUFFLED_SUFFIX] = {
                 "seeds": [r.seed for r in rs if r.test_shuffled],
                 "test": _summarise(shuffled),
-                "note": f"checkpoints of {name}, test images shuffled between posts",
+                "note": f"checkpoints of {name}, test images shuffled among the posts that "
+                "have one",
             }
     return results
 
@@ -115,8 +116,45 @@ def tables(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+MASKING_NOTE = (
+    "Posts without an image are masked in the multimodal models, never given blank pixels: "
+    "the image encoders do not see them, their cross-attention outputs (concat_fusion: "
+    "pooled image vectors) enter the fusion as zeros, and NT-Xent leaves them out."
+)
+
+
+def coverage(s: dict[str, Any]) -> tuple[str, str]:
+    """``("120 (75.0%)", "40 (25.0%)")``: posts of a split with and without an image."""
+    return (
+        f"{s['with_image']} ({s['with_image_pct']:.1f}%)",
+        f"{s['without_image']} ({s['without_image_pct']:.1f}%)",
+    )
+
+
+def coverage_line(split: str, s: dict[str, Any]) -> str:
+    """One log line of a split's size and image coverage."""
+    yes, no = coverage(s)
+    return f"data: {split}: {s['sentences']} posts, {yes} with an image, {no} without"
+
+
+def images_section(report: dict[str, Any]) -> list[str]:
+    """Markdown lines: how missing images were handled, skipped models, shuffled control."""
+    img = report.get("images") or {}
+    test = report["data"]["test"]
+    out = [
+        f"- {img.get('note', MASKING_NOTE)}",
+        f"- test: {test['without_image']} of {test['sentences']} posts "
+        f"({test['without_image_pct']:.1f}%) have no image.",
+    ]
+    out += [f"- {name} skipped: {why}" for name, why in report.get("skipped", {}).items()]
+    if img.get("shuffled_control"):
+        out.append(f"- `*{SHUFFLED_SUFFIX}`: {img['shuffled_control']}.")
+    return out
+
+
 def markdown(report: dict[str, Any]) -> str:
-    """benchmark.md: setup, data, result tables, epoch selection, plots."""
+    """benchmark.md: setup, data (with image coverage), images (masking, skipped models),
+    result tables, epoch selection, plots."""
     n = len(report["seeds"])
     out = [
         "# MMNERD benchmark",
@@ -130,21 +168,38 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "## Data",
         "",
-        "| split | sentences | tokens | entities | languages |",
-        "|---|---|---|---|---|",
+        "| split | sentences | tokens | entities | with image | without image | languages |",
+        "|---|---|---|---|---|---|---|",
     ]
     for split in ("train", "dev", "test"):
         s = report["data"][split]
         langs = ", ".join(f"{k} {v}" for k, v in s["languages"].items())
-        out.append(f"| {split} | {s['sentences']} | {s['tokens']} | {s['entities']} | {langs} |")
+        name = split
+        if s.get("file") and s["file"] != f"{split}.parquet":
+            name = f"{split} (`{s['file']}`)"
+        yes, no = coverage(s)
+        out.append(
+            f"| {name} | {s['sentences']} | {s['tokens']} | {s['entities']} | {yes} | {no} "
+            f"| {langs} |"
+        )
+    shuffled = any(k.endswith(SHUFFLED_SUFFIX) for k in report["results"])
     out += [
+        "",
+        "## Images",
+        "",
+        *images_section(report),
         "",
         "## Test results",
         "",
         "Entity-level precision / recall / F1 (seqeval, strict IOB2, micro), in %, "
         + (f"mean ± std over {n} seeds." if n > 1 else "one seed.")
         + " Epochs selected on dev; test evaluated once per run."
-        + f" `*{SHUFFLED_SUFFIX}`: the same checkpoints with test images shuffled between posts.",
+        + (
+            f" `*{SHUFFLED_SUFFIX}`: the same checkpoints with test images shuffled among the"
+            " posts that have one."
+            if shuffled
+            else ""
+        ),
         "",
         tables(report),
         "",

@@ -147,9 +147,13 @@ def write_synthetic_export(
     image_size: int = 32,
     embed_images: bool = True,
     max_words: int = 0,
+    image_share: float | dict[str, float] = 1.0,
 ) -> Path:
     """Write ``train/dev/test.parquet`` (+ ``images/`` when not embedded) under ``out``;
-    ``max_words`` > 0 gives posts of varied length (filler words), at most that many words."""
+    ``max_words`` > 0 gives posts of varied length (filler words), at most that many words.
+    ``image_share`` (one value or per split) is the share of posts that keep their image; the
+    others have a null image, like a corpus imported without its images (a separate seeded
+    draw: the posts themselves do not change)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -159,10 +163,19 @@ def write_synthetic_export(
     rng = random.Random(seed)
     base = arrow_schema(embed_images)
     schema = base.append(pa.field("image_decided", pa.bool_()))
+    drop = random.Random(f"{seed}:no-image")
     for split, n in sizes.items():
         rows = [make_post(i, split, rng, image_size, max_words) for i in range(n)]
+        share = image_share.get(split, 1.0) if isinstance(image_share, dict) else image_share
+        if share < 1.0:
+            for r in rows:
+                if drop.random() >= share:
+                    r["image"] = {"bytes": None, "path": None}
+                    r.update(image_sha256="", width=0, height=0)
         if not embed_images:
             for r in rows:
+                if r["image"]["bytes"] is None:
+                    continue
                 path = out / r["image"]["path"]
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(r["image"]["bytes"])

@@ -202,7 +202,8 @@ class RunResult:
 
 class ImageFeeder:
     """Image inputs of a batch, on the model's device: cached frozen features (kept on the
-    CPU, moved per batch), or pixels for trainable encoders."""
+    CPU, moved per batch), or pixels for trainable encoders, and ``image_mask`` [B] (False
+    for a post without an image, key ``""``: the model masks its image branch)."""
 
     def __init__(self, model: Tagger, prep: Prepared, cache: bool, log: Log = _stderr) -> None:
         self.model = model
@@ -246,7 +247,9 @@ class ImageFeeder:
         return store
 
     def batch(self, keys: Sequence[str]) -> dict[str, torch.Tensor]:
-        out: dict[str, torch.Tensor] = {}
+        out: dict[str, torch.Tensor] = {
+            "image_mask": torch.tensor([bool(k) for k in keys], dtype=torch.bool)
+        }
         for which, spec in self.specs.items():
             if which in self.cached:
                 store = self.cached[which]
@@ -303,19 +306,31 @@ class Evaluator:
         )
 
     def evaluate(self, split: str, shuffle_images: bool = False, seed: int = 0) -> dict[str, Any]:
+        """Scores of ``split``; ``shuffle_images``: images shuffled among its posts that have
+        one (see :func:`shuffle_among_present`)."""
         exs = self.prep.data.splits[split]
         keys = None
         name = split
         if shuffle_images:
-            rng = random.Random(seed)
-            keys = [e.image_key for e in exs]
-            rng.shuffle(keys)
+            keys = shuffle_among_present([e.image_key for e in exs], seed)
             name = split + "_shuffled"
         self.counts[name] += 1
         preds = self.predict(split, keys)
         return evaluate_tags(
             [e.tags for e in exs], preds, [e.lang for e in exs], [e.image_decided for e in exs]
         )
+
+
+def shuffle_among_present(keys: Sequence[str], seed: int) -> list[str]:
+    """``keys`` with the non-empty ones (posts with an image) permuted among themselves by a
+    seeded shuffle; posts without an image (``""``) keep none."""
+    where = [i for i, k in enumerate(keys) if k]
+    moved = [keys[i] for i in where]
+    random.Random(seed).shuffle(moved)
+    out = list(keys)
+    for i, k in zip(where, moved, strict=True):
+        out[i] = k
+    return out
 
 
 def predict_encoded(
@@ -362,6 +377,15 @@ def build_model(mcfg: ModelConfig, prep: Prepared) -> Tagger:
     return Tagger(mcfg, LABELS, vocab)
 
 
+def skip_reason(mcfg: ModelConfig, data: ExportData) -> str:
+    """Why ``mcfg`` cannot be trained on ``data`` ("" = it can): a multimodal model needs at
+    least one training post with an image (posts without one are masked, see
+    :class:`baselines.models.Tagger`)."""
+    if mcfg.multimodal and data.with_image("train") == 0:
+        return "no post in train has an image"
+    return ""
+
+
 def train_run(
     mcfg: ModelConfig,
     tcfg: TrainConfig,
@@ -371,13 +395,17 @@ def train_run(
     dist: Dist | None = None,
 ) -> RunResult:
     """Train ``mcfg`` with ``tcfg``; select the epoch with the best dev F1 (ties: earliest);
-    evaluate test once with it (and once more with shuffled images for multimodal models).
+    evaluate test once with it (and once more with images shuffled among the test posts that
+    have one, for multimodal models, when at least two do).
 
     Under torchrun (``dist.world > 1``) the model is wrapped in DistributedDataParallel: each
     global batch of ``batch_size`` posts is split between the ranks (NT-Xent negatives are
     those of the rank's share); every rank evaluates dev (same weights, same choice); rank 0
     saves the checkpoint.  The model and batches live on ``dist.device`` (default: resolved
     from ``tcfg.device``)."""
+    reason = skip_reason(mcfg, prep.data)
+    if reason:
+        raise BenchmarkError(f"{mcfg.name} cannot be trained: {reason}")
     dist = dist or local_dist(tcfg.device)
     device = torch.device(dist.device)
     torch.set_num_threads(max(1, min(tcfg.num_threads, 2)))
@@ -465,7 +493,7 @@ def train_run(
         model.load_state_dict(best_state)
     test = evaluator.evaluate("test") if prep.data.splits["test"] else {}
     shuffled = None
-    if mcfg.multimodal and tcfg.shuffled_image_eval and prep.data.splits["test"]:
+    if mcfg.multimodal and tcfg.shuffled_image_eval and prep.data.with_image("test") >= 2:
         shuffled = evaluator.evaluate("test", shuffle_images=True, seed=tcfg.seed)
     ckpt = ""
     if checkpoint_dir is not None and dist.main:

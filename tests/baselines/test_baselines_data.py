@@ -97,3 +97,35 @@ def test_unknown_columns_are_ignored(tmp_path: Path) -> None:
     info = pa.array([{"note": "x", "scores": [1.0]}] * t.num_rows)
     pq.write_table(t.append_column("info", info), tmp_path / "train.parquet")
     assert len(load_export(tmp_path).splits["train"]) == 3
+
+
+def test_validation_parquet_is_the_dev_split(tmp_path: Path) -> None:
+    write_synthetic_export(tmp_path, {"train": 3, "dev": 2, "test": 1})
+    (tmp_path / "dev.parquet").rename(tmp_path / "validation.parquet")
+    data = load_export(tmp_path)
+    assert len(data.splits["dev"]) == 2 and data.files["dev"] == "validation.parquet"
+    assert data.stats()["dev"]["file"] == "validation.parquet"
+    pq.write_table(pq.read_table(tmp_path / "validation.parquet"), tmp_path / "dev.parquet")
+    with pytest.raises(BenchmarkError, match="remove the stale one"):
+        load_export(tmp_path)
+    (tmp_path / "dev.parquet").unlink()
+    (tmp_path / "validation.parquet").unlink()
+    with pytest.raises(BenchmarkError, match="dev.parquet or validation.parquet"):
+        load_export(tmp_path)
+
+
+def test_posts_without_image_and_coverage(tmp_path: Path) -> None:
+    sizes = {"train": 20, "dev": 4, "test": 5}
+    write_synthetic_export(tmp_path, sizes, image_share={"train": 0.5, "test": 0.0})
+    row = pq.read_table(tmp_path / "test.parquet").to_pylist()[0]
+    assert row["image"] == {"bytes": None, "path": None} and row["image_sha256"] == ""
+    data = load_export(tmp_path)
+    stats = data.stats()
+    want = {"with_image": 0, "without_image": 5, "without_image_pct": 100.0}
+    assert stats["test"].items() >= want.items()
+    assert stats["dev"]["with_image"] == 4 and stats["dev"]["with_image_pct"] == 100.0
+    train = stats["train"]
+    assert 0 < train["without_image"] < 20
+    assert train["with_image"] == data.with_image("train") == 20 - train["without_image"]
+    assert train["with_image_pct"] == round(100 * train["with_image"] / 20, 1)
+    assert all(not e.has_image for e in data.splits["test"])
