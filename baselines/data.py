@@ -41,6 +41,7 @@ COLUMNS: tuple[str, ...] = (
     "lang",
     "tokens",
     "ner_tags",
+    "ner_tags_str",
     "image",
     "image_sha256",
     "image_decided",
@@ -178,6 +179,15 @@ def load_export(root: str | Path, image_decided_ids: set[str] | None = None) -> 
     return ExportData(root=root, splits=splits, images=store, warnings=warnings, files=files)
 
 
+def tag_strings(row: dict[str, Any]) -> list[str]:
+    """A row's IOB2 tags as strings: ``ner_tags_str`` (schema 2), else ``ner_tags`` as class
+    ids into :data:`LABELS` (schema 2 without the string column) or strings (schema 1)."""
+    if row.get("ner_tags_str") is not None:
+        return [str(t) for t in row["ner_tags_str"]]
+    tags = row["ner_tags"] or []
+    return [LABELS[t] if isinstance(t, int) and 0 <= t < len(LABELS) else str(t) for t in tags]
+
+
 def _example(
     row: dict[str, Any],
     path: Path,
@@ -186,7 +196,7 @@ def _example(
     warnings: list[str],
 ) -> Example:
     tokens = [str(t) for t in row["tokens"] or []]
-    tags = [str(t) for t in row["ner_tags"] or []]
+    tags = tag_strings(row)
     if len(tokens) != len(tags):
         raise BenchmarkError(
             f"{path}: row {row['id']}: {len(tokens)} tokens but {len(tags)} ner_tags"

@@ -117,8 +117,8 @@ def make_post(
         "lang": lang,
         "text": text,
         "tokens": tokens,
-        "ner_tags": tags,
-        "ner_tag_ids": [LABEL2ID[t] for t in tags],
+        "ner_tags": [LABEL2ID[t] for t in tags],
+        "ner_tags_str": tags,
         "spans": [{"start": char_start, "end": char_start + len(name), "label": etype}],
         "image": {"bytes": data, "path": f"images/{sha}.png"},
         "image_sha256": sha,
@@ -149,7 +149,7 @@ def write_synthetic_export(
     max_words: int = 0,
     image_share: float | dict[str, float] = 1.0,
 ) -> Path:
-    """Write ``train/dev/test.parquet`` (+ ``images/`` when not embedded) under ``out``;
+    """Write ``train/validation/test.parquet`` (+ ``images/`` when not embedded) under ``out``;
     ``max_words`` > 0 gives posts of varied length (filler words), at most that many words.
     ``image_share`` (one value or per split) is the share of posts that keep their image; the
     others have a null image, like a corpus imported without its images (a separate seeded
@@ -159,7 +159,7 @@ def write_synthetic_export(
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    sizes = sizes or {"train": 240, "dev": 60, "test": 60}
+    sizes = sizes or {"train": 240, "validation": 60, "test": 60}
     rng = random.Random(seed)
     base = arrow_schema(embed_images)
     schema = base.append(pa.field("image_decided", pa.bool_()))

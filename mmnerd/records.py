@@ -26,21 +26,22 @@ LABELS: tuple[str, ...] = ("O",) + tuple(f"{p}-{t}" for t in ENTITY_TYPES for p 
 
 LABEL2ID: dict[str, int] = {label: i for i, label in enumerate(LABELS)}
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "2.0"
 """Version of the exported Parquet schema (see docs/schema.md)."""
 
 STATUS_OK = "ok"
 STATUS_DROPPED = "dropped"
 
-SPLITS: tuple[str, ...] = ("train", "dev", "test")
-"""The split names of an export, in order."""
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
+"""The split names of an export, in order (Hugging Face's names)."""
 
-_SPLIT_ALIASES = {"train": "train", "training": "train", "dev": "dev", "valid": "dev",
-                  "validation": "dev", "val": "dev", "test": "test", "testing": "test"}  # fmt: skip
+_SPLIT_ALIASES = {"train": "train", "training": "train", "dev": "validation",
+                  "valid": "validation", "validation": "validation", "val": "validation",
+                  "test": "test", "testing": "test"}  # fmt: skip
 
 
 def canonical_split(name: str) -> str:
-    """``train`` / ``dev`` / ``test`` for a published split name (``valid``, ``validation``,
+    """``train`` / ``validation`` / ``test`` for a published split name (``valid``, ``dev``,
     MMNERD's ``train_conll_format``, ...); "" when the name is not a split."""
     key = name.strip().lower().removesuffix("_conll_format").removesuffix(".txt")
     return _SPLIT_ALIASES.get(key, "")
@@ -207,45 +208,111 @@ def hash_author(author: str, salt: str = "mmnerd") -> str:
     return hashlib.sha256(f"{salt}:{author}".encode()).hexdigest()[:16]
 
 
-def arrow_schema(embed_images: bool = True):  # -> pyarrow.Schema
-    """The exported Parquet schema (version :data:`SCHEMA_VERSION`).
+ExportColumn = tuple[str, str, str]
+"""(name, type, description); types: string, bool, int16, int32, float32, tags, strings,
+spans, image (see :func:`arrow_schema` and :func:`hf_features`)."""
 
-    ``image`` is a struct ``{bytes, path}``, the layout of the Hugging Face
-    ``Image`` feature; ``ner_tag_ids`` index into :data:`LABELS`, which is also
-    stored in the schema metadata as JSON under ``mmnerd.labels``.
-    """
+EXPORT_COLUMNS: tuple[ExportColumn, ...] = (
+    ("id", "string", "stable post id: <source>:<source id>"),
+    ("lang", "string", "ISO 639-1 language of the post"),
+    ("text", "string", "the post's text (normalised; a pre-tokenised corpus's tokens joined by "
+                       "single spaces)"),
+    ("tokens", "strings", "the tokens"),
+    ("ner_tags", "tags", "one strict IOB2 tag per token, as class ids (ClassLabel over O, "
+                         "B-PER, I-PER, B-LOC, I-LOC, B-ORG, I-ORG, B-MISC, I-MISC)"),
+    ("ner_tags_str", "strings", "the same tags as strings (B-PER, ...)"),
+    ("spans", "spans", "entity mentions: code-point offsets [start, end) into text, and type"),
+    ("image", "image", "the post's picture (null for a text-only post)"),
+    ("image_sha256", "string", "sha256 of the image bytes (null without image)"),
+    ("image_phash", "string", "64-bit perceptual hash, 16 hex digits (null without image)"),
+    ("width", "int32", "image width in pixels (null without image)"),
+    ("height", "int32", "image height in pixels (null without image)"),
+    ("source", "string", "where the post comes from (sample, mastodon, bluesky, a corpus name)"),
+    ("source_id", "string", "the post's id in its source"),
+    ("url", "string", "the post's public URL where the source publishes one"),
+    ("created_at", "string", "ISO 8601 UTC time the post was written"),
+    ("licence", "string", "licence or terms of the post"),
+    ("author_hash", "string", "keyed pseudonym of the author (HMAC with a secret corpus key)"),
+    ("synthetic", "bool", "true for machine-made posts (the bundled sample)"),
+    ("annotator_count", "int16", "annotators whose labels were combined (0: source gold)"),
+    ("agreement", "float32", "entity F1 between annotators (null: labelled once)"),
+    ("cluster_id", "string", "near-duplicate cluster ('' = none)"),
+    ("split", "string", "train, validation or test"),
+)  # fmt: skip
+"""The export's columns in order (schema version :data:`SCHEMA_VERSION`)."""
+
+
+def _arrow_type(kind: str):  # -> pyarrow.DataType
     import pyarrow as pa
 
     span = pa.struct([("start", pa.int32()), ("end", pa.int32()), ("label", pa.string())])
     image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-    fields = [
-        pa.field("id", pa.string(), nullable=False),
-        pa.field("lang", pa.string()),
-        pa.field("text", pa.string()),
-        pa.field("tokens", pa.list_(pa.string())),
-        pa.field("ner_tags", pa.list_(pa.string())),
-        pa.field("ner_tag_ids", pa.list_(pa.int8())),
-        pa.field("spans", pa.list_(span)),
-        pa.field("image", image),
-        pa.field("image_sha256", pa.string()),
-        pa.field("image_phash", pa.string()),
-        pa.field("width", pa.int32()),
-        pa.field("height", pa.int32()),
-        pa.field("source", pa.string()),
-        pa.field("source_id", pa.string()),
-        pa.field("url", pa.string()),
-        pa.field("created_at", pa.string()),
-        pa.field("licence", pa.string()),
-        pa.field("author_hash", pa.string()),
-        pa.field("synthetic", pa.bool_()),
-        pa.field("annotator_count", pa.int16()),
-        pa.field("agreement", pa.float32()),
-        pa.field("cluster_id", pa.string()),
-        pa.field("split", pa.string()),
-    ]
+    return {
+        "string": pa.string(), "bool": pa.bool_(), "int16": pa.int16(), "int32": pa.int32(),
+        "float32": pa.float32(), "tags": pa.list_(pa.int64()), "strings": pa.list_(pa.string()),
+        "spans": pa.list_(span), "image": image,
+    }[kind]  # fmt: skip
+
+
+def hf_features() -> dict[str, Any]:
+    """The Hugging Face ``datasets`` features of the export, in their JSON form (``Sequence``
+    spelled the way every datasets version reads): tags are ``ClassLabel`` ids over
+    :data:`LABELS`, ``image`` an ``Image``."""
+
+    def value(dtype: str) -> dict[str, Any]:
+        return {"dtype": dtype, "_type": "Value"}
+
+    def feature(kind: str) -> dict[str, Any]:
+        if kind == "tags":
+            return {"feature": {"names": list(LABELS), "_type": "ClassLabel"}, "_type": "Sequence"}
+        if kind == "strings":
+            return {"feature": value("string"), "_type": "Sequence"}
+        if kind == "spans":
+            return {"feature": {"start": value("int32"), "end": value("int32"),
+                                "label": value("string")}, "_type": "List"}  # fmt: skip
+        if kind == "image":
+            return {"_type": "Image"}
+        return value(kind)
+
+    return {name: feature(kind) for name, kind, _ in EXPORT_COLUMNS}
+
+
+def hf_features_yaml() -> list[dict[str, Any]]:
+    """``dataset_info.features`` of the dataset card (the YAML form of :func:`hf_features`)."""
+    out: list[dict[str, Any]] = []
+    for name, kind, _ in EXPORT_COLUMNS:
+        if kind == "tags":
+            names = {str(i): label for i, label in enumerate(LABELS)}
+            out.append({"name": name, "sequence": {"class_label": {"names": names}}})
+        elif kind == "strings":
+            out.append({"name": name, "sequence": "string"})
+        elif kind == "spans":
+            out.append({"name": name, "list": [{"name": "start", "dtype": "int32"},
+                                               {"name": "end", "dtype": "int32"},
+                                               {"name": "label", "dtype": "string"}]})  # fmt: skip
+        else:
+            out.append({"name": name, "dtype": kind})
+    return out
+
+
+def arrow_schema(embed_images: bool = True):  # -> pyarrow.Schema
+    """The exported Parquet schema (version :data:`SCHEMA_VERSION`, columns
+    :data:`EXPORT_COLUMNS`).
+
+    ``image`` is a struct ``{bytes, path}``, the layout of the Hugging Face ``Image``
+    feature; ``ner_tags`` are int64 ids into :data:`LABELS` (also stored in the metadata as
+    JSON under ``mmnerd.labels``).  The metadata carries the Hugging Face features under
+    ``huggingface``, so ``datasets`` reads ClassLabel tags and Image pictures from the
+    Parquet files alone.
+    """
+    import pyarrow as pa
+
+    fields = [pa.field(name, _arrow_type(kind), nullable=name != "id")
+              for name, kind, _ in EXPORT_COLUMNS]  # fmt: skip
     meta = {
         b"mmnerd.schema_version": SCHEMA_VERSION.encode(),
         b"mmnerd.labels": json.dumps(list(LABELS)).encode(),
         b"mmnerd.image_mode": b"embedded" if embed_images else b"path",
+        b"huggingface": json.dumps({"info": {"features": hf_features()}}).encode(),
     }
     return pa.schema(fields, metadata=meta)

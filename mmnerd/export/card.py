@@ -1,17 +1,32 @@
-"""The dataset card: ``README.md`` with a Hugging Face YAML header, figures and limits."""
+"""The dataset card: ``README.md`` with Hugging Face card data (valid YAML for any name,
+complete features, configs and splits) and the sections a researcher needs to cite,
+reload and audit the corpus."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from mmnerd.config import PipelineConfig
-from mmnerd.io import atomic_write
-from mmnerd.records import ENTITY_TYPES, LABELS, Post
+from mmnerd.io import atomic_write, read_json
+from mmnerd.records import ENTITY_TYPES, EXPORT_COLUMNS, SPLITS, Post, hf_features_yaml
 
-from .splits import SPLITS
+TOOLKIT_CITATION = """@software{mmnerd,
+  title  = {mmnerd: building and benchmarking multilingual, multimodal named-entity datasets},
+  author = {{The mmnerd developers}},
+  year   = {2026},
+  url    = {https://github.com/mmnerd/mmnerd}
+}"""
+PAPER_CITATION = """@article{wang2024mner,
+  title   = {{2M-NER}: Contrastive Learning for Multilingual and Multimodal {NER} with
+             Language and Modal Fusion},
+  author  = {Wang, Dongsheng and Feng, Xiaoqin and Liu, Zeming and Wang, Chuan},
+  journal = {arXiv preprint arXiv:2404.17122},
+  year    = {2024}
+}"""
 
 
 def size_category(n: int) -> str:
@@ -22,8 +37,9 @@ def size_category(n: int) -> str:
 
 
 def corpus_tables(posts: Iterable[Post]) -> dict[str, Any]:
-    """One streaming pass: counts per language x entity type and per split, agreement,
-    sources, date range and whether everything is synthetic."""
+    """One streaming pass: counts per language x entity type and per split (with and
+    without image), agreement, sources, date range, whether everything is synthetic, and
+    the first training post (the card's example instance)."""
     per_lang: dict[str, Counter] = defaultdict(Counter)
     per_split: dict[str, Counter] = defaultdict(Counter)
     sources: Counter = Counter()
@@ -31,6 +47,7 @@ def corpus_tables(posts: Iterable[Post]) -> dict[str, Any]:
     agree_sum = 0.0
     synthetic = True
     first = last = ""
+    example: Post | None = None
     for p in posts:
         n += 1
         c = per_lang[p.lang]
@@ -44,6 +61,8 @@ def corpus_tables(posts: Iterable[Post]) -> dict[str, Any]:
         per_split[p.split]["with_image"] += p.has_image
         sources[p.source] += 1
         synthetic = synthetic and p.synthetic
+        if example is None and p.split == "train" and p.spans:
+            example = p
         if p.agreement is not None:
             n_agree += 1
             agree_sum += p.agreement
@@ -55,66 +74,44 @@ def corpus_tables(posts: Iterable[Post]) -> dict[str, Any]:
         "synthetic": synthetic and n > 0,
         "per_language": {k: dict(v) for k, v in sorted(per_lang.items())},
         "per_split": {k: dict(v) for k, v in per_split.items()},
+        "with_image": sum(c["with_image"] for c in per_split.values()),
         "sources": dict(sources),
         "dates": [first, last] if first else [],
         "agreement": {
             "double_annotated": n_agree,
             "mean_entity_f1": round(agree_sum / n_agree, 4) if n_agree else None,
         },
+        "example": example,
     }
 
 
-def _yaml_header(config: PipelineConfig, tables: dict[str, Any]) -> str:
+def card_data(config: PipelineConfig, tables: dict[str, Any]):  # -> DatasetCardData
+    """The card's YAML header as huggingface_hub card data (any name is quoted safely)."""
+    from huggingface_hub import DatasetCardData
+
     synthetic = tables["synthetic"]
+    gold = config.export.labels == "source"
     langs = list(tables["per_language"])
-    lines = [
-        "---",
-        "language:",
-        *[f"- {lang}" for lang in langs],
-        f"license: {'cc0-1.0' if synthetic else 'other'}",
-        "task_categories:",
-        "- token-classification",
-        "task_ids:",
-        "- named-entity-recognition",
-        "size_categories:",
-        f"- {size_category(tables['posts'])}",
-        f"pretty_name: {config.name}{' (synthetic)' if synthetic else ''}",
-        "tags:",
-        "- multimodal",
-        "- multilingual",
-        "- social-media",
-        "dataset_info:",
-        "  features:",
-        "  - name: id",
-        "    dtype: string",
-        "  - name: lang",
-        "    dtype: string",
-        "  - name: text",
-        "    dtype: string",
-        "  - name: tokens",
-        "    sequence: string",
-        "  - name: ner_tags",
-        "    sequence: string",
-        "  - name: ner_tag_ids",
-        "    sequence:",
-        "      class_label:",
-        "        names:",
-        *[f"          '{i}': {lab}" for i, lab in enumerate(LABELS)],
-        "  - name: image",
-        "    dtype: image",
-        "  splits:",
-        *[
-            f"  - name: {s}\n    num_examples: {tables['per_split'].get(s, {}).get('sentences', 0)}"
-            for s in SPLITS
-        ],
-        "configs:",
-        "- config_name: default",
-        "  data_files:",
-        *[f"  - split: {s}\n    path: {s}.parquet" for s in SPLITS],
-        "---",
-        "",
-    ]
-    return "\n".join(lines)
+    splits = [{"name": s, "num_examples": tables["per_split"].get(s, {}).get("sentences", 0)}
+              for s in SPLITS]  # fmt: skip
+    return DatasetCardData(
+        language=langs,
+        license="cc0-1.0" if synthetic else "other",
+        license_name=None if synthetic else "per post (see the licence column)",
+        multilinguality="multilingual" if len(langs) > 1 else "monolingual",
+        annotations_creators=["machine-generated" if synthetic else "found" if gold
+                              else "expert-generated"],  # fmt: skip
+        language_creators=["machine-generated" if synthetic else "found"],
+        source_datasets=["extended"] if gold else ["original"],
+        task_categories=["token-classification"],
+        task_ids=["named-entity-recognition"],
+        size_categories=[size_category(tables["posts"])],
+        pretty_name=f"{config.name} (synthetic)" if synthetic else config.name,
+        tags=["multimodal", "multilingual", "social-media", "mmnerd"],
+        configs=[{"config_name": "default",
+                  "data_files": [{"split": s, "path": f"{s}.parquet"} for s in SPLITS]}],
+        dataset_info={"features": hf_features_yaml(), "splits": splits},
+    )  # fmt: skip
 
 
 def write_card(
@@ -126,97 +123,212 @@ def write_card(
     """Write ``<export_dir>/README.md`` and the label-distribution chart; returns the card path.
 
     ``posts`` is read once (a stream is fine)."""
+    from huggingface_hub import DatasetCard
+
     out = config.export_dir
     tables = corpus_tables(posts)
-    langs = list(tables["per_language"])
-    synthetic = tables["synthetic"]
     chart = plot_label_distribution(tables["per_language"], out / "label_distribution.png")
-    dates = tables["dates"]
-    sources = tables["sources"]
-    md = [_yaml_header(config, tables)]
-    md.append(
-        f"# {config.name}: multilingual multimodal NER{' (SYNTHETIC)' if synthetic else ''}\n"
-    )
+    body = [
+        *_summary(config, tables),
+        *_loading(config),
+        *_structure(tables),
+        *_creation(config, tables, stage_stats, dedup_figures, chart),
+        *_personal_information(config),
+        *_limitations(config, tables),
+        "## Licensing information\n",
+        "The synthetic sample is CC0-1.0."
+        if tables["synthetic"]
+        else "Each post keeps its own licence or terms (`licence` column): "
+        f"{', '.join(sorted({str(k) for k in tables['sources']}))}. Posts and pictures remain "
+        "their authors'; respect the platforms' terms and honour takedown requests.",
+        "",
+        "## Citation\n",
+        "If you use this dataset, cite the toolkit that built it and the 2M-NER paper whose "
+        "MMNERD corpus it follows:\n",
+        "```bibtex",
+        TOOLKIT_CITATION,
+        "",
+        PAPER_CITATION,
+        "```",
+        "",
+    ]
+    card = DatasetCard(f"---\n{card_data(config, tables).to_yaml()}\n---\n\n" + "\n".join(body))
+    path = out / "README.md"
+    with atomic_write(path) as f:
+        f.write(str(card))
+    return path
+
+
+def _summary(config: PipelineConfig, tables: dict[str, Any]) -> list[str]:
+    synthetic = tables["synthetic"]
+    lines = [f"# {config.name}: multilingual multimodal NER{' (SYNTHETIC)' if synthetic else ''}\n"]
     if synthetic:
-        md.append(
+        lines.append(
             "> **This dataset is synthetic.** It was generated by mmnerd's bundled sample "
             "source for demos and tests; texts and images are machine-made, not real posts.\n"
         )
-    with_image = sum(c.get("with_image", 0) for c in tables["per_split"].values())
-    md.append(
-        f"Posts with at most one image each ({with_image} of {tables['posts']} have one; the "
-        "others are text-only, with null image columns), labelled with named entities in "
-        f"strict IOB2 over {', '.join(ENTITY_TYPES)} (MMNERD's scheme). Built with mmnerd.\n"
-    )
-    md.append(
-        "## Splits\n\n| split | sentences | with image | without image | "
-        + " | ".join(langs)
-        + " |"
-    )
-    md.append("|---|---:|---:|---:|" + "---:|" * len(langs))
+    langs = ", ".join(tables["per_language"]) or "-"
+    lines += [
+        "## Dataset summary\n",
+        f"{tables['posts']} posts in {langs}, each with at most one image "
+        f"({tables['with_image']} have one; the others are text-only, with null image "
+        "columns), labelled with named entities in strict IOB2 over "
+        f"{', '.join(ENTITY_TYPES)} (the scheme of MMNERD, arXiv 2404.17122). Built with "
+        "mmnerd.\n",
+    ]
+    return lines
+
+
+def _loading(config: PipelineConfig) -> list[str]:
+    return [
+        "## Loading\n",
+        "```python",
+        "from datasets import load_dataset",
+        "",
+        'ds = load_dataset("path/to/this/folder")        # train / validation / test',
+        'names = ds["train"].features["ner_tags"].feature.names   # O, B-PER, I-PER, ...',
+        'ds["train"][0]["image"]                            # a PIL image, or None',
+        "",
+        "import mmnerd                                       # pandas DataFrames per split",
+        'frames = mmnerd.load_export("path/to/this/folder")',
+        "```\n",
+        "The same data in the Twitter-2015 / MMNERD IMGID layout is under `imgid/` "
+        "(`train.txt`, `valid.txt`, `test.txt`, pictures in `imgid/images/`, and "
+        "`imgid/ids.tsv` mapping each IMGID to its post id, split and language); "
+        "`manifest.json` lists every file with its sha256.\n",
+    ]
+
+
+def _structure(tables: dict[str, Any]) -> list[str]:
+    lines = ["## Dataset structure\n", "### Data instances\n"]
+    ex: Post | None = tables["example"]
+    if ex is not None:
+        shown = {
+            "id": ex.id, "lang": ex.lang, "text": ex.text, "tokens": ex.tokens,
+            "ner_tags_str": ex.ner_tags,
+            "spans": [{"start": s.start, "end": s.end, "label": s.label} for s in ex.spans],
+            "image": f"<{ex.image.mime or 'image'}, {ex.image.width}x{ex.image.height}>"
+            if ex.has_image and ex.image else None, "split": ex.split,
+        }  # fmt: skip
+        lines += ["```json", json.dumps(shown, ensure_ascii=False, indent=2), "```\n"]
+    lines += ["### Data fields\n", "| field | type | meaning |", "|---|---|---|"]
+    lines += [f"| `{name}` | {kind} | {text} |" for name, kind, text in EXPORT_COLUMNS]
+    langs = list(tables["per_language"])
+    lines += [
+        "\n### Data splits\n",
+        "| split | posts | with image | without image | " + " | ".join(langs) + " |",
+        "|---|---:|---:|---:|" + "---:|" * len(langs),
+    ]
     for s in SPLITS:
         c = tables["per_split"].get(s, {})
-        cells = " | ".join(str(c.get(lang, 0)) for lang in langs)
         n, img = c.get("sentences", 0), c.get("with_image", 0)
-        md.append(f"| {s} | {n} | {img} | {n - img} | {cells} |")
-    md.append("\n" + _splits_note(config) + "\n")
-    md.append("## Language x entity type\n")
-    md.append("| language | sentences | tokens | entities | " + " | ".join(ENTITY_TYPES) + " |")
-    md.append("|---|---:|---:|---:|" + "---:|" * len(ENTITY_TYPES))
+        cells = " | ".join(str(c.get(lang, 0)) for lang in langs)
+        lines.append(f"| {s} | {n} | {img} | {n - img} | {cells} |")
+    lines += [
+        "\n### Entities per language\n",
+        "| language | posts | tokens | entities | " + " | ".join(ENTITY_TYPES) + " |",
+        "|---|---:|---:|---:|" + "---:|" * len(ENTITY_TYPES),
+    ]
     for lang in langs:
         c = tables["per_language"][lang]
         cells = " | ".join(str(c.get(t, 0)) for t in ENTITY_TYPES)
-        md.append(
+        lines.append(
             f"| {lang} | {c['sentences']} | {c['tokens']} | {c.get('entities', 0)} | {cells} |"
         )
+    lines.append("")
+    return lines
+
+
+def _creation(
+    config: PipelineConfig,
+    tables: dict[str, Any],
+    stage_stats: list[Any],
+    dedup_figures: dict[str, Any] | None,
+    chart: Path | None,
+) -> list[str]:
+    lines = ["## Dataset creation\n", "### Splits\n", _splits_note(config), ""]
     if chart:
-        md.append(f"\n![label distribution per language]({chart.name})\n")
-    ag = tables["agreement"]
-    md.append("## Annotation and agreement\n")
-    md.append(
-        f"- posts labelled by two or more annotators: {ag['double_annotated']}\n"
-        f"- mean pairwise entity-level F1 (exact span and type): {ag['mean_entity_f1']}\n"
+        lines.append(f"![entities per type and language]({chart.name})\n")
+    lines.append("### Source data\n")
+    lines.append(
+        f"- sources (posts): {', '.join(f'{k}: {v}' for k, v in tables['sources'].items())}"
     )
-    md.append("## Collection, deduplication and exclusions\n")
-    md.append(f"- sources: {dict(sources)}")
-    if dates:
-        md.append(f"- posts dated {dates[0]} to {dates[1]}")
+    if tables["dates"]:
+        lines.append(f"- posts dated {tables['dates'][0]} to {tables['dates'][1]}")
+    lines.append(
+        "- language: the source's declared language where it is a target (trust_hint)"
+        if config.language.trust_hint
+        else "- language: detected automatically (py3langid restricted to the candidate languages)"
+    )
+    lines.append("\n### Annotations\n")
+    if config.export.labels == "source":
+        lines.append(
+            "The labels are the source corpus's own gold annotation, on its own tokens "
+            "(orphan `I-` tags read as `B-`, as conlleval does); no new annotation was made.\n"
+        )
+    else:
+        ag = tables["agreement"]
+        lines.append(
+            "Annotators labelled entity spans in Label Studio; spans were checked against the "
+            "text and converted to strict IOB2; posts labelled by several annotators were "
+            "combined by majority vote, disagreements adjudicated.\n\n"
+            f"- posts labelled by two or more annotators: {ag['double_annotated']}\n"
+            f"- mean pairwise entity-level F1 (exact span and type): {ag['mean_entity_f1']}\n"
+        )
+    lines.append("### Deduplication and exclusions\n")
     if dedup_figures:
-        md.extend(_dedup_lines(dedup_figures))
-    md.append("\n| stage | in | out | dropped (reason: n) |\n|---|---:|---:|---|")
+        lines.extend(_dedup_lines(dedup_figures, config))
+    lines.append("\n| stage | in | out | dropped (reason: n) |\n|---|---:|---:|---|")
     for s in stage_stats:
         dropped = ", ".join(f"{k}: {v}" for k, v in sorted(s.dropped.items())) or "-"
-        md.append(f"| {s.stage} | {s.items_in} | {s.items_out} | {dropped} |")
-    md.append("\n## Known limitations\n")
-    limits = [
-        "Language identification is automatic (py3langid); short posts may be misassigned."
-        if not config.language.trust_hint
-        else "Languages are those the source declares where it declares a target language.",
-        "Tokens come from spaCy blank tokenizers; mentions, hashtags, URLs and emoji are "
-        "single tokens (posts of a pre-tokenised corpus keep the corpus's own tokens).",
-        "Near-duplicate detection uses 64-bit perceptual hashes and may miss heavy edits.",
+        lines.append(f"| {s.stage} | {s.items_in} | {s.items_out} | {dropped} |")
+    lines.append("")
+    return lines
+
+
+def _personal_information(config: PipelineConfig) -> list[str]:
+    return [
+        "## Personal and sensitive information\n",
+        "- Authors appear only as `author_hash`, a keyed pseudonym (HMAC-SHA256 with a random "
+        "key kept by the corpus builder, never exported): without the key nobody can check "
+        "whether a given account wrote a post, and another corpus gives the same author "
+        "another pseudonym.",
+        "- Texts are published as written (after normalisation): they may name people, and "
+        "`@mentions` stay in the text because they can be entities.",
+        "- Pictures may show people. Remove a post on request: delete it from the source, "
+        "rerun the pipeline and publish the new export.",
+        "",
     ]
-    if synthetic:
+
+
+def _limitations(config: PipelineConfig, tables: dict[str, Any]) -> list[str]:
+    limits = [
+        "Tokens come from spaCy blank tokenizers; mentions, hashtags, URLs and emoji are single "
+        "tokens (posts of a pre-tokenised corpus keep the corpus's own tokens).",
+        "Near-duplicate detection uses 64-bit perceptual hashes and word-shingle Jaccard; "
+        "heavily edited copies may be missed.",
+    ]
+    if not config.language.trust_hint:
+        limits.insert(0, "Language identification is automatic; short posts may be misassigned.")
+    if tables["posts"] and tables["with_image"] < tables["posts"]:
+        limits.append(
+            f"{tables['posts'] - tables['with_image']} posts have no image; multimodal models "
+            "must mask them (mmnerd's trainer does)."
+        )
+    if tables["synthetic"]:
         limits.insert(0, "Synthetic data: figures say nothing about real social media.")
-    md.extend(f"- {x}" for x in limits)
-    md.append("")
-    path = out / "README.md"
-    with atomic_write(path) as f:
-        f.write("\n".join(md))
-    return path
+    return ["## Considerations and known limitations\n", *[f"- {x}" for x in limits], ""]
 
 
 def _splits_note(config: PipelineConfig) -> str:
     """How the splits were made (stratified and leakage-free, or as the source published)."""
     if config.export.splits == "source":
-        from mmnerd.io import read_json
-
         straddle = read_json(config.export_dir / "straddling.json") or {}
         n = straddle.get("clusters", 0)
         return (
-            "Splits are the source corpus's own (train/dev/test as published), so scores stay "
-            "comparable with the literature. Near-duplicate clusters were not moved: "
-            f"{n} cluster(s) straddle splits (listed in `straddling.json`; audit with "
+            "Splits are the source corpus's own (train/validation/test as published), so "
+            "scores stay comparable with the literature. Near-duplicate clusters were not "
+            f"moved: {n} cluster(s) straddle splits (listed in `straddling.json`; audit with "
             "`mmnerd audit-leakage`)."
         )
     return (
@@ -226,16 +338,18 @@ def _splits_note(config: PipelineConfig) -> str:
     )
 
 
-def _dedup_lines(rep: dict[str, Any]) -> list[str]:
-    """Card lines from the dedup stage's report.json (see mmnerd/dedup.py)."""
+def _dedup_lines(rep: dict[str, Any], config: PipelineConfig) -> list[str]:
+    """Card lines from the dedup stage's report.json (see mmnerd/dedup/report.py)."""
     cfg = rep.get("config", {})
     dups = rep.get("duplicates", {})
     hist = ", ".join(f"{k}: {v}" for k, v in sorted(rep.get("cluster_size_histogram", {}).items()))
+    fate = ("kept in the export (the corpus as published)" if config.export.labels == "source"
+            else "not annotated")  # fmt: skip
     return [
         f"- deduplication ({cfg.get('hash', 'phash')}, Hamming <= {cfg.get('threshold')} of 64 "
         f"bits; text Jaccard >= {cfg.get('text_threshold')}): {rep.get('clusters', 0)} clusters "
         f"over {rep.get('posts_in_clusters', 0)} of {rep.get('posts', 0)} posts; "
-        f"duplicates not annotated: {dups.get('duplicate_image', 0)} by image, "
+        f"duplicates {fate}: {dups.get('duplicate_image', 0)} by image, "
         f"{dups.get('duplicate_text', 0)} by text; cluster sizes (size: count): {hist or '-'}",
     ]
 

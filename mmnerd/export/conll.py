@@ -1,8 +1,8 @@
 """IMGID/CoNLL export in the Twitter-2015 / MMNERD layout, so existing MNER code runs on it.
 
     <export_dir>/imgid/train.txt, valid.txt, test.txt
-    <export_dir>/imgid/images/<imgid>.jpg
-    <export_dir>/imgid/ids.tsv          IMGID <TAB> post id <TAB> split, one line per post
+    <export_dir>/imgid/images/<imgid>.<ext>   the picture, with its real format's extension
+    <export_dir>/imgid/ids.tsv                IMGID, post id, split, language (one line a post)
 
 Each post is an ``IMGID:<imgid>`` line, then one ``token<TAB>tag`` line per token, then a
 blank line.  When every post comes from a published IMGID corpus the IMGIDs are the
@@ -10,9 +10,11 @@ corpus's own (repeats included), so IMGID -> Parquet -> IMGID gives back the pub
 files (orphan ``I-`` tags aside: they come back repaired as ``B-``).  Otherwise every
 IMGID is :func:`encode_imgid` of the post id: ``[A-Za-z0-9-]`` kept, every other byte
 written ``_XX`` (hex), which is injective, so two posts never share an IMGID or a
-picture (``x.1``, ``x_1``, ``x/1`` and ``x 1`` stay apart).  Images keep their original
-bytes under a ``.jpg`` name (the loaders of that code open by content).  Twitter-2015
-calls MISC "OTHER": set ``export.conll_misc_label = "OTHER"`` for that corpus' tags.
+picture (``x.1``, ``x_1``, ``x/1`` and ``x 1`` stay apart).  Pictures are copied with the
+extension of their real format (``.jpg``, ``.png``, ...); loaders that open
+``<imgid>.jpg`` whatever the format need a rename (the bytes open by content).
+Twitter-2015 calls MISC "OTHER": set ``export.conll_misc_label = "OTHER"`` for that
+corpus' tags.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import IO
 from mmnerd.io import atomic_write, copy_atomic, inside, remove_stale_temps
 from mmnerd.records import Post
 
-SPLIT_FILES = {"train": "train.txt", "dev": "valid.txt", "test": "test.txt"}
+SPLIT_FILES = {"train": "train.txt", "validation": "valid.txt", "test": "test.txt"}
 ID_MAP = "ids.tsv"
 _PLAIN = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-")
 
@@ -64,10 +66,11 @@ def write_imgid_split(
             f.write("\n")
             if post.has_image:
                 assert post.image is not None
+                src = inside(image_root, post.image.path)
                 # atomic: a killed export leaves no half-copied image
-                copy_atomic(inside(image_root, post.image.path), images / f"{iid}.jpg")
+                copy_atomic(src, images / f"{iid}{src.suffix or '.jpg'}")
             if id_map is not None:
-                id_map.write(f"{iid}\t{post.id}\t{post.split}\n")
+                id_map.write(f"{iid}\t{post.id}\t{post.split}\t{post.lang}\n")
             n += 1
     return n
 
@@ -79,7 +82,7 @@ def clean_temps(folder: Path) -> None:
 
 
 def id_map_writer(folder: Path) -> contextlib.AbstractContextManager[IO[str]]:
-    """Atomically written ``ids.tsv`` (header ``imgid, post_id, split``) for
+    """Atomically written ``ids.tsv`` (header ``imgid, post_id, split, lang``) for
     :func:`write_imgid_split`'s ``id_map``."""
     return _id_map(folder / ID_MAP)
 
@@ -87,5 +90,5 @@ def id_map_writer(folder: Path) -> contextlib.AbstractContextManager[IO[str]]:
 @contextlib.contextmanager
 def _id_map(path: Path) -> Iterator[IO[str]]:
     with atomic_write(path) as f:
-        f.write("imgid\tpost_id\tsplit\n")
+        f.write("imgid\tpost_id\tsplit\tlang\n")
         yield f

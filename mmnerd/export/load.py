@@ -74,25 +74,25 @@ def load_export(path: str | Path, format: str = "pandas") -> Any:
 
 def _dataset(table: Any, root: Path, file: Path) -> Any:
     """An in-memory ``datasets.Dataset`` of one split table: ``image`` as an ``Image`` feature
-    (null for a post without an image; a relative path resolved inside ``root``) and
-    ``ner_tag_ids`` as ``ClassLabel`` ids over the export's labels."""
+    (null for a post without an image; a relative path resolved inside ``root``) and the tags
+    as ``ClassLabel`` ids over the export's labels (schema 2: ``ner_tags``, from the features
+    the Parquet metadata carries; schema 1: ``ner_tag_ids``)."""
     import json
 
     import datasets
     import pyarrow as pa
     from datasets.table import InMemoryTable
 
+    features = datasets.Features.from_arrow_schema(table.schema)  # reads the HF metadata
+    meta = table.schema.metadata or {}
+    if "ner_tag_ids" in features and b"mmnerd.labels" in meta:  # a schema 1 export
+        names = json.loads(meta[b"mmnerd.labels"])
+        features["ner_tag_ids"] = datasets.Sequence(datasets.ClassLabel(names=names))
     if "image" in table.column_names:
         images = [_image(v, root, file) for v in table.column("image").to_pylist()]
         col = pa.array(images, type=pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
         table = table.set_column(table.column_names.index("image"), "image", col)
-    features = datasets.Features.from_arrow_schema(table.schema)
-    if "image" in features:
         features["image"] = datasets.Image()
-    meta = table.schema.metadata or {}
-    if "ner_tag_ids" in features and b"mmnerd.labels" in meta:
-        names = json.loads(meta[b"mmnerd.labels"])
-        features["ner_tag_ids"] = datasets.Sequence(datasets.ClassLabel(names=names))
     table = table.cast(features.arrow_schema)
     return datasets.Dataset(InMemoryTable(table), info=datasets.DatasetInfo(features=features))
 

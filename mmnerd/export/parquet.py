@@ -14,9 +14,7 @@ from typing import Any
 
 from mmnerd.config import PipelineConfig
 from mmnerd.io import atomic_write, copy_atomic, inside, remove_stale_temps, write_json
-from mmnerd.records import LABEL2ID, SCHEMA_VERSION, Post, arrow_schema
-
-from .splits import SPLITS
+from mmnerd.records import LABEL2ID, SCHEMA_VERSION, SPLITS, Post, arrow_schema
 
 
 def post_row(post: Post, image_root: Path, embed: bool, out_dir: Path) -> dict[str, Any]:
@@ -36,8 +34,8 @@ def post_row(post: Post, image_root: Path, embed: bool, out_dir: Path) -> dict[s
         "lang": post.lang,
         "text": post.text,
         "tokens": post.tokens,
-        "ner_tags": post.ner_tags,
-        "ner_tag_ids": [LABEL2ID[t] for t in post.ner_tags],
+        "ner_tags": [LABEL2ID[t] for t in post.ner_tags],
+        "ner_tags_str": post.ner_tags,
         "spans": [{"start": s.start, "end": s.end, "label": s.label} for s in post.spans],
         "image": image,
         "image_sha256": img.sha256 if img else None,
@@ -51,7 +49,7 @@ def post_row(post: Post, image_root: Path, embed: bool, out_dir: Path) -> dict[s
         "licence": post.licence,
         "author_hash": post.author_hash,
         "synthetic": post.synthetic,
-        "annotator_count": len([a for a in post.annotations if not a.cancelled]),
+        "annotator_count": len({a.annotator for a in post.annotations if not a.cancelled}),
         "agreement": post.agreement,
         "cluster_id": post.cluster_id,
         "split": post.split,
@@ -101,7 +99,7 @@ def sha256_file(path: Path) -> str:
 def write_parquet_splits(
     posts: Callable[[], Iterable[Post]], config: PipelineConfig
 ) -> dict[str, Any]:
-    """Write ``<export_dir>/{train,dev,test}.parquet`` and ``manifest.json``.
+    """Write ``<export_dir>/{train,validation,test}.parquet`` and ``manifest.json``.
 
     ``posts`` makes a fresh stream of split posts (in a deterministic order); it is read
     once per split, so memory stays flat however large the corpus is.

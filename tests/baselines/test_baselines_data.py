@@ -85,9 +85,15 @@ def test_load_export_errors(tmp_path: Path) -> None:
         load_export(tmp_path / "empty")
     write_synthetic_export(tmp_path / "bad", {"train": 2, "dev": 1, "test": 1})
     t = pq.read_table(tmp_path / "bad" / "train.parquet").to_pylist()
-    t[0]["ner_tags"] = ["B-FOO"] * len(t[0]["tokens"])
+    t[0]["ner_tags_str"] = ["B-FOO"] * len(t[0]["tokens"])
     pq.write_table(pa.Table.from_pylist(t), tmp_path / "bad" / "train.parquet")
-    with pytest.raises(BenchmarkError, match="unknown tag"):
+    with pytest.raises(BenchmarkError, match=r"unknown tag\(s\) \['B-FOO'\]"):
+        load_export(tmp_path / "bad")
+    for row in t:
+        del row["ner_tags_str"]  # class ids only: an id outside the label list
+    t[0]["ner_tags"] = [99] * len(t[0]["tokens"])
+    pq.write_table(pa.Table.from_pylist(t), tmp_path / "bad" / "train.parquet")
+    with pytest.raises(BenchmarkError, match=r"unknown tag\(s\) \['99'\]"):
         load_export(tmp_path / "bad")
 
 

@@ -72,8 +72,8 @@ def write_sample_export(out: Path, posts: int = POSTS, seed: int = SEED) -> tupl
                 "lang": post.lang_hint,
                 "text": post.text,
                 "tokens": tokens,
-                "ner_tags": aligned.tags,
-                "ner_tag_ids": [LABEL2ID[t] for t in aligned.tags],
+                "ner_tags": [LABEL2ID[t] for t in aligned.tags],
+                "ner_tags_str": aligned.tags,
                 "spans": [
                     {"start": s.start, "end": s.end, "label": s.label} for s in aligned.spans
                 ],

@@ -16,7 +16,7 @@ from mmnerd.config import PipelineConfig
 from mmnerd.export.card import write_card
 from mmnerd.export.parquet import write_parquet_splits
 from mmnerd.export.splits import SPLITS, assign_splits
-from mmnerd.records import LABELS, ImageRef, Post, Span
+from mmnerd.records import EXPORT_COLUMNS, LABELS, ImageRef, Post, Span, arrow_schema
 
 LANGS = ["en", "fr", "de", "es"]
 
@@ -123,7 +123,8 @@ def test_parquet_schema_rows_and_manifest(exported):
         assert pq.ParquetFile(path).metadata.num_row_groups == -(-entry["rows"] // 16)
         assert hashlib.sha256(path.read_bytes()).hexdigest() == entry["sha256"]
         row = table.slice(0, 1).to_pylist()[0]
-        assert row["ner_tag_ids"] == [LABELS.index(t) for t in row["ner_tags"]]
+        assert row["ner_tags"] == [LABELS.index(t) for t in row["ner_tags_str"]]
+        assert table.schema.names == [name for name, _, _ in EXPORT_COLUMNS]
         assert Image.open(io.BytesIO(row["image"]["bytes"])).size == (8, 8)
         total += table.num_rows
     assert total == len(posts)
@@ -138,27 +139,72 @@ def test_same_input_gives_byte_identical_files(exported, tmp_path):
     assert [f["sha256"] for f in again["files"]] == [f["sha256"] for f in manifest["files"]]
 
 
-def test_huggingface_datasets_loads_it(exported):
-    datasets = pytest.importorskip("datasets")
+@pytest.fixture
+def hf_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def test_the_export_folder_is_a_hugging_face_dataset(exported, hf_cache):
+    """load_dataset(<export folder>) as is: the splits run_ner.py expects, ClassLabel tags,
+    Image pictures, every column (the card's features must match the Parquet files)."""
+    import datasets
+
     cfg, posts, manifest = exported
-    files = {s: str(cfg.export_dir / f"{s}.parquet") for s in SPLITS}
-    ds = datasets.load_dataset("parquet", data_files=files)
-    assert {s: ds[s].num_rows for s in SPLITS} == {
-        f["file"][:-8]: f["rows"] for f in manifest["files"]
+    ds = datasets.load_dataset(str(cfg.export_dir))
+    assert list(ds) == ["train", "validation", "test"]
+    assert {s: ds[s].num_rows for s in ds} == {
+        f["file"].removesuffix(".parquet"): f["rows"] for f in manifest["files"]
     }
-    assert ds["train"].features["tokens"].feature.dtype == "string"
-    img = ds["train"].cast_column("image", datasets.Image())[0]["image"]
-    assert img.size == (8, 8)
+    features = ds["train"].features
+    assert list(features) == [name for name, _, _ in EXPORT_COLUMNS]
+    assert isinstance(features["ner_tags"].feature, datasets.ClassLabel)
+    assert features["ner_tags"].feature.names == list(LABELS)
+    assert isinstance(features["image"], datasets.Image)
+    row = ds["train"][0]
+    assert row["image"].size == (8, 8)  # a PIL image
+    assert [LABELS[i] for i in row["ner_tags"]] == row["ner_tags_str"]
+    # run_ner.py: text_column "tokens", label_column "ner_tags", a ClassLabel to name labels
+    assert {"tokens", "ner_tags"} <= set(ds["validation"].column_names)
+    # the Parquet files alone carry the same features (load_dataset("parquet", ...))
+    files = {s: str(cfg.export_dir / f"{s}.parquet") for s in SPLITS}
+    again = datasets.load_dataset("parquet", data_files=files)
+    assert again["train"].features == features
 
 
-def test_card_has_hf_header_and_tables(exported):
+def test_card_yaml_is_valid_and_its_features_are_the_files(exported):
+    import yaml
+    from datasets import Features
+
     cfg, posts, _ = exported
     card = (cfg.export_dir / "README.md").read_text()
-    header = card.split("---")[1]
-    for key in ("language:", "license:", "task_categories:", "size_categories:", "- fr"):
-        assert key in header
+    header = yaml.safe_load(card.split("---\n")[1])
+    assert header["language"] == sorted(LANGS) and header["multilinguality"] == "multilingual"
+    assert header["task_ids"] == ["named-entity-recognition"]
+    for key in ("license", "annotations_creators", "source_datasets", "size_categories"):
+        assert header[key]
+    yaml_features = Features._from_yaml_list(header["dataset_info"]["features"])
+    assert yaml_features == Features.from_arrow_schema(arrow_schema())
+    assert [c["split"] for c in header["configs"][0]["data_files"]] == list(SPLITS)
+    for section in ("## Loading", "### Data instances", "### Data fields", "### Data splits",
+                    "## Personal and sensitive information", "## Citation", "arXiv:2404.17122",
+                    "load_dataset("):  # fmt: skip
+        assert section in card, section
     assert "SYNTHETIC" in card
     n_fr = sum(1 for p in posts if p.lang == "fr")
     assert f"| fr | {n_fr} |" in card
     assert (cfg.export_dir / "label_distribution.png").stat().st_size > 1000
     assert "7 clusters over 21 of 120 posts" in card and "14 by image" in card
+
+
+@pytest.mark.parametrize("name", ["my corpus: v2 #1", "quote ' and \" and - dash", "[x]"])
+def test_any_pipeline_name_gives_valid_yaml(tmp_path, name):
+    import yaml
+
+    cfg = PipelineConfig(name=name, data_dir=str(tmp_path), export={"out_dir": str(tmp_path)})
+    posts = make_posts(8)
+    for p in posts:
+        p.split = "train"
+    write_card(cfg, posts, [])
+    header = yaml.safe_load((tmp_path / "README.md").read_text().split("---\n")[1])
+    assert header["pretty_name"] == f"{name} (synthetic)"

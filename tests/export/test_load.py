@@ -46,7 +46,7 @@ def export(tmp_path: Path) -> tuple[Path, dict, set[str]]:
 def test_pandas_splits_rows_and_missing_images(export) -> None:
     root, manifest, no_image = export
     frames = mmnerd.load_export(root)
-    assert list(frames) == ["train", "dev", "test"]
+    assert list(frames) == ["train", "validation", "test"]
     assert {k: len(v) for k, v in frames.items()} == {
         f["file"].removesuffix(".parquet"): f["rows"] for f in manifest["files"]
     }
@@ -60,12 +60,12 @@ def test_pandas_splits_rows_and_missing_images(export) -> None:
     assert mmnerd.load_export(root, format="pandas").keys() == frames.keys()
 
 
-def test_validation_file_and_partial_splits(export) -> None:
+def test_an_older_dev_file_and_partial_splits(export) -> None:
     root, _, _ = export
-    (root / "dev.parquet").rename(root / "validation.parquet")
-    assert list(mmnerd.load_export(root)) == ["train", "validation", "test"]
+    (root / "validation.parquet").rename(root / "dev.parquet")  # an export of schema 1
+    assert list(mmnerd.load_export(root)) == ["train", "dev", "test"]
     (root / "test.parquet").unlink()
-    assert list(mmnerd.load_export(root)) == ["train", "validation"]
+    assert list(mmnerd.load_export(root)) == ["train", "dev"]
 
 
 def test_errors_are_one_line(export, tmp_path: Path) -> None:
@@ -76,10 +76,10 @@ def test_errors_are_one_line(export, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no split file in"):
         mmnerd.load_export(tmp_path / "empty")
-    (root / "validation.parquet").write_bytes((root / "dev.parquet").read_bytes())
+    (root / "dev.parquet").write_bytes((root / "validation.parquet").read_bytes())
     with pytest.raises(InputError, match="both dev.parquet and validation.parquet"):
         mmnerd.load_export(root)
-    (root / "validation.parquet").unlink()
+    (root / "dev.parquet").unlink()
     (root / "test.parquet").write_bytes(b"not parquet")
     with pytest.raises(InputError, match="test.parquet: not a readable Parquet file"):
         mmnerd.load_export(root)
@@ -92,13 +92,13 @@ def test_datasets_dict_with_image_feature(export, monkeypatch, tmp_path: Path) -
     root, manifest, no_image = export
     monkeypatch.chdir(tmp_path)  # nothing depends on the working directory
     ds = mmnerd.load_export(root, format="datasets")
-    assert isinstance(ds, datasets.DatasetDict) and list(ds) == ["train", "dev", "test"]
+    assert isinstance(ds, datasets.DatasetDict) and list(ds) == ["train", "validation", "test"]
     assert {k: v.num_rows for k, v in ds.items()} == {
         f["file"].removesuffix(".parquet"): f["rows"] for f in manifest["files"]
     }
     train = ds["train"]
     assert isinstance(train.features["image"], datasets.Image)
-    assert train.features["ner_tag_ids"].feature.names == list(LABELS)
+    assert train.features["ner_tags"].feature.names == list(LABELS)
     seen = {True: 0, False: 0}
     for row in train:
         has = row["id"] not in no_image
@@ -106,7 +106,7 @@ def test_datasets_dict_with_image_feature(export, monkeypatch, tmp_path: Path) -
         assert (row["image"] is not None) == has
         if has:
             assert row["image"].size == (8, 8)
-        assert [LABELS[i] for i in row["ner_tag_ids"]] == row["ner_tags"]
+        assert [LABELS[i] for i in row["ner_tags"]] == row["ner_tags_str"]
     assert seen[True] and seen[False]
 
 

@@ -179,7 +179,7 @@ def test_posts_keep_the_published_tokens_text_split_and_id(tmp_path: Path) -> No
     assert first.imgid == again.imgid == "41203"  # a repeated id keeps both posts
     assert first.tokens[-1] == "http://t.co/aB3dE5fG7h" and first.pretokenized
     assert first.text == " ".join(first.tokens) and first.raw_text == first.text
-    assert [p.source_split for p in posts] == ["train"] * 8 + ["dev"] * 2 + ["test"] * 3
+    assert [p.source_split for p in posts] == ["train"] * 8 + ["validation"] * 2 + ["test"] * 3
     odd = by_id["twitter2015:train:77001"]
     assert odd.tokens == ["can", "\u200eDublin", "wait", "?", "don\x92t", "think", "so"]
     assert [(s.text, s.label) for s in odd.gold_spans] == [("\u200eDublin", "LOC")]

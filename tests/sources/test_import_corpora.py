@@ -67,7 +67,7 @@ def test_import_dedup_export_without_label_studio(tmp_path: Path, pipeline: str)
     assert [s.stage for s in stats] == ["gold", "split"]
     assert not stage_dir(cfg, "push").exists() and not stage_dir(cfg, "pull").exists()
     assert [f["rows"] for f in manifest["files"]] == list(counts)  # nothing lost, nothing moved
-    for split, n in zip(("train", "dev", "test"), counts, strict=True):
+    for split, n in zip(("train", "validation", "test"), counts, strict=True):
         table = pq.read_table(cfg.export_dir / f"{split}.parquet")
         assert table.num_rows == n and set(table.column("split").to_pylist()) == {split}
         assert table.column("image").null_count == n  # the corpora ship without pictures
@@ -103,13 +103,13 @@ def test_gold_labels_are_the_published_tags(tmp_path: Path) -> None:
     run_collect(cfg)
     run_dedup(cfg)
     export(cfg)
-    rows = {r["id"]: r for s in ("train", "dev", "test")
+    rows = {r["id"]: r for s in ("train", "validation", "test")
             for r in pq.read_table(cfg.export_dir / f"{s}.parquet").to_pylist()}  # fmt: skip
     odd = rows["twitter2015:train:77001"]
     assert odd["tokens"] == ["can", "\u200eDublin", "wait", "?", "don\x92t", "think", "so"]
-    assert odd["ner_tags"] == ["O", "B-LOC", "O", "O", "O", "O", "O"]
+    assert odd["ner_tags_str"] == ["O", "B-LOC", "O", "O", "O", "O", "O"]
     assert odd["text"] == " ".join(odd["tokens"]) and odd["lang"] == "en"
-    assert rows["twitter2015:train:1187734"]["ner_tags"][:4] == ["B-MISC"] + ["I-MISC"] * 3
+    assert rows["twitter2015:train:1187734"]["ner_tags_str"][:4] == ["B-MISC"] + ["I-MISC"] * 3
     assert rows["twitter2015:train:90211"]["tokens"][6] == "\u200e"  # no token vanishes
     assert len(rows) == 13
 
@@ -138,6 +138,6 @@ def test_the_cli_path_import_dedup_export(tmp_path: Path) -> None:
         res = mmnerd_cli(tmp_path, command)
         assert res.returncode == 0, f"{command}: {res.stderr}"
         assert "Traceback" not in res.stderr
-    assert "train.parquet: 10, dev.parquet: 1, test.parquet: 2" in res.stderr
+    assert "train.parquet: 10, validation.parquet: 1, test.parquet: 2" in res.stderr
     again = mmnerd_cli(tmp_path, "export")  # a rerun changes nothing
     assert again.returncode == 0 and "done before" in again.stdout
