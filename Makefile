@@ -16,7 +16,7 @@ export PIPELINE
 export OMP_NUM_THREADS ?= 2
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: setup collect dedup annotate simulate pull export benchmark demo test lint format bench clean ls-down browser-deps
+.PHONY: setup collect dedup annotate simulate pull export benchmark demo test lint format bench clean clean-all ls-down browser-deps
 
 setup: $(APP_OK) $(LS_OK) ## create .venv (app, torch==2.13.0 CPU) and .venv-ls (Label Studio server)
 
@@ -88,5 +88,9 @@ format: $(APP_OK)
 bench: $(APP_OK) $(LS_OK) ## benchmarks/: print tables, write benchmarks/results.json
 	$(PY) benchmarks/run_all.py
 
-clean: ## remove generated data and reports (keeps venvs)
-	rm -rf data reports
+clean: ## remove derived outputs of every pipeline (stages, exports, reports); annotations, journals, images, keys stay
+	@test -x $(MMNERD) || { echo "nothing to clean (no .venv yet)"; exit 0; }; \
+	  for p in pipelines/*.toml; do $(MMNERD) clean -p $$p || exit 1; done
+
+clean-all: $(APP_OK) ## ALSO delete PIPELINE's images, journals, key and Label Studio's annotations (asks)
+	$(MMNERD) clean --all --labelstudio -p $(PIPELINE)

@@ -270,6 +270,46 @@ def audit_leakage(
 
 @app.command()
 @friendly_errors
+def clean(
+    pipeline: PipelineOpt = DEFAULT_PIPELINE,
+    set_: SetOpt = None,
+    everything: Annotated[
+        bool,
+        typer.Option("--all", help="also the images, collection journals and corpus key"),
+    ] = False,
+    labelstudio: Annotated[
+        bool,
+        typer.Option("--labelstudio", help="also Label Studio's data dir: EVERY ANNOTATION"),
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="do not ask (scripts)")] = False,
+) -> None:
+    """Remove derived outputs (stages, export, reports, index); annotations, collection
+    journals, images and the corpus key stay unless --all / --labelstudio, which ask first."""
+    from mmnerd.clean import execute, plan
+    from mmnerd.errors import ConfigError
+
+    cfg = _config(pipeline, set_)
+    todo = plan(cfg, everything, labelstudio)
+    for path, why in todo.keep:
+        print(f"keeping  {path}  ({why})", file=sys.stderr)
+    if not todo.remove:
+        print(f"nothing to remove for {cfg.name}", file=sys.stderr)
+        return
+    for path in todo.remove:
+        print(f"removing {path}", file=sys.stderr)
+    if (everything or labelstudio) and not yes:
+        if not sys.stdin.isatty():
+            raise ConfigError("refusing to delete annotations or collected data without a "
+                              "terminal to confirm: add --yes")  # fmt: skip
+        answer = input(f"Type the pipeline name ({cfg.name}) to delete the above: ")
+        if answer.strip() != cfg.name:
+            print("nothing deleted", file=sys.stderr)
+            raise typer.Exit(1)
+    execute(cfg, todo)
+
+
+@app.command()
+@friendly_errors
 def status(pipeline: PipelineOpt = DEFAULT_PIPELINE, set_: SetOpt = None) -> None:
     """Show which stages are done and their figures."""
     from mmnerd.pipeline import stage_stats
