@@ -155,6 +155,20 @@ def iter_excluded(config: PipelineConfig, name: str) -> Iterator[Post]:
         yield from read_posts(path)
 
 
+def count_records(config: PipelineConfig, name: str, shard_ids: Sequence[str]) -> int:
+    """Records in the given shards of stage ``name`` (one per line; a fast byte count, for
+    progress totals)."""
+    folder = stage_dir(config, name)
+    n = 0
+    for sid in shard_ids:
+        try:
+            with open(folder / f"shard-{sid}.jsonl", "rb") as f:
+                n += sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+        except FileNotFoundError:
+            continue
+    return n
+
+
 def stage_stats(config: PipelineConfig, name: str) -> StageStats | None:
     marker = read_json(stage_dir(config, name) / MARKER)
     return StageStats.from_dict(marker["stats"]) if marker else None
@@ -335,7 +349,10 @@ class Runner:
         upstream: Iterable[Post] = ()
         if stage.input is not None:
             upstream = _counting(iter_stage(self.config, stage.input), stats)
-        with progress_bar(stage.name) as tick:
+        total = None
+        if stage.input is not None and (before := stage_stats(self.config, stage.input)):
+            total = before.items_out
+        with progress_bar(stage.name, total=total) as tick:
             produced = _ticking(stage.run(upstream, ctx), tick)
             for i, batch in enumerate(_chunks(produced, self.config.shard_size)):
                 write_shard(folder, f"{i:05d}", batch, stats)

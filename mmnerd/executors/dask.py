@@ -126,7 +126,7 @@ class DaskExecutor:
             ]
         )
         results = []
-        with progress_bar(f"{stage.name} (dask shards)", total=len(shard_ids)) as advance:
+        with progress_bar(f"{stage.name} (dask)", total=len(shard_ids), unit="shards") as advance:
             for fut in pending:
                 results.append(fut.result())
                 fut.release()  # nothing left on the worker to recompute if it is lost later

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 from mmnerd.config import PipelineConfig
-from mmnerd.pipeline import Stage, StageStats, run_shard
-from mmnerd.progress import progress_bar
+from mmnerd.pipeline import Stage, StageStats, count_records, run_shard
+from mmnerd.progress import log_line, progress_bar
 
 
 class LocalExecutor:
-    """Run each pending shard of a stage in turn, with a progress bar."""
+    """Run each pending shard of a stage in turn, with a progress bar over its posts (and,
+    in logs, a line per finished shard)."""
 
     def map_shards(
         self, config: PipelineConfig, stage: Stage, shard_ids: list[str]
     ) -> list[StageStats]:
         results = []
-        with progress_bar(f"{stage.name} ({len(shard_ids)} shards)") as tick:
-            for sid in shard_ids:
-                results.append(run_shard(config, stage, sid, tick))
+        total = count_records(config, stage.input or "", shard_ids)
+        with progress_bar(f"{stage.name} ({len(shard_ids)} shards)", total=total) as tick:
+            for k, sid in enumerate(shard_ids, 1):
+                stats = run_shard(config, stage, sid, tick)
+                results.append(stats)
+                log_line(f"{stage.name}: shard {sid} done ({k}/{len(shard_ids)}): "
+                         f"{stats.items_in} in, {stats.items_out} kept")  # fmt: skip
         return results
