@@ -40,6 +40,10 @@ SCRIPTS: dict[str, tuple[str, dict[str, list[str]]]] = {
         "cli_startup.py",
         {"quick": ["--runs", "3"], "default": [], "full": ["--runs", "10"]},
     ),
+    "langid_hint": (
+        "langid_hint.py",
+        {"quick": [], "default": [], "full": []},
+    ),
     "train": (
         "train.py",
         {"quick": [], "default": [], "full": ["--sizes", "tiny,base"]},

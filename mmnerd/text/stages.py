@@ -22,7 +22,9 @@ class LanguageStage(Stage):
     ``lang_quota:<code>`` (``[language] quotas``: the language already has its share).
 
     With ``trust_hint`` a post whose declared language (``lang_hint``) is a target takes
-    it (score 1.0, flagged ``lang_from_hint``) instead of being detected.
+    it (score 1.0, flagged ``lang_from_hint``) instead of being detected; when the detector
+    confidently says otherwise (>= :data:`HINT_DISPUTE`) the post is kept and counted as
+    ``lang_hint_disputed``, so a platform whose hints are often wrong shows up.
 
     Quotas count kept posts in input order: this shard's own plus those kept by the
     finished shards before it.  Exact and deterministic with the local executor (shards
@@ -45,6 +47,8 @@ class LanguageStage(Stage):
             if cfg.trust_hint and post.lang_hint in cfg.targets:
                 post.lang, post.lang_score = post.lang_hint, 1.0
                 ctx.flag("lang_from_hint")
+                if len(candidates) > 1 and _disputed(post, candidates):
+                    ctx.flag("lang_hint_disputed")
             else:
                 post.lang, post.lang_score = detect(post.text, candidates)
             if not post.lang:
@@ -60,6 +64,16 @@ class LanguageStage(Stage):
                 if post.lang_hint and post.lang_hint != post.lang:
                     ctx.flag("lang_differs_from_hint")
                 yield post
+
+
+HINT_DISPUTE = 0.9
+"""A trusted hint is counted as disputed when the detector gives another language at least
+this probability (the post is kept with its hint)."""
+
+
+def _disputed(post: Post, candidates: tuple[str, ...]) -> bool:
+    found, prob = detect(post.text, candidates)
+    return bool(found) and found != post.lang_hint and prob >= HINT_DISPUTE
 
 
 def _kept_before(config: PipelineConfig, shard: str) -> Counter:
