@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -65,6 +66,17 @@ class Source:
         """Keyed pseudonyms for authors (and anything else that names an account) with the
         corpus key of this pipeline (:mod:`mmnerd.privacy`): ``self.pseudonym(value, kind)``."""
         return pseudonymizer(self.config.root)
+
+    @functools.cached_property
+    def flags(self) -> Counter:
+        """Problems of this run that dropped nothing (e.g. ``stream_skipped``); the collect
+        stage adds them to its stats."""
+        return Counter()
+
+    def unfinished(self) -> list[str]:
+        """Streams an earlier run had to skip and the next run must resume (default: none);
+        while any is left the collect stage is not marked done."""
+        return []
 
     def posts(self) -> Iterator[Post]:
         """Yield posts with provenance filled in (id, source, source_id, url, ...)."""
