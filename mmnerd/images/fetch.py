@@ -25,6 +25,7 @@ the GIL) or, with ``processes`` > 0, in a process pool.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import email.utils
 import hashlib
 import ipaddress
@@ -51,6 +52,7 @@ from urllib3.exceptions import (
 )
 
 from mmnerd.config import ImagesConfig, PipelineConfig
+from mmnerd.images.stored import StoredImages
 from mmnerd.images.validate import ImageOptions, Processed, process, sniff, validate
 from mmnerd.io import atomic_write, remove_stale_temps
 from mmnerd.pipeline import Stage, StageContext
@@ -543,11 +545,15 @@ def fetch_many(
     cfg: ImagesConfig,
     root: Path,
     resolver: Resolver | None = None,
+    stored: StoredImages | None = None,
 ) -> Iterator[ImageRef]:
     """Fetch every ref concurrently (each distinct URL once); yields the refs in input order.
 
     ``cfg.workers`` download threads, ``cfg.per_host`` per host; with
-    ``cfg.processes`` > 0 the decode/resize step runs in that many processes.
+    ``cfg.processes`` > 0 the decode/resize step runs in that many processes.  With
+    ``stored`` (:mod:`mmnerd.images.stored`), URLs stored by earlier runs are not
+    downloaded again (unless ``cfg.refetch``), and a failed download keeps the stored
+    copy.
     """
     fetcher = Fetcher(cfg, resolver)
     opts = image_options(cfg)
@@ -561,11 +567,41 @@ def fetch_many(
             procs = stack.enter_context(ProcessPoolExecutor(cfg.processes, mp_context=ctx))
         threads = stack.enter_context(ThreadPoolExecutor(cfg.workers, "fetch"))
         refs = list(refs)
+        urls = list(dict.fromkeys(r.url for r in refs))
+        known = stored.lookup(urls) if stored is not None else {}
         by_url: dict[str, Future[Outcome]] = {}
-        for url in _interleave_hosts(dict.fromkeys(r.url for r in refs)):
-            by_url[url] = threads.submit(_fetch_one, fetcher, url, opts, root, procs)
+        for url in _interleave_hosts(urls):
+            if stored is not None and stored.reusable(known.get(url)):
+                by_url[url] = Future()
+                by_url[url].set_result(known[url][0])
+                stored.flags["image_reused"] += 1
+            else:
+                by_url[url] = threads.submit(_fetch_one, fetcher, url, opts, root, procs)
+        settled: dict[str, Outcome] = {}
         for ref in refs:
-            yield _apply(ref, by_url[ref.url].result())
+            out = settled.get(ref.url)
+            if out is None:
+                out = settled[ref.url] = _settle(ref.url, by_url[ref.url].result(), known, stored)
+            yield _apply(ref, out)
+
+
+def _settle(
+    url: str, out: Outcome, known: dict[str, tuple[Outcome, bool]], stored: StoredImages | None
+) -> Outcome:
+    """Record a fresh download; keep the stored copy when a download failed."""
+    if stored is None:
+        return out
+    prev = known.get(url)
+    if out.status == "ok":
+        if not stored.reusable(prev):
+            stored.record(url, out)
+        return out
+    if prev is None:
+        return out
+    stored.flags["image_kept"] += 1
+    kept = dataclasses.replace(prev[0])
+    kept.reason = f"stored copy kept; the origin answered {out.status}: {out.reason}"[:300]
+    return kept
 
 
 def _interleave_hosts(urls: Iterable[str]) -> list[str]:
@@ -604,8 +640,10 @@ class FetchStage(Stage):
         posts = list(records)
         with_image = [p for p in posts if p.image is not None and p.image.url]
         refs = [p.image for p in with_image if p.image is not None]
-        for _ in fetch_many(refs, cfg, ctx.root / "images"):
-            pass  # fills each ref in place
+        with StoredImages(ctx.root, cfg) as stored:
+            for _ in fetch_many(refs, cfg, ctx.root / "images", stored=stored):
+                pass  # fills each ref in place
+        ctx.stats.flagged.update(stored.flags)
         for post in posts:
             if post.image is None or not post.image.url:
                 yield post.drop("no_image")
