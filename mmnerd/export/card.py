@@ -9,6 +9,7 @@ from typing import Any
 
 from mmnerd.config import PipelineConfig
 from mmnerd.io import atomic_write
+from mmnerd.privacy import card_privacy_lines
 from mmnerd.records import ENTITY_TYPES, LABELS, Post
 
 from .splits import SPLITS
@@ -183,6 +184,8 @@ def write_card(
     for s in stage_stats:
         dropped = ", ".join(f"{k}: {v}" for k, v in sorted(s.dropped.items())) or "-"
         md.append(f"| {s.stage} | {s.items_in} | {s.items_out} | {dropped} |")
+    md.append("\n## Privacy\n")
+    md.extend(card_privacy_lines(config))
     md.append("\n## Known limitations\n")
     limits = [
         "Language identification is automatic (py3langid); short posts may be misassigned.",
