@@ -3,10 +3,12 @@ persisted state, the private id mapping, skipped streams and published URLs."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
-from mmnerd.privacy import PrivateIds
+from mmnerd.errors import InputError
+from mmnerd.privacy import PSEUDONYM_HEX, PrivateIds
 from mmnerd.records import Post
 from mmnerd.sources import Source
 from mmnerd.sources.http import HttpError
@@ -48,7 +50,14 @@ class ApiSource(Source):
         return SourceState(self.config.root, self.kind)
 
     def _replay(self, state: SourceState) -> Iterator[Post]:
+        pseudonymous = re.compile(rf"{re.escape(self.kind)}:[0-9a-f]{{{PSEUDONYM_HEX}}}")
         for post in state.replay(self.stream_keys()):
+            if not pseudonymous.fullmatch(post.id):
+                raise InputError(
+                    f"{state.journal}: holds real post ids ({post.id[:40]}...) from an mmnerd "
+                    f"before pseudonymised ids; move {state.path.name} and "
+                    f"{state.journal.name} away to collect afresh"
+                )
             yield self._publish(post)
 
     def _commit(

@@ -12,13 +12,17 @@ import json
 import stat
 from pathlib import Path
 
+import pytest
 from pytest_httpserver import HTTPServer
 
+from mmnerd.errors import InputError
 from mmnerd.export.parquet import post_row
 from mmnerd.pipeline import Runner, iter_stage
 from mmnerd.privacy import PrivateIds, card_privacy_lines, pseudonymizer
+from mmnerd.records import Post
 from mmnerd.sources import get_source
 from mmnerd.sources.collect import CollectStage
+from mmnerd.sources.state import SourceState
 from tests.sources import test_bluesky as bsky
 from tests.sources import test_mastodon as masto
 from tests.sources.cassette import Cassette
@@ -101,3 +105,14 @@ def test_card_says_what_is_kept(tmp_path) -> None:
     assert "mentioned accounts' profile URLs and DIDs" in lines
     assert "URLs in the text are replaced by `URL`" in lines
     assert "@mentions stay in the text" in lines
+
+
+def test_a_journal_with_real_ids_is_refused_in_one_line(httpserver: HTTPServer, tmp_path) -> None:
+    """A journal written before pseudonymisation holds real URIs: never replayed into exports."""
+    cfg = masto.make_config(tmp_path, instances=[httpserver.url_for("")])
+    uri = "http://instance.test/users/u1/statuses/1"
+    old = Post(id=f"mastodon:{uri}", source="mastodon", source_id=uri, text="x", url=uri)
+    stream = f"{httpserver.url_for('').rstrip('/')}|public"
+    SourceState(cfg.root, "mastodon").commit(stream, [old], {})
+    with pytest.raises(InputError, match="move mastodon.json and mastodon.posts.jsonl away"):
+        list(get_source(cfg).posts())
