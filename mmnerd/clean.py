@@ -7,7 +7,8 @@ and irreplaceable data stays unless asked for explicitly *and* confirmed:
 * Label Studio's data dir (its database holds every annotation and the admin token);
 * collection journals and cursors (``state/``: posts an API no longer serves);
 * downloaded images (``images/``: origins purge media);
-* the corpus key (``secrets/``: without it new pseudonyms no longer match old ones).
+* the corpus key (``secrets/``: without it new pseudonyms no longer match old ones) and
+  the private id mapping (``private/``: the real post URLs, for takedowns).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ KEPT = {
     "images": "downloaded images (origins purge media)",
     "state": "collection journals and cursors",
     "secrets": "the corpus key (pseudonyms)",
+    "private": "real post ids and URLs behind the pseudonyms (takedowns)",
 }
 """Folders under a pipeline's data dir that only ``--all`` removes, and why they stay."""
 

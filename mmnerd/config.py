@@ -124,6 +124,11 @@ class ImagesConfig(_Section):
     processes: int = Field(
         0, ge=0, le=64, description="decode/resize processes (0 = in the download threads)"
     )
+    refetch: bool = Field(
+        False,
+        description="download images again even when an earlier run stored them (a failed "
+        "download still keeps the stored copy); false: reuse what is stored",
+    )
 
     @model_validator(mode="after")
     def _resize_needs_normalized(self) -> ImagesConfig:

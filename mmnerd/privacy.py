@@ -7,6 +7,11 @@ random bytes created on first use in ``<data_dir>/secrets/corpus.key`` (mode 060
 post of a published corpus, and two corpora built with different keys give the same
 author different pseudonyms.  Keep the key as long as the corpus is extended (the same
 author then keeps the same pseudonym); delete it to make new pseudonyms unlinkable.
+
+Sources whose post ids or URLs name an account (Mastodon ``/@user/...``, Bluesky DIDs)
+publish pseudonymised ids instead and keep the real ones in :class:`PrivateIds`
+(``<data_dir>/private/<source>-ids.jsonl``, 0600 in a 0700 folder), for takedowns and
+deletions; :func:`card_privacy_lines` says on the dataset card what an export keeps.
 """
 
 from __future__ import annotations
@@ -14,14 +19,21 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import json
 import os
 import secrets
 import stat
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from mmnerd.errors import ConfigError
 
+if TYPE_CHECKING:
+    from mmnerd.config import PipelineConfig
+
 SECRETS_DIR = "secrets"
+PRIVATE_DIR = "private"
 KEY_FILE = "corpus.key"
 PSEUDONYM_HEX = 16
 
@@ -108,3 +120,100 @@ class Pseudonymizer:
 def pseudonymizer(root: str | os.PathLike) -> Pseudonymizer:
     """The pseudonymizer of the pipeline whose data dir is ``root``."""
     return Pseudonymizer(corpus_key(root))
+
+
+class PrivateIds:
+    """The private mapping of one source: pseudonymised post id -> real URI and URL.
+
+    Append-only JSONL (``{"id", "uri", "url"}`` a line) in ``<data_dir>/private/``
+    (file 0600, folder 0700), written before the posts it names are journaled, never
+    copied into stage outputs or exports.  Use it to honour a takedown (find the URL,
+    drop its id) and to re-check deletions before a release.
+    """
+
+    def __init__(self, root: str | os.PathLike, source: str):
+        self.path = Path(root) / PRIVATE_DIR / f"{source}-ids.jsonl"
+
+    def add(self, rows: Iterable[dict[str, str]]) -> None:
+        """Append ``rows`` durably (fsynced)."""
+        blob = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
+        if not blob:
+            return
+        private_dir(self.path.parent)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(self.path, flags, 0o600)
+        try:
+            data = memoryview(blob.encode("utf-8"))
+            while data:
+                data = data[os.write(fd, data) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        private_file(self.path)
+
+    def load(self) -> dict[str, dict[str, str]]:
+        """id -> row (the last line per id wins; a torn last line is ignored)."""
+        if not self.path.exists():
+            return {}
+        private_file(self.path)
+        out: dict[str, dict[str, str]] = {}
+        with open(self.path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    row = json.loads(line)
+                    out[str(row["id"])] = row
+                except (ValueError, KeyError, TypeError):
+                    continue
+        return out
+
+
+_ACCOUNT_SOURCES = {"mastodon": "status URI", "bluesky": "at:// URI"}
+
+
+def card_privacy_lines(config: PipelineConfig) -> list[str]:
+    """What an export of ``config`` publishes about people, as dataset-card bullet lines."""
+    kind = config.source.kind
+    opts: dict[str, Any] = config.source.options()
+    lines = []
+    if kind in _ACCOUNT_SOURCES:
+        what = _ACCOUNT_SOURCES[kind]
+        lines.append(
+            f"- `id` and `source_id` are keyed pseudonyms of each post's {what} "
+            "(HMAC-SHA256 with a secret corpus key, 16 hex digits); the real URIs and URLs "
+            "stay with the corpus builder in a private file, for takedowns and deletions."
+        )
+        if opts.get("publish_urls"):
+            lines.append(
+                "- `url` holds each post's public URL, which names the author's account "
+                "(published on request: `source.publish_urls = true`)."
+            )
+        else:
+            lines.append("- `url` is empty: no column names the author's account.")
+        lines.append(
+            "- `author_hash` is a keyed pseudonym of the account (same key): it groups a "
+            "person's posts but cannot be linked to the account without the key."
+        )
+        lines.append(
+            "- Not stored: account names, display names, avatars, follower data, mentioned "
+            "accounts' profile URLs and DIDs, quoted posts, Bluesky CIDs."
+        )
+    else:
+        lines.append(
+            f"- `id`, `source_id`, `url` and `author_hash` are as the `{kind}` source gives "
+            "them (see docs/sources.md)."
+        )
+    norm = config.normalize
+    if norm.url_placeholder:
+        lines.append(f"- URLs in the text are replaced by `{norm.url_placeholder}`.")
+    if norm.mention_placeholder:
+        lines.append(f"- @mentions in the text are replaced by `{norm.mention_placeholder}`.")
+    else:
+        lines.append(
+            "- @mentions stay in the text (some are entities); they can name accounts "
+            "(set `normalize.mention_placeholder` to replace them)."
+        )
+    if config.images.store == "normalized":
+        lines.append("- Images are re-encoded or stripped losslessly: no EXIF/GPS metadata.")
+    else:
+        lines.append("- Images are stored as downloaded: their metadata (EXIF, GPS) is kept.")
+    return lines

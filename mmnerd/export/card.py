@@ -287,16 +287,18 @@ def _creation(
 
 
 def _personal_information(config: PipelineConfig) -> list[str]:
+    from mmnerd.privacy import card_privacy_lines
+
     return [
         "## Personal and sensitive information\n",
         "- Authors appear only as `author_hash`, a keyed pseudonym (HMAC-SHA256 with a random "
         "key kept by the corpus builder, never exported): without the key nobody can check "
         "whether a given account wrote a post, and another corpus gives the same author "
         "another pseudonym.",
-        "- Texts are published as written (after normalisation): they may name people, and "
-        "`@mentions` stay in the text because they can be entities.",
-        "- Pictures may show people. Remove a post on request: delete it from the source, "
-        "rerun the pipeline and publish the new export.",
+        *card_privacy_lines(config),
+        "- Texts are published as written (after normalisation) and may name people; pictures "
+        "may show people. Remove a post on request: delete it from the source, rerun the "
+        "pipeline and publish the new export.",
         "",
     ]
 

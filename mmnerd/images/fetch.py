@@ -25,6 +25,7 @@ the GIL) or, with ``processes`` > 0, in a process pool.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import email.utils
 import hashlib
 import ipaddress
@@ -51,6 +52,7 @@ from urllib3.exceptions import (
 )
 
 from mmnerd.config import ImagesConfig, PipelineConfig
+from mmnerd.images.stored import StoredImages
 from mmnerd.images.validate import ImageOptions, Processed, process, sniff, validate
 from mmnerd.io import atomic_write, remove_stale_temps
 from mmnerd.pipeline import Stage, StageContext
@@ -598,13 +600,17 @@ def fetch_many(
     root: Path,
     resolver: Resolver | None = None,
     images_dir: Path | None = None,
+    stored: StoredImages | None = None,
 ) -> Iterator[ImageRef]:
     """Fetch every ref concurrently (each distinct URL or local file once); yields the refs
     in input order.  Refs with ``file`` are read from ``images_dir`` (:func:`read_local`),
     the others downloaded.
 
     ``cfg.workers`` download threads, ``cfg.per_host`` per host; with
-    ``cfg.processes`` > 0 the decode/resize step runs in that many processes.
+    ``cfg.processes`` > 0 the decode/resize step runs in that many processes.  With
+    ``stored`` (:mod:`mmnerd.images.stored`), URLs stored by earlier runs are not
+    downloaded again (unless ``cfg.refetch``), and a failed download keeps the stored
+    copy.
     """
     fetcher = Fetcher(cfg, resolver)
     opts = image_options(cfg)
@@ -619,13 +625,51 @@ def fetch_many(
         threads = stack.enter_context(ThreadPoolExecutor(cfg.workers, "fetch"))
         refs = list(refs)
         sources = list(dict.fromkeys(map(_source_of, refs)))
-        urls = _interleave_hosts(where for kind, where in sources if kind == "url")
-        order = [s for s in sources if s[0] == "file"] + [("url", u) for u in urls]
+        urls = [where for kind, where in sources if kind == "url"]
+        known = stored.lookup(urls) if stored is not None else {}
         futures: dict[Source, Future[Outcome]] = {}
-        for src in order:
-            futures[src] = threads.submit(_fetch_one, fetcher, src, opts, root, procs, images_dir)
+        for src in sources:
+            if src[0] == "file":  # local files: read again, cheap and never purged
+                futures[src] = threads.submit(
+                    _fetch_one, fetcher, src, opts, root, procs, images_dir
+                )
+        for url in _interleave_hosts(urls):
+            src = ("url", url)
+            if stored is not None and stored.reusable(known.get(url)):
+                futures[src] = Future()
+                futures[src].set_result(known[url][0])
+                stored.flags["image_reused"] += 1
+            else:
+                futures[src] = threads.submit(_fetch_one, fetcher, src, opts, root, procs)
+        settled: dict[Source, Outcome] = {}
         for ref in refs:
-            yield _apply(ref, futures[_source_of(ref)].result())
+            src = _source_of(ref)
+            out = settled.get(src)
+            if out is None:
+                out = futures[src].result()
+                if src[0] == "url":
+                    out = _settle(ref.url, out, known, stored)
+                settled[src] = out
+            yield _apply(ref, out)
+
+
+def _settle(
+    url: str, out: Outcome, known: dict[str, tuple[Outcome, bool]], stored: StoredImages | None
+) -> Outcome:
+    """Record a fresh download; keep the stored copy when a download failed."""
+    if stored is None:
+        return out
+    prev = known.get(url)
+    if out.status == "ok":
+        if not stored.reusable(prev):
+            stored.record(url, out)
+        return out
+    if prev is None:
+        return out
+    stored.flags["image_kept"] += 1
+    kept = dataclasses.replace(prev[0])
+    kept.reason = f"stored copy kept; the origin answered {out.status}: {out.reason}"[:300]
+    return kept
 
 
 def _interleave_hosts(urls: Iterable[str]) -> list[str]:
@@ -674,8 +718,11 @@ class FetchStage(Stage):
             from mmnerd.sources import get_source
 
             images_dir = get_source(ctx.config).local_images()
-        for _ in fetch_many(refs, cfg, ctx.root / "images", images_dir=images_dir):
-            pass  # fills each ref in place
+        with StoredImages(ctx.root, cfg) as stored:
+            for _ in fetch_many(refs, cfg, ctx.root / "images", images_dir=images_dir,
+                                stored=stored):  # fmt: skip
+                pass  # fills each ref in place
+        ctx.stats.flagged.update(stored.flags)
         for post in posts:
             if post.image is None or not (post.image.url or post.image.file):
                 why = "no_image"

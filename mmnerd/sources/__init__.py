@@ -51,8 +51,6 @@ class Source:
     def __init__(self, options: SourceOptions, config: PipelineConfig):
         self.options = options
         self.config = config
-        self.counts: Counter[str] = Counter()
-        """Notable events of the last ``posts()`` pass (repairs, ...), flagged by collect."""
 
     @classmethod
     def from_config(cls, config: PipelineConfig) -> Source:
@@ -69,6 +67,17 @@ class Source:
         """Keyed pseudonyms for authors (and anything else that names an account) with the
         corpus key of this pipeline (:mod:`mmnerd.privacy`): ``self.pseudonym(value, kind)``."""
         return pseudonymizer(self.config.root)
+
+    @functools.cached_property
+    def flags(self) -> Counter:
+        """Notable events of this run that dropped nothing (``stream_skipped``, repaired tags,
+        ...); the collect stage adds them to its stats."""
+        return Counter()
+
+    def unfinished(self) -> list[str]:
+        """Streams an earlier run had to skip and the next run must resume (default: none);
+        while any is left the collect stage is not marked done."""
+        return []
 
     def posts(self) -> Iterator[Post]:
         """Yield posts with provenance filled in (id, source, source_id, url, ...)."""

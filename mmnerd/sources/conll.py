@@ -247,7 +247,7 @@ class ConllSource(Source):
                             f"over {'/'.join(ENTITY_TYPES)} (add it to source.label_map)"
                         )
                 for k, problem in iob2_problems(labels):
-                    self.counts["bio_repair:orphan_inside"] += 1
+                    self.flags["bio_repair:orphan_inside"] += 1
                     repairs.append(
                         {"file": str(path), "line": lines[k], "imgid": imgid, "token": tokens[k],
                          "tag": raw_labels[k], "read_as": f"B-{labels[k][2:]}", "why": problem}
@@ -257,7 +257,7 @@ class ConllSource(Source):
                     f"~{seen[imgid]}" if seen[imgid] > 1 else ""
                 )
                 if seen[imgid] == 2:
-                    self.counts["repeated_imgid"] += 1
+                    self.flags["repeated_imgid"] += 1
                 post = self._post(dataset, sid, imgid, tokens, labels, images)
                 post.source_split = split
                 yield post
@@ -287,7 +287,7 @@ class ConllSource(Source):
             if found is not None:
                 image = ImageRef(file=found.name)
             else:
-                self.counts["image_missing"] += 1
+                self.flags["image_missing"] += 1
         return Post(
             id=f"{dataset}:{sid}",
             source=dataset,

@@ -7,8 +7,12 @@
   confused server cannot park the pipeline for hours.
 * Rate-limit headers (``X-RateLimit-Remaining`` / ``X-RateLimit-Reset`` as sent
   by Mastodon, ``RateLimit-Remaining`` / ``RateLimit-Reset`` as sent by Bluesky)
-  are read after every answer; when nothing remains, the next request to that
-  host waits until the reset time.
+  are read after every answer and the next requests to that host are spread over
+  the time left (``reset / remaining`` apart), so the budget is not spent before
+  the window resets; a 429 without ``Retry-After`` (Mastodon's rack-attack sends
+  none) waits until ``X-RateLimit-Reset`` instead of backing off blindly.  Reset
+  times are read against the server's ``Date`` header, so a skewed clock does not
+  shorten the wait.
 * A per-host request budget (:class:`BudgetExhausted` when spent) and a
   minimum interval between requests to one host.
 * A descriptive User-Agent.  Secrets travel only in headers and never appear
@@ -20,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -57,11 +62,14 @@ class HttpError(MmnerdError):
     error code when the body says one (e.g. Bluesky's ``ExpiredToken``).
     """
 
-    def __init__(self, message: str, status: int = 0, error: str = "", url: str = ""):
+    def __init__(
+        self, message: str, status: int = 0, error: str = "", url: str = "", detail: str = ""
+    ):
         super().__init__(message)
         self.status = status
         self.error = error
         self.url = url
+        self.detail = detail  # the API's own message (e.g. "Invalid cursor format")
 
 
 def is_unavailable(error: HttpError) -> bool:
@@ -71,6 +79,10 @@ def is_unavailable(error: HttpError) -> bool:
 
 class BudgetExhausted(MmnerdError):
     """The per-host request budget of this run is spent; sources stop and keep their cursor."""
+
+
+RESET_MARGIN = 1.0
+"""Seconds added to a rate-limit reset before asking again (``Date`` has 1 s resolution)."""
 
 
 class HttpOptions(BaseModel):
@@ -101,6 +113,37 @@ def _number(value: str | None) -> float | None:
         return float(value) if value is not None else None
     except ValueError:
         return None
+
+
+_HTTP_DATE = re.compile(r"[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT")
+
+
+def _server_time(date: str | None) -> float | None:
+    """Epoch seconds of an HTTP ``Date`` header (None if absent or unparsable).  Repeated
+    ``Date`` headers (a proxy adding its own) arrive joined: the earliest counts, so the
+    wait for a reset is never cut short."""
+    if not date:
+        return None
+    times = []
+    for text in _HTTP_DATE.findall(date) or [date]:
+        try:
+            times.append(parsedate_to_datetime(text).timestamp())
+        except (TypeError, ValueError):
+            continue
+    return min(times, default=None)
+
+
+def rate_limit(headers: Mapping[str, str]) -> tuple[float | None, float | None]:
+    """(requests remaining, seconds until the window resets) from rate-limit headers.
+
+    Mastodon sends ``X-RateLimit-Remaining`` / ``X-RateLimit-Reset`` (ISO 8601), Bluesky
+    ``RateLimit-Remaining`` / ``RateLimit-Reset`` (epoch seconds).  The reset is read
+    against the server's ``Date`` when there is one, so a skewed local clock does not
+    shorten the wait.  Either value is None when absent or unreadable.
+    """
+    remaining = _number(headers.get("X-RateLimit-Remaining") or headers.get("RateLimit-Remaining"))
+    reset = headers.get("X-RateLimit-Reset") or headers.get("RateLimit-Reset")
+    return remaining, reset_delay(reset, _server_time(headers.get("Date")))
 
 
 def reset_delay(value: str | None, now: float | None = None) -> float | None:
@@ -134,6 +177,9 @@ def _make_retry(opts: HttpOptions, sleep: Callable[[float], None], waits: list[f
             wait = None
             if response is not None and self.respect_retry_after_header:
                 wait = self.get_retry_after(response)
+            if wait is None and response is not None and response.status == 429:
+                _, reset = rate_limit(response.headers)  # rack-attack: no Retry-After
+                wait = None if reset is None else reset + RESET_MARGIN
             if wait is None:  # exponential backoff with jitter: base * 2^(n-1) * [0.5, 1)
                 n = max(1, len(self.history))
                 wait = min(self.backoff_max, self.backoff_factor * 2 ** (n - 1))
@@ -169,7 +215,10 @@ def _make_retry(opts: HttpOptions, sleep: Callable[[float], None], waits: list[f
 class _Host:
     requests: int = 0
     last: float = -1e18  # monotonic time of the last request
-    not_before: float = 0.0  # monotonic time before which we must not ask again
+    # rate-limit bucket (the policy a response named) -> (monotonic time before which we
+    # must not ask again, why); and which bucket each path's last answer counted against
+    buckets: dict[str, tuple[float, str]] = field(default_factory=dict)
+    routes: dict[str, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -216,7 +265,7 @@ class HttpClient:
         """How many requests this client sent to ``host`` (``netloc`` of the URL)."""
         return self._host(host).requests
 
-    def _before(self, host: str) -> None:
+    def _before(self, host: str, path: str) -> None:
         h = self._host(host)
         with h.lock:
             if h.requests >= self.opts.host_budget:
@@ -225,25 +274,48 @@ class HttpClient:
                     f"(raise source.host_budget to collect more)"
                 )
             now = time.monotonic()
-            if h.not_before > now:
-                self._wait(h.not_before - now, "rate limit reset", host)
-            gap = h.last + self.opts.min_interval - time.monotonic()
-            if gap > 0:
+            gap = h.last + self.opts.min_interval - now
+            not_before, why = h.buckets.get(h.routes.get(path, ""), (0.0, ""))
+            if not_before - now > max(gap, 0):
+                self._wait(not_before - now, why, host)
+            elif gap > 0:
                 self._wait(gap, "politeness interval", host)
             h.requests += 1
             h.last = time.monotonic()
 
-    def _after(self, host: str, resp: requests.Response) -> None:
-        hdr = resp.headers
-        remaining = _number(hdr.get("X-RateLimit-Remaining") or hdr.get("RateLimit-Remaining"))
-        if remaining is None or remaining > 0:
+    def _after(self, host: str, path: str, resp: requests.Response) -> None:
+        """Pace the next requests counted against the same rate limit by its headers: none
+        left -> wait for the reset; some left -> spread them evenly until the reset.
+
+        The limit is told apart by ``RateLimit-Policy`` (Bluesky: ``30;w=300`` for
+        createSession, ``3000;w=300`` for reads) or else the limit itself (Mastodon: one
+        IP-wide bucket), so a tight login limit does not slow the searches.
+        """
+        remaining, reset = rate_limit(resp.headers)
+        if remaining is None:
             return
-        delay = reset_delay(hdr.get("X-RateLimit-Reset") or hdr.get("RateLimit-Reset"))
-        if delay is None:
-            delay = self.opts.backoff
-        log.info("%s: rate limit used up; next request in %.1fs", host, delay)
+        hdr = resp.headers
+        bucket = (
+            hdr.get("RateLimit-Policy")
+            or hdr.get("X-RateLimit-Limit")
+            or hdr.get("RateLimit-Limit")
+            or "?"
+        )
         h = self._host(host)
-        h.not_before = max(h.not_before, time.monotonic() + min(delay, self.opts.max_wait))
+        h.routes[path] = bucket
+        now = time.monotonic()
+        if remaining <= 0:
+            delay = self.opts.backoff if reset is None else reset + RESET_MARGIN
+            log.warning("%s: rate limit used up; next request in %.0fs", host, delay)
+            wait, why = delay, "rate limit reset"
+        elif reset is not None and reset / remaining > self.opts.min_interval:
+            wait = reset / remaining
+            why = f"pacing: {remaining:g} requests left for {reset:.0f}s"
+        else:
+            return
+        until = now + min(wait, self.opts.max_wait)
+        if until > h.buckets.get(bucket, (0.0, ""))[0]:
+            h.buckets[bucket] = (until, why)
 
     # --- requests --------------------------------------------------------------
     def request(
@@ -256,8 +328,9 @@ class HttpClient:
         json_body: Any = None,
     ) -> requests.Response:
         """Send one request (retried per the policy); raise :class:`HttpError` unless 2xx."""
-        host = urlsplit(url).netloc
-        self._before(host)
+        parts = urlsplit(url)
+        host, path = parts.netloc, parts.path
+        self._before(host, path)
         where = f"{method} {url}"
         try:
             resp = self.session.request(
@@ -284,7 +357,7 @@ class HttpClient:
                 f"{where}: network error after {self.opts.max_retries} retries ({reason})",
                 url=url,
             ) from None
-        self._after(host, resp)
+        self._after(host, path, resp)
         if 200 <= resp.status_code < 300:
             return resp
         error, message = _api_error(resp)
@@ -296,6 +369,7 @@ class HttpClient:
             status=resp.status_code,
             error=error,
             url=url,
+            detail=message,
         )
 
     def get_json(
@@ -348,13 +422,19 @@ def collect_streams(
     pages: Callable[[T, float], Iterable[list[Post]]],
     budget: float,
     skip_unavailable: bool,
+    on_skip: Callable[[T, HttpError], None] | None = None,
+    on_done: Callable[[T], None] | None = None,
+    label: Callable[[T], str] = str,
 ) -> Iterator[Post]:
     """Yield the posts of each stream's pages until ``budget`` new posts are collected.
 
     ``pages(stream, room)`` yields pages already committed to the source state.  A
     stream whose budget runs out stops (its cursor resumes next run); with
-    ``skip_unavailable`` a stream whose server stays unavailable is skipped, but if
-    every stream failed the last error is raised.
+    ``skip_unavailable`` a stream whose server stays unavailable (network errors, 429
+    or 5xx after every retry and rate-limit wait) is skipped with a warning and
+    ``on_skip(stream, error)``, so the source can record it and the next run resume it;
+    a stream that ran without error calls ``on_done(stream)``.  If every stream failed,
+    the last error is raised.
     """
     new = 0
     failed: list[HttpError] = []
@@ -368,11 +448,30 @@ def collect_streams(
                 yield from page
         except BudgetExhausted as e:
             log.warning("%s; the saved cursor resumes next run", e)
+            if on_done is not None:
+                on_done(stream)
         except HttpError as e:
+            if on_skip is not None and is_unavailable(e):
+                on_skip(stream, e)
             if not (skip_unavailable and is_unavailable(e)):
                 raise
-            log.warning("%s; stream skipped this run (its cursor is kept)", e)
+            log.warning(
+                "SKIPPED %s this run: %s; its cursor is kept and the next `mmnerd collect` "
+                "resumes it",
+                label(stream),
+                e,
+            )
             failed.append(e)
+        else:
+            if on_done is not None:
+                on_done(stream)
         attempted += 1
     if failed and len(failed) == attempted:
         raise failed[-1]
+    if failed:
+        log.warning(
+            "%d of %d streams were skipped this run (server unavailable or rate-limited); "
+            "the collect stage stays unfinished so the next run resumes them",
+            len(failed),
+            attempted,
+        )

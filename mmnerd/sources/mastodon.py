@@ -10,12 +10,25 @@ Per stream (instance x timeline) the state file keeps ``newest`` (highest id of
 the last finished pass) and, while a pass is unfinished (killed, ``max_posts``
 reached, budget spent), ``max_id`` / ``floor`` / ``top`` to resume it.
 
+Rate limits: paging requests (``max_id`` / ``since_id``) are limited by Mastodon's
+rack-attack to 300 per 15 minutes per IP (or per account with a token), so
+``min_interval`` defaults to 3 s; the ``X-RateLimit-*`` headers pace the client
+further (:mod:`mmnerd.sources.http`).  An empty first page of a new stream is
+explained from ``/api/v2/instance`` (Mastodon 4.5 answers ``[]`` for a feed the
+instance disabled).
+
 Mapping: a reblog becomes its original status; only ``public`` visibility is
 kept (others are yielded as dropped ``not_public`` with no text stored); the
-HTML ``content`` becomes plain text through :class:`ContentParser`; the first
-``image`` attachment becomes the :class:`~mmnerd.records.ImageRef` (its
-``description`` is the alt text); ``language`` becomes ``lang_hint``;
-``sensitive`` and ``spoiler_text`` go to ``extra``; the author is hashed.
+HTML ``content`` becomes plain text through :class:`ContentParser` (mentions
+from ``mentions[]``, custom emoji of ``emojis[]`` removed, a quote post's
+``quote-inline`` fallback removed); the first image attachment (``image``, or
+``unknown`` remote media whose ``remote_url`` is an image) becomes the
+:class:`~mmnerd.records.ImageRef`; ``language`` becomes ``lang_hint``;
+``sensitive`` and ``spoiler_text`` go to ``extra``.  Privacy: the post id is a
+keyed pseudonym of the status URI, the author a keyed pseudonym of the account;
+the real URI and URL go only to the private mapping
+(:class:`~mmnerd.privacy.PrivateIds`); ``url`` is filled only with
+``publish_urls = true``.
 """
 
 from __future__ import annotations
@@ -23,7 +36,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from typing import Any, ClassVar
@@ -32,8 +45,9 @@ from urllib.parse import parse_qs, quote, urlsplit
 from pydantic import Field, field_validator
 
 from mmnerd.errors import ConfigError, InputError
-from mmnerd.records import ImageRef, Post, hash_author
-from mmnerd.sources import Source, SourceOptions
+from mmnerd.records import ImageRef, Post
+from mmnerd.sources import SourceOptions
+from mmnerd.sources.api import ApiSource
 from mmnerd.sources.http import (
     HttpClient,
     HttpError,
@@ -49,6 +63,11 @@ DEFAULT_LICENCE = (
     "non-commercial research; redistribute ids/URLs only"
 )
 _TIMELINE = re.compile(r"^(public|local|tag:#?[^\s/#?]+)$")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp")
+"""Remote media of type ``unknown`` is taken as an image when its URL path ends so."""
+
+Pseudonym = Callable[[str, str], str]
+"""``(value, kind) -> pseudonym`` (:class:`mmnerd.privacy.Pseudonymizer`)."""
 
 
 class MastodonOptions(SourceOptions, HttpOptions):
@@ -76,6 +95,17 @@ class MastodonOptions(SourceOptions, HttpOptions):
         None, description="ask the server for posts with media only (default: = require_image)"
     )
     limit: int = Field(40, ge=1, le=40, description="statuses per page (Mastodon's maximum is 40)")
+    min_interval: float = Field(
+        3.0,
+        ge=0,
+        description="minimum seconds between two requests to one instance (Mastodon allows "
+        "300 paging requests per 15 minutes: one per 3 s)",
+    )
+    publish_urls: bool = Field(
+        False,
+        description="store each post's public URL in `url` (it names the author's account); "
+        "default: `url` empty, real URIs/URLs only in the private mapping",
+    )
     max_posts: int = Field(
         1000, ge=0, description="stop after this many new posts in one run (0 = no limit)"
     )
@@ -119,21 +149,39 @@ class ContentParser(HTMLParser):
     * ``<span class="invisible">`` parts of links are dropped, ``<span class="ellipsis">``
       kept (as Mastodon shows them); a plain link becomes its ``href`` when the visible
       text was shortened, so URLs stay whole;
+    * an ``<a>`` whose ``href`` is the URL of one of the status' ``mentions[]`` is a
+      mention even without the ``mention`` class (other servers' HTML), and is never
+      replaced by its ``href``;
+    * ``:shortcode:`` of the status' custom ``emojis`` are removed (they are pictures,
+      not words), with the spaces around them collapsed;
+    * with ``drop_quote_inline`` (the status has a ``quote``) elements of class
+      ``quote-inline`` (the ``RE: <link>`` fallback) are removed, as the Mastodon
+      client docs ask;
     * ``<br>`` is a line break, paragraphs are separated by a blank line;
     * entities (``&amp;``, ``&#39;``) are decoded by the parser.
 
     ``entities`` lists ``{"type": "mention"|"tag"|"link", "start", "end", "href"}``
-    with code-point offsets into :attr:`text`.
+    with code-point offsets into :attr:`text` (mentions carry no ``href``: a profile
+    URL names the account).
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        mention_urls: Collection[str] = (),
+        emojis: Collection[str] = (),
+        drop_quote_inline: bool = False,
+    ) -> None:
         super().__init__(convert_charrefs=True)
         self._out: list[str] = []
         self._len = 0
-        self._skip = 0  # depth inside invisible spans
-        self._stack: list[tuple[str, bool]] = []  # (tag, counts toward skip)
+        self._skip = 0  # depth inside hidden elements (invisible spans, quote-inline)
+        self._stack: list[tuple[str, bool]] = []  # (tag, hidden)
         self._link: dict[str, Any] | None = None
         self._shortened = False
+        self._mention_urls = frozenset(u for u in mention_urls if u)
+        codes = "|".join(map(re.escape, sorted({c for c in emojis if c}, key=len, reverse=True)))
+        self._emoji = re.compile(rf"[ \t]*(?::(?:{codes}):[ \t]*)+") if codes else None
+        self._drop_quote = drop_quote_inline
         self.entities: list[dict[str, Any]] = []
 
     def _emit(self, s: str) -> None:
@@ -156,30 +204,32 @@ class ContentParser(HTMLParser):
             if not self._skip:
                 self._emit("\n")
             return
-        if tag in _BLOCKS:
-            self._break(2 if tag == "p" else 1)
         invisible = "invisible" in classes
-        if invisible:
+        hidden = invisible or (self._drop_quote and "quote-inline" in classes)
+        if tag in _BLOCKS and not self._skip and not hidden:
+            self._break(2 if tag == "p" else 1)
+        if hidden:
             self._skip += 1
+        if invisible or "ellipsis" in classes:
             self._shortened = True
-        if "ellipsis" in classes:
-            self._shortened = True
-        self._stack.append((tag, invisible))
-        if tag == "a" and self._link is None:
+        self._stack.append((tag, hidden))
+        if tag == "a" and self._link is None and not self._skip:
+            href = a.get("href", "")
             kind = "link"
             if "hashtag" in classes or a.get("rel", "") == "tag":
                 kind = "tag"
-            elif "mention" in classes:
+            elif "mention" in classes or href in self._mention_urls:
                 kind = "mention"
-            self._link = {"type": kind, "start": self._len, "href": a.get("href", "")}
+            self._link = {"type": kind, "start": self._len, "href": href}
             self._shortened = False
 
     def handle_endtag(self, tag: str) -> None:
         # pop to the matching open tag (tolerates unclosed inner tags)
         for i in range(len(self._stack) - 1, -1, -1):
             if self._stack[i][0] == tag:
-                for _, invisible in self._stack[i:]:
-                    if invisible:
+                closed_hidden = self._stack[i][1]
+                for _, hidden in self._stack[i:]:
+                    if hidden:
                         self._skip -= 1
                 del self._stack[i:]
                 break
@@ -196,23 +246,49 @@ class ContentParser(HTMLParser):
                 self._len = link["start"]
                 self._emit(link["href"])
             link["end"] = self._len
+            if link["type"] == "mention":
+                del link["href"]
             if link["end"] > link["start"]:
                 self.entities.append(link)
-        elif tag in _BLOCKS:
+        elif tag in _BLOCKS and not self._skip and not closed_hidden:
             self._break(2 if tag == "p" else 1)
 
     def handle_data(self, data: str) -> None:
-        if not self._skip:
-            self._emit(data)
+        if self._skip:
+            return
+        if self._emoji is not None:
+            data = self._emoji.sub(lambda m: self._emoji_gap(m, len(data)), data)
+        self._emit(data)
+
+    def _emoji_gap(self, m: re.Match[str], size: int) -> str:
+        """What replaces a run of custom emoji: one space if it separated words."""
+        run = m.group()
+        lead, trail = run[:1] in " \t", run[-1:] in " \t"
+        at_start, at_end = m.start() == 0, m.end() == size
+        if at_start and at_end:
+            keep = lead or trail
+        elif at_start:
+            keep = lead
+        elif at_end:
+            keep = trail
+        else:
+            keep = lead or trail
+        return " " if keep else ""
 
     @property
     def text(self) -> str:
         return "".join(self._out).strip("\n")
 
 
-def html_to_text(html: str) -> tuple[str, list[dict[str, Any]]]:
-    """Plain text of a status' HTML ``content`` and its mention / tag / link entities."""
-    parser = ContentParser()
+def html_to_text(
+    html: str,
+    mention_urls: Collection[str] = (),
+    emojis: Collection[str] = (),
+    drop_quote_inline: bool = False,
+) -> tuple[str, list[dict[str, Any]]]:
+    """Plain text of a status' HTML ``content`` and its mention / tag / link entities
+    (see :class:`ContentParser` for the options)."""
+    parser = ContentParser(mention_urls, emojis, drop_quote_inline)
     parser.feed(html or "")
     parser.close()
     raw = "".join(parser._out)
@@ -265,55 +341,87 @@ def utc_iso(value: str) -> str:
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
+def attachment_image_url(media: dict[str, Any]) -> str:
+    """The URL to fetch for an attachment that is an image, else "".
+
+    ``image``: the instance's copy (``url``), else ``remote_url``.  ``unknown`` is what
+    Mastodon reports for remote media it has not cached (its ``url`` then points to the
+    instance's rate-limited media proxy): taken from ``remote_url`` when that path ends
+    in an image extension (:data:`IMAGE_EXTENSIONS`); the fetcher checks the bytes.
+    """
+    kind = media.get("type")
+    if kind == "image":
+        return str(media.get("url") or media.get("remote_url") or "")
+    if kind == "unknown":
+        remote = str(media.get("remote_url") or "")
+        try:
+            path = urlsplit(remote).path.lower()
+        except ValueError:
+            return ""
+        if remote.startswith(("http://", "https://")) and path.endswith(IMAGE_EXTENSIONS):
+            return remote
+    return ""
+
+
 def first_image(media: list[dict[str, Any]]) -> tuple[ImageRef | None, int]:
-    """The first ``image`` attachment as an ImageRef, and how many images there were."""
-    images = [
-        m for m in media or [] if m.get("type") == "image" and (m.get("url") or m.get("remote_url"))
-    ]
+    """The first image attachment as an ImageRef, and how many images there were."""
+    images = [(m, url) for m in media or [] if (url := attachment_image_url(m))]
     if not images:
         return None, 0
-    m = images[0]
-    ref = ImageRef(url=m.get("url") or m.get("remote_url"), alt=m.get("description") or "")
-    return ref, len(images)
+    m, url = images[0]
+    return ImageRef(url=url, alt=m.get("description") or ""), len(images)
 
 
-def status_to_post(status: dict[str, Any], instance: str, licence: str) -> Post:
-    """Map one Mastodon Status (its original if it is a reblog) to a :class:`Post`."""
-    reblogged_by = ""
-    if status.get("reblog"):
-        reblogged_by = status.get("id", "")
-        status = status["reblog"]
-    sid = str(status.get("id", ""))
-    uri = status.get("uri") or f"{instance}/statuses/{sid}"
-    post_id = f"mastodon:{uri}"
+def status_ids(status: dict[str, Any], instance: str) -> tuple[str, str]:
+    """(URI, public URL) of a status (its original if it is a reblog): both name the author."""
+    status = status.get("reblog") or status
+    uri = status.get("uri") or f"{instance}/statuses/{status.get('id', '')}"
+    return uri, status.get("url") or uri
+
+
+def status_to_post(
+    status: dict[str, Any], instance: str, licence: str, pseudonym: Pseudonym
+) -> Post:
+    """Map one Mastodon Status (its original if it is a reblog) to a :class:`Post`.
+
+    The id is ``mastodon:<pseudonym of the URI>``, ``url`` is left empty and the author
+    is ``pseudonym(account URL)``: nothing in the post names an account, except the
+    text's own @mentions.
+    """
+    reblog = bool(status.get("reblog"))
+    uri, _ = status_ids(status, instance)
+    status = status.get("reblog") or status
+    sid = pseudonym(uri, "post")
+    post_id = f"mastodon:{sid}"
     if status.get("visibility", "public") != "public":
-        return Post(id=post_id, source="mastodon", source_id=uri, text="").drop(
+        return Post(id=post_id, source="mastodon", source_id=sid, text="").drop(
             f"not_public: {status.get('visibility')}"
         )
-    text, entities = html_to_text(status.get("content", ""))
+    quote = status.get("quote")
+    mention_urls = [m.get("url", "") for m in status.get("mentions") or [] if isinstance(m, dict)]
+    emojis = [e.get("shortcode", "") for e in status.get("emojis") or [] if isinstance(e, dict)]
+    text, entities = html_to_text(
+        status.get("content", ""), mention_urls, emojis, drop_quote_inline=bool(quote)
+    )
     image, n_images = first_image(status.get("media_attachments", []))
     account = status.get("account") or {}
     extra: dict[str, Any] = {
         "instance": instance,
-        "status_id": sid,
         "sensitive": bool(status.get("sensitive", False)),
         "spoiler_text": status.get("spoiler_text", ""),
         "entities": entities,
         "image_count": n_images,
     }
-    if reblogged_by:
-        extra["reblog_id"] = reblogged_by
-    if image is not None:
-        media = status["media_attachments"]
-        preview = next((m.get("preview_url") for m in media if m.get("type") == "image"), "")
-        extra["preview_url"] = preview or ""
+    if reblog:
+        extra["reblog"] = True
+    if isinstance(quote, dict):
+        extra["quote_state"] = str(quote.get("state") or "")
     return Post(
         id=post_id,
         source="mastodon",
-        source_id=uri,
+        source_id=sid,
         text=text,
-        url=status.get("url") or uri,
-        author_hash=hash_author(account.get("url") or account.get("acct", "")),
+        author_hash=pseudonym(account.get("url") or account.get("acct", ""), "author"),
         created_at=utc_iso(status.get("created_at", "")),
         licence=licence,
         lang_hint=(status.get("language") or "").split("-")[0].lower(),
@@ -327,7 +435,7 @@ def status_to_post(status: dict[str, Any], instance: str, licence: str) -> Post:
 # ---------------------------------------------------------------------------
 
 
-class MastodonSource(Source):
+class MastodonSource(ApiSource):
     """Public / local / hashtag timelines of several instances, incrementally."""
 
     kind: ClassVar[str] = "mastodon"
@@ -372,9 +480,8 @@ class MastodonSource(Source):
 
     def posts(self) -> Iterator[Post]:
         """Replay posts collected earlier, then fetch new pages of every stream."""
-        state = SourceState(self.config.root, self.kind)
-        keys = [self.stream_key(i, t) for i, t in self.streams()]
-        yield from state.replay(keys)
+        state = self._open_state()
+        yield from self._replay(state)
         client = HttpClient(self.options)
         budget = self.options.max_posts or float("inf")
         try:
@@ -383,6 +490,9 @@ class MastodonSource(Source):
                 lambda stream, room: self._pages(client, state, *stream, room),
                 budget,
                 self.options.skip_unavailable,
+                on_skip=lambda stream, e: self._skipped(state, stream, e),
+                on_done=lambda stream: self._done(state, stream),
+                label=lambda stream: self.stream_key(*stream),
             )
         finally:
             client.close()
@@ -420,12 +530,17 @@ class MastodonSource(Source):
                 raise
             if not isinstance(data, list):
                 raise InputError(f"GET {resp.url}: expected a JSON list of statuses")
-            posts = []
+            if not data and not max_id and not newest and not state.count(key):
+                self._explain_empty(client, instance, timeline, headers)
+            posts, real = [], {}
             for status in data:
                 if not isinstance(status, dict) or "id" not in status:
                     raise InputError(f"GET {resp.url}: a status without an id")
                 top = newer(top, str(status["id"]))
-                posts.append(self._post(status, instance))
+                post = self._post(status, instance)
+                posts.append(post)
+                if not post.reason.startswith("not_public"):
+                    real[post.id] = status_ids(status, instance)
             nxt = next_max_id(resp.links) if data else ""
             lowest = min((str(s["id"]) for s in data), key=id_key, default="")
             done = not data or not nxt or (floor and id_key(lowest) <= id_key(floor))
@@ -433,15 +548,45 @@ class MastodonSource(Source):
                 cursor = {"newest": newer(newest, top)}
             else:
                 cursor = {"newest": newest, "max_id": nxt, "floor": floor, "top": top}
-            fresh = state.commit(key, posts, cursor)
+            fresh = self._commit(state, key, posts, real, cursor)
             got += sum(p.ok for p in fresh)
             yield fresh
             if done or got >= room:
                 return
             max_id = nxt
 
+    def _explain_empty(
+        self, client: HttpClient, instance: str, timeline: str, headers: dict[str, str]
+    ) -> None:
+        """Warn about a stream whose very first page is empty, with the instance's own
+        feed settings (Mastodon 4.5 answers ``[]`` for a disabled feed)."""
+        self.flags["empty_feed"] += 1
+        feed = "hashtag_feeds" if timeline.startswith("tag:") else "live_feeds"
+        access: dict[str, Any] = {}
+        try:
+            info, _ = client.get_json(f"{instance}/api/v2/instance", headers=headers)
+            cfg = info.get("configuration") if isinstance(info, dict) else None
+            got = (cfg or {}).get("timelines_access", {}).get(feed)
+            access = got if isinstance(got, dict) else {}
+        except (HttpError, InputError, AttributeError):
+            pass
+        local = timeline == "local" or (timeline.startswith("tag:") and self.options.tag_local_only)
+        scopes = ["local"] if local else ["local", "remote"]
+        values = {str(access.get(k, "")) for k in scopes} - {""}
+        said = ", ".join(f"{k}={access[k]}" for k in scopes if k in access)
+        if "disabled" in values:
+            why = f"the instance has disabled this feed ({feed}: {said})"
+        elif "authenticated" in values and not headers:
+            why = f"the instance serves this feed to logged-in users only ({feed}: {said}); "
+            why += "set source.token_env"
+        elif said:
+            why = f"nothing matched yet ({feed}: {said})"
+        else:
+            why = "nothing matched, or the instance disabled it (Mastodon 4.5 answers [] then)"
+        log.warning("%s %s: the first page is empty: %s", instance, timeline, why)
+
     def _post(self, status: dict[str, Any], instance: str) -> Post:
-        post = status_to_post(status, instance, self.options.licence)
+        post = status_to_post(status, instance, self.options.licence, self.pseudonym)
         if post.ok and post.image is None and self.options.require_image:
             post.drop("no_image")
         elif post.ok and self.options.exclude_sensitive and post.extra.get("sensitive"):

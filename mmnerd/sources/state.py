@@ -3,8 +3,9 @@
 Two files per source under ``<config.root>/state/``:
 
 ``<source>.json``
-    cursors per stream (e.g. ``"https://mastodon.social|tag:paris"``) and the
-    committed length of the journal, rewritten atomically after every page.
+    cursors per stream (e.g. ``"https://mastodon.social|tag:paris"``), the
+    committed length of the journal and the streams the last run had to skip
+    (server unavailable or rate-limited), rewritten atomically after every page.
 ``<source>.posts.jsonl``
     the journal: every post collected so far, one ``{"stream", "post"}`` line
     each, appended and fsynced *before* the state file points past it.  It is
@@ -41,6 +42,7 @@ class SourceState:
         self.path = self.dir / f"{source}.json"
         self.journal = self.dir / f"{source}.posts.jsonl"
         self.cursors: dict[str, dict[str, Any]] = {}
+        self.skipped: dict[str, str] = {}  # stream -> why the last run skipped it
         self.committed = 0  # bytes of the journal that the state file vouches for
         self.seen: set[str] = set()
         self._by_stream: dict[str, int] = {}
@@ -56,6 +58,7 @@ class SourceState:
                 f"move the file away to start collecting afresh"
             )
         self.cursors = dict(data.get("cursors", {}))
+        self.skipped = dict(data.get("skipped", {}))
         self.committed = int(data.get("journal_bytes", 0))
         self.seen = set()
         self._by_stream = {}
@@ -95,6 +98,12 @@ class SourceState:
                         f"{self.journal}:{lineno}: not a journal entry; delete {self.path} and "
                         f"{self.journal} to start afresh"
                     ) from None
+
+    @staticmethod
+    def skipped_streams(root: str | Path, source: str) -> dict[str, str]:
+        """The streams the last run of ``source`` skipped, read from the state file only."""
+        data = read_json(Path(root) / "state" / f"{source}.json") or {}
+        return dict(data.get("skipped", {}))
 
     # --- reading -----------------------------------------------------------------
     def cursor(self, stream: str) -> dict[str, Any]:
@@ -144,8 +153,22 @@ class SourceState:
         self.cursors[stream] = dict(cursor)
         self.save()
 
+    def mark_skipped(self, stream: str, why: str) -> None:
+        """Record that this run skipped ``stream`` (its cursor stays); saved at once."""
+        self.skipped[stream] = why[:300]
+        self.save()
+
+    def clear_skipped(self, stream: str) -> None:
+        """``stream`` ran without error this time."""
+        if self.skipped.pop(stream, None) is not None:
+            self.save()
+
     def save(self) -> None:
-        write_json(
-            self.path,
-            {"version": STATE_VERSION, "journal_bytes": self.committed, "cursors": self.cursors},
-        )
+        data: dict[str, Any] = {
+            "version": STATE_VERSION,
+            "journal_bytes": self.committed,
+            "cursors": self.cursors,
+        }
+        if self.skipped:
+            data["skipped"] = self.skipped
+        write_json(self.path, data)

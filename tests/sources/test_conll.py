@@ -202,7 +202,7 @@ def test_orphan_inside_tags_are_read_as_b_counted_and_listed(tmp_path: Path) -> 
     assert [(s.text, s.label) for s in posts["1187734"].gold_spans][0] == (
         "The Harbour Lights Festival", "MISC")  # fmt: skip
     assert [(s.text, s.label) for s in posts["402"].gold_spans][0] == ("Orlo Pharma", "ORG")
-    assert src.counts["bio_repair:orphan_inside"] == 2 and src.counts["repeated_imgid"] == 1
+    assert src.flags["bio_repair:orphan_inside"] == 2 and src.flags["repeated_imgid"] == 1
     listed = [json.loads(x) for x in (tmp_path / "data/reports/import/bio-repairs.jsonl").open()]
     assert [(r["imgid"], r["line"], r["tag"], r["read_as"]) for r in listed] == [
         ("1187734", 14, "I-OTHER", "B-MISC"), ("402", 21, "I-ORG", "B-ORG")]  # fmt: skip
