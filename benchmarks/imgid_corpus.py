@@ -479,6 +479,7 @@ def make_pair(
     split_of = {p.uid: s for s, ps in first.splits.items() for p in ps}
     by_split = {s: [p for p in pool_a if split_of[p.uid] == s] for s in SPLITS}
     used: set[int] = set()
+    repeats = Counter(p.imgid for p in pool_a)
     cross = []
     for k in range(n_copies):
         split_a, split_b = SPLITS[k % 3], SPLITS[(k // 3) % 3]  # every pair of splits
@@ -487,7 +488,12 @@ def make_pair(
             src = by_split[split_a].pop()
             used.add(src.uid)
             if how != "word":
-                same = how == "exact" and _twitterish(src.imgid) and r.random() < 0.5
+                same = (  # keep the id (as MMNERD did for Twitter posts) if it is unique
+                    how == "exact"
+                    and _twitterish(src.imgid)
+                    and repeats[src.imgid] == 1
+                    and r.random() < 0.5
+                )
                 cp = maker.copy(src, second_layout, same_id=same)
                 if how == "lower":
                     cp.tokens = [t.lower() for t in cp.tokens]
@@ -542,14 +548,22 @@ def plan_json(first: GenCorpus, second: GenCorpus | None, plan: dict[str, Any]) 
     }
 
 
-def expected_leaks(planted: dict[str, Any], audited: str = "first") -> dict[tuple, str]:
+def expected_leaks(
+    planted: dict[str, Any], audited: str = "first", images: bool = False
+) -> dict[tuple, str]:
     """``(id, kind, against) -> matched id`` that ``audit-leakage`` must list when auditing
-    the ``first`` (or ``second``) corpus against the other one."""
+    the ``first`` (or ``second``) corpus against the other one.  ``images``: both corpora
+    were written with ``--images``, so the copies that kept their id share the picture too
+    (other random pictures may still be pHash neighbours by chance)."""
     other = "second" if audited == "first" else "first"
     out = {(c[audited]["id"], "text", "ref"): c[other]["id"] for c in planted["cross"]}
     for w in planted[audited]:
         if w["leak"]:
             out[(w["copy"]["id"], "text", "splits")] = w["src"]["id"]
+    if images:
+        for c in planted["cross"]:
+            if c[audited]["id"].split(":", 1)[1] == c[other]["id"].split(":", 1)[1]:
+                out[(c[audited]["id"], "image", "ref")] = c[other]["id"]
     return out
 
 
