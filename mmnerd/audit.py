@@ -292,7 +292,10 @@ def load_corpus(folder: Path, images: Path | None = None) -> Corpus:
     """An export or an IMGID corpus, whichever ``folder`` holds (:func:`corpus_format`)."""
     if corpus_format(folder) == "export":
         if images is not None:
-            raise ConfigError(f"{folder} is an mmnerd export: its image hashes are in the Parquet")
+            raise ConfigError(
+                f"{folder} is an mmnerd export: its image hashes are in the Parquet; "
+                "drop the image folder option"
+            )
         return load_export(folder)
     return load_imgid(folder, images)
 
@@ -573,7 +576,8 @@ def audit_leakage(
     leaks = [r for _, r in rows]
     leakers = {(r["split"], r["id"]) for r in leaks}
     counts = Counter(s for s, _ in leakers)
-    return {"ok": not leakers, "leaking_posts": dict(counts), **out, "leaks": leaks}
+    per_split = {s: counts[s] for s in splits if counts[s]}
+    return {"ok": not leakers, "leaking_posts": per_split, **out, "leaks": leaks}
 
 
 # --------------------------------------------------------------------------- outputs
