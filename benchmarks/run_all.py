@@ -61,6 +61,14 @@ SCRIPTS: dict[str, tuple[str, dict[str, list[str]]]] = {
             "full": ["--out", DEDUP_JSON],
         },
     ),
+    "audit": (
+        "audit.py",
+        {
+            "quick": ["--posts", "5000", "--second-posts", "1000"],
+            "default": [],
+            "full": ["--posts", "100000", "--second-posts", "20000"],
+        },
+    ),
     "export": (
         "export.py",
         {"quick": ["--sizes", "2000"], "default": ["--sizes", "10000"], "full": []},
@@ -147,6 +155,20 @@ def _dedup(data: Any) -> list[Line]:
                 )
             )
     return out
+
+
+def _audit(data: Any) -> list[Line]:
+    return [
+        (
+            f"leakage audit {r.get('run')}: {r.get('posts', 0):,} x {r.get('ref_posts', 0):,} posts"
+            + ("" if r.get("ok") else " (MISMATCH with the plan)"),
+            r.get("seconds"),
+            NONE,
+            None,
+            "s",
+        )
+        for r in _rows(data)
+    ]
 
 
 def _export(data: Any) -> list[Line]:
@@ -236,6 +258,7 @@ HEADLINES: dict[str, Callable[[Any], list[Line]]] = {
     "cli_startup": _cli,
     "download": _download,
     "dedup": _dedup,
+    "audit": _audit,
     "export": _export,
     "labelstudio": _labelstudio,
     "scale": _scale,

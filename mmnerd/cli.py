@@ -231,40 +231,77 @@ def audit_leakage(
     ] = None,
     imgid: Annotated[
         Path | None,
-        typer.Option("--imgid", help="folder with train.txt/valid.txt/test.txt (IMGID format)"),
+        typer.Option(
+            "--imgid",
+            help="IMGID corpus folder: train.txt/valid.txt/test.txt (Twitter-2015/2017) or "
+            "{train,valid,test}_conll_format.txt (MMNERD)",
+        ),
     ] = None,
     images: Annotated[
         Path | None, typer.Option("--images", help="image folder of the IMGID corpus (<id>.jpg)")
     ] = None,
+    against: Annotated[
+        Path | None,
+        typer.Option(
+            "--against",
+            help="REF: another corpus (IMGID folder or export) counted as training data for "
+            "every split; posts with a near-duplicate in it leak",
+        ),
+    ] = None,
+    against_images: Annotated[
+        Path | None, typer.Option("--against-images", help="image folder of an IMGID REF")
+    ] = None,
     threshold: Annotated[int, typer.Option(help="pHash Hamming distance (of 64 bits)")] = 10,
     text_threshold: Annotated[float, typer.Option(help="text Jaccard similarity")] = 0.8,
     out: Annotated[Path, typer.Option(help="JSON report")] = Path("reports/leakage.json"),
+    csv_path: Annotated[
+        Path | None, typer.Option("--csv", help="leak list as CSV (default: beside --out)")
+    ] = None,
+    write_clean: Annotated[
+        Path | None,
+        typer.Option(
+            "--write-clean", help="write the corpus without its leaking posts to this new folder"
+        ),
+    ] = None,
 ) -> None:
-    """Report image and text near-duplicates that straddle train/dev/test (exit 1 if any)."""
+    """List every post that leaks: near-duplicates (image or text) across train/dev/test, or
+    shared with REF (--against). Exit 0 clean, 1 leaks, 2 errors."""
     from rich.console import Console
     from rich.table import Table
 
-    from mmnerd.audit import audit_leakage as audit
-    from mmnerd.audit import leakage_json, posts_from_export, posts_from_imgid
+    from mmnerd.audit import image_lines, leakage_json, run_audit, summary_rows, write_leaks_csv
     from mmnerd.errors import ConfigError
     from mmnerd.io import atomic_write
 
     if (export_dir is None) == (imgid is None):
         raise ConfigError("give exactly one of --export DIR or --imgid DIR")
-    splits = posts_from_export(export_dir) if export_dir else posts_from_imgid(imgid, images)
-    report = audit(splits, threshold=threshold, text_threshold=text_threshold)
+    report = run_audit(
+        export_dir or imgid,  # type: ignore[arg-type]
+        "export" if export_dir else "imgid",
+        images=images,
+        against=against,
+        against_images=against_images,
+        threshold=threshold,
+        text_threshold=text_threshold,
+        clean_dir=write_clean,
+    )
+    csv_path = csv_path or out.with_suffix(".csv")
     with atomic_write(out) as f:
         f.write(leakage_json(report))
-    table = Table(title="near-duplicates straddling splits")
-    for col in ("kind", "clusters", "cross-split pairs", "posts per split"):
+    write_leaks_csv(report["leaks"], csv_path)
+    table = Table(title="leaking posts (near-duplicates across splits, or shared with REF)")
+    for col in ("kind", "against", "clusters", "pairs", "leaking posts"):
         table.add_column(col)
-    for kind in ("image", "text"):
-        part = report[kind]
-        table.add_row(
-            kind, str(part["clusters"]), str(part["cross_split_edges"]), str(part["posts"])
-        )
+    for row in summary_rows(report):
+        table.add_row(*row)
     Console().print(table)
-    print(f"wrote {out}", file=sys.stderr)
+    print("\n".join(image_lines(report)), flush=True)
+    n = sum(report["leaking_posts"].values())
+    print(f"{n} leaking posts; wrote {out} and {csv_path}", file=sys.stderr)
+    if report["clean"]:
+        rows = report["clean"]["rows"]
+        kept = ", ".join(f"{s}: {r['after']}/{r['before']}" for s, r in rows.items())
+        print(f"wrote {write_clean} without them ({kept} posts kept)", file=sys.stderr)
     raise typer.Exit(0 if report["ok"] else 1)
 
 

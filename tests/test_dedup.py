@@ -250,6 +250,7 @@ def test_audit_leakage(corpus: list[Post], tmp_path: Path) -> None:
     assert not leaky["ok"]
     assert leaky["image"]["clusters"] == 1 and leaky["image"]["posts"] == {"train": 2, "dev": 1}
     assert leaky["text"]["clusters"] == 2
-    ex = leaky["image"]["examples"][0]
-    assert {ex["a_split"], ex["b_split"]} == {"train", "dev"}
-    assert leaky["leaking_posts"]["test"] == 2
+    image_rows = [r for r in leaky["leaks"] if r["kind"] == "image"]
+    assert [(r["id"], r["split"], r["matches"]) for r in image_rows] == [(corpus[2].id, "dev", 2)]
+    assert image_rows[0]["matched_id"] == corpus[0].id and image_rows[0]["distance"] == 0
+    assert leaky["leaking_posts"] == {"dev": 1, "test": 2}
