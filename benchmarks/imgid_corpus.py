@@ -42,18 +42,18 @@ from pathlib import Path
 from typing import Any
 
 LAYOUTS = {
-    "twitter": {"train": "train.txt", "dev": "valid.txt", "test": "test.txt"},
+    "twitter": {"train": "train.txt", "validation": "valid.txt", "test": "test.txt"},
     "mmnerd": {
         "train": "train_conll_format.txt",
-        "dev": "valid_conll_format.txt",
+        "validation": "valid_conll_format.txt",
         "test": "test_conll_format.txt",
     },
 }
 SHARES = {  # split proportions of the published releases
-    "mmnerd": {"train": 0.802, "dev": 0.099, "test": 0.099},  # MMNERD-en 19,968/2,463/2,533
-    "twitter": {"train": 0.703, "dev": 0.149, "test": 0.148},  # Twitter-2017 3,373/723/723
+    "mmnerd": {"train": 0.802, "validation": 0.099, "test": 0.099},  # MMNERD-en 19,968/2,463/2,533
+    "twitter": {"train": 0.703, "validation": 0.149, "test": 0.148},  # Twitter-2017 3,373/723/723
 }
-SPLITS = ("train", "dev", "test")
+SPLITS = ("train", "validation", "test")
 
 
 def _words(text: str, sep: str | None = None) -> list[str]:
@@ -389,7 +389,7 @@ def prune_near(maker: Maker, corpora: list[GenCorpus], t: float = 0.6) -> int:
 
 
 def make_corpus(maker: Maker, n_posts: int, layout: str) -> GenCorpus:
-    """``n_posts`` fresh posts over train/dev/test in the release's proportions; ~3% of
+    """``n_posts`` fresh posts over train/validation/test in the release's proportions; ~3% of
     the posts reuse the id of an earlier post of their split (as MMNERD ids do)."""
     r = maker.rng
     corpus = GenCorpus(layout)

@@ -9,7 +9,7 @@ text, image hashes and where they came from (file, line, IMGID).
 :func:`audit_leakage` groups posts by an exact key (the normalised text; the pHash value),
 links distinct keys that are near-duplicates (texts: Jaccard of word 2-shingles, verified
 exactly; images: pHash within ``threshold`` bits), and lists every leaking post: in a
-cross-split pair the post of the later split (train < dev < test) leaks; every post with a
+cross-split pair the post of the later split (train < validation < test) leaks; every post with a
 near-duplicate in REF leaks, whatever its split (REF counts as training data).
 :func:`write_clean` writes the corpus without the leaking posts, in its own format.
 """
@@ -33,17 +33,17 @@ from mmnerd.errors import ConfigError, InputError
 from mmnerd.records import ImageRef, Post
 
 IMGID_LAYOUTS: dict[str, dict[str, str]] = {
-    "twitter": {"train": "train.txt", "dev": "valid.txt", "test": "test.txt"},
+    "twitter": {"train": "train.txt", "validation": "valid.txt", "test": "test.txt"},
     "mmnerd": {
         "train": "train_conll_format.txt",
-        "dev": "valid_conll_format.txt",
+        "validation": "valid_conll_format.txt",
         "test": "test_conll_format.txt",
     },
 }
 """Split → file name of the two published IMGID layouts (Twitter-2015/2017, MMNERD)."""
 EXPORT_SPLITS: dict[str, tuple[str, ...]] = {
     "train": ("train",),
-    "dev": ("dev", "validation"),
+    "validation": ("validation", "dev"),
     "test": ("test",),
 }
 """Split → accepted Parquet stems of an mmnerd export (``validation`` is the newer name)."""
@@ -127,7 +127,8 @@ def imgid_files(folder: Path) -> tuple[str, dict[str, Path]]:
 
 
 def export_files(folder: Path) -> dict[str, Path]:
-    """``{split: path}`` of an mmnerd export (``dev`` or ``validation``); split = file stem."""
+    """``{split: path}`` of an mmnerd export (``validation``, or ``dev`` in a schema 1
+    export); split = file stem."""
     folder = Path(folder)
     out: dict[str, Path] = {}
     for stems in EXPORT_SPLITS.values():
@@ -187,7 +188,7 @@ def post_id(split: str, imgid: str, n: int) -> str:
 def posts_from_imgid(
     folder: Path, images: Path | None = None, kind: str = "phash"
 ) -> dict[str, list[Post]]:
-    """Posts per split (``train``, ``dev``, ``test``) of an IMGID corpus in either layout
+    """Posts per split (``train``, ``validation``, ``test``) of an IMGID corpus in either layout
     (:func:`imgid_files`), with ``extra`` = file, ``IMGID:`` line number and imgid; with
     ``images``, each post's picture (:func:`mmnerd.sources.conll.find_image`) is hashed.
     Posts whose picture is missing take part through their text only."""
@@ -252,7 +253,7 @@ def _hash_imgid_images(posts: list[Post], images: Path, kind: str) -> None:
 
 
 def posts_from_export(export_dir: Path) -> dict[str, list[Post]]:
-    """Posts per split (``train``, ``dev`` or ``validation``, ``test``) of an mmnerd export:
+    """Posts per split (``train``, ``validation`` or ``dev``, ``test``) of an mmnerd export:
     id, text and image hashes; ``extra`` = file and row number."""
     return load_export(export_dir).posts
 
@@ -482,7 +483,7 @@ def audit_leakage(
     drop_words: Sequence[str] = ("URL",),
     against: dict[str, list[Post]] | None = None,
 ) -> dict[str, Any]:
-    """Every leaking post of ``posts_by_split`` (splits in order: train < dev < test).
+    """Every leaking post of ``posts_by_split`` (splits in order: train < validation < test).
 
     Image near-duplicates: same sha256, or pHash within ``threshold`` bits; text: exact
     Jaccard of word 2-shingles of the normalised texts ``>= text_threshold``.  In a

@@ -264,7 +264,7 @@ def audit_leakage(
         ),
     ] = None,
 ) -> None:
-    """List every post that leaks: near-duplicates (image or text) across train/dev/test, or
+    """List every post that leaks: near-duplicates (image or text) across train/validation/test, or
     shared with REF (--against). Exit 0 clean, 1 leaks, 2 errors."""
     from rich.console import Console
     from rich.table import Table

@@ -63,7 +63,7 @@ AUDITED = {  # Twitter layout; "O_7" repeats inside train (the second is train:O
         ("17_06_4237", "Great goal by Lucas Moreau for the home team"),
         ("16_05_01_6", "New bakery opens on Rue Lepic this spring with croissants"),
     ],
-    "dev": [
+    "validation": [
         ("O_20", "Sunset sailing around the bay with my brother Tom"),
         ("O_21", "New Bakery opens on rue lepic this spring with croissants !"),  # train leak
     ],
@@ -81,7 +81,7 @@ REF = {  # MMNERD layout, with MMNERD-style odd ids
         ),
         ("istockphoto-1-612x612.jpg?s=612x612", "A quiet street in the old town"),
     ],
-    "dev": [
+    "validation": [
         ("O_900", "sunset sailing around the bay with my brother tom"),  # lowercased copy of O_20
     ],
     "test": [
@@ -131,7 +131,7 @@ def test_both_layouts_give_the_same_posts(tmp_path: Path) -> None:
     train = a.posts["train"]
     assert [p.id for p in train[:2]] == ["train:O_7", "train:O_7~2"]
     assert [p.extra["line"] for p in train] == [1, 12, 24, 35]
-    assert b.files["dev"].name == "valid_conll_format.txt"
+    assert b.files["validation"].name == "valid_conll_format.txt"
 
 
 def test_a_folder_without_either_layout_is_one_line(tmp_path: Path) -> None:
@@ -168,16 +168,16 @@ def test_cross_corpus_leaks_in_every_split_are_listed(tmp_path: Path) -> None:
     ref = {k: r for k, r in got.items() if k[2] == "ref"}
     assert {(r["id"], r["split"], r["matched_id"], r["matched_split"]) for r in ref.values()} == {
         ("train:O_7", "train", "train:00361613---Tapas...Marine-Tavern...1-L", "train"),
-        ("dev:O_20", "dev", "dev:O_900", "dev"),
+        ("validation:O_20", "validation", "validation:O_900", "validation"),
         ("test:O_31", "test", "test:Snow%2Fski,2020", "test"),
     }
     r = got[("test:O_31", "text", "ref")]
     assert r["score"] == pytest.approx(12 / 14, abs=1e-4) and r["distance"] is None
     assert (r["file"], r["line"], r["imgid"], r["matches"]) == ("test.txt", 12, "O_31", 1)
     assert (r["matched_file"], r["matched_line"]) == ("test_conll_format.txt", 1)
-    assert rep["text"]["ref"]["leaking_posts"] == {"train": 1, "dev": 1, "test": 1}
+    assert rep["text"]["ref"]["leaking_posts"] == {"train": 1, "validation": 1, "test": 1}
     assert rep["against"]["layout"] == "mmnerd" and rep["input"]["layout"] == "twitter"
-    assert rep["leaking_posts"] == {"train": 1, "dev": 2, "test": 2}
+    assert rep["leaking_posts"] == {"train": 1, "validation": 2, "test": 2}
     with open(out.with_suffix(".csv"), newline="") as f:
         rows = list(csv.DictReader(f))
     assert [(x["id"], x["kind"], x["against"]) for x in rows] == [
@@ -193,8 +193,8 @@ def test_within_corpus_the_later_split_leaks(tmp_path: Path) -> None:
     assert code == 1 and csv_out.exists()
     rep = report(out)
     got = leaks(rep)
-    assert set(got) == {("dev:O_21", "text", "splits"), ("test:O_32", "text", "splits")}
-    dev, test = got[("dev:O_21", "text", "splits")], got[("test:O_32", "text", "splits")]
+    assert set(got) == {("validation:O_21", "text", "splits"), ("test:O_32", "text", "splits")}
+    dev, test = got[("validation:O_21", "text", "splits")], got[("test:O_32", "text", "splits")]
     assert (dev["matched_id"], dev["matches"], dev["score"]) == ("train:16_05_01_6", 1, 1.0)
     # the test copy matches the train post and the dev copy; the closest earliest one is named
     assert (test["matched_id"], test["matched_split"], test["matches"]) == (
@@ -203,7 +203,7 @@ def test_within_corpus_the_later_split_leaks(tmp_path: Path) -> None:
         2,
     )
     assert rep["text"]["clusters"] == 1 and rep["text"]["cross_split_pairs"] == 3
-    assert rep["text"]["posts"] == {"train": 1, "dev": 1, "test": 1}
+    assert rep["text"]["posts"] == {"train": 1, "validation": 1, "test": 1}
     assert rep["against"] is None and rep["text"]["ref"] is None
 
 
@@ -261,7 +261,7 @@ def test_write_clean_imgid_keeps_every_other_post_byte_identical(tmp_path: Path)
     )
     assert code == 1 and "train: 3/4" in err
     removed = {r["id"] for r in report(tmp_path / "r.json")["leaks"]}
-    assert removed == {"train:O_7", "dev:O_20", "dev:O_21", "test:O_31", "test:O_32"}
+    assert removed == {"train:O_7", "validation:O_20", "validation:O_21", "test:O_31", "test:O_32"}
     for split, name in IMGID_LAYOUTS["twitter"].items():
         data, pre, blocks = imgid_blocks(root / name)
         clean = (out_dir / name).read_bytes()
@@ -316,7 +316,7 @@ def write_export(root: Path, splits: dict[str, list[Post]], dev_name: str = "dev
     (root / "images").mkdir(parents=True)
     files = []
     for split, posts in splits.items():
-        name = f"{dev_name if split == 'dev' else split}.parquet"
+        name = f"{dev_name if split == 'validation' else split}.parquet"
         rows = []
         for imgid, text in posts:
             tokens = text.split()
@@ -328,12 +328,12 @@ def write_export(root: Path, splits: dict[str, list[Post]], dev_name: str = "dev
                     "lang": "en",
                     "text": text,
                     "tokens": tokens,
-                    "ner_tags": ["O"] * len(tokens),
-                    "ner_tag_ids": [0] * len(tokens),
+                    "ner_tags": [0] * len(tokens),
+                    "ner_tags_str": ["O"] * len(tokens),
                     "spans": [],
                     "image": {"bytes": None, "path": rel},
-                    "image_sha256": "",
-                    "image_phash": "",
+                    "image_sha256": None,
+                    "image_phash": None,
                     "split": split,
                     "synthetic": True,
                 }
@@ -393,7 +393,7 @@ AUDITED_EXPORT = {
         ("a1", "Morning run along the canal with Jonas"),
         ("a2", "A quiet street in the old town"),  # in REF train
     ],
-    "dev": [
+    "validation": [
         ("b1", "Lunch with Anna Weber at the harbour market today !"),  # in REF train
         ("b2", "Two new pandas arrive at the city zoo"),
     ],
@@ -408,7 +408,7 @@ def test_export_without_splits_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "e").mkdir()
     (tmp_path / "e" / "train.parquet").write_bytes(b"")
     code, _, err = run("--export", tmp_path / "e", "--out", tmp_path / "r.json")
-    assert code == 2 and "dev.parquet or validation.parquet missing" in err
+    assert code == 2 and "validation.parquet or dev.parquet missing" in err
 
 
 def test_path_like_imgid_is_refused(tmp_path: Path) -> None:
