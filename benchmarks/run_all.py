@@ -69,6 +69,14 @@ SCRIPTS: dict[str, tuple[str, dict[str, list[str]]]] = {
             "full": ["--posts", "100000", "--second-posts", "20000"],
         },
     ),
+    "import_corpus": (
+        "import_corpus.py",
+        {
+            "quick": ["--posts", "3000", "--second-posts", "600"],
+            "default": [],
+            "full": ["--epochs", "3"],
+        },
+    ),
     "export": (
         "export.py",
         {"quick": ["--sizes", "2000"], "default": ["--sizes", "10000"], "full": []},
