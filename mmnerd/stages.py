@@ -16,18 +16,47 @@ from pathlib import Path
 from mmnerd.config import PipelineConfig
 from mmnerd.pipeline import Runner, StageStats, iter_stage
 
-ALL_STAGE_NAMES = (
-    "collect",
-    "language",
-    "normalize",
-    "tokenize",
-    "fetch",
-    "dedup",
-    "push",
-    "pull",
-    "gold",
-    "split",
-)
+STAGE_CLASSES: dict[str, str] = {
+    "collect": "mmnerd.sources.collect:CollectStage",
+    "language": "mmnerd.text.stages:LanguageStage",
+    "normalize": "mmnerd.text.stages:NormalizeStage",
+    "tokenize": "mmnerd.text.stages:TokenizeStage",
+    "fetch": "mmnerd.images.fetch:FetchStage",
+    "dedup": "mmnerd.dedup.stage:DedupStage",
+    "push": "mmnerd.labelstudio.push:PushStage",
+    "pull": "mmnerd.labelstudio.pull:PullStage",
+    "gold": "mmnerd.sources.gold:GoldStage",
+    "split": "mmnerd.export.splits:SplitStage",
+}
+"""Every stage by name ("module:Class"), in pipeline order."""
+ALL_STAGE_NAMES = tuple(STAGE_CLASSES)
+
+
+def run_one(config: PipelineConfig, name: str, force: bool = False) -> StageStats:
+    """Run the stage ``name`` alone (its input stage must have finished); returns its stats.
+    Starts what the stage needs: the source's server for collect and fetch, Label Studio
+    for push and pull."""
+    import importlib
+
+    from mmnerd.errors import ConfigError
+
+    if name not in STAGE_CLASSES:
+        raise ConfigError(f"unknown stage {name!r}; stages: {', '.join(STAGE_CLASSES)}")
+    module, _, cls_name = STAGE_CLASSES[name].partition(":")
+    cls = getattr(importlib.import_module(module), cls_name)
+    if name in ("push", "pull"):
+        from mmnerd.labelstudio import server
+
+        server.up(config)
+    if name in ("collect", "fetch"):
+        from mmnerd.sources import get_source
+
+        source = get_source(config)
+        stage = cls(source) if name == "collect" else cls()
+        with source.serving():
+            return Runner(config).run_stage(stage, force=force or name == "pull")
+    stage = cls(config) if name == "split" else cls()
+    return Runner(config).run_stage(stage, force=force or name == "pull")
 
 
 def run_collect(config: PipelineConfig, force: bool = False) -> list[StageStats]:
