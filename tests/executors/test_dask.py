@@ -14,7 +14,7 @@ import pytest
 
 from mmnerd.config import PipelineConfig
 from mmnerd.io import read_posts
-from mmnerd.pipeline import MARKER, Runner, Stage, seed_stage, shard_ids, stage_dir
+from mmnerd.pipeline import MARKER, Runner, Stage, StageStats, seed_stage, shard_ids, stage_dir
 from mmnerd.records import ImageRef, Post
 from mmnerd.text.stages import LanguageStage, NormalizeStage, TokenizeStage
 
@@ -224,9 +224,13 @@ def test_fetch_and_dedup_on_dask_equal_local(tmp_path, httpserver):
         for p in (dask.root / "images").rglob("*")
         if p.is_file()
     }
-    assert [s.to_dict() | {"seconds": 0} for s in stats_local] == [
-        s.to_dict() | {"seconds": 0} for s in stats_dask
-    ]
+
+    def comparable(s: StageStats) -> dict:
+        # how many images a shard found already stored depends on which shards ran at once
+        s.flagged.pop("image_reused", None)
+        return s.to_dict() | {"seconds": 0}
+
+    assert [comparable(s) for s in stats_local] == [comparable(s) for s in stats_dask]
     assert stats_dask[0].dropped == {"image:http_404": 1}
     assert stats_dask[1].flagged["duplicate_image"] > 0
 
