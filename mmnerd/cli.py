@@ -252,6 +252,15 @@ def audit_leakage(
     raise typer.Exit(0 if report["ok"] else 1)
 
 
+def _tighten_secrets(cfg: Any) -> None:
+    """Re-tighten existing secret folders and files (corpus key, Label Studio data dir)."""
+    from mmnerd.labelstudio import server
+    from mmnerd.privacy import tighten
+
+    tighten(cfg.root)
+    server.secure(cfg)
+
+
 @app.command()
 @friendly_errors
 def status(pipeline: PipelineOpt = DEFAULT_PIPELINE, set_: SetOpt = None) -> None:
@@ -260,6 +269,7 @@ def status(pipeline: PipelineOpt = DEFAULT_PIPELINE, set_: SetOpt = None) -> Non
     from mmnerd.stages import ALL_STAGE_NAMES
 
     cfg = _config(pipeline, set_)
+    _tighten_secrets(cfg)
     stats = [s for name in ALL_STAGE_NAMES if (s := stage_stats(cfg, name))]
     _summary(stats, f"status: {cfg.name} ({cfg.root})")
 
