@@ -166,7 +166,10 @@ def _field_names(cls: type) -> frozenset[str]:
 
 
 def hash_author(author: str, salt: str = "mmnerd") -> str:
-    """A stable, non-reversible author id (sha256 of salt + author, 16 hex digits)."""
+    """Deprecated: sha256 of a constant salt + author (16 hex digits) -- anyone holding an
+    account name can recompute it, so it is *not* a private pseudonym.  Use the keyed
+    :class:`mmnerd.privacy.Pseudonymizer` (``Source.pseudonym``); kept only until the
+    Mastodon and Bluesky sources are moved over."""
     if not author:
         return ""
     return hashlib.sha256(f"{salt}:{author}".encode()).hexdigest()[:16]

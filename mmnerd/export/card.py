@@ -175,6 +175,12 @@ def write_card(
     )
     md.append("## Collection, deduplication and exclusions\n")
     md.append(f"- sources: {dict(sources)}")
+    md.append(
+        "- authors and annotators (`author_hash`, annotation `annotator`): keyed pseudonyms, "
+        "HMAC-SHA256 with a random key of this corpus that is kept private and not published "
+        "(16 hex digits): one account has one pseudonym within this corpus and another in any "
+        "other corpus, and without the key nobody can test whether an account wrote a post"
+    )
     if dates:
         md.append(f"- posts dated {dates[0]} to {dates[1]}")
     if dedup_figures:

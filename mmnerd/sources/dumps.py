@@ -6,9 +6,9 @@
 
 ``text`` is required, the others optional ("" = the dump has no such column).
 In JSONL a column may be a dotted path into nested objects (``user.screen_name``).
-``author`` is hashed, never stored; ``created_at`` may be ISO 8601 or epoch
-seconds and is stored as UTC ISO.  A malformed file gets an :class:`InputError`
-naming the file and the line (for Parquet: the row).
+``author`` is pseudonymised with the corpus key (:mod:`mmnerd.privacy`), never stored;
+``created_at`` may be ISO 8601 or epoch seconds and is stored as UTC ISO.  A malformed
+file gets an :class:`InputError` naming the file and the line (for Parquet: the row).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from mmnerd.errors import ConfigError, InputError
-from mmnerd.records import ImageRef, Post, hash_author
+from mmnerd.records import ImageRef, Post
 from mmnerd.sources import Source, SourceOptions
 from mmnerd.sources.mastodon import utc_iso
 
@@ -40,7 +40,7 @@ class Columns(BaseModel):
     image_url: str = Field("image_url", description="http(s) image URL column")
     image_alt: str = Field("", description="image alt-text column")
     created_at: str = Field("created_at", description="ISO 8601 or epoch seconds")
-    author: str = Field("author", description="author column (hashed, never stored)")
+    author: str = Field("author", description="author column (keyed pseudonym, never stored)")
     url: str = Field("url", description="post URL column")
     licence: str = Field("licence", description="per-post licence column")
 
@@ -159,7 +159,7 @@ class DumpSource(Source):
                     source_id=sid,
                     text=_str(text),
                     url=_str(_get(row, cols.url)),
-                    author_hash=hash_author(_str(_get(row, cols.author))),
+                    author_hash=self.pseudonym(_str(_get(row, cols.author))),
                     created_at=created,
                     licence=_str(_get(row, cols.licence)) or o.licence,
                     lang_hint=_str(_get(row, cols.lang)).split("-")[0].lower(),
