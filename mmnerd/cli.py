@@ -51,8 +51,15 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except MmnerdError as e:
-            print(f"mmnerd: error: {e}", file=sys.stderr)
+            line = str(e).replace("\r", "\\r").replace("\n", "\\n")  # one line, always
+            print(f"mmnerd: error: {line}", file=sys.stderr)
             raise typer.Exit(e.exit_code) from None
+        except OSError as e:  # a folder in the way, permissions, a full disk: one line too
+            where = f"{e.filename}: " if e.filename else ""
+            print(
+                f"mmnerd: error: {where}{' '.join(str(e.strerror or e).split())}", file=sys.stderr
+            )
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             print("mmnerd: interrupted; rerun the same command to resume", file=sys.stderr)
             raise typer.Exit(130) from None

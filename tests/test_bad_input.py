@@ -282,3 +282,47 @@ def test_control_characters_move_gold_spans():
     # ZWJ emoji sequences and variation selectors are not controls
     family = "👨\u200d👩\u200d👧 ❤\ufe0f"
     assert normalize(family, [])[0] == family
+
+
+# --- issue 20.6: inputs that gave a traceback ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--set", "data_dir=/etc/passwd"], "field 'data_dir': Value error, '/etc/passwd' is not"),
+        (["--set", "data_dir=/etc/passwd/sub"], "field 'data_dir'"),
+        (["--set", "labelstudio.data_dir=/etc/passwd"], "field 'labelstudio.data_dir'"),
+        (["--set", "source.kind.x=1"], "field 'source.kind'"),
+        (["--set", "source.kind=jsonl", "--set", "source.kind.x=1"], "'source.kind' is a value"),
+        (["--set", "source..x=1"], "an empty name"),
+        (["--set", "a\nb=1"], "field 'a\\nb'"),
+    ],
+)
+def test_set_forms_that_crashed_are_one_line(tmp_path, args, expected):
+    err = one_line_error(mmnerd("collect", "-p", str(pipeline(tmp_path, "")), *args))
+    assert expected in err, err
+
+
+def test_pipeline_path_that_is_a_folder_is_one_line(tmp_path):
+    assert "cannot read the pipeline file" in one_line_error(mmnerd("dedup", "-p", str(tmp_path)))
+
+
+@pytest.mark.parametrize(
+    ("content", "extra", "expected"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000 + b"\n", "", "dump.jsonl:1: JSON nested too deeply"),
+        (
+            b'{"id": 1, "text": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n",
+            "",
+            "dump.jsonl:1: JSON nested too deeply",
+        ),
+        (b'{"id": ' + b"9" * 5000 + b', "text": "hello"}\n', "", "dump.jsonl:1: not valid JSON"),
+        (b'{"id": [1], "text": "hello"}\n', "", "dump.jsonl:1: column 'id' holds a list"),
+        (b'{"id": 1, "text": "hello"}\n', "encoding = 'bogus'\n", "field 'source.encoding'"),
+        (b'{"id": 1, "text": "hello"}\n', "encoding = 'rot13'\n", "not a text encoding"),
+    ],
+)
+def test_dumps_that_crashed_are_one_line(tmp_path, content, extra, expected):
+    err = one_line_error(mmnerd("collect", "-p", str(jsonl_pipeline(tmp_path, content, extra))))
+    assert expected in err, err

@@ -13,6 +13,7 @@ file gets an :class:`InputError` naming the file and the line (for Parquet: the 
 
 from __future__ import annotations
 
+import codecs
 import csv
 import glob
 import json
@@ -22,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mmnerd.errors import ConfigError, InputError
 from mmnerd.records import ImageRef, Post
@@ -56,6 +57,17 @@ class DumpOptions(SourceOptions):
     delimiter: str = Field(",", min_length=1, max_length=1, description="CSV field delimiter")
     encoding: str = Field("utf-8", description="text encoding of JSONL / CSV files")
 
+    @field_validator("encoding")
+    @classmethod
+    def _known_text_encoding(cls, v: str) -> str:
+        try:
+            info = codecs.lookup(v)
+        except LookupError:
+            raise ValueError(f"unknown encoding {v[:40]!r} (e.g. utf-8, latin-1, cp1252)") from None
+        if not getattr(info, "_is_text_encoding", True):
+            raise ValueError(f"{v[:40]!r} is not a text encoding")
+        return v
+
 
 def _get(row: dict[str, Any], column: str) -> Any:
     """``row[column]``, following dots into nested objects; None if absent."""
@@ -80,6 +92,8 @@ def _str(value: Any) -> str:
 def _timestamp(value: Any) -> str:
     if value is None or value == "":
         return ""
+    if isinstance(value, bool):  # an int to Python: `true` would become 1970-01-01
+        raise ValueError("a boolean is not a timestamp")
     if isinstance(value, datetime):
         return utc_iso(value.isoformat())
     if isinstance(value, int | float) or (isinstance(value, str) and value.isdigit()):
@@ -92,8 +106,6 @@ def _timestamp(value: Any) -> str:
 
 def _undecodable(path: Path, encoding: str, e: UnicodeDecodeError) -> InputError:
     """An :class:`InputError` naming the first line of ``path`` that is not ``encoding``."""
-    import codecs
-
     decoder = codecs.getincrementaldecoder(encoding)()
     with open(path, "rb") as f:
         for line, raw in enumerate(f, 1):
@@ -142,6 +154,10 @@ class DumpSource(Source):
                 text = _get(row, cols.text)
                 if text is not None and not isinstance(text, str):
                     raise InputError(f"{where}: column {cols.text!r} is not text")
+                for col in (cols.id, cols.url, cols.author, cols.licence, cols.lang,
+                            cols.image_url, cols.image_alt, cols.created_at):  # fmt: skip
+                    if isinstance(_get(row, col), dict | list):
+                        raise InputError(f"{where}: column {col!r} holds a list or an object")
                 sid = _str(_get(row, cols.id)) if cols.id else f"{path.name}:{line}"
                 if not sid:
                     raise InputError(f"{where}: empty id in column {cols.id!r}")
@@ -184,8 +200,11 @@ class JsonlSource(DumpSource):
                         continue
                     try:
                         row = json.loads(raw)
-                    except ValueError as e:
-                        raise InputError(f"{path}:{line}: not valid JSON ({e.msg})") from None
+                    except ValueError as e:  # JSONDecodeError, or an int over 4300 digits
+                        why = getattr(e, "msg", None) or str(e).split(":")[0]
+                        raise InputError(f"{path}:{line}: not valid JSON ({why})") from None
+                    except RecursionError:
+                        raise InputError(f"{path}:{line}: JSON nested too deeply") from None
                     if not isinstance(row, dict):
                         raise InputError(f"{path}:{line}: expected a JSON object per line")
                     yield line, row
