@@ -44,6 +44,28 @@ Folder = Annotated[str, AfterValidator(_folder)]
 """A ``str`` field naming a folder the pipeline writes into."""
 
 
+def split_allow_entry(entry: str) -> tuple[str, int]:
+    """``"host"`` -> (host, 0: any port); ``"host:port"`` / ``"[v6]:port"`` -> (host, port).
+    A bare IPv6 address (several colons, no brackets) means any port."""
+    e = entry.strip()
+    port = ""
+    if e.startswith("["):
+        host, _, rest = e[1:].partition("]")
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"{entry!r}: expected [address]:port")
+            port = rest[1:]
+    elif e.count(":") == 1:
+        host, port = e.split(":")
+    else:
+        host = e
+    if not host.strip():
+        raise ValueError(f"{entry!r}: no host")
+    if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+        raise ValueError(f"{entry!r}: port must be 1-65535")
+    return host.strip(), int(port or 0)
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -112,8 +134,17 @@ class ImagesConfig(_Section):
     workers: int = Field(8, ge=1, le=256, description="concurrent downloads")
     allow_hosts: list[str] = Field(
         default_factory=list,
-        description="hosts/IPs allowed even though they are loopback or private (SSRF guard)",
+        description="hosts/IPs allowed even though they are loopback or private (SSRF guard); "
+        '"host:port" or "[v6]:port" allows that port only, a bare host every port',
     )
+
+    @field_validator("allow_hosts")
+    @classmethod
+    def _allow_entries(cls, v: list[str]) -> list[str]:
+        for entry in v:
+            split_allow_entry(entry)
+        return v
+
     user_agent: str = Field(
         "mmnerd/0.1 (+https://github.com/mmnerd/mmnerd; research dataset builder)",
         description="User-Agent sent with every request",
