@@ -326,3 +326,29 @@ def test_pipeline_path_that_is_a_folder_is_one_line(tmp_path):
 def test_dumps_that_crashed_are_one_line(tmp_path, content, extra, expected):
     err = one_line_error(mmnerd("collect", "-p", str(jsonl_pipeline(tmp_path, content, extra))))
     assert expected in err, err
+
+
+def test_collect_force_with_a_bad_line_keeps_the_previous_output(tmp_path):
+    """Issue 20.7: `collect --force` deleted the stage before reading the input, so a bad
+    line left it empty; now the previous output stays until the new one is complete."""
+    from mmnerd.config import load_config
+
+    good = b'{"id": 1, "text": "Great day in Paris with friends, lovely weather today"}\n'
+    p = jsonl_pipeline(tmp_path, good)
+    out = mmnerd("collect", "-p", str(p))
+    assert out.returncode == 0, out.stderr
+    cfg = load_config(p)
+    before = {s: [q.id for q in iter_stage(cfg, s)] for s in ("collect", "tokenize")}
+    assert before["collect"] == ["jsonl:1"]
+    (tmp_path / "dump.jsonl").write_bytes(good + b'{"id": 2, "text": \n')
+    assert "dump.jsonl:2: not valid JSON" in one_line_error(
+        mmnerd("collect", "-p", str(p), "--force")
+    )
+    assert {s: [q.id for q in iter_stage(cfg, s)] for s in before} == before
+    assert stage_stats(cfg, "collect") is not None
+
+
+def test_created_at_true_is_a_bad_timestamp_not_1970(tmp_path):
+    content = b'{"id": 1, "text": "hello there", "created_at": true}\n'
+    err = one_line_error(mmnerd("collect", "-p", str(jsonl_pipeline(tmp_path, content))))
+    assert "dump.jsonl:1: bad timestamp in 'created_at'" in err
