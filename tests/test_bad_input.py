@@ -6,8 +6,8 @@ does not stop the run: each post is dropped with a reason or cleaned and flagged
 Decisions proved here (see docs/reliability.md):
 
 * posts longer than ``normalize.max_chars`` (default 10,000 code points) are dropped as
-  ``too_long``; with ``max_chars = 0`` a 100 KB post is kept and tokenised (well under a
-  second here);
+  ``too_long`` (by the language stage, before identification); with ``max_chars = 0`` a
+  100 KB post is kept and tokenised (well under a second here);
 * invalid UTF-8 in a dump or an IMGID file stops the import with the file and line;
 * C0/C1 controls (except TAB/LF), bidi controls and U+FEFF are removed by the normalize
   stage, gold spans move with the text, the post is flagged ``control_chars``;
@@ -177,6 +177,7 @@ CONTENT = {
     "blank": "  \n\t ",
     "only_controls": "\x00\x07\u202e\u2066",
     "long": LONG,
+    "huge": "Great day in Paris with friends " * 32_000,  # 1 M chars: langid scores it 0.19
     "controls": "Great\x00 day in\x1b Pa\u200eris with\x85 the team,\x7f lovely weather today",
     "bidi": "\u202eGreat day in London with the team, lovely weather today\u202c",
     "crlf": "Great day in Berlin\rwith the team,\r\nlovely weather today",
@@ -218,10 +219,14 @@ def test_empty_posts_are_dropped_with_a_reason(awkward):
 
 
 def test_100kb_post_is_dropped_as_too_long(awkward):
+    """Checked before language identification (issue 20.7: a 1 M-character post was dropped
+    as ``lang_low_confidence``, the detector's score on it, not as ``too_long``)."""
     assert len(LONG) > 100_000
-    assert _reasons(awkward, "normalize")["long"] == f"too_long: {len(LONG)} chars > 10000"
-    st = stage_stats(awkward, "normalize")
-    assert st is not None and st.dropped["too_long"] == 1
+    reasons = _reasons(awkward, "language")
+    assert reasons["long"] == f"too_long: {len(LONG)} chars > 10000"
+    assert reasons["huge"] == f"too_long: {len(CONTENT['huge'])} chars > 10000"
+    st = stage_stats(awkward, "language")
+    assert st is not None and st.dropped["too_long"] == 2
 
 
 def test_100kb_post_is_tokenised_quickly_without_a_limit():

@@ -18,8 +18,10 @@ from mmnerd.text.tokenize import tokenize
 class LanguageStage(Stage):
     """Detect each post's language; keep target languages above the confidence threshold.
 
-    Drop reasons: ``empty_text``, ``lang:<code>`` (not a target), ``lang_low_confidence``,
-    ``lang_quota:<code>`` (``[language] quotas``: the language already has its share).
+    Drop reasons: ``empty_text``, ``too_long`` (checked first, as normalize would: a
+    huge post is not worth identifying, and its low score must not hide the real reason),
+    ``lang:<code>`` (not a target), ``lang_low_confidence``, ``lang_quota:<code>``
+    (``[language] quotas``: the language already has its share).
 
     Quotas count kept posts in input order: this shard's own plus those kept by the
     finished shards before it.  Exact and deterministic with the local executor (shards
@@ -29,16 +31,22 @@ class LanguageStage(Stage):
 
     name = "language"
     input = "collect"
-    config_sections = ("language",)
+    config_sections = ("language", "normalize")
 
     def run(self, records: Iterable[Post], ctx: StageContext) -> Iterator[Post]:
         cfg = ctx.config.language
+        ncfg = ctx.config.normalize
         candidates = tuple(cfg.candidates)
         kept = _kept_before(ctx.config, ctx.shard) if cfg.quotas else Counter()
         for post in records:
             if not post.text.strip():
                 yield post.drop("empty_text")
                 continue
+            if ncfg.max_chars and len(post.text) > ncfg.max_chars:  # only then measure
+                text, _ = normalize(post.text, [], ncfg.url_placeholder, ncfg.mention_placeholder)
+                if len(text) > ncfg.max_chars:
+                    yield post.drop(f"too_long: {len(text)} chars > {ncfg.max_chars}")
+                    continue
             post.lang, post.lang_score = detect(post.text, candidates)
             if not post.lang:
                 yield post.drop("no_language_evidence")
