@@ -357,3 +357,19 @@ def test_created_at_true_is_a_bad_timestamp_not_1970(tmp_path):
     content = b'{"id": 1, "text": "hello there", "created_at": true}\n'
     err = one_line_error(mmnerd("collect", "-p", str(jsonl_pipeline(tmp_path, content))))
     assert "dump.jsonl:1: bad timestamp in 'created_at'" in err
+
+
+def test_csv_field_over_131072_chars_drops_that_post_only(tmp_path):
+    """Issue 20.7: csv's field size limit stopped the whole import; JSONL dropped just the
+    post.  Now both read it and drop it as ``too_long``."""
+    from mmnerd.config import load_config
+
+    f = tmp_path / "dump.csv"
+    huge = "Great day in Paris with friends " * 5000  # 160,000 chars
+    f.write_text(f'id,text\n1,"{huge}"\n2,Great day in Paris with friends today\n')
+    p = pipeline(tmp_path, f"[source]\nkind = 'csv'\npath = '{f}'\n")
+    out = mmnerd("collect", "-p", str(p))
+    assert out.returncode == 0, out.stderr[-2000:]
+    cfg = load_config(p)
+    assert _reasons(cfg, "language") == {"1": f"too_long: {len(huge)} chars > 10000"}
+    assert [q.source_id for q in iter_stage(cfg, "tokenize")] == ["2"]

@@ -218,6 +218,9 @@ class CsvSource(DumpSource):
     kind: ClassVar[str] = "csv"
 
     def rows(self, path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+        # a field over csv's default 131,072 characters would stop the whole import; read
+        # it, so that post alone is dropped (too_long), as it is from JSONL
+        csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
         with open(path, encoding=self.options.encoding, newline="") as f:
             reader = csv.reader(f, delimiter=self.options.delimiter, strict=True)
             try:
