@@ -373,3 +373,9 @@ def test_csv_field_over_131072_chars_drops_that_post_only(tmp_path):
     cfg = load_config(p)
     assert _reasons(cfg, "language") == {"1": f"too_long: {len(huge)} chars > 10000"}
     assert [q.source_id for q in iter_stage(cfg, "tokenize")] == ["2"]
+
+
+def test_simulate_before_push_is_one_line(tmp_path):
+    """Issue 20.7: it exited 0 with "written: 0" (and started a server for nothing)."""
+    err = one_line_error(mmnerd("annotate", "simulate", "-p", str(pipeline(tmp_path, ""))))
+    assert "run `mmnerd annotate push` first" in err
