@@ -51,8 +51,15 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except MmnerdError as e:
-            print(f"mmnerd: error: {e}", file=sys.stderr)
+            line = str(e).replace("\r", "\\r").replace("\n", "\\n")  # one line, always
+            print(f"mmnerd: error: {line}", file=sys.stderr)
             raise typer.Exit(e.exit_code) from None
+        except OSError as e:  # a folder in the way, permissions, a full disk: one line too
+            where = f"{e.filename}: " if e.filename else ""
+            print(
+                f"mmnerd: error: {where}{' '.join(str(e.strerror or e).split())}", file=sys.stderr
+            )
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             print("mmnerd: interrupted; rerun the same command to resume", file=sys.stderr)
             raise typer.Exit(130) from None
@@ -305,6 +312,15 @@ def audit_leakage(
     raise typer.Exit(0 if report["ok"] else 1)
 
 
+def _tighten_secrets(cfg: Any) -> None:
+    """Re-tighten existing secret folders and files (corpus key, Label Studio data dir)."""
+    from mmnerd.labelstudio import server
+    from mmnerd.privacy import tighten
+
+    tighten(cfg.root)
+    server.secure(cfg)
+
+
 @app.command()
 @friendly_errors
 def clean(
@@ -353,6 +369,7 @@ def status(pipeline: PipelineOpt = DEFAULT_PIPELINE, set_: SetOpt = None) -> Non
     from mmnerd.stages import ALL_STAGE_NAMES
 
     cfg = _config(pipeline, set_)
+    _tighten_secrets(cfg)
     stats = [s for name in ALL_STAGE_NAMES if (s := stage_stats(cfg, name))]
     _summary(stats, f"status: {cfg.name} ({cfg.root})")
 

@@ -10,11 +10,60 @@ from __future__ import annotations
 import json
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from mmnerd.errors import ConfigError
+
+
+def _folder(value: str) -> str:
+    """A folder path, which may not exist yet; refused when it is, or lies under, a file."""
+    if value:
+        for q in (Path(value), *Path(value).parents):
+            try:
+                if not q.exists():
+                    continue
+                if not q.is_dir():
+                    raise ValueError(f"{value!r} is not a folder ({q} is a file)")
+            except OSError:
+                pass
+            break
+    return value
+
+
+Folder = Annotated[str, AfterValidator(_folder)]
+"""A ``str`` field naming a folder the pipeline writes into."""
+
+
+def split_allow_entry(entry: str) -> tuple[str, int]:
+    """``"host"`` -> (host, 0: any port); ``"host:port"`` / ``"[v6]:port"`` -> (host, port).
+    A bare IPv6 address (several colons, no brackets) means any port."""
+    e = entry.strip()
+    port = ""
+    if e.startswith("["):
+        host, _, rest = e[1:].partition("]")
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"{entry!r}: expected [address]:port")
+            port = rest[1:]
+    elif e.count(":") == 1:
+        host, port = e.split(":")
+    else:
+        host = e
+    if not host.strip():
+        raise ValueError(f"{entry!r}: no host")
+    if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+        raise ValueError(f"{entry!r}: port must be 1-65535")
+    return host.strip(), int(port or 0)
 
 
 class _Section(BaseModel):
@@ -97,8 +146,17 @@ class ImagesConfig(_Section):
     workers: int = Field(8, ge=1, le=256, description="concurrent downloads")
     allow_hosts: list[str] = Field(
         default_factory=list,
-        description="hosts/IPs allowed even though they are loopback or private (SSRF guard)",
+        description="hosts/IPs allowed even though they are loopback or private (SSRF guard); "
+        '"host:port" or "[v6]:port" allows that port only, a bare host every port',
     )
+
+    @field_validator("allow_hosts")
+    @classmethod
+    def _allow_entries(cls, v: list[str]) -> list[str]:
+        for entry in v:
+            split_allow_entry(entry)
+        return v
+
     user_agent: str = Field(
         "mmnerd/0.1 (+https://github.com/mmnerd/mmnerd; research dataset builder)",
         description="User-Agent sent with every request",
@@ -161,7 +219,7 @@ class DedupConfig(_Section):
 class LabelStudioConfig(_Section):
     host: str = Field("127.0.0.1", description="bind address; 0.0.0.0 needs --public")
     port: int = Field(8080, ge=1, le=65535)
-    data_dir: str = Field("data/labelstudio", description="Label Studio's own data folder")
+    data_dir: Folder = Field("data/labelstudio", description="Label Studio's own data folder")
     venv: str = Field(".venv-ls", description="virtual env holding the label-studio server")
     project_title: str = Field("mmnerd sample (synthetic)", description="project to create/reuse")
     label_config: str = Field("annotation/label_config.xml")
@@ -172,7 +230,7 @@ class LabelStudioConfig(_Section):
     overlap_share: float = Field(0.2, ge=0.0, le=1.0, description="share of tasks labelled twice+")
     overlap_k: int = Field(2, ge=1, le=10, description="annotators per overlapping task")
     admin_email: str = Field("admin@mmnerd.local")
-    document_root: str = Field(
+    document_root: Folder = Field(
         "data",
         description="folder Label Studio serves local files from (LOCAL_FILES_DOCUMENT_ROOT);"
         " must contain <data_dir>/images",
@@ -224,7 +282,7 @@ class ExportConfig(_Section):
     )
     seed: int = 13
     embed_images: bool = Field(True, description="embed image bytes (else relative paths)")
-    out_dir: str = Field("", description='default: "<data_dir>/export"')
+    out_dir: Folder = Field("", description='default: "<data_dir>/export"')
     row_group_size: int = Field(1000, ge=10, description="rows per Parquet row group")
     conll_misc_label: Literal["MISC", "OTHER"] = Field(
         "MISC", description='MISC tag name in the IMGID/CoNLL files ("OTHER" for Twitter-2015)'
@@ -260,7 +318,7 @@ class BenchmarkConfig(_Section):
     )
     epochs: int = Field(8, ge=1)
     seeds: list[int] = Field(default_factory=lambda: [1])
-    report_dir: str = Field("reports")
+    report_dir: Folder = Field("reports")
 
 
 class ExecutorConfig(_Section):
@@ -274,7 +332,9 @@ class ExecutorConfig(_Section):
 
 class PipelineConfig(_Section):
     name: str = Field("sample", description="pipeline name (used in paths and titles)")
-    data_dir: str = Field("", description='everything this pipeline writes; default "data/<name>"')
+    data_dir: Folder = Field(
+        "", description='everything this pipeline writes; default "data/<name>"'
+    )
     shard_size: int = Field(1000, ge=1, description="records per shard")
     drop_warning: float = Field(
         0.5,
@@ -310,16 +370,21 @@ class PipelineConfig(_Section):
 
 def _apply_override(data: dict[str, Any], dotted: str) -> None:
     if "=" not in dotted:
-        raise ConfigError(f"--set {dotted!r}: expected section.field=value")
+        raise ConfigError(f"--set {dotted[:80]!r}: expected section.field=value")
     key, raw = dotted.split("=", 1)
     try:
         value: Any = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (ValueError, RecursionError):  # TOMLDecodeError, or an int over 4300 digits
         value = raw  # bare strings need no quotes on the command line
     node = data
-    *parents, leaf = key.strip().split(".")
-    for p in parents:
+    *parents, leaf = parts = [p.strip() for p in key.split(".")]
+    if not all(parts):
+        raise ConfigError(f"--set {key[:80]!r}: expected section.field=value (an empty name)")
+    for i, p in enumerate(parents):
         node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            where = ".".join(parents[: i + 1])
+            raise ConfigError(f"--set {key[:80]!r}: {where!r} is a value, not a section")
     node[leaf] = value
 
 
@@ -330,14 +395,25 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Pipelin
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such pipeline file") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 (byte {e.start}); save it as UTF-8") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the pipeline file ({e.strerror})") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except ValueError as e:  # e.g. an integer of more than 4300 digits
+        raise ConfigError(f"{path}: not valid TOML: {str(e).split(':')[0]}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML: nested too deeply") from None
     for o in overrides or []:
         _apply_override(data, o)
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        where = ".".join(str(p) for p in err["loc"])[:120] or "(top level)"
         more = f" (+{len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
-        raise ConfigError(f"{path}: field '{where}': {err['msg']}{more}") from None
+        msg = " ".join(err["msg"].split())[:300]  # one line, even for a multi-line value
+        raise ConfigError(f"{path}: field '{where}': {msg}{more}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: a value is nested too deeply") from None

@@ -284,7 +284,13 @@ class Runner:
         return results
 
     def run_stage(self, stage: Stage, force: bool = False) -> StageStats:
+        """Run ``stage`` unless done.  A finished output that must be redone (``force``, or
+        a changed config or input) is moved aside, not deleted, and removed only once the
+        new output is complete: a run that fails (a bad input line, say) puts it back."""
         folder = stage_dir(self.config, stage.name)
+        aside = folder.with_name(f".{stage.name}.old")
+        if aside.exists() and not folder.exists():
+            aside.rename(folder)  # killed right after moving the old output aside
         if not force and is_done(self.config, stage):
             stats = stage_stats(self.config, stage.name) or StageStats(stage.name)
             stats.skipped = True
@@ -295,10 +301,24 @@ class Runner:
                 f"(run the earlier make target)"
             )
         marker = read_json(folder / MARKER)
-        if force or marker:  # config or input changed (else we would have skipped): start over
+        if marker:  # config or input changed, or forced: start over, keeping the old aside
+            shutil.rmtree(aside, ignore_errors=True)
+            folder.rename(aside)
+        elif force:  # a crashed run's partial output (the last finished one may be aside)
             shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(folder)
+        try:
+            stats = self._run(stage, folder)
+        except BaseException:
+            if aside.exists():  # the new output is incomplete: the old one stays current
+                shutil.rmtree(folder, ignore_errors=True)
+                aside.rename(folder)
+            raise
+        shutil.rmtree(aside, ignore_errors=True)
+        return stats
+
+    def _run(self, stage: Stage, folder: Path) -> StageStats:
         stage.prepare(self.config)
         t0 = time.perf_counter()
         if stage.scope == "global" or stage.input is None:

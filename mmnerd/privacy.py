@@ -42,8 +42,13 @@ def private_dir(path: str | os.PathLike) -> Path:
     """Create ``path`` (mode 0700) or tighten an existing one; refuse one owned by
     another user or that is not a folder, in one line."""
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    st = path.lstat()
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        st = path.lstat()
+    except FileExistsError:
+        raise ConfigError(f"{path}: expected a private folder, found a file") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot create a private folder ({e.strerror})") from None
     if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
         raise ConfigError(f"{path}: expected a private folder, found another kind of file")
     if st.st_uid != os.geteuid():
@@ -65,6 +70,16 @@ def private_file(path: str | os.PathLike) -> Path:
     if stat.S_IMODE(st.st_mode) & 0o077:
         os.chmod(path, 0o600)
     return path
+
+
+def tighten(root: str | os.PathLike) -> None:
+    """Re-tighten the corpus key's folder and file if they exist (never creates them)."""
+    folder = Path(root) / SECRETS_DIR
+    if folder.exists() or folder.is_symlink():
+        private_dir(folder)
+        for path in folder.iterdir():
+            with contextlib.suppress(FileNotFoundError):  # a racing writer's temp file
+                private_file(path)
 
 
 def key_path(root: str | os.PathLike) -> Path:

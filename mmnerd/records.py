@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -199,13 +198,6 @@ class Post:
 @functools.cache
 def _field_names(cls: type) -> frozenset[str]:
     return frozenset(f.name for f in dataclasses.fields(cls))
-
-
-def hash_author(author: str, salt: str = "mmnerd") -> str:
-    """A stable, non-reversible author id (sha256 of salt + author, 16 hex digits)."""
-    if not author:
-        return ""
-    return hashlib.sha256(f"{salt}:{author}".encode()).hexdigest()[:16]
 
 
 ExportColumn = tuple[str, str, str]

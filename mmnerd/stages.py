@@ -92,9 +92,13 @@ def run_push(config: PipelineConfig, force: bool = False) -> list[StageStats]:
 
 
 def run_simulate(config: PipelineConfig) -> dict:
+    from mmnerd.errors import StageError
     from mmnerd.labelstudio import server
     from mmnerd.labelstudio.simulate import simulate
+    from mmnerd.pipeline import stage_stats
 
+    if stage_stats(config, "push") is None:  # else it would "write 0" and exit 0
+        raise StageError("no tasks pushed yet: run `mmnerd annotate push` first")
     server.up(config)
     return simulate(config, list(iter_stage(config, "push")))
 

@@ -6,8 +6,8 @@ does not stop the run: each post is dropped with a reason or cleaned and flagged
 Decisions proved here (see docs/reliability.md):
 
 * posts longer than ``normalize.max_chars`` (default 10,000 code points) are dropped as
-  ``too_long``; with ``max_chars = 0`` a 100 KB post is kept and tokenised (well under a
-  second here);
+  ``too_long`` (by the language stage, before identification); with ``max_chars = 0`` a
+  100 KB post is kept and tokenised (well under a second here);
 * invalid UTF-8 in a dump or an IMGID file stops the import with the file and line;
 * C0/C1 controls (except TAB/LF), bidi controls and U+FEFF are removed by the normalize
   stage, gold spans move with the text, the post is flagged ``control_chars``;
@@ -177,6 +177,7 @@ CONTENT = {
     "blank": "  \n\t ",
     "only_controls": "\x00\x07\u202e\u2066",
     "long": LONG,
+    "huge": "Great day in Paris with friends " * 32_000,  # 1 M chars: langid scores it 0.19
     "controls": "Great\x00 day in\x1b Pa\u200eris with\x85 the team,\x7f lovely weather today",
     "bidi": "\u202eGreat day in London with the team, lovely weather today\u202c",
     "crlf": "Great day in Berlin\rwith the team,\r\nlovely weather today",
@@ -220,10 +221,14 @@ def test_empty_posts_are_dropped_with_a_reason(awkward):
 
 
 def test_100kb_post_is_dropped_as_too_long(awkward):
+    """Checked before language identification (issue 20.7: a 1 M-character post was dropped
+    as ``lang_low_confidence``, the detector's score on it, not as ``too_long``)."""
     assert len(LONG) > 100_000
-    assert _reasons(awkward, "normalize")["long"] == f"too_long: {len(LONG)} chars > 10000"
-    st = stage_stats(awkward, "normalize")
-    assert st is not None and st.dropped["too_long"] == 1
+    reasons = _reasons(awkward, "language")
+    assert reasons["long"] == f"too_long: {len(LONG)} chars > 10000"
+    assert reasons["huge"] == f"too_long: {len(CONTENT['huge'])} chars > 10000"
+    st = stage_stats(awkward, "language")
+    assert st is not None and st.dropped["too_long"] == 2
 
 
 def test_100kb_post_is_tokenised_quickly_without_a_limit():
@@ -284,3 +289,95 @@ def test_control_characters_move_gold_spans():
     # ZWJ emoji sequences and variation selectors are not controls
     family = "👨\u200d👩\u200d👧 ❤\ufe0f"
     assert normalize(family, [])[0] == family
+
+
+# --- issue 20.6: inputs that gave a traceback ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--set", "data_dir=/etc/passwd"], "field 'data_dir': Value error, '/etc/passwd' is not"),
+        (["--set", "data_dir=/etc/passwd/sub"], "field 'data_dir'"),
+        (["--set", "labelstudio.data_dir=/etc/passwd"], "field 'labelstudio.data_dir'"),
+        (["--set", "source.kind.x=1"], "field 'source.kind'"),
+        (["--set", "source.kind=jsonl", "--set", "source.kind.x=1"], "'source.kind' is a value"),
+        (["--set", "source..x=1"], "an empty name"),
+        (["--set", "a\nb=1"], "field 'a\\nb'"),
+    ],
+)
+def test_set_forms_that_crashed_are_one_line(tmp_path, args, expected):
+    err = one_line_error(mmnerd("collect", "-p", str(pipeline(tmp_path, "")), *args))
+    assert expected in err, err
+
+
+def test_pipeline_path_that_is_a_folder_is_one_line(tmp_path):
+    assert "cannot read the pipeline file" in one_line_error(mmnerd("dedup", "-p", str(tmp_path)))
+
+
+@pytest.mark.parametrize(
+    ("content", "extra", "expected"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000 + b"\n", "", "dump.jsonl:1: JSON nested too deeply"),
+        (
+            b'{"id": 1, "text": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n",
+            "",
+            "dump.jsonl:1: JSON nested too deeply",
+        ),
+        (b'{"id": ' + b"9" * 5000 + b', "text": "hello"}\n', "", "dump.jsonl:1: not valid JSON"),
+        (b'{"id": [1], "text": "hello"}\n', "", "dump.jsonl:1: column 'id' holds a list"),
+        (b'{"id": 1, "text": "hello"}\n', "encoding = 'bogus'\n", "field 'source.encoding'"),
+        (b'{"id": 1, "text": "hello"}\n', "encoding = 'rot13'\n", "not a text encoding"),
+    ],
+)
+def test_dumps_that_crashed_are_one_line(tmp_path, content, extra, expected):
+    err = one_line_error(mmnerd("collect", "-p", str(jsonl_pipeline(tmp_path, content, extra))))
+    assert expected in err, err
+
+
+def test_collect_force_with_a_bad_line_keeps_the_previous_output(tmp_path):
+    """Issue 20.7: `collect --force` deleted the stage before reading the input, so a bad
+    line left it empty; now the previous output stays until the new one is complete."""
+    from mmnerd.config import load_config
+
+    good = b'{"id": 1, "text": "Great day in Paris with friends, lovely weather today"}\n'
+    p = jsonl_pipeline(tmp_path, good)
+    out = mmnerd("collect", "-p", str(p))
+    assert out.returncode == 0, out.stderr
+    cfg = load_config(p)
+    before = {s: [q.id for q in iter_stage(cfg, s)] for s in ("collect", "tokenize")}
+    assert before["collect"] == ["jsonl:1"]
+    (tmp_path / "dump.jsonl").write_bytes(good + b'{"id": 2, "text": \n')
+    assert "dump.jsonl:2: not valid JSON" in one_line_error(
+        mmnerd("collect", "-p", str(p), "--force")
+    )
+    assert {s: [q.id for q in iter_stage(cfg, s)] for s in before} == before
+    assert stage_stats(cfg, "collect") is not None
+
+
+def test_created_at_true_is_a_bad_timestamp_not_1970(tmp_path):
+    content = b'{"id": 1, "text": "hello there", "created_at": true}\n'
+    err = one_line_error(mmnerd("collect", "-p", str(jsonl_pipeline(tmp_path, content))))
+    assert "dump.jsonl:1: bad timestamp in 'created_at'" in err
+
+
+def test_csv_field_over_131072_chars_drops_that_post_only(tmp_path):
+    """Issue 20.7: csv's field size limit stopped the whole import; JSONL dropped just the
+    post.  Now both read it and drop it as ``too_long``."""
+    from mmnerd.config import load_config
+
+    f = tmp_path / "dump.csv"
+    huge = "Great day in Paris with friends " * 5000  # 160,000 chars
+    f.write_text(f'id,text\n1,"{huge}"\n2,Great day in Paris with friends today\n')
+    p = pipeline(tmp_path, f"[source]\nkind = 'csv'\npath = '{f}'\n")
+    out = mmnerd("collect", "-p", str(p))
+    assert out.returncode == 0, out.stderr[-2000:]
+    cfg = load_config(p)
+    assert _reasons(cfg, "language") == {"1": f"too_long: {len(huge)} chars > 10000"}
+    assert [q.source_id for q in iter_stage(cfg, "tokenize")] == ["2"]
+
+
+def test_simulate_before_push_is_one_line(tmp_path):
+    """Issue 20.7: it exited 0 with "written: 0" (and started a server for nothing)."""
+    err = one_line_error(mmnerd("annotate", "simulate", "-p", str(pipeline(tmp_path, ""))))
+    assert "run `mmnerd annotate push` first" in err

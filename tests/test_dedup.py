@@ -216,6 +216,17 @@ def test_stage_through_runner(corpus: list[Post], tmp_path: Path) -> None:
     assert report["config"]["threshold"] == 10
     with Image.open(tmp_path / "reports" / "dedup" / "clusters.png") as sheet:
         assert sheet.width > 100 and sheet.height > 100
+    # a kill while the report (or the hash cache) was written left temp files: a rerun
+    # removes them (issue 20.7: nothing did)
+    stale = [
+        tmp_path / "reports" / "dedup" / ".clusters.png.k9x2.tmp",
+        tmp_path / "index" / ".phash.npz.q1w2.tmp",
+    ]
+    for f in stale:
+        f.write_bytes(b"half")
+    Runner(config).run([DedupStage()], force=True)
+    assert not any(f.exists() for f in stale)
+    assert (tmp_path / "reports" / "dedup" / "clusters.png").exists()
 
 
 def test_hash_cache_spares_rehashing(corpus: list[Post], tmp_path: Path) -> None:

@@ -129,3 +129,49 @@ def test_crash_while_writing_a_shards_stats_redoes_that_shard(cfg, monkeypatch):
     assert DropOdd.calls == ["00001", "00002"]  # 00001 counts as not done
     assert stats.items_in == 25 and stats.items_out == 13 and stats.dropped == {"odd": 12}
     assert len([p.id for p in iter_stage(cfg, "drop_odd")]) == 13
+
+
+class Broken(Numbers):
+    """A source whose input went bad: fails half-way."""
+
+    def run(self, records: Iterable[Post], ctx: StageContext) -> Iterator[Post]:
+        for i, p in enumerate(super().run(records, ctx)):
+            if i == 15:
+                raise StageError("dump.jsonl:16: not valid JSON")
+            yield p
+
+
+def test_forced_rerun_that_fails_keeps_the_previous_output(cfg):
+    """Issue 20.7: `--force` deleted the old output before reading the input, so a bad line
+    left the stage empty.  Now the old output is kept aside until the new one is complete."""
+    Runner(cfg).run([Numbers(), DropOdd()])
+    before = [p.to_json() for p in iter_stage(cfg, "numbers")]
+    for force in (True, False):  # forced, or redone because the config changed
+        stage = Broken()
+        if not force:
+            stage.config_sections = ("normalize",)  # another fingerprint: the stage is stale
+        with pytest.raises(StageError):
+            Runner(cfg).run_stage(stage, force=force)
+        assert [p.to_json() for p in iter_stage(cfg, "numbers")] == before
+        assert Runner(cfg).run_stage(Numbers()).skipped  # still the finished output
+    DropOdd.crash_on = "00001"  # a sharded stage too
+    with pytest.raises(RuntimeError):
+        Runner(cfg).run_stage(DropOdd(), force=True)
+    assert len(list(iter_stage(cfg, "drop_odd"))) == 13
+    DropOdd.crash_on = None
+    assert Runner(cfg).run_stage(DropOdd()).skipped
+    # success replaces the old output and leaves nothing aside
+    Numbers.count = 5
+    try:
+        assert Runner(cfg).run_stage(Numbers(), force=True).items_out == 5
+    finally:
+        Numbers.count = 25
+    assert [p.name for p in (cfg.root / "stages").iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_run_killed_after_moving_the_old_output_aside_gets_it_back(cfg):
+    Runner(cfg).run_stage(Numbers())
+    folder = stage_dir(cfg, "numbers")
+    folder.rename(folder.with_name(".numbers.old"))  # what a kill at that moment leaves
+    assert Runner(cfg).run_stage(Numbers()).skipped
+    assert len(list(iter_stage(cfg, "numbers"))) == 25

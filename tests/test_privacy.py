@@ -72,3 +72,46 @@ def test_processes_racing_to_create_the_key_agree(tmp_path: Path) -> None:
         keys = pool.map(_key_hex, [str(tmp_path)] * 8)
     assert len(set(keys)) == 1
     assert [p.name for p in (tmp_path / "secrets").iterdir()] == ["corpus.key"]
+
+
+def test_two_dump_pipelines_pseudonymise_the_same_author_differently(tmp_path: Path) -> None:
+    """Pipeline level (collect over a JSONL dump): within a corpus one author has one
+    pseudonym (also after a forced rerun); another corpus of the same dump gives other
+    pseudonyms; the account names and the key never reach the stage files (issue 20.2)."""
+    import json
+
+    from mmnerd.config import PipelineConfig
+    from mmnerd.pipeline import iter_stage
+    from mmnerd.stages import run_collect
+
+    dump = tmp_path / "dump.jsonl"
+    rows = [
+        ("1", "alice", "Great evening with friends in Paris watching the football match"),
+        ("2", "bob", "The weather in London is lovely this morning, going for a walk"),
+        ("3", "alice", "Just finished reading a wonderful novel about the history of Rome"),
+    ]
+    dump.write_text(
+        "".join(json.dumps({"id": i, "text": t, "author": a}) + "\n" for i, a, t in rows)
+    )
+
+    def collect(name: str, force: bool = False) -> dict[str, str]:
+        cfg = PipelineConfig.model_validate(
+            {
+                "name": name,
+                "data_dir": str(tmp_path / name),
+                "source": {"kind": "jsonl", "path": str(dump)},
+            }
+        )
+        run_collect(cfg, force=force)
+        return {p.source_id: p.author_hash for p in iter_stage(cfg, "collect")}
+
+    a, b = collect("a"), collect("b")
+    assert a["1"] == a["3"] != a["2"] and b["1"] == b["3"] != b["2"]
+    assert not {a["1"], a["2"]} & {b["1"], b["2"]}
+    assert collect("a", force=True) == a  # the key is kept: pseudonyms are stable
+    assert a["1"] != hashlib.sha256(b"mmnerd:alice").hexdigest()[:16]
+    key = corpus_key(tmp_path / "a").hex()
+    for f in (tmp_path / "a").rglob("*"):
+        if f.is_file() and f != key_path(tmp_path / "a"):
+            blob = f.read_bytes()
+            assert key.encode() not in blob and b"alice" not in blob, f

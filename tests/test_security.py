@@ -76,3 +76,66 @@ def test_export_refuses_a_record_image_path_outside_images(tmp_path):
     for f in Path(data).rglob("*"):
         if f.is_file():
             assert b"do not export me" not in f.read_bytes(), f
+
+
+# --- secrets on disk: 0600 files in 0700 folders, whatever mode they were found in ----------
+
+LS_SECRET_FILES = ("credentials.json", "server.json", "label_studio.sqlite3", "server.log")
+
+
+def test_commands_tighten_a_pre_existing_loose_label_studio_dir(tmp_path):
+    """A Label Studio data dir made beforehand with mode 0755 (and a 0644 database, which
+    holds the admin token) is tightened by `ls status`, `ls down` and `status` -- not only
+    when a server starts (issue 20.3; the old code left it 0755 and the files 0644)."""
+    import stat
+
+    from mmnerd.privacy import corpus_key, key_path
+    from tests.conftest import free_port
+
+    ls_dir, root = tmp_path / "ls", tmp_path / "data"
+    ls_dir.mkdir()
+    corpus_key(root)
+    pipeline = tmp_path / "p.toml"
+    pipeline.write_text(
+        f'name = "perm"\ndata_dir = "{root}"\n[labelstudio]\n'
+        f'data_dir = "{ls_dir}"\nport = {free_port()}\n'
+    )
+
+    def loosen() -> None:
+        for d in (ls_dir, key_path(root).parent):
+            d.chmod(0o755)
+        for name in LS_SECRET_FILES:
+            (ls_dir / name).write_text("{}")
+            (ls_dir / name).chmod(0o644)
+        key_path(root).chmod(0o644)
+
+    def mode(p: Path) -> int:
+        return stat.S_IMODE(p.stat().st_mode)
+
+    for args in (["ls", "status"], ["ls", "down"], ["status"]):
+        loosen()
+        out = subprocess.run(
+            [sys.executable, "-m", "mmnerd.cli", *args, "-p", str(pipeline)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=120,
+        )
+        assert out.returncode == 0, (args, out.stderr)
+        assert mode(ls_dir) == 0o700, args
+        assert {n: mode(ls_dir / n) for n in LS_SECRET_FILES if (ls_dir / n).exists()} == {
+            n: 0o600 for n in LS_SECRET_FILES if (ls_dir / n).exists()
+        }, args
+        if args == ["status"]:
+            assert mode(key_path(root)) == 0o600 and mode(key_path(root).parent) == 0o700
+
+
+def test_a_label_studio_dir_that_is_a_file_is_one_line(tmp_path):
+    (tmp_path / "ls").write_text("not a folder")
+    out = subprocess.run(
+        [sys.executable, "-m", "mmnerd.cli", "ls", "status", "--set",
+         f'labelstudio.data_dir="{tmp_path / "ls"}"'],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.startswith("mmnerd: error: ") and out.stderr.count("\n") == 1

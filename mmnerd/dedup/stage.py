@@ -7,8 +7,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import ClassVar
 
+from mmnerd.config import PipelineConfig
 from mmnerd.dedup.clusters import deduplicate
 from mmnerd.dedup.report import write_report
+from mmnerd.io import remove_stale_temps
 from mmnerd.pipeline import Stage, StageContext
 from mmnerd.records import Post
 
@@ -26,6 +28,12 @@ class DedupStage(Stage):
     input: ClassVar[str | None] = "fetch"
     scope: ClassVar = "global"
     config_sections: ClassVar[tuple[str, ...]] = ("dedup",)
+
+    def prepare(self, config: PipelineConfig) -> None:
+        """Delete the temp files a killed run left in the report folder (e.g. a
+        half-drawn clusters.png) and in the default hash cache folder."""
+        remove_stale_temps(config.root.joinpath(*REPORT_DIR))
+        remove_stale_temps(config.root / "index")
 
     def run(self, records: Iterable[Post], ctx: StageContext) -> Iterator[Post]:
         posts = list(records)

@@ -128,6 +128,8 @@ class SplitStage(Stage):
         fixed = load_fixed_test(cfg.fixed_test) if cfg.fixed_test else None
         # two passes over the input: small keys first, then the posts, so memory stays flat
         assignment = assign_splits((Item.of(p) for p in records), cfg.ratios, cfg.seed, fixed)
+        if fixed:
+            _check_fixed_found(fixed, assignment, cfg.fixed_test, ctx)
         for p in iter_stage(ctx.config, self.input or ""):
             p.split = assignment[p.id]
             yield p
@@ -161,6 +163,32 @@ class SplitStage(Stage):
         )
 
 
+def _check_fixed_found(
+    fixed: dict[str, str], assignment: dict[str, str], path: str, ctx: StageContext
+) -> None:
+    """Pinned ids missing from this corpus are never silent: none found is an error (a
+    wrong file?); some missing are counted (``fixed_test_missing``) and warned about."""
+    import sys
+
+    from mmnerd.errors import ConfigError
+
+    missing = sorted(i for i in fixed if i not in assignment)
+    if not missing:
+        return
+    if len(missing) == len(fixed):
+        raise ConfigError(
+            f"field 'export.fixed_test': none of the {len(fixed)} ids in {path} is a post "
+            f"of this corpus (e.g. {missing[0][:80]!r}); is it the right file?"
+        )
+    ctx.flag("fixed_test_missing", len(missing))
+    print(
+        f"warning: {len(missing)} of {len(fixed)} export.fixed_test ids are not in this "
+        f"corpus (e.g. {', '.join(repr(m[:80]) for m in missing[:3])}); the fixed test set "
+        f"is smaller than before",
+        file=sys.stderr,
+    )
+
+
 def load_fixed_test(path: str) -> dict[str, str]:
     """Read a file of post ids (one per line, or a test.parquet) to pin to the test split."""
     from pathlib import Path
@@ -176,4 +204,6 @@ def load_fixed_test(path: str) -> dict[str, str]:
         ids = pq.read_table(p, columns=["id"]).column("id").to_pylist()
     else:
         ids = [line.strip() for line in p.read_text(encoding="utf-8").splitlines()]
+    if not any(ids):
+        raise ConfigError(f"field 'export.fixed_test': {path} holds no post ids")
     return {i: "test" for i in ids if i}

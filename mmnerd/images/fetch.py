@@ -51,7 +51,7 @@ from urllib3.exceptions import (
     TimeoutError as Urllib3Timeout,
 )
 
-from mmnerd.config import ImagesConfig, PipelineConfig
+from mmnerd.config import ImagesConfig, PipelineConfig, split_allow_entry
 from mmnerd.images.stored import StoredImages
 from mmnerd.images.validate import ImageOptions, Processed, process, sniff, validate
 from mmnerd.io import atomic_write, remove_stale_temps
@@ -183,27 +183,37 @@ def is_public(address: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
-def _normalise_allow(entries: Iterable[str]) -> frozenset[str]:
+Allow = frozenset[tuple[str, int]]
+"""Normalised allow-list: (host or address, port); port 0 = any port."""
+
+
+def _normalise_allow(entries: Iterable[str]) -> Allow:
     out = set()
-    for e in entries:
-        e = e.strip().strip("[]").rstrip(".").lower()
+    for entry in entries:
+        host, port = split_allow_entry(entry)
+        e = host.strip("[]").rstrip(".").lower()
         try:
-            out.add(str(ipaddress.ip_address(e)))
+            out.add((str(ipaddress.ip_address(e)), port))
         except ValueError:
             try:
-                out.add(_idna(e))
+                out.add((_idna(e), port))
             except BadUrl:
-                out.add(e)
+                out.add((e, port))
     return frozenset(out)
 
 
+def _allowed(allow: Allow, host: str, port: int) -> bool:
+    return (host, 0) in allow or (host, port) in allow
+
+
 def resolve_checked(
-    host: str, port: int, allow: frozenset[str], resolver: Resolver = system_resolver
+    host: str, port: int, allow: Allow, resolver: Resolver = system_resolver
 ) -> tuple[list[str], str, str]:
     """(addresses to connect to, status, reason): status is "" when allowed.
 
     A name is refused if *any* of its addresses is non-public and not allow-listed;
-    an allow-listed name may resolve to anything.
+    an allow-listed name may resolve to anything.  An entry with a port allows only
+    that port (so an allow-listed image server cannot redirect to another local service).
     """
     try:
         addresses = resolver(host, port)
@@ -211,17 +221,19 @@ def resolve_checked(
         return [], "dns_error", f"{host}: {e}"
     if not addresses:
         return [], "dns_error", f"{host}: no address"
-    if host in allow:
+    if _allowed(allow, host, port):
         return addresses, "", ""
     for a in addresses:
-        if str(ipaddress.ip_address(a.split("%", 1)[0])) not in allow and not is_public(a):
-            return [], "blocked_address", f"{host} resolves to non-public {a}"
+        ip = str(ipaddress.ip_address(a.split("%", 1)[0]))
+        if not _allowed(allow, ip, port) and not is_public(a):
+            return [], "blocked_address", f"{host}:{port} resolves to non-public {a}"
     return addresses, "", ""
 
 
-def address_allowed(host: str, allow_hosts: list[str]) -> tuple[bool, str]:
-    """Whether ``host`` may be fetched (system resolver); returns (allowed, reason)."""
-    _, status, reason = resolve_checked(host, 0, _normalise_allow(allow_hosts))
+def address_allowed(host: str, allow_hosts: list[str], port: int = 0) -> tuple[bool, str]:
+    """Whether ``host`` (on ``port``; 0 = unknown) may be fetched (system resolver);
+    returns (allowed, reason)."""
+    _, status, reason = resolve_checked(host, port, _normalise_allow(allow_hosts))
     return not status, f"{status}: {reason}" if status else ""
 
 

@@ -16,7 +16,8 @@ UTF-16 units / UTF-8 bytes; otherwise the region is flagged and left out —
 never silently mislabelled), then snapped to token boundaries
 (``post.token_offsets``) by :func:`mmnerd.text.bio.spans_to_bio`.  Every
 problem is recorded in ``Annotation.flags`` and counted in the stage stats.
-Annotators are hashed (``records.hash_author`` of their e-mail); lead time and
+Annotators are pseudonymised with the corpus key (:mod:`mmnerd.privacy`, kind
+``annotator``, of their e-mail); lead time and
 timestamps are kept; cancelled (skipped) annotations are kept with
 ``cancelled=True`` and take no part in the vote.
 
@@ -40,7 +41,8 @@ from mmnerd.config import PipelineConfig
 from mmnerd.errors import LabelStudioError
 from mmnerd.io import read_json, remove_stale_temps, write_json
 from mmnerd.pipeline import Stage, StageContext
-from mmnerd.records import ENTITY_TYPES, Annotation, Post, Span, hash_author
+from mmnerd.privacy import Pseudonymizer, pseudonymizer
+from mmnerd.records import ENTITY_TYPES, Annotation, Post, Span
 from mmnerd.text.bio import check_span, spans_to_bio
 
 STATE_FILE = "pull-state.json"
@@ -155,9 +157,10 @@ def convert(raw: dict, post: Post, offsets: list[tuple[int, int]], who: str) -> 
     )
 
 
-def annotator_id(user_id: Any, emails: dict[int, str]) -> str:
+def annotator_id(user_id: Any, emails: dict[int, str], pseudonym: Pseudonymizer) -> str:
+    """The annotator's keyed pseudonym (of the e-mail, else of the Label Studio user id)."""
     email = emails.get(int(user_id)) if user_id is not None else None
-    return hash_author(email or f"labelstudio-user:{user_id}", salt="mmnerd-annotator")
+    return pseudonym(email or f"labelstudio-user:{user_id}", "annotator")
 
 
 class PullStage(Stage):
@@ -189,6 +192,7 @@ class PullStage(Stage):
         remove_stale_temps(spath.parent)  # left by a pull killed while saving its state
         state = read_json(spath) or {"projects": {}}
         emails = {int(u["id"]): u.get("email", "") for u in client.users()}
+        pseudonym = pseudonymizer(config.root)
         project_ids = sorted(
             {int(p.extra["ls_project_id"]) for p in posts if "ls_project_id" in p.extra}
         )
@@ -219,7 +223,7 @@ class PullStage(Stage):
             offsets = self._offsets(post)
             raw = state["projects"].get(str(pid), {}).get(str(tid), {}).get("annotations", [])
             anns = [
-                convert(r, post, offsets, annotator_id(r.get("completed_by"), emails))
+                convert(r, post, offsets, annotator_id(r.get("completed_by"), emails, pseudonym))
                 for r in sorted(raw, key=lambda r: r.get("id") or 0)
             ]
             post.annotations = anns
@@ -242,7 +246,10 @@ class PullStage(Stage):
             post.extra.pop("adjudicated", None)
             if gold:
                 g = convert(
-                    gold[-1], post, offsets, annotator_id(gold[-1].get("completed_by"), emails)
+                    gold[-1],
+                    post,
+                    offsets,
+                    annotator_id(gold[-1].get("completed_by"), emails, pseudonym),
                 )
                 spans = g.spans
                 post.extra["adjudicated"] = True

@@ -10,9 +10,22 @@ dir, admin user and API token under our control:
   dir Label Studio sets it from ``LABEL_STUDIO_USER_TOKEN`` and, with
   ``--enable-legacy-api-token``, stores "legacy tokens enabled" in the
   organisation, so it keeps working on every restart.
-* ``<data_dir>/server.json`` holds pid, port and url; ``<data_dir>/server.log``
-  the server's output.  A server recorded there that is alive, healthy and
-  accepts our token is reused.
+* One server per data dir, whatever is killed when: ``up`` takes an exclusive
+  ``flock`` on ``<data_dir>/server.lock`` and hands the locked file to the server
+  process, which holds it for its whole life (the starter closes its copy), so a
+  server that survives a killed ``mmnerd`` still holds it.  A lock that is held
+  means "a server lives or is starting here": ``up`` waits for it (never starts a
+  second one); a free lock means none does, and only then is a stale
+  ``server.json`` removed.
+* ``<data_dir>/server.json`` holds pid, port and url (a convenience: the server is
+  also found without it, as the ``label-studio`` process whose environment names
+  this data dir, its port read from its command line); ``<data_dir>/server.log``
+  the server's output.  A healthy server that accepts our token is reused.
+* Privacy: the data dir is kept 0700 and every file in it that holds a secret
+  (credentials, the SQLite database, which stores the token, server.json, the log)
+  0600 on every command that touches it (``up``, ``running``, ``down``,
+  ``status``), a pre-existing looser folder included; the server runs with umask
+  077.
 * Local files: ``LOCAL_FILES_SERVING_ENABLED=true`` with
   ``LOCAL_FILES_DOCUMENT_ROOT=labelstudio.document_root`` so images under it
   are served as ``/data/local-files/?d=<path relative to the root>``.
@@ -24,6 +37,7 @@ we check the port before starting and that the server answering is ours.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import secrets
 import signal
@@ -38,10 +52,24 @@ from typing import Any
 from mmnerd.config import LabelStudioConfig, PipelineConfig
 from mmnerd.errors import LabelStudioError
 from mmnerd.io import read_json, write_json
+from mmnerd.privacy import private_dir, private_file
 
 CREDENTIALS = "credentials.json"
 SERVER_FILE = "server.json"
+LOCK_FILE = "server.lock"
 LOG_FILE = "server.log"
+DATABASE = "label_studio.sqlite3"
+PRIVATE_FILES = (
+    CREDENTIALS,
+    SERVER_FILE,
+    LOCK_FILE,
+    LOG_FILE,
+    DATABASE,
+    f"{DATABASE}-wal",
+    f"{DATABASE}-shm",
+    f"{DATABASE}-journal",
+)
+"""Files in the data dir that hold (or may hold) a secret: kept 0600."""
 
 
 @dataclass
@@ -71,18 +99,18 @@ def document_root(config: PipelineConfig | LabelStudioConfig) -> Path:
 def credentials(config: PipelineConfig | LabelStudioConfig, create: bool = False) -> dict[str, str]:
     """The admin credentials and API token (created with ``secrets`` on first use)."""
     ls = _ls(config)
-    path = data_dir(ls) / CREDENTIALS
+    folder = data_dir(ls)
+    path = folder / CREDENTIALS
+    if folder.is_dir():
+        secure(ls)
     creds = read_json(path)
     if creds:
-        mode = path.stat().st_mode & 0o777
-        if mode & 0o077:
-            os.chmod(path, 0o600)
         return creds
     if not create:
         raise LabelStudioError(f"{path}: no Label Studio credentials yet; run `mmnerd ls up` first")
-    if (data_dir(ls) / "label_studio.sqlite3").exists():
+    if (folder / DATABASE).exists():
         raise LabelStudioError(
-            f"{data_dir(ls)} holds a Label Studio database that mmnerd did not create "
+            f"{folder} holds a Label Studio database that mmnerd did not create "
             f"(no {CREDENTIALS}); point labelstudio.data_dir to a new folder"
         )
     creds = {
@@ -91,9 +119,59 @@ def credentials(config: PipelineConfig | LabelStudioConfig, create: bool = False
         "token": secrets.token_hex(20),
         "secret_key": secrets.token_urlsafe(40),
     }
-    data_dir(ls).mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(folder)
     write_json(path, creds, perms=0o600)
     return creds
+
+
+def secure(config: PipelineConfig | LabelStudioConfig, create: bool = False) -> Path | None:
+    """Keep the data dir 0700 and its secret-holding files 0600 (a looser folder or file
+    found, e.g. made by hand with mode 0755, is tightened; one owned by another user is
+    refused in one line).  Without ``create`` a missing data dir is left missing."""
+    folder = data_dir(config)
+    if not create and not folder.exists():
+        return None
+    private_dir(folder)
+    for name in PRIVATE_FILES:
+        path = folder / name
+        if path.exists() or path.is_symlink():
+            private_file(path)
+    return folder
+
+
+class _Lock:
+    """The data dir's ``server.lock`` (never replaced nor deleted: every process must lock
+    the same inode).  ``acquire()`` is non-blocking: False means a server lives or is
+    starting on this data dir (or another ``up`` is starting one)."""
+
+    def __init__(self, folder: Path):
+        self.fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    def acquire(self) -> bool:
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # releases our hold; a server that inherited it keeps it
+            self.fd = -1
+
+    def __enter__(self) -> _Lock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _lock_held(folder: Path) -> bool:
+    """True while a server (or an ``up`` starting one) holds the data dir's lock."""
+    if not (folder / LOCK_FILE).exists():
+        return False
+    with _Lock(folder) as lock:
+        return not lock.acquire()
 
 
 def _pid_alive(pid: int) -> bool:
@@ -146,17 +224,82 @@ def _client_host(bind: str) -> str:
     return "127.0.0.1" if bind in ("0.0.0.0", "") else bind
 
 
-def running(config: PipelineConfig | LabelStudioConfig) -> ServerInfo | None:
-    """Our server if server.json names a live, healthy process that accepts our token."""
-    ls = _ls(config)
-    info = read_json(data_dir(ls) / SERVER_FILE)
-    creds = read_json(data_dir(ls) / CREDENTIALS)
-    if not info or not creds or not _pid_alive(int(info.get("pid", 0))):
+def _proc_env(pid: int, name: str) -> str | None:
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
         return None
-    url = info["url"]
+    prefix = name.encode() + b"="
+    for item in env.split(b"\0"):
+        if item.startswith(prefix):
+            return item[len(prefix) :].decode("utf-8", "replace")
+    return None
+
+
+def _proc_args(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [a.decode("utf-8", "replace") for a in raw.split(b"\0") if a]
+
+
+def server_pids(config: PipelineConfig | LabelStudioConfig) -> list[int]:
+    """Live ``label-studio`` processes whose environment names this data dir (found
+    through /proc, with or without server.json; servers of other data dirs are left out)."""
+    folder = str(data_dir(config))
+    pids = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            pid = int(entry.name)
+            args = _proc_args(pid)
+            if not any("label-studio" in a for a in args[:2]) or "start" not in args:
+                continue
+            if _proc_env(pid, "LABEL_STUDIO_BASE_DATA_DIR") == folder and _pid_alive(pid):
+                pids.append(pid)
+    if not pids:  # no /proc (not Linux): trust server.json
+        info = read_json(data_dir(config) / SERVER_FILE) or {}
+        pid = int(info.get("pid") or 0)
+        if not Path("/proc/self").exists() and _pid_alive(pid):
+            pids.append(pid)
+    return sorted(pids)
+
+
+def _where(config: PipelineConfig | LabelStudioConfig, pid: int) -> dict[str, Any]:
+    """url, host and port of the server ``pid``: from server.json when it names that pid,
+    else from the process's own command line (``--port P --internal-host H``)."""
+    ls = _ls(config)
+    info = read_json(data_dir(ls) / SERVER_FILE) or {}
+    if int(info.get("pid") or 0) == pid and info.get("url"):
+        return info
+    args = _proc_args(pid)
+
+    def opt(name: str, default: str) -> str:
+        return args[args.index(name) + 1] if name in args[:-1] else default
+
+    port = opt("--port", str(ls.port))
+    bind = opt("--internal-host", ls.host)
+    url = f"http://{_client_host(bind)}:{port}"
+    return {"pid": pid, "port": int(port) if port.isdigit() else ls.port, "url": url, "host": bind}
+
+
+def running(config: PipelineConfig | LabelStudioConfig) -> ServerInfo | None:
+    """Our server on this data dir if it is alive, healthy and accepts our token."""
+    ls = _ls(config)
+    folder = secure(ls)
+    if folder is None:
+        return None
+    creds = read_json(folder / CREDENTIALS)
+    pids = server_pids(ls)
+    if not creds or not pids:
+        return None
+    where = _where(ls, pids[0])
+    url = where["url"]
     if not (_healthy(url) and _is_ours(url, creds)):
         return None
-    return ServerInfo(url, creds["token"], info["pid"], info["port"], True, creds["email"])
+    return ServerInfo(url, creds["token"], pids[0], int(where["port"]), True, creds["email"])
 
 
 def _binary(ls: LabelStudioConfig) -> Path:
@@ -194,17 +337,50 @@ def server_env(ls: LabelStudioConfig, creds: dict[str, str]) -> dict[str, str]:
 
 
 def up(config: PipelineConfig | LabelStudioConfig, public: bool = False) -> ServerInfo:
-    """Start our Label Studio server, or reuse the one already running; wait until ready."""
+    """Start our Label Studio server, or reuse (or wait for) the one of this data dir.
+
+    Never two servers on one data dir: whoever holds ``server.lock`` starts the server
+    and hands the lock to it; everyone else waits (up to ``start_timeout``) for that
+    server to answer, and starts one only once the lock is free (no server left)."""
     ls = _ls(config)
-    found = running(ls)
-    if found:
-        bound = (read_json(data_dir(ls) / SERVER_FILE) or {}).get("host", ls.host)
-        if public and bound != "0.0.0.0":
+    folder = secure(ls, create=True)
+    assert folder is not None
+    deadline = time.monotonic() + ls.start_timeout
+    while True:
+        with _Lock(folder) as lock:
+            if lock.acquire():
+                found = running(ls)  # a server from before the lock (older mmnerd)
+                if found is None:
+                    return _start(ls, folder, lock, public)
+            else:
+                found = running(ls)
+        if found:
+            bound = _where(ls, found.pid).get("host", ls.host)
+            if public and bound != "0.0.0.0":
+                raise LabelStudioError(
+                    f"Label Studio already runs on {bound} only; stop it with `mmnerd ls down` "
+                    f"and start it again with --public"
+                )
+            return found
+        if time.monotonic() > deadline:
+            pids = server_pids(ls)
+            who = f"Label Studio (pid {pids[0]})" if pids else "another `mmnerd` starting it"
             raise LabelStudioError(
-                f"Label Studio already runs on {bound} only; stop it with `mmnerd ls down` "
-                f"and start it again with --public"
+                f"{who} holds {folder} but is not ready after {ls.start_timeout:.0f} s; "
+                f"see {folder / LOG_FILE}, or stop it with `mmnerd ls down`"
             )
-        return found
+        time.sleep(0.5)
+
+
+def _start(ls: LabelStudioConfig, folder: Path, lock: _Lock, public: bool) -> ServerInfo:
+    """Start the server while holding ``lock`` (no other server lives on ``folder``)."""
+    legacy = server_pids(ls)
+    if legacy:  # alive, not holding the lock, not answering as ours: started by hand?
+        raise LabelStudioError(
+            f"a Label Studio process (pid {legacy[0]}) runs on {folder} without its lock "
+            f"and does not answer; stop it with `mmnerd ls down`"
+        )
+    _forget(folder)  # no server holds the lock: a leftover server.json is stale
     exe = _binary(ls)
     creds = credentials(ls, create=True)
     bind = "0.0.0.0" if public else ls.host
@@ -223,8 +399,6 @@ def up(config: PipelineConfig | LabelStudioConfig, public: bool = False) -> Serv
             f"set labelstudio.port (e.g. --set labelstudio.port={ls.port + 1})"
         )
     document_root(ls).mkdir(parents=True, exist_ok=True)
-    folder = data_dir(ls)
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     log_path = folder / LOG_FILE
     cmd = [
         str(exe),
@@ -238,7 +412,9 @@ def up(config: PipelineConfig | LabelStudioConfig, public: bool = False) -> Serv
         "--log-level",
         ls.log_level,
     ]
-    with open(log_path, "ab") as log:
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    log_offset = os.fstat(fd).st_size  # earlier runs' lines are not this start's
+    with open(fd, "ab") as log:
         proc = subprocess.Popen(
             cmd,
             env=server_env(ls, creds),
@@ -247,38 +423,44 @@ def up(config: PipelineConfig | LabelStudioConfig, public: bool = False) -> Serv
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # own process group: down() stops it and its children
+            pass_fds=(lock.fd,),  # the server holds the data dir's lock for its whole life
+            umask=0o077,  # its database (which holds our token) and uploads: owner only
         )
+    lock.close()  # from now on only the server holds it: it dies, the lock is free
     url = f"http://{host}:{ls.port}"
-    write_json(folder / SERVER_FILE, {"pid": proc.pid, "port": ls.port, "url": url, "host": bind})
+    write_json(
+        folder / SERVER_FILE,
+        {"pid": proc.pid, "port": ls.port, "url": url, "host": bind},
+        perms=0o600,
+    )
+
+    def fail(message: str) -> LabelStudioError:
+        _stop_pid(proc.pid)
+        _forget_if_free(folder)
+        return LabelStudioError(message)
+
     deadline = time.monotonic() + ls.start_timeout
-    log_offset = 0
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            _forget(folder)
+            _forget_if_free(folder)
             raise LabelStudioError(
                 f"Label Studio exited with code {proc.returncode} while starting; see {log_path}"
             )
         moved, log_offset = _moved_port(log_path, log_offset, ls.port)
         if moved:
-            _stop_pid(proc.pid)
-            _forget(folder)
-            raise LabelStudioError(
+            raise fail(
                 f"Label Studio found port {ls.port} busy and moved to {moved}; "
                 f"set labelstudio.port to a free port"
             )
         if _healthy(url):
             if not _is_ours(url, creds):
-                _stop_pid(proc.pid)
-                _forget(folder)
-                raise LabelStudioError(
+                raise fail(
                     f"the server answering on {url} does not accept our API token "
                     f"(another Label Studio on that port, or {folder} was reused)"
                 )
             return ServerInfo(url, creds["token"], proc.pid, ls.port, False, creds["email"])
         time.sleep(0.5)
-    _stop_pid(proc.pid)
-    _forget(folder)
-    raise LabelStudioError(
+    raise fail(
         f"Label Studio did not become ready within {ls.start_timeout:.0f} s; see {log_path} "
         f"(raise labelstudio.start_timeout on a slow machine)"
     )
@@ -319,6 +501,13 @@ def _forget(folder: Path) -> None:
     (folder / SERVER_FILE).unlink(missing_ok=True)
 
 
+def _forget_if_free(folder: Path) -> None:
+    """Remove server.json only if no server holds the lock (else it may be a new one's)."""
+    with _Lock(folder) as lock:
+        if lock.acquire():
+            _forget(folder)
+
+
 def _stop_pid(pid: int, grace: float = 15.0) -> None:
     """SIGTERM the process group of ``pid``, then SIGKILL after ``grace`` seconds."""
     try:
@@ -355,45 +544,46 @@ def _stop_pid(pid: int, grace: float = 15.0) -> None:
 
 
 def down(config: PipelineConfig | LabelStudioConfig) -> bool:
-    """Stop the server that ``up`` started (recorded in server.json); False if none ran."""
+    """Stop the server of this data dir (found with or without server.json, starting or
+    ready); False if none ran.  Other Label Studio processes are left alone."""
     ls = _ls(config)
-    folder = data_dir(ls)
-    info = read_json(folder / SERVER_FILE)
-    if not info:
+    folder = secure(ls)
+    if folder is None:
         return False
-    pid = int(info.get("pid", 0))
-    if not _pid_alive(pid):
-        _forget(folder)
-        return False
-    if not _cmdline_is_label_studio(pid):
-        _forget(folder)  # the pid was reused by an unrelated process: leave it alone
-        return False
-    _stop_pid(pid)
-    _forget(folder)
-    host, port = _client_host(info.get("host", ls.host)), int(info.get("port", ls.port))
+    pids = server_pids(ls)
+    # an `up` that holds the lock but has not exec'd the server yet: give it a moment
     deadline = time.monotonic() + 10
-    while _port_busy(host, port) and time.monotonic() < deadline:
-        time.sleep(0.2)  # the listening socket closes when the last thread exits
+    while not pids and _lock_held(folder) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        pids = server_pids(ls)
+    if not pids:
+        _forget_if_free(folder)
+        return False
+    places = [_where(ls, pid) for pid in pids]
+    for pid in pids:
+        _stop_pid(pid)
+    _forget_if_free(folder)
+    deadline = time.monotonic() + 10
+    for where in places:
+        host, port = _client_host(where.get("host", ls.host)), int(where.get("port", ls.port))
+        while _port_busy(host, port) and time.monotonic() < deadline:
+            time.sleep(0.2)  # the listening socket closes when the last thread exits
     return True
 
 
-def _cmdline_is_label_studio(pid: int) -> bool:
-    try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-    except OSError:
-        return True  # no /proc (not Linux): trust server.json
-    return b"label-studio" in cmd
-
-
 def status(config: PipelineConfig | LabelStudioConfig) -> str:
-    """One line: running (url, pid) or not."""
+    """One line: running (url, pid), starting / not answering, or not running."""
     ls = _ls(config)
     info = running(ls)
     if info:
         return f"Label Studio running at {info.url} (pid {info.pid}, data {data_dir(ls)})"
-    rec = read_json(data_dir(ls) / SERVER_FILE)
-    if rec and _pid_alive(int(rec.get("pid", 0))):
-        return f"Label Studio process {rec['pid']} is alive but not ready at {rec.get('url')}"
+    pids = server_pids(ls)
+    if pids:
+        url = _where(ls, pids[0])["url"]
+        return (
+            f"Label Studio process {pids[0]} is alive but not ready at {url} "
+            f"(starting, or not ours; data {data_dir(ls)})"
+        )
     return f"Label Studio is not running (data {data_dir(ls)})"
 
 

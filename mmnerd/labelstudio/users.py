@@ -109,10 +109,17 @@ def create_annotator(client: Any, email: str, password: str | None = None) -> Ac
 
 
 def save_accounts(path: str | Path, accounts: list[Account]) -> Path:
-    """Write ``[{id, email, password}]`` to ``path`` with mode 0600 (merged by e-mail)."""
+    """Write ``[{id, email, password}]`` to ``path`` with mode 0600 (merged by e-mail).
+
+    The folder holding it is made (or tightened to) 0700: give it a folder of its own,
+    e.g. the Label Studio data dir."""
     from mmnerd.io import read_json, write_json
+    from mmnerd.privacy import private_dir, private_file
 
     path = Path(path)
+    private_dir(path.parent)
+    if path.exists():
+        private_file(path)
     known = {a["email"]: a for a in (read_json(path) or [])}
     for a in accounts:
         known[a.email] = {"id": a.id, "email": a.email, "password": a.password}

@@ -6,13 +6,14 @@
 
 ``text`` is required, the others optional ("" = the dump has no such column).
 In JSONL a column may be a dotted path into nested objects (``user.screen_name``).
-``author`` is hashed, never stored; ``created_at`` may be ISO 8601 or epoch
-seconds and is stored as UTC ISO.  A malformed file gets an :class:`InputError`
-naming the file and the line (for Parquet: the row).
+``author`` is pseudonymised with the corpus key (:mod:`mmnerd.privacy`), never stored;
+``created_at`` may be ISO 8601 or epoch seconds and is stored as UTC ISO.  A malformed
+file gets an :class:`InputError` naming the file and the line (for Parquet: the row).
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import glob
 import json
@@ -22,10 +23,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mmnerd.errors import ConfigError, InputError
-from mmnerd.records import ImageRef, Post, hash_author
+from mmnerd.records import ImageRef, Post
 from mmnerd.sources import Source, SourceOptions
 from mmnerd.sources.mastodon import utc_iso
 
@@ -40,7 +41,7 @@ class Columns(BaseModel):
     image_url: str = Field("image_url", description="http(s) image URL column")
     image_alt: str = Field("", description="image alt-text column")
     created_at: str = Field("created_at", description="ISO 8601 or epoch seconds")
-    author: str = Field("author", description="author column (hashed, never stored)")
+    author: str = Field("author", description="author column (keyed pseudonym, never stored)")
     url: str = Field("url", description="post URL column")
     licence: str = Field("licence", description="per-post licence column")
 
@@ -55,6 +56,17 @@ class DumpOptions(SourceOptions):
     require_image: bool = Field(False, description="posts without image URL are dropped")
     delimiter: str = Field(",", min_length=1, max_length=1, description="CSV field delimiter")
     encoding: str = Field("utf-8", description="text encoding of JSONL / CSV files")
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_text_encoding(cls, v: str) -> str:
+        try:
+            info = codecs.lookup(v)
+        except LookupError:
+            raise ValueError(f"unknown encoding {v[:40]!r} (e.g. utf-8, latin-1, cp1252)") from None
+        if not getattr(info, "_is_text_encoding", True):
+            raise ValueError(f"{v[:40]!r} is not a text encoding")
+        return v
 
 
 def _get(row: dict[str, Any], column: str) -> Any:
@@ -80,6 +92,8 @@ def _str(value: Any) -> str:
 def _timestamp(value: Any) -> str:
     if value is None or value == "":
         return ""
+    if isinstance(value, bool):  # an int to Python: `true` would become 1970-01-01
+        raise ValueError("a boolean is not a timestamp")
     if isinstance(value, datetime):
         return utc_iso(value.isoformat())
     if isinstance(value, int | float) or (isinstance(value, str) and value.isdigit()):
@@ -92,8 +106,6 @@ def _timestamp(value: Any) -> str:
 
 def _undecodable(path: Path, encoding: str, e: UnicodeDecodeError) -> InputError:
     """An :class:`InputError` naming the first line of ``path`` that is not ``encoding``."""
-    import codecs
-
     decoder = codecs.getincrementaldecoder(encoding)()
     with open(path, "rb") as f:
         for line, raw in enumerate(f, 1):
@@ -142,6 +154,10 @@ class DumpSource(Source):
                 text = _get(row, cols.text)
                 if text is not None and not isinstance(text, str):
                     raise InputError(f"{where}: column {cols.text!r} is not text")
+                for col in (cols.id, cols.url, cols.author, cols.licence, cols.lang,
+                            cols.image_url, cols.image_alt, cols.created_at):  # fmt: skip
+                    if isinstance(_get(row, col), dict | list):
+                        raise InputError(f"{where}: column {col!r} holds a list or an object")
                 sid = _str(_get(row, cols.id)) if cols.id else f"{path.name}:{line}"
                 if not sid:
                     raise InputError(f"{where}: empty id in column {cols.id!r}")
@@ -159,7 +175,7 @@ class DumpSource(Source):
                     source_id=sid,
                     text=_str(text),
                     url=_str(_get(row, cols.url)),
-                    author_hash=hash_author(_str(_get(row, cols.author))),
+                    author_hash=self.pseudonym(_str(_get(row, cols.author))),
                     created_at=created,
                     licence=_str(_get(row, cols.licence)) or o.licence,
                     lang_hint=_str(_get(row, cols.lang)).split("-")[0].lower(),
@@ -184,8 +200,11 @@ class JsonlSource(DumpSource):
                         continue
                     try:
                         row = json.loads(raw)
-                    except ValueError as e:
-                        raise InputError(f"{path}:{line}: not valid JSON ({e.msg})") from None
+                    except ValueError as e:  # JSONDecodeError, or an int over 4300 digits
+                        why = getattr(e, "msg", None) or str(e).split(":")[0]
+                        raise InputError(f"{path}:{line}: not valid JSON ({why})") from None
+                    except RecursionError:
+                        raise InputError(f"{path}:{line}: JSON nested too deeply") from None
                     if not isinstance(row, dict):
                         raise InputError(f"{path}:{line}: expected a JSON object per line")
                     yield line, row
@@ -199,6 +218,9 @@ class CsvSource(DumpSource):
     kind: ClassVar[str] = "csv"
 
     def rows(self, path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+        # a field over csv's default 131,072 characters would stop the whole import; read
+        # it, so that post alone is dropped (too_long), as it is from JSONL
+        csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
         with open(path, encoding=self.options.encoding, newline="") as f:
             reader = csv.reader(f, delimiter=self.options.delimiter, strict=True)
             try:

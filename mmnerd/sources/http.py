@@ -397,7 +397,8 @@ def decode_json(resp: requests.Response) -> Any:
     """The JSON body of ``resp``; :class:`InputError` naming the URL if it is not JSON."""
     try:
         return json.loads(resp.content.decode(resp.encoding or "utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, LookupError, RecursionError) as e:
+        # LookupError: an unknown charset in the header; RecursionError: nested too deeply
         raise InputError(
             f"{resp.request.method} {resp.url}: response is not valid JSON "
             f"({type(e).__name__}: {str(e)[:120]})"

@@ -59,11 +59,11 @@ from pydantic import Field, field_validator
 from mmnerd.config import PipelineConfig
 from mmnerd.errors import ConfigError
 from mmnerd.io import atomic_write, read_json, read_posts, write_json, write_posts
-from mmnerd.records import ENTITY_TYPES, ImageRef, Post, Span, hash_author
+from mmnerd.records import ENTITY_TYPES, ImageRef, Post, Span
 from mmnerd.sources import Source, SourceOptions
 from mmnerd.sources.loopback import serve_in_background
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"  # 2: the synthetic account in extra, pseudonymised on read
 """Bump when the generator's output changes, so cached samples are regenerated."""
 
 LICENCE = "CC0-1.0 (synthetic)"
@@ -1003,6 +1003,7 @@ def generate(options: SampleOptions) -> GeneratedSample:
         if fault:
             extra["image_fault"] = fault
         created = _EPOCH + timedelta(seconds=rng.randrange(366 * 86400))
+        extra["account"] = f"sample:{rng.choice(authors)}"  # pseudonymised by posts()
         posts.append(
             Post(
                 id=f"sample:{sid}",
@@ -1010,7 +1011,6 @@ def generate(options: SampleOptions) -> GeneratedSample:
                 source_id=sid,
                 text=text,
                 url=f"https://example.invalid/sample/{sid}",
-                author_hash=hash_author(f"sample:{rng.choice(authors)}"),
                 created_at=created.strftime("%Y-%m-%dT%H:%M:%SZ"),
                 licence=LICENCE,
                 synthetic=True,
@@ -1196,10 +1196,12 @@ class SampleSource(Source):
         return socket.AF_INET6 if ":" in self.bind_host else socket.AF_INET
 
     def posts(self) -> Iterator[Post]:
-        """Yield the synthetic posts with absolute image URLs on the loopback server."""
+        """Yield the synthetic posts with absolute image URLs on the loopback server and
+        their accounts pseudonymised with the corpus key."""
         self.ensure_generated()
         base = self.base_url
         for post in read_posts(self.posts_path):
+            post.author_hash = self.pseudonym(post.extra.pop("account", ""))
             if post.image is not None:
                 post.image.url = f"{base}/{post.image.url}"
             yield post

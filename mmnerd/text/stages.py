@@ -18,8 +18,10 @@ from mmnerd.text.tokenize import tokenize
 class LanguageStage(Stage):
     """Detect each post's language; keep target languages above the confidence threshold.
 
-    Drop reasons: ``empty_text``, ``lang:<code>`` (not a target), ``lang_low_confidence``,
-    ``lang_quota:<code>`` (``[language] quotas``: the language already has its share).
+    Drop reasons: ``empty_text``, ``too_long`` (checked first, as normalize would: a
+    huge post is not worth identifying, and its low score must not hide the real reason),
+    ``lang:<code>`` (not a target), ``lang_low_confidence``, ``lang_quota:<code>``
+    (``[language] quotas``: the language already has its share).
 
     With ``trust_hint`` a post whose declared language (``lang_hint``) is a target takes
     it (score 1.0, flagged ``lang_from_hint``) instead of being detected; when the detector
@@ -34,16 +36,22 @@ class LanguageStage(Stage):
 
     name = "language"
     input = "collect"
-    config_sections = ("language",)
+    config_sections = ("language", "normalize")
 
     def run(self, records: Iterable[Post], ctx: StageContext) -> Iterator[Post]:
         cfg = ctx.config.language
+        ncfg = ctx.config.normalize
         candidates = tuple(cfg.candidates)
         kept = _kept_before(ctx.config, ctx.shard) if cfg.quotas else Counter()
         for post in records:
             if not post.text.strip():
                 yield post.drop("empty_text")
                 continue
+            if ncfg.max_chars and len(post.text) > ncfg.max_chars:  # only then measure
+                text, _ = normalize(post.text, [], ncfg.url_placeholder, ncfg.mention_placeholder)
+                if len(text) > ncfg.max_chars:
+                    yield post.drop(f"too_long: {len(text)} chars > {ncfg.max_chars}")
+                    continue
             if cfg.trust_hint and post.lang_hint in cfg.targets:
                 post.lang, post.lang_score = post.lang_hint, 1.0
                 ctx.flag("lang_from_hint")

@@ -91,6 +91,32 @@ def test_fixed_test_set_survives_new_data():
     assert all(b[i] == "test" for i in test_ids)
 
 
+def test_fixed_test_ids_missing_from_the_corpus_are_never_silent(tmp_path, capsys):
+    """Issue 20.7: ids of ``export.fixed_test`` that are not in the corpus were ignored
+    silently.  Some missing: counted (``fixed_test_missing``) and warned about; none
+    found (a wrong file) or an empty file: one-line error naming the field."""
+    from mmnerd.errors import ConfigError
+    from mmnerd.export.splits import SplitStage
+    from mmnerd.pipeline import Runner, iter_stage, seed_stage
+
+    ids = tmp_path / "test-ids.txt"
+    cfg = PipelineConfig.model_validate(
+        {"data_dir": str(tmp_path / "d"), "export": {"fixed_test": str(ids)}}
+    )
+    seed_stage(cfg, "pull", make_posts(40))
+    ids.write_text("t:00003\nt:00007\ngone:1\ngone:2\n")
+    stats = Runner(cfg).run_stage(SplitStage())
+    assert stats.flagged["fixed_test_missing"] == 2
+    assert "2 of 4 export.fixed_test ids are not in this corpus" in capsys.readouterr().err
+    split = {p.id: p.split for p in iter_stage(cfg, "split")}
+    assert split["t:00003"] == split["t:00007"] == "test"
+    for content, expected in (("gone:1\ngone:2\n", "none of the 2 ids"), ("\n", "no post ids")):
+        ids.write_text(content)
+        with pytest.raises(ConfigError, match=expected) as e:
+            Runner(cfg).run_stage(SplitStage(), force=True)
+        assert "export.fixed_test" in str(e.value) and "\n" not in str(e.value)
+
+
 @pytest.fixture
 def exported(tmp_path):
     cfg = PipelineConfig(data_dir=str(tmp_path / "d"), export={"row_group_size": 16})

@@ -4,6 +4,7 @@ identical records, nothing lost or duplicated, no temp files left."""
 from __future__ import annotations
 
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -54,6 +55,8 @@ def test_kill_9_then_rerun_equals_clean_run(tmp_path):
     rng = random.Random(2026)
     for trial in range(2):
         run_dir = tmp_path / f"killed{trial}"
+        # the same corpus rebuilt: with its key, so authors get the same pseudonyms
+        shutil.copytree(clean / "secrets", run_dir / "secrets")
         kill_after(collect_cmd(run_dir, port), rng.uniform(2.0, 8.0))
         subprocess.run(collect_cmd(run_dir, port), check=True, capture_output=True, cwd=ROOT)
         got = snapshot(run_dir)

@@ -430,3 +430,41 @@ def test_fetch_removes_temps_a_killed_fetch_left(faultserver, config):
     assert stats.items_out == 1
     assert not any(p.exists() for p in stale) and not list(store.rglob("*.tmp"))
     assert kept.read_bytes() == b"a finished image"
+
+
+def test_allow_list_entries_with_a_port_allow_that_port_only(faultserver, loopback_only):
+    """Issue 20.7: ``allow_hosts = ["127.0.0.1"]`` (the sample image server) let a redirect
+    reach any other local port -- Label Studio's in the report.  An entry may now name a
+    port: then only that port is allowed, under the name or the address."""
+    with fs.FaultServer() as other:  # another local service, e.g. Label Studio
+        other.reset_counters()
+        to_other = quote(other.url("/img/ok.jpg", host="127.0.0.1"), safe="")
+        for allow in ([f"127.0.0.1:{faultserver.port}"], [f"localhost:{faultserver.port}"]):
+            fetcher = Fetcher(make_cfg(allow_hosts=allow), resolver)
+            assert fetcher.fetch(faultserver.url("/img/ok.jpg")).status == "ok", allow
+            res = fetcher.fetch(faultserver.url(f"/redirect?to={to_other}"))
+            assert res.status == "blocked_address", (allow, res)
+            assert f":{other.port}" in res.reason
+        assert other.requests == []  # refused before connecting
+        # a bare host still allows every port (what the sample pipeline relies on)
+        res = Fetcher(make_cfg(allow_hosts=["127.0.0.1"]), resolver).fetch(
+            faultserver.url(f"/redirect?to={to_other}")
+        )
+        assert res.status == "ok" and len(other.requests) == 1
+    assert loopback_only == []
+
+
+@pytest.mark.parametrize(
+    ("entry", "ok"),
+    [("127.0.0.1:8080", True), ("[::1]:81", True), ("::1", True), ("[::1]", True),
+     ("localhost:65535", True), ("127.0.0.1:0", False), ("127.0.0.1:99999", False),
+     ("host:http", False), (":80", False), ("[::1]x", False)],
+)  # fmt: skip
+def test_allow_list_entries_are_validated(entry, ok):
+    from pydantic import ValidationError
+
+    if ok:
+        make_cfg(allow_hosts=[entry])
+    else:
+        with pytest.raises(ValidationError, match="allow_hosts"):
+            make_cfg(allow_hosts=[entry])

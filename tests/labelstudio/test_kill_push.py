@@ -22,6 +22,7 @@ from mmnerd.config import load_config
 from mmnerd.labelstudio.adjudicate import adjudication_title
 from mmnerd.labelstudio.client import LSClient
 from mmnerd.pipeline import iter_stage, seed_stage
+from mmnerd.privacy import corpus_key
 from tests.killing import kill_after, temp_files
 
 from .conftest import ROOT, make_posts
@@ -121,6 +122,7 @@ def test_kill_9_during_pull_then_rerun_equals_clean_run(ls_session):
     src, src_p, title = seeded(ls_session, "killpull-src")
     run(["annotate", "push", "-p", str(src_p)])
     run(["annotate", "simulate", "-p", str(src_p)])
+    corpus_key(src)  # the copies below are one corpus: same key, same annotator pseudonyms
 
     def copy(name: str) -> tuple[Path, Path]:
         d = src.parent / name

@@ -108,7 +108,10 @@ def test_secrets_never_in_files_logs_or_console(ls_session):
 
     creds = json.loads((Path(ls_session["ls"]["data_dir"]) / "credentials.json").read_text())
     secrets = {k: creds[k] for k in ("password", "token", "secret_key")}
-    files = [p for p in d.rglob("*") if p.is_file()]
+    from mmnerd.privacy import corpus_key, key_path
+
+    secrets["corpus_key"] = corpus_key(d).hex()  # the pull pseudonymised annotators with it
+    files = [p for p in d.rglob("*") if p.is_file() and p != key_path(d)]
     assert any(p.suffix == ".parquet" for p in files)
     assert any("reports" in p.parts for p in files)
     files.append(Path(ls_session["ls"]["data_dir"]) / "server.log")
@@ -119,3 +122,54 @@ def test_secrets_never_in_files_logs_or_console(ls_session):
     for text in console:
         for name, value in secrets.items():
             assert value not in text, f"{name} found in console output"
+
+
+@pytest.mark.slow
+def test_every_command_tightens_loosened_secrets(ls_session):
+    """The data dir loosened to 0755 and its secret-holding files (credentials, the SQLite
+    database that stores the token, server.json, log) to 0644, then each command: all are
+    0700/0600 again afterwards (issue 20.3: only a server *start* re-tightened, and only
+    credentials.json)."""
+    folder = Path(ls_session["ls"]["data_dir"])
+    base = Path(ls_session["base"])
+    d = base / "perm-chain"
+    ls = {**ls_session["ls"], "project_title": "perm chain", "batch_size": 20}
+    lines = ['name = "perm"', f"data_dir = {json.dumps(str(d))}", "[labelstudio]"]
+    lines += [f"{k} = {json.dumps(v)}" for k, v in ls.items()]
+    pipeline = base / "perm-chain.toml"
+    pipeline.write_text("\n".join(lines) + "\n")
+    seed_stage(load_config(pipeline), "dedup", make_posts(8, seed=41, root=d))
+    secret_files = [folder / n for n in server.PRIVATE_FILES if (folder / n).exists()]
+    assert folder / "label_studio.sqlite3" in secret_files
+    keys = d / "secrets"
+    for args in (
+        ["ls", "status"],
+        ["ls", "up"],
+        ["annotate", "push"],
+        ["annotate", "simulate"],
+        ["pull"],
+        ["status"],
+    ):
+        folder.chmod(0o755)
+        for f in secret_files:
+            f.chmod(0o644)
+        if keys.exists():
+            keys.chmod(0o755)
+            for f in keys.iterdir():
+                f.chmod(0o644)
+        out = subprocess.run(
+            [sys.executable, "-m", "mmnerd.cli", *args, "-p", str(pipeline)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=600,
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, args
+        modes = {f.name: stat.S_IMODE(f.stat().st_mode) for f in secret_files}
+        assert modes == {f.name: 0o600 for f in secret_files}, args
+        if args == ["pull"]:  # annotator pseudonyms use the corpus key
+            assert keys.exists()
+        if keys.exists() and args in (["pull"], ["status"]):
+            assert stat.S_IMODE(keys.stat().st_mode) == 0o700, args
+            assert {stat.S_IMODE(f.stat().st_mode) for f in keys.iterdir()} == {0o600}, args

@@ -11,7 +11,7 @@ import pytest
 
 from mmnerd.config import PipelineConfig
 from mmnerd.errors import ConfigError, InputError
-from mmnerd.records import hash_author
+from mmnerd.privacy import pseudonymizer
 from mmnerd.sources import get_source
 
 ROWS = [
@@ -55,7 +55,7 @@ def test_jsonl_with_nested_columns(tmp_path: Path) -> None:
     cfg = config(tmp_path, "jsonl", path=str(path), columns=COLUMNS, licence="CC-BY-4.0")
     posts = list(get_source(cfg).posts())
     check(posts, "jsonl")
-    assert posts[0].author_hash == hash_author("alice")
+    assert posts[0].author_hash == pseudonymizer(cfg.root)("alice")
     assert posts[1].extra == {"file": "dump.jsonl", "line": 2}
 
 

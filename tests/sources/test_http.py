@@ -119,6 +119,15 @@ def test_malformed_json_is_an_input_error_naming_the_url(httpserver: HTTPServer)
     c, _ = client()
     with pytest.raises(InputError, match=r"/bad.*not valid JSON"):
         c.get_json(httpserver.url_for("/bad"))
+    # nested 100,000 deep, a 5,000-digit number, an unknown charset (issue 20.6)
+    for path, body, ctype in (
+        ("/deep", "[" * 100_000 + "]" * 100_000, "application/json"),
+        ("/bigint", "9" * 5000, "application/json"),
+        ("/charset", "{}", "application/json; charset=bogus"),
+    ):
+        httpserver.expect_request(path).respond_with_data(body, content_type=ctype)
+        with pytest.raises(InputError, match=rf"{path}.*not valid JSON"):
+            c.get_json(httpserver.url_for(path))
 
 
 def test_4xx_is_not_retried_and_carries_the_api_error(httpserver: HTTPServer) -> None:
