@@ -14,21 +14,54 @@ from typing import Annotated, Any
 
 import typer
 
+HELP = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(
     help="Build and benchmark multilingual, multimodal NER datasets (MMNERD-style).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
     rich_markup_mode=None,  # plain help: importing typer's rich help costs ~0.25 s per start
+    context_settings=HELP,
 )
 ls_app = typer.Typer(
-    help="Run the local Label Studio server.", no_args_is_help=True, rich_markup_mode=None
+    help="Run the local Label Studio server.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    context_settings=HELP,
 )
 annotate_app = typer.Typer(
-    help="Push tasks to Label Studio; simulate annotators.", rich_markup_mode=None
+    help="Push tasks to Label Studio; simulate annotators.",
+    rich_markup_mode=None,
+    context_settings=HELP,
+)
+config_app = typer.Typer(
+    help="See the resolved configuration.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    context_settings=HELP,
 )
 app.add_typer(ls_app, name="ls")
 app.add_typer(annotate_app, name="annotate")
+app.add_typer(config_app, name="config")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from mmnerd import __version__
+
+        print(f"mmnerd {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="print the version"),
+    ] = False,
+) -> None:
+    """Build and benchmark multilingual, multimodal NER datasets (MMNERD-style)."""
+
 
 PipelineOpt = Annotated[
     Path, typer.Option("--pipeline", "-p", help="pipeline file", envvar="PIPELINE")
@@ -69,7 +102,13 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def _config(pipeline: Path, overrides: list[str] | None):
     from mmnerd.config import load_config
+    from mmnerd.errors import ConfigError
 
+    if pipeline == DEFAULT_PIPELINE and not pipeline.exists():
+        raise ConfigError(
+            f"no pipeline file {pipeline} in {Path.cwd()}: pass -p FILE (or set PIPELINE), run "
+            "from the repository's root, or write one with `mmnerd init --source KIND -o FILE`"
+        )
     return load_config(pipeline, overrides)
 
 
@@ -364,14 +403,88 @@ def clean(
 @app.command()
 @friendly_errors
 def status(pipeline: PipelineOpt = DEFAULT_PIPELINE, set_: SetOpt = None) -> None:
-    """Show which stages are done and their figures."""
-    from mmnerd.pipeline import stage_stats
-    from mmnerd.stages import ALL_STAGE_NAMES
+    """Check the pipeline file, show each stage's figures (and which are stale: their
+    config or input changed since they ran), and say what to run next."""
+    from mmnerd.pipeline import COMMAND_OF_STAGE, MARKER, is_done, stage_dir, stage_stats
+    from mmnerd.sources import get_source
+    from mmnerd.stages import make_stage, route
 
     cfg = _config(pipeline, set_)
+    get_source(cfg)  # the source kind and its options are valid
     _tighten_secrets(cfg)
-    stats = [s for name in ALL_STAGE_NAMES if (s := stage_stats(cfg, name))]
+    stats, stale, todo = [], [], None
+    for name in route(cfg):
+        s = stage_stats(cfg, name)
+        if s is None:
+            todo = todo or name
+            continue
+        if not is_done(cfg, make_stage(cfg, name)) and name != "pull":
+            stale.append(name)
+            todo = todo or name
+        stats.append(s)
     _summary(stats, f"status: {cfg.name} ({cfg.root})")
+    for name in stale:
+        print(f"stale: {name} (its config or its input changed since it ran)", file=sys.stderr)
+    if todo is None:
+        nxt = "mmnerd benchmark" if (stage_dir(cfg, "split") / MARKER).exists() else ""
+    else:
+        nxt = f"mmnerd {COMMAND_OF_STAGE[todo]}"
+    if nxt:
+        print(f"next: {nxt} -p {pipeline}", file=sys.stderr)
+
+
+@app.command()
+@friendly_errors
+def init(
+    source: Annotated[
+        str, typer.Option("--source", help="source kind: sample, mastodon, bluesky, conll, ...")
+    ] = "sample",
+    name: Annotated[str, typer.Option("--name", help="pipeline name (paths, titles)")] = "",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="write here (default: stdout)")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="overwrite OUTPUT")] = False,
+) -> None:
+    """Write a pipeline file for a source, every field with its default and description."""
+    from mmnerd.config import PipelineConfig
+    from mmnerd.config_doc import render_pipeline
+    from mmnerd.errors import ConfigError
+    from mmnerd.sources import source_class
+
+    cls = source_class(source)
+    title = name or source
+    head = (f"# mmnerd pipeline: {title} ({source} source); written by `mmnerd init`.\n"
+            "# Every field shows its default; delete what you keep as is.  Check it with\n"
+            f"#   mmnerd config show -p {output or 'FILE'}\n\n")  # fmt: skip
+    text = head + render_pipeline(PipelineConfig, cls.Options, source)
+    text = text.replace('name = "sample"', f"name = {_toml_str(title)}", 1)
+    if output is None:
+        sys.stdout.write(text)
+        return
+    if output.exists() and not force:
+        raise ConfigError(f"{output} exists: choose another file or add --force")
+    output.write_text(text, encoding="utf-8")
+    print(f"wrote {output}; edit it, then: mmnerd status -p {output}", file=sys.stderr)
+
+
+def _toml_str(s: str) -> str:
+    import json
+
+    return json.dumps(s, ensure_ascii=False)
+
+
+@config_app.command("show")
+@friendly_errors
+def config_show(pipeline: PipelineOpt = DEFAULT_PIPELINE, set_: SetOpt = None) -> None:
+    """Print the resolved config (the file plus --set), each field with its description and
+    its default where it differs."""
+    from mmnerd.config_doc import render_pipeline
+    from mmnerd.sources import get_source
+
+    cfg = _config(pipeline, set_)
+    src = get_source(cfg)
+    sys.stdout.write(f"# {pipeline} resolved\n" + render_pipeline(
+        cfg, src.options, cfg.source.kind, resolved=True))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -405,15 +405,19 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Pipelin
         raise ConfigError(f"{path}: not valid TOML: {str(e).split(':')[0]}") from None
     except RecursionError:
         raise ConfigError(f"{path}: not valid TOML: nested too deeply") from None
+    given: dict[str, str] = {}  # dotted key -> the --set that gave it
     for o in overrides or []:
         _apply_override(data, o)
+        given[o.split("=", 1)[0].strip()] = o
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])[:120] or "(top level)"
-        more = f" (+{len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
-        msg = " ".join(err["msg"].split())[:300]  # one line, even for a multi-line value
-        raise ConfigError(f"{path}: field '{where}': {msg}{more}") from None
+        from mmnerd.config_doc import explain_validation
+
+        first = sorted(e.errors(), key=lambda err: err.get("type") != "extra_forbidden")[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        origin = next((f"--set {o[:120]}" for k, o in given.items()
+                       if loc == k or loc.startswith(k + ".")), str(path))  # fmt: skip
+        raise ConfigError(f"{origin}: {explain_validation(e, PipelineConfig)}") from None
     except RecursionError:
         raise ConfigError(f"{path}: a value is nested too deeply") from None

@@ -296,10 +296,7 @@ class Runner:
             stats.skipped = True
             return stats
         if stage.input is not None and not (stage_dir(self.config, stage.input) / MARKER).exists():
-            raise StageError(
-                f"stage '{stage.name}' needs stage '{stage.input}' to finish first "
-                f"(run the earlier make target)"
-            )
+            raise StageError(needs_message(stage.name, stage.input))
         marker = read_json(folder / MARKER)
         if marker:  # config or input changed, or forced: start over, keeping the old aside
             shutil.rmtree(aside, ignore_errors=True)
@@ -379,6 +376,25 @@ class Runner:
         if stage.input is None:
             stats.items_in = stats.items_out + sum(stats.dropped.values())
         return stats
+
+
+COMMAND_OF_STAGE = {
+    "collect": "collect", "language": "collect", "normalize": "collect", "tokenize": "collect",
+    "fetch": "collect", "dedup": "dedup", "push": "annotate push", "pull": "pull",
+    "gold": "export", "split": "export",
+}  # fmt: skip
+"""The ``mmnerd`` command that runs each stage."""
+
+
+def needs_message(stage: str, needed: str) -> str:
+    """What to run before ``stage`` can: the command of the stage it reads."""
+    command = COMMAND_OF_STAGE.get(needed, needed)
+    msg = (f"stage '{stage}' needs stage '{needed}', which has not run: run `mmnerd {command}` "
+           "(same -p and --set) first")  # fmt: skip
+    if needed == "pull":
+        msg += (", or export the source's own gold labels without Label Studio with "
+                "--set export.labels=source")  # fmt: skip
+    return msg
 
 
 def _main_reasons(stats: StageStats, n: int = 3) -> str:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from mmnerd.config import PipelineConfig
-from mmnerd.pipeline import Runner, StageStats, iter_stage
+from mmnerd.pipeline import Runner, Stage, StageStats, iter_stage
 
 STAGE_CLASSES: dict[str, str] = {
     "collect": "mmnerd.sources.collect:CollectStage",
@@ -32,10 +33,14 @@ STAGE_CLASSES: dict[str, str] = {
 ALL_STAGE_NAMES = tuple(STAGE_CLASSES)
 
 
-def run_one(config: PipelineConfig, name: str, force: bool = False) -> StageStats:
-    """Run the stage ``name`` alone (its input stage must have finished); returns its stats.
-    Starts what the stage needs: the source's server for collect and fetch, Label Studio
-    for push and pull."""
+def route(config: PipelineConfig) -> list[str]:
+    """The stages this pipeline runs, in order (Label Studio's or the gold route)."""
+    labels = ["gold"] if config.export.labels == "source" else ["push", "pull"]
+    return ["collect", "language", "normalize", "tokenize", "fetch", "dedup", *labels, "split"]
+
+
+def make_stage(config: PipelineConfig, name: str, source: Any = None) -> Stage:
+    """The stage object ``name`` for ``config`` (constructing it has no side effects)."""
     import importlib
 
     from mmnerd.errors import ConfigError
@@ -44,6 +49,16 @@ def run_one(config: PipelineConfig, name: str, force: bool = False) -> StageStat
         raise ConfigError(f"unknown stage {name!r}; stages: {', '.join(STAGE_CLASSES)}")
     module, _, cls_name = STAGE_CLASSES[name].partition(":")
     cls = getattr(importlib.import_module(module), cls_name)
+    if name == "collect":
+        return cls(source)
+    return cls(config) if name == "split" else cls()
+
+
+def run_one(config: PipelineConfig, name: str, force: bool = False) -> StageStats:
+    """Run the stage ``name`` alone (its input stage must have finished); returns its stats.
+    Starts what the stage needs: the source's server for collect and fetch, Label Studio
+    for push and pull."""
+    stage = make_stage(config, name)
     if name in ("push", "pull"):
         from mmnerd.labelstudio import server
 
@@ -52,10 +67,9 @@ def run_one(config: PipelineConfig, name: str, force: bool = False) -> StageStat
         from mmnerd.sources import get_source
 
         source = get_source(config)
-        stage = cls(source) if name == "collect" else cls()
+        stage = make_stage(config, name, source)
         with source.serving():
-            return Runner(config).run_stage(stage, force=force or name == "pull")
-    stage = cls(config) if name == "split" else cls()
+            return Runner(config).run_stage(stage, force=force)
     return Runner(config).run_stage(stage, force=force or name == "pull")
 
 

@@ -15,7 +15,7 @@ import importlib
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -57,9 +57,9 @@ class Source:
         try:
             options = cls.Options.model_validate(config.source.options())
         except ValidationError as e:
-            err = e.errors()[0]
-            where = ".".join(str(p) for p in err["loc"])
-            raise ConfigError(f"field 'source.{where}': {err['msg']}") from None
+            from mmnerd.config_doc import explain_validation
+
+            raise ConfigError(explain_validation(e, cls.Options, prefix="source")) from None
         return cls(options, config)
 
     @functools.cached_property
@@ -95,10 +95,17 @@ class Source:
         yield
 
 
-def get_source(config: PipelineConfig) -> Source:
-    kind = config.source.kind
+def source_class(kind: str) -> type[Source]:
+    """The source class of ``kind`` (one line with "did you mean" when it is unknown)."""
     if kind not in SOURCES:
-        raise ConfigError(f"field 'source.kind': unknown source {kind!r}; known: {sorted(SOURCES)}")
+        from mmnerd.config_doc import did_you_mean
+
+        raise ConfigError(
+            f"field 'source.kind': unknown source {kind!r}{did_you_mean(kind, list(SOURCES))}"
+        )
     module, _, cls_name = SOURCES[kind].partition(":")
-    cls: Any = getattr(importlib.import_module(module), cls_name)
-    return cls.from_config(config)
+    return getattr(importlib.import_module(module), cls_name)
+
+
+def get_source(config: PipelineConfig) -> Source:
+    return source_class(config.source.kind).from_config(config)
