@@ -17,9 +17,10 @@ as the CLI prints them.  See docs/api.md.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mmnerd.config import PipelineConfig
+if TYPE_CHECKING:  # the config module loads pydantic: only when a function needs it
+    from mmnerd.config import PipelineConfig
 
 COMMANDS = ("collect", "dedup", "annotate", "pull", "export")
 """What :func:`run` accepts (the make targets of a pipeline, in order)."""

@@ -92,8 +92,12 @@ def card_data(config: PipelineConfig, tables: dict[str, Any]):  # -> DatasetCard
     synthetic = tables["synthetic"]
     gold = config.export.labels == "source"
     langs = list(tables["per_language"])
-    splits = [{"name": s, "num_examples": tables["per_split"].get(s, {}).get("sentences", 0)}
-              for s in SPLITS]  # fmt: skip
+    splits = []  # only splits with posts: datasets cannot load an empty split
+    for s in SPLITS:
+        n = tables["per_split"].get(s, {}).get("sentences", 0)
+        path = config.export_dir / f"{s}.parquet"
+        if n and path.exists():
+            splits.append({"name": s, "num_bytes": path.stat().st_size, "num_examples": n})
     return DatasetCardData(
         language=langs,
         license="cc0-1.0" if synthetic else "other",
@@ -108,8 +112,8 @@ def card_data(config: PipelineConfig, tables: dict[str, Any]):  # -> DatasetCard
         size_categories=[size_category(tables["posts"])],
         pretty_name=f"{config.name} (synthetic)" if synthetic else config.name,
         tags=["multimodal", "multilingual", "social-media", "mmnerd"],
-        configs=[{"config_name": "default",
-                  "data_files": [{"split": s, "path": f"{s}.parquet"} for s in SPLITS]}],
+        configs=[{"config_name": "default", "data_files": [
+            {"split": s["name"], "path": f"{s['name']}.parquet"} for s in splits]}],
         dataset_info={"features": hf_features_yaml(), "splits": splits},
     )  # fmt: skip
 

@@ -2,9 +2,11 @@
 
 ``[source.columns]`` names the dump's column for each post field::
 
-    id, text, lang, image_url, image_alt, created_at, author, url, licence
+    id, text, lang, image_url, image_path, image_alt, created_at, author, url, licence
 
-``text`` is required, the others optional ("" = the dump has no such column).
+``text`` is required, the others optional ("" = the dump has no such column).  A picture is
+an http(s) URL (``image_url``, downloaded) or a file on disk (``image_path``, relative to
+``images_dir``, read as a file and confined to that folder: no HTTP server needed).
 In JSONL a column may be a dotted path into nested objects (``user.screen_name``).
 ``author`` is pseudonymised with the corpus key (:mod:`mmnerd.privacy`), never stored;
 ``created_at`` may be ISO 8601 or epoch seconds and is stored as UTC ISO.  A malformed
@@ -39,6 +41,9 @@ class Columns(BaseModel):
     text: str = Field("text", min_length=1, description="post text column (required)")
     lang: str = Field("lang", description="language hint column")
     image_url: str = Field("image_url", description="http(s) image URL column")
+    image_path: str = Field(
+        "image_path", description="local image column: a path relative to source.images_dir"
+    )
     image_alt: str = Field("", description="image alt-text column")
     created_at: str = Field("created_at", description="ISO 8601 or epoch seconds")
     author: str = Field("author", description="author column (keyed pseudonym, never stored)")
@@ -53,7 +58,12 @@ class DumpOptions(SourceOptions):
     name: str = Field("", description="source name in post ids (default: the kind)")
     columns: Columns = Field(default_factory=Columns)
     licence: str = Field("", description="licence note for posts whose licence column is empty")
-    require_image: bool = Field(False, description="posts without image URL are dropped")
+    require_image: bool = Field(
+        False, description="posts without an image (URL or path) are dropped at collect"
+    )
+    images_dir: str = Field(
+        "", description="folder the image_path column is relative to (pictures read as files)"
+    )
     delimiter: str = Field(",", min_length=1, max_length=1, description="CSV field delimiter")
     encoding: str = Field("utf-8", description="text encoding of JSONL / CSV files")
 
@@ -122,6 +132,9 @@ class DumpSource(Source):
     Options: ClassVar[type[SourceOptions]] = DumpOptions
     options: DumpOptions
 
+    def local_images(self) -> Path | None:
+        return Path(self.options.images_dir) if self.options.images_dir else None
+
     def paths(self) -> list[Path]:
         p = self.options.path
         hits = sorted(glob.glob(p)) if glob.has_magic(p) else [p]
@@ -166,9 +179,16 @@ class DumpSource(Source):
                 except (ValueError, OverflowError, OSError):
                     raise InputError(f"{where}: bad timestamp in {cols.created_at!r}") from None
                 image_url = _str(_get(row, cols.image_url))
+                image_path = _str(_get(row, cols.image_path))
+                alt = _str(_get(row, cols.image_alt))
                 image = None
-                if image_url:
-                    image = ImageRef(url=image_url, alt=_str(_get(row, cols.image_alt)))
+                if image_path and o.images_dir:
+                    image = ImageRef(file=image_path, alt=alt)
+                elif image_path:
+                    raise InputError(f"{where}: column {cols.image_path!r} holds a path but "
+                                     "source.images_dir is not set")  # fmt: skip
+                elif image_url:
+                    image = ImageRef(url=image_url, alt=alt)
                 post = Post(
                     id=f"{name}:{sid}",
                     source=name,

@@ -135,3 +135,39 @@ def test_pipeline_files_load_and_their_source_options_validate(name: str) -> Non
     cfg = load_config(ROOT / "pipelines" / name)
     src = get_source(cfg)
     assert src.kind == cfg.source.kind
+
+
+def test_local_pictures_are_read_as_files_without_a_server(tmp_path: Path) -> None:
+    """image_path + images_dir: the fetch stage reads the file, confined to the folder."""
+    import io
+
+    from PIL import Image
+
+    from mmnerd.pipeline import iter_stage, stage_stats
+    from mmnerd.stages import run_collect
+
+    images = tmp_path / "pics"
+    images.mkdir()
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), "teal").save(buf, "PNG")
+    (images / "a.png").write_bytes(buf.getvalue())
+    (tmp_path / "secret.png").write_bytes(buf.getvalue())
+    rows = [
+        {"id": "1", "text": "Great day in Lisbon with the whole team", "image_path": "a.png"},
+        {"id": "2", "text": "Great night in Porto with the team", "image_path": "../secret.png"},
+        {"id": "3", "text": "Great morning in Faro with the whole team", "image_path": ""},
+    ]
+    dump = tmp_path / "d.jsonl"
+    dump.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = config(tmp_path, "jsonl", path=str(dump), images_dir=str(images))
+    cfg.images.required = False
+    run_collect(cfg)
+    posts = {p.source_id: p for p in iter_stage(cfg, "fetch")}
+    assert posts["1"].has_image and posts["1"].image.width == 40
+    assert posts["2"].image.status == "blocked_path" and not posts["2"].has_image
+    assert posts["3"].image is None
+    assert stage_stats(cfg, "fetch").flagged["text_only"] == 2
+    cfg2 = config(tmp_path / "again", "jsonl", path=str(dump))  # a path but no folder
+    with pytest.raises(InputError, match=r"d.jsonl:1: column 'image_path' holds a path but "
+                       r"source.images_dir is not set"):  # fmt: skip
+        list(get_source(cfg2).posts())
