@@ -97,10 +97,8 @@ def progress_bar(
     live display."""
     if not sys.stderr.isatty():
         log = LogProgress(description, total, unit, _interval())
-        try:
-            yield log.advance
-        finally:
-            log.close()
+        yield log.advance
+        log.close()  # not after an error: the error's own line is what matters then
         return
     from rich.progress import (
         BarColumn,

@@ -27,7 +27,7 @@ from mmnerd.config import PipelineConfig
 from mmnerd.pipeline import iter_excluded, iter_stage, stage_stats
 from mmnerd.records import Span
 from mmnerd.text.normalize import normalize
-from tests.conftest import ROOT
+from tests.conftest import ROOT, error_line
 
 
 def mmnerd(*args: str) -> subprocess.CompletedProcess:
@@ -44,10 +44,7 @@ def one_line_error(out: subprocess.CompletedProcess) -> str:
     """Assert exit 2, a single 'mmnerd: error:' line and no traceback; return the line."""
     assert out.returncode == 2, (out.returncode, out.stdout, out.stderr)
     assert "Traceback" not in out.stderr + out.stdout
-    err = out.stderr.strip()
-    assert err.count("\n") == 0, err
-    assert err.startswith("mmnerd: error: ")
-    return err
+    return error_line(out.stderr)
 
 
 def pipeline(tmp_path: Path, body: str, name: str = "p.toml") -> Path:
@@ -341,7 +338,7 @@ def test_collect_force_with_a_bad_line_keeps_the_previous_output(tmp_path):
     from mmnerd.config import load_config
 
     good = b'{"id": 1, "text": "Great day in Paris with friends, lovely weather today"}\n'
-    p = jsonl_pipeline(tmp_path, good)
+    p = jsonl_pipeline(tmp_path, good, "[images]\nrequired = false\n")  # text-only posts
     out = mmnerd("collect", "-p", str(p))
     assert out.returncode == 0, out.stderr
     cfg = load_config(p)
@@ -369,7 +366,7 @@ def test_csv_field_over_131072_chars_drops_that_post_only(tmp_path):
     f = tmp_path / "dump.csv"
     huge = "Great day in Paris with friends " * 5000  # 160,000 chars
     f.write_text(f'id,text\n1,"{huge}"\n2,Great day in Paris with friends today\n')
-    p = pipeline(tmp_path, f"[source]\nkind = 'csv'\npath = '{f}'\n")
+    p = pipeline(tmp_path, f"[source]\nkind = 'csv'\npath = '{f}'\n[images]\nrequired = false\n")
     out = mmnerd("collect", "-p", str(p))
     assert out.returncode == 0, out.stderr[-2000:]
     cfg = load_config(p)
