@@ -56,20 +56,16 @@ def make_stage(config: PipelineConfig, name: str, source: Any = None) -> Stage:
 
 def run_one(config: PipelineConfig, name: str, force: bool = False) -> StageStats:
     """Run the stage ``name`` alone (its input stage must have finished); returns its stats.
-    Starts what the stage needs: the source's server for collect and fetch, Label Studio
-    for push and pull."""
+    Starts Label Studio for push and pull."""
     stage = make_stage(config, name)
     if name in ("push", "pull"):
         from mmnerd.labelstudio import server
 
         server.up(config)
-    if name in ("collect", "fetch"):
+    if name == "collect":
         from mmnerd.sources import get_source
 
-        source = get_source(config)
-        stage = make_stage(config, name, source)
-        with source.serving():
-            return Runner(config).run_stage(stage, force=force)
+        stage = make_stage(config, name, get_source(config))
     return Runner(config).run_stage(stage, force=force or name == "pull")
 
 
@@ -87,8 +83,7 @@ def run_collect(config: PipelineConfig, force: bool = False) -> list[StageStats]
         TokenizeStage(),
         FetchStage(),
     ]
-    with source.serving():
-        return Runner(config).run(stages, force=force)
+    return Runner(config).run(stages, force=force)
 
 
 def run_dedup(config: PipelineConfig, force: bool = False) -> list[StageStats]:

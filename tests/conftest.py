@@ -30,8 +30,5 @@ def free_port() -> int:
 
 @pytest.fixture
 def config(tmp_path: Path) -> PipelineConfig:
-    """The default pipeline, writing under tmp_path, with a free port for the sample server."""
-    return load_config(
-        ROOT / "pipelines" / "sample.toml",
-        [f'data_dir="{tmp_path / "data"}"', f"source.image_port={free_port()}"],
-    )
+    """The default pipeline, writing under tmp_path."""
+    return load_config(ROOT / "pipelines" / "sample.toml", [f'data_dir="{tmp_path / "data"}"'])

@@ -2,14 +2,13 @@
 
 A source turns its options (the ``[source]`` table of a pipeline file,
 validated by the source's own pydantic ``Options`` model) into a stream of
-:class:`~mmnerd.records.Post`.  ``serving()`` is entered around collection
-*and* image fetching, for sources that must keep something running meanwhile
-(the sample source's loopback image server).
+:class:`~mmnerd.records.Post`.  Pictures are http(s) URLs (downloaded by the fetch stage)
+or files on disk (``ImageRef.file``, relative to :meth:`Source.local_images`, read as
+files): no source runs a server.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib
 from collections import Counter
@@ -88,11 +87,6 @@ class Source:
         (None: the source's images are URLs).  The fetch stage reads them as files,
         confined to this folder; on Dask it must be on a filesystem workers share."""
         return None
-
-    @contextlib.contextmanager
-    def serving(self) -> Iterator[None]:
-        """Keep whatever the fetch stage needs running (default: nothing)."""
-        yield
 
 
 def source_class(kind: str) -> type[Source]:

@@ -14,8 +14,7 @@ from mmnerd.sources import Source, get_source
 class CollectStage(Stage):
     """Stream posts from ``config.source``; posts with an id seen before are dropped.
 
-    Pass the ``source`` whose ``serving()`` is active, so URLs and server agree.  The
-    source's flags (e.g. ``stream_skipped``) go into the stage stats; while the source
+    The source's flags (e.g. ``stream_skipped``) go into the stage stats; while the source
     has streams left unfinished (skipped because their server was unavailable), the
     stage is never marked done, so the next ``mmnerd collect`` resumes them.
     """

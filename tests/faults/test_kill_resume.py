@@ -28,8 +28,6 @@ def collect_cmd(data_dir: Path, port: int) -> list[str]:
         "--set",
         f'data_dir="{data_dir}"',
         "--set",
-        f"source.image_port={port}",
-        "--set",
         "source.posts=120",
         "--set",
         "shard_size=15",

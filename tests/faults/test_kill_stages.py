@@ -40,8 +40,6 @@ def cmd(command: str, data_dir: Path, port: int, pipeline: Path = SAMPLE) -> lis
         "--set",
         f'data_dir="{data_dir}"',
         "--set",
-        f"source.image_port={port}",
-        "--set",
         "source.posts=80",
         "--set",
         "shard_size=20",
@@ -120,9 +118,7 @@ def seed_pull(data_dir: Path, port: int) -> None:
     from mmnerd.pipeline import StageStats, write_shard
     from mmnerd.text.bio import spans_to_bio
 
-    cfg = load_config(
-        ROOT / "pipelines/sample.toml", [f'data_dir="{data_dir}"', f"source.image_port={port}"]
-    )
+    cfg = load_config(ROOT / "pipelines/sample.toml", [f'data_dir="{data_dir}"'])
     posts = [p for p in iter_stage(cfg, "dedup") if not p.duplicate_of]
     for p in posts:
         al = spans_to_bio(p.gold_spans, p.token_offsets, p.text)

@@ -22,7 +22,6 @@ from mmnerd.stages import (
     run_simulate,
 )
 from mmnerd.text.bio import spans_to_bio
-from tests.conftest import free_port
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
 
@@ -34,8 +33,7 @@ def chain_config(ls_session: dict) -> PipelineConfig:
             "name": "chain",
             "data_dir": str(base / "chain"),
             "shard_size": 25,
-            "source": {"kind": "sample", "posts": 60, "image_port": free_port(), "seed": 5},
-            "images": {"allow_hosts": ["127.0.0.1"]},
+            "source": {"kind": "sample", "posts": 60, "seed": 5},
             "labelstudio": {**ls_session["ls"], "project_title": "chain (synthetic)"},
             "simulate": {"annotators": 2, "noise": 0.0, "seed": 3},
             "benchmark": {"epochs": 2, "report_dir": str(base / "chain" / "reports")},
@@ -61,7 +59,7 @@ def test_whole_chain_then_rerun_changes_nothing(ls_session):
     assert sum(v for k, v in by_stage["language"].dropped.items() if k.startswith("lang:")) >= 3
     assert all(p.lang in ("en", "fr", "de", "es") for p in iter_stage(cfg, "fetch"))
     assert {p.reason.split(":")[1] for p in iter_excluded(cfg, "fetch")} <= {
-        "http_404",
+        "missing_file",
         "not_image",
         "corrupt_image",
     }

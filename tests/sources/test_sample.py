@@ -5,14 +5,12 @@ from __future__ import annotations
 import io
 import itertools
 import re
-import socket
 import unicodedata
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import imagehash
 import pytest
-import requests
 from PIL import Image
 
 from mmnerd.config import PipelineConfig, load_config
@@ -34,17 +32,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CANDIDATES = ["en", "fr", "de", "es", "it", "pt", "nl", "ca", "ro", "pl"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _config(root: Path, *overrides: str) -> PipelineConfig:
-    return load_config(
-        ROOT / "pipelines" / "sample.toml",
-        [f'data_dir="{root}"', f"source.image_port={_free_port()}", *overrides],
-    )
+    return load_config(ROOT / "pipelines" / "sample.toml", [f'data_dir="{root}"', *overrides])
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +55,7 @@ def images(source: SampleSource, posts: list[Post]) -> dict[str, bytes]:
     for p in posts:
         assert p.image is not None
         if "image_fault" not in p.extra:
-            out[p.id] = (source.images_dir / p.image.url.rsplit("/", 1)[1]).read_bytes()
+            out[p.id] = (source.images_dir / p.image.file).read_bytes()
     return out
 
 
@@ -82,16 +71,16 @@ def test_options_defaults_and_pipeline_file() -> None:
     opts = SampleOptions()
     assert (opts.posts, opts.seed, opts.broken_images) == (300, 13, 4)
     assert (opts.other_language_share, opts.near_duplicate_share) == (0.10, 0.10)
-    assert (opts.image_host, opts.image_port, opts.image_size) == ("127.0.0.1", 18765, (320, 240))
+    assert opts.image_size == (320, 240)
     assert all(f.description for f in SampleOptions.model_fields.values())
     cfg = load_config(ROOT / "pipelines" / "sample.toml")
-    assert cfg.source.kind == "sample" and "127.0.0.1" in cfg.images.allow_hosts
+    assert cfg.source.kind == "sample" and cfg.images.allow_hosts == []  # no server to allow
     assert SampleOptions.model_validate(cfg.source.options()) == opts
 
 
 @pytest.mark.parametrize(
     ("override", "field"),
-    [("source.image_host=10.0.0.5", "image_host"), ("source.posts=0", "posts"),
+    [("source.image_port=0", "image_port"), ("source.posts=0", "posts"),
      ("source.colour=1", "colour")],
 )  # fmt: skip
 def test_bad_options_name_the_field(tmp_path: Path, override: str, field: str) -> None:
@@ -144,8 +133,8 @@ def test_provenance(posts: list[Post], source: SampleSource) -> None:
         assert re.fullmatch(r"[0-9a-f]{16}", p.author_hash)
         assert re.fullmatch(r"2024-\d\d-\d\dT\d\d:\d\d:\d\dZ", p.created_at)
         assert p.raw_text == p.text and p.lang_hint in TARGET_LANGS + OTHER_LANGS
-        assert p.image is not None
-        assert p.image.url.startswith(f"http://127.0.0.1:{source.port}/images/")
+        assert p.image is not None and not p.image.url
+        assert re.fullmatch(r"[A-Za-z0-9_-]+\.(jpg|png)", p.image.file)
     assert len({p.author_hash for p in posts}) > 20
 
 
@@ -288,54 +277,32 @@ def test_formats(images: dict[str, bytes]) -> None:
     assert mimes["JPEG"] > 200 and mimes["PNG"] >= 1
 
 
-def test_server_serves_images_and_faults(source: SampleSource, posts: list[Post]) -> None:
-    faults = {p.extra["image_fault"]: p for p in posts if "image_fault" in p.extra}
-    assert set(faults) == {"truncated", "html", "missing"}
-    good = next(p for p in posts if "image_fault" not in p.extra)
-    assert source.server_address is None
-    with source.serving():
-        host, port = source.server_address or ("", 0)
-        assert host == "127.0.0.1" and port == source.port
-        with requests.Session() as http:
-            r = http.get(good.image.url, timeout=5)  # type: ignore[union-attr]
-            assert r.status_code == 200 and r.headers["Content-Type"] == "image/jpeg"
-            Image.open(io.BytesIO(r.content)).load()
+def test_pictures_are_files_and_faults_get_their_status(tmp_path: Path) -> None:
+    """No server: the fetch stage reads the sample's files; a missing file, an HTML page and
+    a truncated JPEG each get their status (the posts are dropped, images being required)."""
+    from mmnerd.pipeline import iter_excluded, iter_stage
+    from mmnerd.stages import run_collect
 
-            r = http.get(faults["missing"].image.url, timeout=5)  # type: ignore[union-attr]
-            assert r.status_code == 404
-
-            r = http.get(faults["html"].image.url, timeout=5)  # type: ignore[union-attr]
-            assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/html")
-            with pytest.raises(OSError):
-                Image.open(io.BytesIO(r.content)).load()
-
-            r = http.get(faults["truncated"].image.url, timeout=5)  # type: ignore[union-attr]
-            assert r.status_code == 200 and r.headers["Content-Type"] == "image/jpeg"
-            with pytest.raises(OSError):
-                Image.open(io.BytesIO(r.content)).load()
-
-            for path in ("/images/../manifest.json", "/posts.jsonl", "/images/"):
-                assert http.get(source.base_url + path, timeout=5).status_code == 404
-    assert source.server_address is None
-    with pytest.raises(requests.ConnectionError):
-        requests.get(good.image.url, timeout=2)  # type: ignore[union-attr]
+    cfg = _config(tmp_path, "source.posts=40", "source.broken_images=3")
+    run_collect(cfg)
+    reasons = {p.extra["image_fault"]: p.reason.split(": ")[0] for p in iter_excluded(cfg, "fetch")
+               if "image_fault" in p.extra}  # fmt: skip
+    assert reasons == {"truncated": "image:corrupt_image", "html": "image:not_image",
+                       "missing": "image:missing_file"}  # fmt: skip
+    assert all(p.has_image for p in iter_stage(cfg, "fetch"))
 
 
-def test_busy_port_is_a_one_line_config_error(source: SampleSource) -> None:
-    with socket.socket() as blocker:
-        blocker.bind(("127.0.0.1", 0))
-        blocker.listen()
-        port = blocker.getsockname()[1]
-        src = SampleSource(source.options.model_copy(update={"image_port": port}), source.config)
-        with pytest.raises(ConfigError, match=r"source\.image_port") as err, src.serving():
-            pass
-        assert "\n" not in str(err.value) and str(port) in str(err.value)
+def test_a_rerun_after_any_change_still_finds_the_pictures(tmp_path: Path) -> None:
+    """Issue 20.5: with image_port = 0 the collected URLs named a port of a run that had
+    ended, so a rerun of fetch alone (after a kill, or an [images] change) dropped every
+    post as connection_error.  Pictures are files now: the rerun finds them."""
+    from mmnerd.pipeline import stage_stats
+    from mmnerd.stages import run_collect
 
-
-def test_port_zero_picks_a_free_port(source: SampleSource) -> None:
-    src = SampleSource(source.options.model_copy(update={"image_port": 0}), source.config)
-    with src.serving():
-        assert src.server_address is not None and src.server_address[1] == src.port > 0
-        first = next(src.posts())
-        assert first.image is not None and f":{src.port}/images/" in first.image.url
-        assert requests.head(first.image.url, timeout=5).status_code in (200, 404)
+    cfg = _config(tmp_path, "source.posts=30", "source.broken_images=0")
+    run_collect(cfg)
+    before = stage_stats(cfg, "fetch").items_out
+    again = _config(tmp_path, "source.posts=30", "source.broken_images=0", "images.max_side=200")
+    stats = {s.stage: s for s in run_collect(again)}
+    assert stats["collect"].skipped and not stats["fetch"].skipped  # only fetch is redone
+    assert stats["fetch"].items_out == before > 0 and not stats["fetch"].dropped
