@@ -281,7 +281,7 @@ def test_text_edges_edge_cases() -> None:
 
 def test_near_identical_group_under_a_tiny_budget(monkeypatch) -> None:
     """500 near-identical posts (124,750 pairs): a 256 KiB budget (hundreds of passes)
-    gives the very same edges as the default 2 GiB (one pass), and both match brute force."""
+    gives the very same edges as the default 2 GiB (a few), and both match brute force."""
     passes = []
     real = text_mod._chunks
 
@@ -301,10 +301,10 @@ def test_near_identical_group_under_a_tiny_budget(monkeypatch) -> None:
         texts.append(" ".join(words))
     texts += ["an unrelated post about something else entirely"] * 3
     big = text_edges(texts, 0.6)
-    assert len(passes) == 1
+    n_big = len(passes)
     passes.clear()
     small = text_edges(texts, 0.6, memory_bytes=1 << 18)
-    assert len(passes) > 100
+    assert n_big <= 4 and len(passes) > 100
     key = lambda e: np.lexsort((e[1], e[0]))  # noqa: E731
     for a, b in zip(big, small, strict=True):
         assert np.array_equal(a[key(big)], b[key(small)])
