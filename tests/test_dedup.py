@@ -239,6 +239,25 @@ def test_cross_group_edges_equal_brute_force(texts: list[str], t: float, data) -
     assert all(groups[a] != groups[b] for a, b in got)
 
 
+def test_many_scan_passes_and_runs_give_the_same_edges(monkeypatch) -> None:
+    """Texts shingled 3 per pass and sets ranked 64 shingles per run: copies and near
+    copies across passes are still found, exactly as brute force finds them."""
+    monkeypatch.setattr(text_mod, "_SCAN_TEXTS", 3)
+    rng = np.random.default_rng(5)
+    bases = [[VOCAB[int(v)] for v in rng.integers(0, len(VOCAB), 9)] for _ in range(4)]
+    texts = []
+    for _ in range(80):
+        words = list(bases[int(rng.integers(0, 4))])
+        for _ in range(int(rng.integers(0, 3))):
+            words[int(rng.integers(0, len(words)))] = VOCAB[int(rng.integers(0, len(VOCAB)))]
+        texts.append(" ".join(words) if rng.random() < 0.9 else "")
+    groups = rng.integers(0, 3, len(texts))
+    for t in (0.5, 0.8, 1.0):
+        assert edge_dict(texts, t, memory_bytes=1) == brute_force_edges(texts, t)
+        got = edge_dict(texts, t, groups=groups, memory_bytes=1)
+        assert got == brute_force_edges(texts, t, groups.tolist())
+
+
 def test_text_edges() -> None:
     base = "the quick brown fox jumps over the lazy dog near the river bank today"
     texts = [

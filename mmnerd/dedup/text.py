@@ -138,12 +138,13 @@ def _ramp(counts: np.ndarray) -> np.ndarray:
 
 def _scan(
     texts: Sequence[str], k: int, drop: Sequence[str]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
     """Normalise and shingle ``texts`` in passes of :data:`_SCAN_TEXTS`.
 
     Returns ``digest`` ``(n, 2) uint64`` (blake2b-128 of each normalised text, zeros when
-    empty), ``hv`` ``(total,) uint64`` shingle hashes grouped by text (repeats kept) and
-    ``counts`` ``(n,) int64`` (0 = empty normalised text).
+    empty), ``parts``: per pass, the ``uint64`` shingle hashes of its texts, grouped by
+    text (repeats kept; not concatenated, to spare a copy) and ``counts`` ``(n,) int64``
+    (0 = empty normalised text).
     """
     n = len(texts)
     digest = np.zeros((n, 2), dtype=np.uint64)
@@ -164,8 +165,18 @@ def _scan(
         hv, c = _shingle_hashes(split, k, cache)
         parts.append(hv)
         counts[lo : lo + len(split)] = c
-    hv = np.concatenate(parts) if parts else np.zeros(0, np.uint64)
-    return digest, hv, counts
+    return digest, parts, counts
+
+
+def _run(parts: list[np.ndarray], ends: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """Elements ``lo:hi`` of ``concatenate(parts)`` (``ends``: cumulative part lengths)."""
+    first = int(np.searchsorted(ends, lo, side="right"))
+    last = int(np.searchsorted(ends, hi - 1, side="right")) if hi > lo else first
+    pieces = []
+    for p in range(first, min(last, len(parts) - 1) + 1):
+        start = int(ends[p]) - len(parts[p])
+        pieces.append(parts[p][max(lo, start) - start : min(hi, int(ends[p])) - start])
+    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces or [np.zeros(0, np.uint64)])
 
 
 def _classes(
@@ -222,15 +233,16 @@ class _Sets:
     n_tok: int
 
 
-def _order_sets(hv: np.ndarray, counts: np.ndarray, max_shingles: int) -> _Sets:
-    """Rank shingle hashes ``hv`` (grouped by set, ``counts`` per set) rarest first.
+def _order_sets(parts: list[np.ndarray], counts: np.ndarray, max_shingles: int) -> _Sets:
+    """Rank shingle hashes (``concatenate(parts)``, grouped by set, ``counts`` per set)
+    rarest first.
 
-    One global sort finds each hash's frequency (~8 bytes per shingle besides ``hv``);
-    the sets are then ranked and sorted in runs of about ``max_shingles`` shingles.
+    One global sort finds each hash's frequency (~8 bytes per shingle besides
+    ``parts``); the sets are then ranked and sorted in runs of about ``max_shingles``.
     """
     m = len(counts)
-    key = hv.view(np.int64)
-    s = np.sort(key)
+    s = np.concatenate(parts or [np.zeros(0, np.uint64)]).view(np.int64)
+    s.sort()
     new = np.ones(len(s), dtype=bool)
     np.not_equal(s[1:], s[:-1], out=new[1:])
     starts = np.flatnonzero(new)
@@ -245,15 +257,16 @@ def _order_sets(hv: np.ndarray, counts: np.ndarray, max_shingles: int) -> _Sets:
     rank = np.empty(n_tok, dtype=dtype)
     rank[np.argsort(freq, kind="stable")] = np.arange(n_tok, dtype=dtype)
     del freq
+    part_ends = np.cumsum([len(p) for p in parts])
     ends = np.cumsum(counts)
     nh = np.zeros(m, dtype=np.int64)
     nnz = np.zeros(m, dtype=np.int64)
-    parts: list[np.ndarray] = []
+    out: list[np.ndarray] = []
     d0 = 0
     while d0 < m:
         h0 = int(ends[d0] - counts[d0])
         d1 = max(d0 + 1, int(np.searchsorted(ends, h0 + max_shingles, side="right")))
-        c = key[h0 : int(ends[d1 - 1])]
+        c = _run(parts, part_ends, h0, int(ends[d1 - 1])).view(np.int64)
         o = np.argsort(c)
         q = c[o]
         pos = np.minimum(np.searchsorted(values, q), max(n_tok - 1, 0))  # sorted queries
@@ -272,11 +285,11 @@ def _order_sets(hv: np.ndarray, counts: np.ndarray, max_shingles: int) -> _Sets:
         code = code[first]  # a shingle repeated in a set counts once
         sdoc = code // max(n_tok, 1)
         nnz[d0:d1] = np.bincount(sdoc, minlength=d1 - d0)
-        parts.append((code - sdoc * n_tok).astype(dtype))
+        out.append((code - sdoc * n_tok).astype(dtype))
         d0 = d1
     ptr = np.zeros(m + 1, dtype=np.int64)
     np.cumsum(nnz, out=ptr[1:])
-    stored = np.concatenate(parts) if parts else np.zeros(0, dtype)
+    stored = np.concatenate(out) if out else np.zeros(0, dtype)
     return _Sets(nh + nnz, nh, ptr, stored, max(n_tok, 1))
 
 
@@ -506,13 +519,15 @@ def text_edges(
         labels = np.asarray(groups).astype(np.int64)
         if labels.shape != (n,):
             raise ValueError(f"text_edges: groups has shape {labels.shape}, expected ({n},)")
-    digest, hv, counts = _scan(texts, k, drop)
+    digest, parts, counts = _scan(texts, k, drop)
     rep, copy, copy_of = _classes(digest, counts, labels)
     del digest
     if len(rep) < n:  # keep the shingles of each class's first text only
         first = np.zeros(n, dtype=bool)
         first[rep] = True
-        hv = hv[np.repeat(first, counts)]
+        for p, lo in enumerate(range(0, n, _SCAN_TEXTS)):
+            hi = lo + _SCAN_TEXTS
+            parts[p] = parts[p][np.repeat(first[lo:hi], counts[lo:hi])]
     rep_labels = None if labels is None else labels[rep]
     ii: list[np.ndarray] = []
     jj: list[np.ndarray] = []
@@ -521,8 +536,9 @@ def text_edges(
         ii.append(rep[copy_of])
         jj.append(copy)
         ww.append(np.ones(len(copy)))
-    sets = _order_sets(hv, counts[rep], max(64, min(_RUN_SHINGLES, memory_bytes // _SHINGLE_BYTES)))
-    del hv
+    run = max(64, min(_RUN_SHINGLES, memory_bytes // _SHINGLE_BYTES))
+    sets = _order_sets(parts, counts[rep], run)
+    del parts
     a, b, s = _join(sets, threshold, rep_labels, memory_bytes)
     ii.append(rep[a])
     jj.append(rep[b])
