@@ -617,6 +617,7 @@ def main() -> int:
                 row["s_excl_normalise"] = row["seconds"]
                 row["peak_rss_mb"] = round(r["peak_rss_mb"])
                 row["rss_after_load_mb"] = round(r["rss_after_load_mb"])
+                row["minhash_s"] = round(run["minhash_s"], 2)
                 row["bands_rows"] = "x".join(map(str, run["params"]))
                 row["candidates"] = run["candidates"]
                 rows.append(row)

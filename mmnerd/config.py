@@ -141,7 +141,7 @@ class DedupConfig(_Section):
         ge=16,
         description="memory budget (MiB) for the text near-duplicate search's candidate "
         "generation and verification: a corpus that needs more takes more passes; on top "
-        "of it the search holds ~16 bytes per shingle (~0.4 GB per 1M short posts)",
+        "of it the search holds ~25 bytes per shingle (~0.6 GB per 1M short posts)",
     )
     index_path: str = Field(
         "",
