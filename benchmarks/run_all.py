@@ -77,6 +77,14 @@ SCRIPTS: dict[str, tuple[str, dict[str, list[str]]]] = {
             "full": ["--epochs", "3"],
         },
     ),
+    "text_dedup": (
+        "text_dedup.py",
+        {
+            "quick": ["--scale", "100000"],
+            "default": [],
+            "full": ["--n", "50000", "--scale", "2000000"],
+        },
+    ),
     "export": (
         "export.py",
         {"quick": ["--sizes", "2000"], "default": ["--sizes", "10000"], "full": []},
@@ -179,6 +187,37 @@ def _audit(data: Any) -> list[Line]:
     ]
 
 
+def _text_dedup(data: Any) -> list[Line]:
+    """Per threshold on the scored corpus: recall and time beside the old MinHash/LSH, and
+    the time without normalisation beside datasketch's; then the scale rows."""
+    rows = _rows(data)
+    out: list[Line] = []
+    for r in rows:
+        method = str(r.get("method", ""))
+        if not method.startswith("mmnerd") or "recall" not in r:
+            continue
+        same = [o for o in rows if o.get("corpus") == r.get("corpus")]
+        same = [o for o in same if o.get("threshold") == r.get("threshold")]
+        where = f"text near-duplicates J >= {r.get('threshold')}, {r.get('corpus')} posts"
+        for o in same:
+            name = str(o.get("method", ""))
+            if name.startswith("old"):
+                out.append((f"{where}: recall", r.get("recall"), name, o.get("recall"), ""))
+                out.append((f"{where}: time", r.get("seconds"), name, o.get("seconds"), "s"))
+            elif name.startswith("datasketch"):
+                theirs = o.get("s_excl_normalise", o.get("error"))
+                out.append(
+                    (f"{where}: time w/o normalising", r.get("s_excl_normalise"), name, theirs, "s")
+                )
+    for r in rows:
+        if "budget" in str(r.get("method", "")):
+            where = f"text near-duplicates J >= 0.8, {r.get('corpus')} posts, {r.get('method')}"
+            out.append(
+                (f"{where} (peak {r.get('peak_rss_mb')} MiB)", r.get("seconds"), NONE, None, "s")
+            )
+    return out
+
+
 def _export(data: Any) -> list[Line]:
     return [
         (
@@ -268,6 +307,7 @@ HEADLINES: dict[str, Callable[[Any], list[Line]]] = {
     "dedup": _dedup,
     "audit": _audit,
     "export": _export,
+    "text_dedup": _text_dedup,
     "labelstudio": _labelstudio,
     "scale": _scale,
     "train": _train,

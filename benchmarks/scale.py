@@ -15,7 +15,7 @@ Each executor runs in its own child process on a fresh data dir (clean peak RSS)
 
     collect (mastodon source over HTTP, journal + cursor per page)
       -> language -> normalize -> tokenize -> fetch (real fetcher, SSRF guard with
-      127.0.0.1 allowed) -> dedup (sha256 + pHash + text MinHash; the pHash time is
+      127.0.0.1 allowed) -> dedup (sha256 + pHash + exact text join; the pHash time is
       reported apart as "hash") -> pull* -> export (split, Parquet with embedded images,
       IMGID files, dataset card)
 

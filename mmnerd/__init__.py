@@ -6,7 +6,7 @@ The Python API (docs/api.md), loaded on first use so ``import mmnerd`` stays ins
     run(config, command)                collect / dedup / annotate / pull / export
     run_stage(config, name)             one stage by name
     load_export(path, format)           an export's splits: pandas or datasets
-    audit(corpus, against=...)          the leakage audit's report
+    audit_leakage(corpus, against=...)  the leakage audit's report
     image_hash(path, kind), hamming(a, b)   perceptual hashes
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 __version__ = "0.1.0"
 __all__ = [
     "__version__",
-    "audit",
+    "audit_leakage",
     "hamming",
     "image_hash",
     "load_config",

@@ -7,7 +7,7 @@
     mmnerd.run_stage(cfg, "dedup")             # or one stage by name
     mmnerd.run(cfg, "export")
     splits = mmnerd.load_export(cfg.export_dir)
-    report = mmnerd.audit(cfg.export_dir, against="data/twitter2017")
+    report = mmnerd.audit_leakage(cfg.export_dir, against="data/twitter2017")
     mmnerd.image_hash("photo.jpg")             # 16 hex digits (pHash)
 
 Every function raises :class:`mmnerd.errors.MmnerdError` subclasses with one-line messages,
@@ -71,7 +71,7 @@ def load_export(path: str | Path, format: str = "pandas") -> Any:
     return load(path, format)
 
 
-def audit(
+def audit_leakage(
     corpus: str | Path,
     against: str | Path | None = None,
     images: str | Path | None = None,

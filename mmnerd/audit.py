@@ -47,10 +47,6 @@ EXPORT_SPLITS: dict[str, tuple[str, ...]] = {
     "test": ("test",),
 }
 """Split → accepted Parquet stems of an mmnerd export (``validation`` is the newer name)."""
-TEXT_RECALL_MARGIN = 0.2
-"""MinHash candidates are asked for at ``text_threshold - margin`` and then verified with
-the exact Jaccard, so an estimate just under the threshold does not lose a true pair (0 is
-enough once :func:`mmnerd.dedup.text.text_edges` is exact)."""
 REMOVED_NAME = "leakage-removed.json"
 LEAK_FIELDS = [
     "id",
@@ -319,13 +315,6 @@ class _Graph:
     perfect: float
 
 
-def _exact_jaccard(a: str, b: str) -> float:
-    from mmnerd.dedup.text import shingles
-
-    sa, sb = set(shingles(a)), set(shingles(b))
-    return len(sa & sb) / len(sa | sb) if sa or sb else 0.0
-
-
 def _text_graph(texts: Sequence[str], threshold: float, drop: Sequence[str]) -> _Graph:
     from mmnerd.dedup.text import normalize_text, text_edges
 
@@ -343,14 +332,8 @@ def _text_graph(texts: Sequence[str], threshold: float, drop: Sequence[str]) -> 
             norms.append(norm)
             originals.append(t)
         gid[k] = g
-    low = max(0.0, threshold - TEXT_RECALL_MARGIN)
-    ga, gb, _estimate = text_edges(originals, low, drop=drop)
-    jac = np.array(
-        [_exact_jaccard(norms[a], norms[b]) for a, b in zip(ga.tolist(), gb.tolist(), strict=True)],
-        dtype=float,
-    )
-    keep = jac >= threshold
-    return _Graph(gid, len(norms), ga[keep], gb[keep], jac[keep], 1.0)
+    ga, gb, jac = text_edges(originals, threshold, drop=drop)  # exact Jaccard, all pairs
+    return _Graph(gid, len(norms), ga, gb, jac, 1.0)
 
 
 def _image_graph(posts: Sequence[Post], threshold: int) -> _Graph:

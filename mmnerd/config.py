@@ -205,10 +205,18 @@ class DedupConfig(_Section):
     )
     text_threshold: float = Field(
         0.8,
-        ge=0.0,
+        gt=0.0,
         le=1.0,
-        description="min Jaccard similarity of word 2-shingles (MinHash estimate) for near-"
-        "duplicate texts; 1.0 = only identical normalised texts",
+        description="min Jaccard similarity of the word 2-shingle sets of two normalised texts "
+        "for near-duplicates, computed exactly (every pair at or above it is found); 1.0 = "
+        "identical shingle sets (in practice identical normalised texts)",
+    )
+    memory_mb: int = Field(
+        2048,
+        ge=16,
+        description="memory budget (MiB) for the text near-duplicate search's candidate "
+        "generation and verification: a corpus that needs more takes more passes; on top "
+        "of it the search holds ~25 bytes per shingle (~0.6 GB per 1M short posts)",
     )
     index_path: str = Field(
         "",

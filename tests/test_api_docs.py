@@ -32,6 +32,9 @@ def repo_like(tmp_path: Path, monkeypatch) -> Path:
 
 
 def test_the_api_page_examples_run_as_written(repo_like: Path) -> None:
+    import mmnerd.audit  # noqa: F401 - a submodule must not shadow an API function
+    import mmnerd.export.load  # noqa: F401
+
     code = blocks(DOC)
     assert len(code) >= 6
     scope: dict = {}

@@ -21,6 +21,8 @@ def test_defaults(tmp_path):
     ("text", "field"),
     [
         ("[dedup]\nthreshold = 99\n", "dedup.threshold"),
+        ("[dedup]\ntext_threshold = 0\n", "dedup.text_threshold"),
+        ("[dedup]\nmemory_mb = 1\n", "dedup.memory_mb"),
         ("[export]\nratios = [0.5, 0.5, 0.5]\n", "export.ratios"),
         ("[images]\ntimeout = -1\n", "images.timeout"),
         ("[language]\ntargets = ['xx']\n", "language"),

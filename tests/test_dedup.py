@@ -1,16 +1,22 @@
-"""Dedup: text normalisation + MinHash, clusters and keep policy, the stage (report, contact
-sheet, flags) through the runner, and the cross-split leakage audit."""
+"""Dedup: text normalisation and the exact text near-duplicate join (against brute force),
+clusters and keep policy, the stage (report, contact sheet, flags) through the runner, and
+the cross-split leakage audit."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
+import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import imagehash
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
 from mmnerd.audit import audit_leakage
@@ -20,14 +26,12 @@ from mmnerd.dedup import (
     connected_components,
     deduplicate,
     keep_key,
-    lsh_params,
-    minhash_from_hashes,
-    minhash_signatures,
     normalize_text,
     shingle_hashes,
     shingles,
     text_edges,
 )
+from mmnerd.dedup import text as text_mod
 from mmnerd.io import write_json, write_posts
 from mmnerd.pipeline import MARKER, Runner, StageContext, StageStats, iter_stage, stage_dir
 from mmnerd.records import ImageRef, Post
@@ -103,25 +107,155 @@ def test_normalize_text() -> None:
     assert shingles("") == []
 
 
-def test_minhash_estimates_jaccard() -> None:
-    words = [f"w{k}" for k in range(60)]
-    s1 = shingles(" ".join(words))
-    s2 = shingles(" ".join(words[:54] + ["x1", "x2", "x3", "x4", "x5", "x6"]))
-    sig = minhash_signatures([s1, s2, []], num_perm=256)
-    true = len(set(s1) & set(s2)) / len(set(s1) | set(s2))
-    est = (sig[0] == sig[1]).mean()
-    assert abs(est - true) < 0.1
-    assert (sig[2] == np.iinfo(np.uint32).max).all()
-    # the vectorised path over word hashes estimates the same similarity
-    t1, t2 = " ".join(words), " ".join(words[:54] + ["x1", "x2", "x3", "x4", "x5", "x6"])
-    hv, counts = shingle_hashes([t1, t2, "", "solo"])
-    assert counts.tolist() == [59, 59, 0, 1]
-    sig2 = minhash_from_hashes(hv, counts, num_perm=256)
-    assert abs((sig2[0] == sig2[1]).mean() - true) < 0.1
-    hv, _ = shingle_hashes(["a b c", "a b"])
+def _normalize_by_regex(text: str) -> str:
+    """The original definition of :func:`normalize_text` (regex whitespace collapse, both
+    patterns always applied), as the oracle for its faster version."""
+    t = text_mod._URL_RE.sub(" ", text)
+    t = text_mod._MENTION_RE.sub(" ", t)
+    t = t.casefold().translate(text_mod._punct_table())
+    return re.sub(r"\s+", " ", t).strip()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(
+        alphabet=st.sampled_from(
+            list("wW.:/@_hHtTpPsSx1 é!,#") + ["\t", "\n", "\x1c", "\xa0", "\u2003", "ſ", "😀"]
+        ),
+        max_size=40,
+    )
+)
+def test_normalize_text_matches_regex_definition(text: str) -> None:
+    assert normalize_text(text) == _normalize_by_regex(text)
+
+
+def test_shingle_hashes() -> None:
+    hv, counts = shingle_hashes(["a b c", "a b", "", "solo", "x x x"])
+    assert counts.tolist() == [2, 1, 0, 1, 2]  # repeats are kept ("x x" twice)
+    assert hv.dtype == np.uint64
     assert hv[0] == hv[2] and hv[0] != hv[1]  # same shingle, same hash
-    bands, rows = lsh_params(0.8, 128)
-    assert bands * rows <= 128 and 4 <= rows <= 16
+    assert hv[3] != hv[0] and hv[4] == hv[5]
+
+
+# --------------------------------------------------------------------------- exact text join
+def brute_force_edges(
+    texts: Sequence[str], t: float, groups: Sequence[int] | None = None
+) -> dict[tuple[int, int], float]:
+    """What :func:`text_edges` must return, from Python sets of string shingles.
+
+    Without groups: identical normalised texts as a star to the first one (1.0), and every
+    pair of first occurrences with Jaccard >= t.  With groups: classes are (normalised
+    text, group); every pair of classes in different groups with Jaccard >= t gives
+    (first a, first b), (other a, first b), (first a, other b)."""
+    norms = [normalize_text(x) for x in texts]
+    sets = [frozenset(shingles(x)) for x in norms]
+    lab = list(groups) if groups is not None else [0] * len(texts)
+    first: dict[tuple[str, int], int] = {}
+    members: dict[int, list[int]] = {}
+    out: dict[tuple[int, int], float] = {}
+    for i, x in enumerate(norms):
+        if x:
+            f = first.setdefault((x, lab[i]), i)
+            members.setdefault(f, []).append(i)
+            if f != i and groups is None:
+                out[(f, i)] = 1.0
+    for a, b in itertools.combinations(sorted(members), 2):
+        if lab[a] == lab[b] and (groups is not None or norms[a] == norms[b]):
+            continue
+        jac = len(sets[a] & sets[b]) / len(sets[a] | sets[b])
+        if jac < t:
+            continue
+        if groups is None:
+            out[(a, b)] = jac
+        else:
+            for x in members[a]:
+                out[(min(x, b), max(x, b))] = jac
+            for y in members[b]:
+                out[(min(a, y), max(a, y))] = jac
+    return out
+
+
+def edge_dict(texts: Sequence[str], t: float, **kw) -> dict[tuple[int, int], float]:
+    i, j, w = text_edges(texts, t, **kw)
+    assert i.dtype == j.dtype == np.int64 and w.dtype == np.float64
+    assert (i < j).all()
+    out = {(int(a), int(b)): float(s) for a, b, s in zip(i, j, w, strict=True)}
+    assert len(out) == len(i), "an edge was returned twice"
+    return out
+
+
+VOCAB = ["a", "b", "c", "d", "e", "f", "g", "h", "ok", "no"]
+corpora = st.lists(
+    st.lists(st.sampled_from(VOCAB), min_size=0, max_size=9).map(" ".join), max_size=40
+)
+# few distinct base texts, each repeated with small edits: near-duplicates everywhere
+edited = st.lists(
+    st.lists(st.sampled_from(VOCAB), min_size=0, max_size=10), min_size=1, max_size=4
+).flatmap(
+    lambda bases: st.lists(
+        st.tuples(
+            st.sampled_from(bases),
+            st.lists(
+                st.tuples(st.integers(0, 2), st.integers(0, 9), st.sampled_from(VOCAB)), max_size=2
+            ),
+            st.booleans(),
+        ).map(_edit),
+        max_size=50,
+    )
+)
+
+
+def _edit(spec: tuple[list[str], list[tuple[int, int, str]], bool]) -> str:
+    words, ops, shout = list(spec[0]), spec[1], spec[2]
+    for op, at, w in ops:
+        if op == 0 and words:
+            words.pop(at % len(words))
+        elif op == 1:
+            words.insert(at % (len(words) + 1), w)
+        elif words:
+            words[at % len(words)] = w
+    text = " ".join(words)
+    return text.upper() + "!" if shout else text
+
+
+thresholds = st.one_of(
+    st.sampled_from([0.2, 0.5, 0.6, 0.7, 0.75, 0.8, 0.9, 1.0]),
+    st.floats(0.05, 1.0, allow_nan=False),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(corpora, edited), thresholds, st.sampled_from([1, 2 << 30]))
+def test_text_edges_equals_brute_force(texts: list[str], t: float, budget: int) -> None:
+    assert edge_dict(texts, t, memory_bytes=budget) == brute_force_edges(texts, t)
+
+
+@settings(max_examples=300, deadline=None)
+@given(edited, thresholds, st.data())
+def test_cross_group_edges_equal_brute_force(texts: list[str], t: float, data) -> None:
+    groups = data.draw(st.lists(st.integers(-1, 2), min_size=len(texts), max_size=len(texts)))
+    got = edge_dict(texts, t, groups=np.array(groups, dtype=np.int64), memory_bytes=1)
+    assert got == brute_force_edges(texts, t, groups)
+    assert all(groups[a] != groups[b] for a, b in got)
+
+
+def test_many_scan_passes_and_runs_give_the_same_edges(monkeypatch) -> None:
+    """Texts shingled 3 per pass and sets ranked 64 shingles per run: copies and near
+    copies across passes are still found, exactly as brute force finds them."""
+    monkeypatch.setattr(text_mod, "_SCAN_TEXTS", 3)
+    rng = np.random.default_rng(5)
+    bases = [[VOCAB[int(v)] for v in rng.integers(0, len(VOCAB), 9)] for _ in range(4)]
+    texts = []
+    for _ in range(80):
+        words = list(bases[int(rng.integers(0, 4))])
+        for _ in range(int(rng.integers(0, 3))):
+            words[int(rng.integers(0, len(words)))] = VOCAB[int(rng.integers(0, len(VOCAB)))]
+        texts.append(" ".join(words) if rng.random() < 0.9 else "")
+    groups = rng.integers(0, 3, len(texts))
+    for t in (0.5, 0.8, 1.0):
+        assert edge_dict(texts, t, memory_bytes=1) == brute_force_edges(texts, t)
+        got = edge_dict(texts, t, groups=groups, memory_bytes=1)
+        assert got == brute_force_edges(texts, t, groups.tolist())
 
 
 def test_text_edges() -> None:
@@ -134,13 +268,92 @@ def test_text_edges() -> None:
         "",
         "",
     ]
-    i, j, w = text_edges(texts, 0.7)
-    edges = {(int(a), int(b)): float(s) for a, b, s in zip(i, j, w, strict=True)}
+    edges = edge_dict(texts, 0.7)
     assert edges[(0, 1)] == 1.0
-    assert (0, 2) in edges and 0.7 <= edges[(0, 2)] < 1.0
+    assert edges[(0, 2)] == 12 / 14  # exact: 12 shared shingles of 14
     assert not any(3 in e or 4 in e or 5 in e for e in edges)
-    i, j, _ = text_edges(texts, 1.0)  # exact only
-    assert {(int(a), int(b)) for a, b in zip(i, j, strict=True)} == {(0, 1)}
+    assert set(edge_dict(texts, 1.0)) == {(0, 1)}  # exact only
+    assert set(edge_dict(texts, 12 / 14)) == {(0, 1), (0, 2)}
+    assert set(edge_dict(texts, 12 / 14 + 1e-9)) == {(0, 1)}
+
+
+def test_text_edges_edge_cases() -> None:
+    assert edge_dict([], 0.8) == {}
+    assert edge_dict(["", "  ", "!!", "https://t.co/x @someone"], 0.5) == {}  # empty never match
+    assert edge_dict(["solo", "solo", "Solo!", "other"], 0.5) == {(0, 1): 1.0, (0, 2): 1.0}
+    assert edge_dict(["solo", "solo word"], 0.01) == {}  # {"solo"} vs {"solo word"}
+    # distinct normalised texts with the same shingle set are a pair at threshold 1.0
+    three = edge_dict(["ha ha ha", "ha ha ha ha", "ha ha"], 1.0)
+    assert three == {(0, 1): 1.0, (0, 2): 1.0, (1, 2): 1.0}
+    # J exactly at the threshold where t * |x| rounds up in floats (0.28 * 25 > 7): the
+    # prefix of x (25 shingles, 18 of them its own, so rarer) must reach a shared one
+    assert 0.28 * 25 > 7
+    x = [f"w{k}" for k in range(26)]
+    assert edge_dict([" ".join(x), " ".join(x[18:])], 0.28) == {(0, 1): 7 / 25}
+    # drop words go before shingling
+    assert edge_dict(["see URL now", "see now"], 1.0, drop=["URL"]) == {(0, 1): 1.0}
+    with pytest.raises(ValueError, match="threshold"):
+        text_edges(["a b"], 0.0)
+    with pytest.raises(ValueError, match="groups"):
+        text_edges(["a b", "a c"], 0.5, groups=np.zeros(3, np.int64))
+
+
+def test_near_identical_group_under_a_tiny_budget(monkeypatch) -> None:
+    """500 near-identical posts (124,750 pairs): a 256 KiB budget (hundreds of passes)
+    gives the very same edges as the default 2 GiB (a few), and both match brute force."""
+    passes = []
+    real = text_mod._chunks
+
+    def spy(count, max_pairs):
+        for run in real(count, max_pairs):
+            passes.append(max_pairs)
+            yield run
+
+    monkeypatch.setattr(text_mod, "_chunks", spy)
+    rng = np.random.default_rng(3)
+    base = [f"w{k}" for k in range(40)]
+    texts = []
+    for _ in range(500):
+        words = list(base)
+        for _ in range(int(rng.integers(1, 3))):
+            words[int(rng.integers(0, 40))] = f"x{int(rng.integers(0, 10_000))}"
+        texts.append(" ".join(words))
+    texts += ["an unrelated post about something else entirely"] * 3
+    big = text_edges(texts, 0.6)
+    n_big = len(passes)
+    passes.clear()
+    small = text_edges(texts, 0.6, memory_bytes=1 << 18)
+    assert n_big <= 4 and len(passes) > 100
+    key = lambda e: np.lexsort((e[1], e[0]))  # noqa: E731
+    for a, b in zip(big, small, strict=True):
+        assert np.array_equal(a[key(big)], b[key(small)])
+    assert len(big[0]) == 124_750 + 2
+    assert edge_dict(texts, 0.6) == brute_force_edges(texts, 0.6)
+
+
+def test_cross_groups_never_enumerate_pairs_inside_a_group(monkeypatch) -> None:
+    """200 near-identical train posts and one test post: only the test post's pairs are
+    candidates; the 19,900 train-train pairs are never generated nor verified."""
+    verified = []
+    real = text_mod._verify
+
+    def spy(sets, a, *args):
+        verified.append(len(a))
+        return real(sets, a, *args)
+
+    monkeypatch.setattr(text_mod, "_verify", spy)
+    texts = [f"big sale on shoes today number {k} only" for k in range(200)]
+    texts.append("big sale on shoes today number 7 only!")  # same text as train post 7
+    texts.append("nothing in common here at all")
+    groups = np.array([0] * 200 + [1, 1])
+    got = edge_dict(texts, 0.5, groups=groups)
+    assert got == brute_force_edges(texts, 0.5, groups.tolist())
+    assert (7, 200) in got and got[(7, 200)] == 1.0
+    assert all(groups[a] != groups[b] for a, b in got)
+    assert sum(verified) <= 400  # candidates: the test post against train only
+    verified.clear()
+    edge_dict(texts, 0.5)  # without groups the train-train pairs are all there
+    assert sum(verified) > 10_000
 
 
 def test_connected_components_and_keep_policy() -> None:

@@ -25,9 +25,6 @@ from mmnerd.dedup.images import image_edges
 from mmnerd.dedup.report import contact_sheet, write_report
 from mmnerd.dedup.stage import REPORT_DIR, DedupStage
 from mmnerd.dedup.text import (
-    lsh_params,
-    minhash_from_hashes,
-    minhash_signatures,
     normalize_text,
     shingle_hashes,
     shingles,
@@ -43,9 +40,6 @@ __all__ = [
     "deduplicate",
     "image_edges",
     "keep_key",
-    "lsh_params",
-    "minhash_from_hashes",
-    "minhash_signatures",
     "normalize_text",
     "shingle_hashes",
     "shingles",

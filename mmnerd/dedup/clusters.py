@@ -160,7 +160,12 @@ def deduplicate(
     res.exact_image_edges = len(ei)
     ni, nj, _ = image_edges(hashes, valid, cfg.threshold, workers=workers)
     res.near_image_edges = len(ni)
-    ti, tj, tw = text_edges([p.text for p in posts], cfg.text_threshold, drop=drop_words)
+    ti, tj, tw = text_edges(
+        [p.text for p in posts],
+        cfg.text_threshold,
+        drop=drop_words,
+        memory_bytes=cfg.memory_mb << 20,
+    )
     res.exact_text_edges = int((tw >= 1.0).sum())
     res.near_text_edges = int((tw < 1.0).sum())
     img_i = np.concatenate([ei, ni])
