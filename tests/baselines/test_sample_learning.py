@@ -60,7 +60,7 @@ def write_sample_export(out: Path, posts: int = POSTS, seed: int = SEED) -> tupl
         if post.extra.get("near_duplicate_of"):
             continue
         assert post.image is not None
-        data = sample.files[Path(post.image.url).name]
+        data = sample.files[post.image.file]
         tokens, offsets = tokenize(post.text, post.lang_hint)
         aligned = spans_to_bio(post.gold_spans, offsets, post.text)
         if post.extra.get("image_decided"):
@@ -77,7 +77,7 @@ def write_sample_export(out: Path, posts: int = POSTS, seed: int = SEED) -> tupl
                 "spans": [
                     {"start": s.start, "end": s.end, "label": s.label} for s in aligned.spans
                 ],
-                "image": {"bytes": data, "path": Path(post.image.url).name},
+                "image": {"bytes": data, "path": post.image.file},
                 "image_sha256": hashlib.sha256(data).hexdigest(),
                 "image_phash": "",
                 "width": IMAGE_SIZE[0],
