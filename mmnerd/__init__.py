@@ -14,7 +14,12 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place the version is written (pyproject reads it)
+USER_AGENT = (
+    f"mmnerd/{__version__} (+https://github.com/mmnerd/mmnerd; research dataset builder; "
+    "collects public posts for a named-entity corpus)"
+)
+"""The User-Agent of every request mmnerd makes (image downloads and API sources)."""
 __all__ = [
     "__version__",
     "audit_leakage",

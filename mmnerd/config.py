@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from mmnerd import USER_AGENT
 from mmnerd.errors import ConfigError
 
 
@@ -157,10 +158,7 @@ class ImagesConfig(_Section):
             split_allow_entry(entry)
         return v
 
-    user_agent: str = Field(
-        "mmnerd/0.1 (+https://github.com/mmnerd/mmnerd; research dataset builder)",
-        description="User-Agent sent with every request",
-    )
+    user_agent: str = Field(USER_AGENT, description="User-Agent sent with every request")
     per_host: int = Field(4, ge=1, le=256, description="concurrent downloads per host (politeness)")
     retries: int = Field(2, ge=0, le=10, description="extra attempts after 429/5xx or a reset")
     max_retry_after: float = Field(

@@ -228,15 +228,12 @@ def test_100kb_post_is_dropped_as_too_long(awkward):
     assert st is not None and st.dropped["too_long"] == 2
 
 
-def test_100kb_post_is_tokenised_quickly_without_a_limit():
-    import time
-
+def test_100kb_post_is_tokenised_without_a_limit():
+    """Correctness on a huge post (its speed, ~0.3 s and linear here, is not a unit test's
+    business: a wall-clock bound fails on a busy machine)."""
     from mmnerd.text.tokenize import tokenize
 
-    tokenize("warm up", "en")
-    t0 = time.perf_counter()
     tokens, offsets = tokenize(LONG, "en")
-    assert time.perf_counter() - t0 < 5.0  # ~0.3 s here; linear in the length
     assert len(tokens) == 16 * 1400
     assert all(LONG[s:e] == t for t, (s, e) in zip(tokens, offsets, strict=True))
 

@@ -39,6 +39,7 @@ from pydantic import BaseModel, Field
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from mmnerd import USER_AGENT
 from mmnerd.errors import InputError, MmnerdError
 
 if TYPE_CHECKING:
@@ -48,10 +49,7 @@ T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
-DEFAULT_USER_AGENT = (
-    "mmnerd/0.1 (+https://github.com/mmnerd/mmnerd; research dataset builder; "
-    "collects public posts for a named-entity corpus)"
-)
+DEFAULT_USER_AGENT = USER_AGENT
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 

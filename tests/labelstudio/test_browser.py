@@ -312,4 +312,3 @@ def test_annotator_labels_emoji_texts_in_real_browser(ls_session, browser, capsy
             )
         print(f"A's next task (locked for A): {a_next!r}; B served: {b_text!r}; {b_next}")
         print(f"browser test: {time.monotonic() - t0:.1f} s")
-    assert time.monotonic() - t0 < 180
