@@ -29,3 +29,13 @@ def test_per_language_and_image_decided() -> None:
     assert res["image_decided"]["f1"] == 1.0 and res["image_decided"]["support"] == 1
     assert "image_decided" not in evaluate_tags(gold, pred, ["en"] * 3, [None] * 3)
     assert entity_scores([], [])["overall"]["f1"] == 0.0
+
+
+def test_mean_and_sample_std_over_seeds() -> None:
+    """Report figures are mean ± the *sample* standard deviation over seeds (n - 1)."""
+    from baselines.report import mean_std
+
+    ms = mean_std([0.5, 0.7, 0.9])
+    assert ms["mean"] == pytest.approx(0.7) and ms["std"] == pytest.approx(0.2)
+    assert mean_std([0.8]) == {"mean": 0.8, "std": 0.0, "values": [0.8]}
+    assert mean_std([]) == {"mean": 0.0, "std": 0.0, "values": []}

@@ -253,3 +253,23 @@ def test_check_span_never_returns_a_wrong_surface(text, data):
             or got.strip() == surface.strip()
             or (norm.strip() == surface.strip())
         )
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "tags", "reason"),
+    [
+        (2, 9, ["B-LOC", "I-LOC"], "snapped_outward"),  # "cd" = exactly half of "abcd": joins
+        (3, 9, ["O", "B-LOC"], "snapped_inward"),  # "d" = a quarter: left out
+        (0, 7, ["B-LOC", "I-LOC"], "snapped_outward"),  # "ef" = half of "efgh": joins
+        (0, 6, ["B-LOC", "O"], "snapped_inward"),  # "e" alone: left out
+        (1, 3, ["B-LOC", "O"], "snapped_outward"),  # the only token touched always joins
+    ],
+)
+def test_a_partly_covered_token_joins_at_half_its_characters(start, end, tags, reason) -> None:
+    """The snapping rule at its boundary: a span covering at least half of a token's
+    characters takes the whole token; less, and the token is left out (unless it is the
+    only one the span touches)."""
+    text = "abcd efgh"
+    al = spans_to_bio([Span(start, end, "LOC")], [(0, 4), (5, 9)], text)
+    assert al.tags == tags
+    assert [i.reason for i in al.issues] == [reason]
