@@ -347,6 +347,15 @@ def side_by_side(merged: dict[str, Any], when: dict[str, str]) -> list[dict[str,
     return table
 
 
+def _owner(result: str) -> str:
+    """The script (a key of SCRIPTS) that wrote the result file ``result`` (e.g. train_base
+    -> train, audit-images -> audit)."""
+    for name in sorted(SCRIPTS, key=len, reverse=True):
+        if result == name or result.startswith((name + "_", name + "-")):
+            return name
+    return result
+
+
 def generic_rows(data: Any) -> list[dict[str, Any]]:
     """A flat table for results written in another shape (e.g. dedup's search list)."""
     rows = _rows(data)
@@ -399,6 +408,7 @@ def main() -> int:
         override[name] = shlex.split(rest)
     names = [n for n in SCRIPTS if not args.only or n in args.only.split(",")]
     deadline = time.monotonic() + args.budget * 60
+    wall_start = time.time() - 1
     status: dict[str, str] = {}
     t_start = time.perf_counter()
     for name in [] if args.no_run else names:
@@ -421,15 +431,22 @@ def main() -> int:
     total = time.perf_counter() - t_start
 
     paths = sorted(RESULTS.glob("*.json"))
+    if not args.no_run:  # this run's files only: a result left by an earlier run is not news
+        paths = [p for p in paths if p.stat().st_mtime >= wall_start]
     merged = {p.stem: json.loads(p.read_text()) for p in paths}
     when = {p.stem: time.strftime("%m-%d %H:%M", time.localtime(p.stat().st_mtime)) for p in paths}
-    sbs = side_by_side(merged, when)
+    # a script that failed (wrong outputs, a competitor missing, a crash) is never ranked
+    failed = {_owner(stem) for stem in merged} & {k for k, v in status.items() if v != "ok"}
+    ranked = {k: v for k, v in merged.items() if _owner(k) not in failed}
+    sbs = side_by_side(ranked, when)
     md = [
         "# Benchmark results\n",
         f"Mode {mode}, {total / 60:.1f} minutes, load average "
         f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} at the end.\n",
         "## Side by side (same run)\n",
         markdown_table(sbs),
+        "",
+        *([f"Not ranked, the script failed: {', '.join(sorted(failed))}."] if failed else []),
         "",
         "ratio = mmnerd / competitor: above 1 is better for rates (/s), below 1 for times (s).",
         "",

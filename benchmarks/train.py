@@ -160,7 +160,9 @@ def speedups(rows: list[dict[str, Any]]) -> None:
             r["x_ref"] = round(r["train_examples_per_s"] / ref[0]["train_examples_per_s"], 2)
 
 
-def run(sizes: list[str], out: Path) -> list[dict[str, Any]]:
+def run(sizes: list[str], out: Path, failed: list[str]) -> list[dict[str, Any]]:
+    """Every variant in its own process; a variant that fails is named in ``failed`` (the
+    script then exits 1) and left out of the table."""
     rows: list[dict[str, Any]] = []
     for size in sizes:
         for v in VARIANTS[size]:
@@ -169,6 +171,7 @@ def run(sizes: list[str], out: Path) -> list[dict[str, Any]]:
             r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
             if r.returncode != 0:
                 print(f"{size} {label(spec)}: failed\n{r.stderr[-1500:]}", file=sys.stderr)
+                failed.append(f"{size} {label(spec)}")
                 continue
             row = {"size": size, "variant": label(spec), **spec,
                    **json.loads(r.stdout.strip().splitlines()[-1])}  # fmt: skip
@@ -206,11 +209,15 @@ def main(argv: list[str] | None = None) -> int:
     print("| size | variant | feature cache | batch | threads | train ex/s | x no-cache | x ref "
           "| ex/CPU-s | cache s | CPU s | load | peak RSS MB | params (trainable) |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    rows = run([s.strip() for s in args.sizes.split(",") if s.strip()], Path(args.out))
+    failed: list[str] = []
+    rows = run([s.strip() for s in args.sizes.split(",") if s.strip()], Path(args.out), failed)
     for r in rows:  # ratios against rows measured after them (the reference comes later)
         if r["x_no_cache"] is not None or r["x_ref"] is not None:
             print(f"{r['size']} {r['variant']} cache {'on' if r['cache'] else 'off'}: "
                   f"x no-cache {_x(r['x_no_cache'])}, x ref {_x(r['x_ref'])}")  # fmt: skip
+    if failed:
+        print(f"FAILED variants: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 
