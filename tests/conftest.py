@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,21 @@ import pytest
 from mmnerd.config import PipelineConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_mmnerd(
+    *args: object,
+    cwd: str | Path | None = ROOT,
+    env: dict[str, str] | None = None,
+    stdin: str | None = None,
+    timeout: float = 600,
+) -> subprocess.CompletedProcess:
+    """``python -m mmnerd.cli ARGS`` in a fresh process, as users run it (text output
+    captured); ``env`` defaults to this process's environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "mmnerd.cli", *map(str, args)], cwd=cwd, env=env, input=stdin,
+        capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
 
 
 def error_line(stderr: str) -> str:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -27,17 +26,11 @@ from mmnerd.config import PipelineConfig
 from mmnerd.pipeline import iter_excluded, iter_stage, stage_stats
 from mmnerd.records import Span
 from mmnerd.text.normalize import normalize
-from tests.conftest import ROOT, error_line
+from tests.conftest import error_line, run_mmnerd
 
 
 def mmnerd(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "mmnerd.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-    )
+    return run_mmnerd(*args, timeout=300)
 
 
 def one_line_error(out: subprocess.CompletedProcess) -> str:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_mmnerd
 
 
 def fake_tree(base: Path) -> dict[str, Path]:
@@ -33,12 +33,8 @@ def fake_tree(base: Path) -> dict[str, Path]:
 PRECIOUS = ("images", "state", "secrets", "labelstudio")
 
 
-def mmnerd(cwd: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "mmnerd.cli", "clean", "-p", str(ROOT / "pipelines/sample.toml"),
-         *args],
-        cwd=cwd, capture_output=True, text=True, input=stdin, timeout=120,
-    )  # fmt: skip
+def mmnerd(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return run_mmnerd("clean", "-p", ROOT / "pipelines/sample.toml", *args, cwd=cwd, timeout=120)
 
 
 def test_make_clean_leaves_annotations_journals_images_and_keys(tmp_path: Path) -> None:

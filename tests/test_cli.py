@@ -5,11 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from tests.conftest import run_mmnerd
+
 
 def mmnerd(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "mmnerd.cli", *args], capture_output=True, text=True, cwd=cwd
-    )
+    return run_mmnerd(*args, cwd=cwd)
 
 
 def test_help_lists_the_stages():

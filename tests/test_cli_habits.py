@@ -6,20 +6,18 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_mmnerd
 
 MMNERD_FIXTURE = ROOT / "tests/data/imgid/mmnerd/train_valid_test/train_valid_test_en"
 
 
-def mmnerd(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def mmnerd(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "PIPELINE"}
-    return subprocess.run([sys.executable, "-m", "mmnerd.cli", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+    return run_mmnerd(*args, cwd=cwd, env=env, timeout=300)
 
 
 def last_line(res: subprocess.CompletedProcess) -> str:

@@ -17,7 +17,7 @@ from mmnerd.errors import InputError
 from mmnerd.io import inside, write_json
 from mmnerd.pipeline import MARKER, StageStats, stage_dir, write_shard
 from mmnerd.records import ImageRef, Post
-from tests.conftest import ROOT, error_line
+from tests.conftest import ROOT, error_line, run_mmnerd
 
 
 @pytest.mark.parametrize(
@@ -114,13 +114,7 @@ def test_commands_tighten_a_pre_existing_loose_label_studio_dir(tmp_path):
 
     for args in (["ls", "status"], ["ls", "down"], ["status"]):
         loosen()
-        out = subprocess.run(
-            [sys.executable, "-m", "mmnerd.cli", *args, "-p", str(pipeline)],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            timeout=120,
-        )
+        out = run_mmnerd(*args, "-p", pipeline, timeout=120)
         assert out.returncode == 0, (args, out.stderr)
         assert mode(ls_dir) == 0o700, args
         assert {n: mode(ls_dir / n) for n in LS_SECRET_FILES if (ls_dir / n).exists()} == {
@@ -132,10 +126,6 @@ def test_commands_tighten_a_pre_existing_loose_label_studio_dir(tmp_path):
 
 def test_a_label_studio_dir_that_is_a_file_is_one_line(tmp_path):
     (tmp_path / "ls").write_text("not a folder")
-    out = subprocess.run(
-        [sys.executable, "-m", "mmnerd.cli", "ls", "status", "--set",
-         f'labelstudio.data_dir="{tmp_path / "ls"}"'],
-        capture_output=True, text=True, cwd=ROOT, timeout=120,
-    )  # fmt: skip
+    out = run_mmnerd("ls", "status", "--set", f'labelstudio.data_dir="{tmp_path / "ls"}"')
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.startswith("mmnerd: error: ") and out.stderr.count("\n") == 1

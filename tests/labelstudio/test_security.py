@@ -14,6 +14,7 @@ import pytest
 from mmnerd.config import load_config
 from mmnerd.labelstudio import server
 from mmnerd.pipeline import seed_stage
+from tests.conftest import run_mmnerd
 
 from .conftest import ROOT, make_posts
 
@@ -82,13 +83,7 @@ def test_secrets_never_in_files_logs_or_console(ls_session):
         ["export"],
         ["status"],
     ):
-        out = subprocess.run(
-            [sys.executable, "-m", "mmnerd.cli", *args, "-p", str(pipeline)],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            timeout=600,
-        )
+        out = run_mmnerd(*args, "-p", pipeline)
         assert out.returncode == 0, out.stderr[-2000:]
         console += [out.stdout, out.stderr]
     # a wrong token: the error line must not echo it either
@@ -157,13 +152,7 @@ def test_every_command_tightens_loosened_secrets(ls_session):
             keys.chmod(0o755)
             for f in keys.iterdir():
                 f.chmod(0o644)
-        out = subprocess.run(
-            [sys.executable, "-m", "mmnerd.cli", *args, "-p", str(pipeline)],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            timeout=600,
-        )
+        out = run_mmnerd(*args, "-p", pipeline)
         assert out.returncode == 0, out.stderr[-2000:]
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700, args
         modes = {f.name: stat.S_IMODE(f.stat().st_mode) for f in secret_files}

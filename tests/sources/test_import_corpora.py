@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -20,7 +19,7 @@ from mmnerd.export import export
 from mmnerd.pipeline import stage_dir, stage_stats
 from mmnerd.sources.conll import read_imgid
 from mmnerd.stages import run_collect, run_dedup
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_mmnerd
 
 FIXTURES = ROOT / "tests" / "data" / "imgid"
 PIPELINES = ROOT / "pipelines"
@@ -117,11 +116,9 @@ def test_gold_labels_are_the_published_tags(tmp_path: Path) -> None:
 def mmnerd_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     files = json.dumps([str(MMNERD / n) for n in CORPORA["import-mmnerd.toml"][1]])
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "mmnerd.cli", *args, "-p", str(PIPELINES / "import-mmnerd.toml"),
-         "--set", f'data_dir="{tmp_path / "data"}"', "--set", f"source.files={files}"],
-        capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path,
-    )  # fmt: skip
+    return run_mmnerd(*args, "-p", PIPELINES / "import-mmnerd.toml",
+                      "--set", f'data_dir="{tmp_path / "data"}"', "--set", f"source.files={files}",
+                      env=env, cwd=tmp_path)  # fmt: skip
 
 
 def test_required_images_on_a_corpus_without_any_fails_loudly(tmp_path: Path) -> None:
