@@ -459,6 +459,98 @@ def image_note(posts: Sequence[Post]) -> dict[str, Any]:
     return {"posts": m, "with_image": n, "unreadable": bad, "note": note}
 
 
+@dataclass
+class _Audited:
+    """The audited corpus and REF as one index space: the corpus's posts first (split
+    categories 0..S-1), then REF's (category S)."""
+
+    splits: list[str]
+    posts: list[Post]
+    everything: list[Post]
+    cats: np.ndarray  # (n,) int64 split category per post of ``everything``
+    ref_split_of: list[str]
+    has_ref: bool
+
+    @classmethod
+    def of(cls, by_split: dict[str, list[Post]], against: dict[str, list[Post]] | None):
+        splits = list(by_split)
+        posts = [p for s in splits for p in by_split[s]]
+        ref = against or {}
+        ref_posts = [p for s in ref for p in ref[s]]
+        cats = [k for k, s in enumerate(splits) for _ in by_split[s]] + [len(splits)] * len(
+            ref_posts
+        )
+        ref_split_of = [s for s in ref for _ in ref[s]]
+        return cls(splits, posts, posts + ref_posts, np.array(cats, dtype=np.int64),
+                   ref_split_of, against is not None)  # fmt: skip
+
+    def split_of(self, i: int) -> str:
+        n = len(self.posts)
+        return self.splits[int(self.cats[i])] if i < n else self.ref_split_of[i - n]
+
+
+def _leak_rows(
+    kind: str, graph: _Graph, matcher: _Matcher, a: _Audited
+) -> tuple[list[tuple[tuple[int, int, int], dict[str, Any]]], dict[str, Counter[str]]]:
+    """One row per leaking post of ``kind`` (sort key, row), and the counts per split: within
+    the corpus a post leaks against the earlier splits, with REF against REF."""
+    S, n_own = len(a.splits), len(a.posts)
+    kind_no = 0 if kind == "image" else 1
+    rows: list[tuple[tuple[int, int, int], dict[str, Any]]] = []
+    leaking: dict[str, Counter[str]] = {"splits": Counter(), "ref": Counter()}
+    plans = [("splits", s, list(range(s))) for s in range(1, S)]
+    if a.has_ref:
+        plans += [("ref", s, [S]) for s in range(S)]
+    for where, s, targets in plans:
+        b = matcher.best(targets)
+        members = np.flatnonzero((a.cats[:n_own] == s) & (graph.gid[:n_own] >= 0))
+        g = graph.gid[members]
+        hit = b.matches[g] > 0
+        for i, gg in zip(members[hit].tolist(), g[hit].tolist(), strict=True):
+            q = int(b.member[gg])
+            close = float(b.good[gg])
+            row = {
+                "id": a.posts[i].id,
+                "split": a.splits[s],
+                **_where(a.posts[i]),
+                "kind": kind,
+                "against": where,
+                "matched_id": a.everything[q].id,
+                "matched_split": a.split_of(q),
+                **{f"matched_{k}": v for k, v in _where(a.everything[q]).items()},
+                "score": round(close, 4) if kind == "text" else None,
+                "distance": int(-close) if kind == "image" else None,
+                "matches": int(b.matches[gg]),
+            }
+            rows.append(((s, i, kind_no * 2 + (where == "ref")), row))
+            leaking[where][a.splits[s]] += 1
+    return rows, leaking
+
+
+def _kind_summary(
+    kind: str, figures: dict[str, Any], leaking: dict[str, Counter[str]], a: _Audited,
+    images: dict[str, Any],
+) -> dict[str, Any]:  # fmt: skip
+    """The figures of one kind: straddling clusters, pairs, posts, leaking posts (and REF)."""
+    posts = zip(a.splits, figures["cluster_posts"], strict=True)
+    part: dict[str, Any] = {
+        "clusters": figures["clusters"],
+        "cross_split_pairs": figures["cross_split_pairs"],
+        "posts": {s: int(v) for s, v in posts if v},
+        "leaking_posts": dict(leaking["splits"]),
+        "ref": None,
+    }
+    if a.has_ref:
+        part["ref"] = {"pairs": figures["ref_pairs"], "leaking_posts": dict(leaking["ref"])}
+    if kind == "image":
+        part["checked"] = images["corpus"]["with_image"] > 0
+        part["note"] = images["corpus"]["note"]
+        if part["ref"] is not None:
+            part["ref"]["checked"] = part["checked"] and images["ref"]["with_image"] > 0
+            part["ref"]["note"] = "REF: " + images["ref"]["note"]
+    return part
+
+
 def audit_leakage(
     posts_by_split: dict[str, list[Post]],
     threshold: int = 10,
@@ -480,87 +572,27 @@ def audit_leakage(
     clusters), ``cross_split_pairs``, ``posts`` (in straddling clusters, per split),
     ``leaking_posts`` and, with REF, ``ref`` = ``{pairs, leaking_posts}``.
     """
-    splits = list(posts_by_split)
-    S = len(splits)
-    posts = [p for s in splits for p in posts_by_split[s]]
-    cat = [k for k, s in enumerate(splits) for _ in posts_by_split[s]]
-    ref_splits = list(against or {})
-    ref_posts = [p for s in ref_splits for p in (against or {})[s]]
-    n_own = len(posts)
-    everything = posts + ref_posts
-    cats = np.array(cat + [S] * len(ref_posts), dtype=np.int64)
-    ref_split_of = [s for s in ref_splits for _ in (against or {})[s]]
-
-    def split_of(i: int) -> str:
-        return splits[int(cats[i])] if i < n_own else ref_split_of[i - n_own]
-
-    images = {"corpus": image_note(posts), "ref": image_note(ref_posts) if against else None}
+    a = _Audited.of(posts_by_split, against)
+    S = len(a.splits)
+    ref_posts = a.everything[len(a.posts) :]
+    images = {"corpus": image_note(a.posts), "ref": image_note(ref_posts) if a.has_ref else None}
     graphs = {
-        "image": _image_graph(everything, threshold),
-        "text": _text_graph([p.text for p in everything], text_threshold, drop_words),
+        "image": _image_graph(a.everything, threshold),
+        "text": _text_graph([p.text for p in a.everything], text_threshold, drop_words),
     }
     rows: list[tuple[tuple[int, int, int], dict[str, Any]]] = []
-    out: dict[str, Any] = {
-        "threshold": threshold,
-        "text_threshold": text_threshold,
-        "splits": splits,
-        "images": images,
-    }
-    for kind_no, (kind, graph) in enumerate(graphs.items()):
-        matcher = _Matcher(graph, cats, S + (1 if against is not None else 0))
-        figures = _pair_counts(graph, matcher.cnt, S)
-        leaking: dict[str, Counter[str]] = {"splits": Counter(), "ref": Counter()}
-        plans = [("splits", s, list(range(s))) for s in range(1, S)]
-        if against is not None:
-            plans += [("ref", s, [S]) for s in range(S)]
-        for where, s, targets in plans:
-            b = matcher.best(targets)
-            members = np.flatnonzero((cats[:n_own] == s) & (graph.gid[:n_own] >= 0))
-            g = graph.gid[members]
-            hit = b.matches[g] > 0
-            for i, gg in zip(members[hit].tolist(), g[hit].tolist(), strict=True):
-                q = int(b.member[gg])
-                p_, m_ = posts[i], everything[q]
-                close = float(b.good[gg])
-                row = {
-                    "id": p_.id,
-                    "split": splits[s],
-                    **_where(p_),
-                    "kind": kind,
-                    "against": where,
-                    "matched_id": m_.id,
-                    "matched_split": split_of(q),
-                    **{f"matched_{k}": v for k, v in _where(m_).items()},
-                    "score": round(close, 4) if kind == "text" else None,
-                    "distance": int(-close) if kind == "image" else None,
-                    "matches": int(b.matches[gg]),
-                }
-                rows.append(((s, i, kind_no * 2 + (where == "ref")), row))
-                leaking[where][splits[s]] += 1
-        part: dict[str, Any] = {
-            "clusters": figures["clusters"],
-            "cross_split_pairs": figures["cross_split_pairs"],
-            "posts": {
-                s: int(v) for s, v in zip(splits, figures["cluster_posts"], strict=True) if v
-            },
-            "leaking_posts": dict(leaking["splits"]),
-            "ref": None,
-        }
-        if against is not None:
-            part["ref"] = {"pairs": figures["ref_pairs"], "leaking_posts": dict(leaking["ref"])}
-        if kind == "image":
-            part["checked"] = images["corpus"]["with_image"] > 0
-            part["note"] = images["corpus"]["note"]
-            if part["ref"] is not None:
-                ref_img = images["ref"]
-                part["ref"]["checked"] = part["checked"] and ref_img["with_image"] > 0
-                part["ref"]["note"] = "REF: " + ref_img["note"]
-        out[kind] = part
+    out: dict[str, Any] = {"threshold": threshold, "text_threshold": text_threshold,
+                           "splits": a.splits, "images": images}  # fmt: skip
+    for kind, graph in graphs.items():
+        matcher = _Matcher(graph, a.cats, S + (1 if a.has_ref else 0))
+        kind_rows, leaking = _leak_rows(kind, graph, matcher, a)
+        rows += kind_rows
+        out[kind] = _kind_summary(kind, _pair_counts(graph, matcher.cnt, S), leaking, a, images)
     rows.sort(key=lambda kr: kr[0])
     leaks = [r for _, r in rows]
     leakers = {(r["split"], r["id"]) for r in leaks}
     counts = Counter(s for s, _ in leakers)
-    per_split = {s: counts[s] for s in splits if counts[s]}
+    per_split = {s: counts[s] for s in a.splits if counts[s]}
     return {"ok": not leakers, "leaking_posts": per_split, **out, "leaks": leaks}
 
 
