@@ -23,7 +23,9 @@ timestamps are kept; cancelled (skipped) annotations are kept with
 Final labels: an adjudicated annotation (see :mod:`.adjudicate`) if any; else
 one completed annotation as is; else the majority vote.  ``post.ner_tags`` is
 strict IOB2 over ``post.tokens``; ``post.agreement`` the mean pairwise entity F1
-when two or more annotators completed the post.  Posts without a completed
+when two or more annotators completed the post.  ``post.image_decided``: the
+"image decided" choice (hotkey i) of the adjudicator, else ticked by at least half
+of the annotators; None when the labelling config has no such choice.  Posts without a completed
 annotation are dropped with reason ``not_annotated`` (counted, written to the
 exclusions file).  An agreement report is written to
 ``<data_dir>/reports/agreement/``.
@@ -39,6 +41,7 @@ from typing import Any
 from mmnerd.config import PipelineConfig
 from mmnerd.errors import LabelStudioError
 from mmnerd.io import read_json, remove_stale_temps, write_json
+from mmnerd.labelstudio.push import IMAGE_DECIDED_CHOICE, IMAGE_DECIDED_NAME, read_text
 from mmnerd.pipeline import Stage, StageContext
 from mmnerd.records import ENTITY_TYPES, Annotation, Post, Span, hash_author
 from mmnerd.text.bio import check_span, spans_to_bio
@@ -115,7 +118,11 @@ def convert(raw: dict, post: Post, offsets: list[tuple[int, int]], who: str) -> 
     """One Label Studio annotation -> :class:`Annotation` with checked, token-aligned spans."""
     flags: list[str] = []
     spans: list[Span] = []
+    decided = False
     for r in raw.get("result") or []:
+        if r.get("type") == "choices" and r.get("from_name") == IMAGE_DECIDED_NAME:
+            decided = IMAGE_DECIDED_CHOICE in ((r.get("value") or {}).get("choices") or [])
+            continue
         if r.get("type") != "labels":
             flags.append(f"ignored_{r.get('type')}")
             continue
@@ -152,7 +159,26 @@ def convert(raw: dict, post: Post, offsets: list[tuple[int, int]], who: str) -> 
         lead_time=float(raw.get("lead_time") or 0.0),
         cancelled=bool(raw.get("was_cancelled")),
         flags=flags,
+        image_decided=decided,
     )
+
+
+def combine_image_decided(done: list[Annotation], adjudicated: Annotation | None) -> bool:
+    """The post's ``image_decided`` from its completed annotations: the adjudicator's choice if
+    any, else ticked by at least half of the annotators (one annotator: theirs)."""
+    if adjudicated is not None:
+        return adjudicated.image_decided
+    return 2 * sum(a.image_decided for a in done) >= len(done) > 0
+
+
+def records_image_decided(config: PipelineConfig) -> bool:
+    """Does the project's labelling config offer the "image decided" choice?  Without it
+    nothing is recorded and posts keep ``image_decided = None``."""
+    try:
+        text = read_text(config.labelstudio.label_config, "label_config")
+    except LabelStudioError:
+        return False  # unknown config: record nothing rather than "not decided"
+    return f'name="{IMAGE_DECIDED_NAME}"' in text
 
 
 def annotator_id(user_id: Any, emails: dict[int, str]) -> str:
@@ -189,6 +215,7 @@ class PullStage(Stage):
         remove_stale_temps(spath.parent)  # left by a pull killed while saving its state
         state = read_json(spath) or {"projects": {}}
         emails = {int(u["id"]): u.get("email", "") for u in client.users()}
+        recorded = records_image_decided(config)
         project_ids = sorted(
             {int(p.extra["ls_project_id"]) for p in posts if "ls_project_id" in p.extra}
         )
@@ -240,6 +267,7 @@ class PullStage(Stage):
             post.agreement = None
             post.extra.pop("needs_adjudication", None)
             post.extra.pop("adjudicated", None)
+            g = None
             if gold:
                 g = convert(
                     gold[-1], post, offsets, annotator_id(gold[-1].get("completed_by"), emails)
@@ -264,6 +292,9 @@ class PullStage(Stage):
             al = spans_to_bio(spans, offsets, post.text)
             post.spans = al.spans
             post.ner_tags = al.tags
+            post.image_decided = combine_image_decided(done, g) if recorded else None
+            if post.image_decided:
+                ctx.flag("image_decided")
             post.extra["annotator_count"] = len({a.annotator for a in done})
             out.append(post)
         if queue and self.adjudicate:

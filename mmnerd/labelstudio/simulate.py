@@ -6,7 +6,9 @@ Nothing here is human work.  ``simulate(config, posts)`` creates
 Label Studio API, one annotation per (task, simulated annotator): tasks with
 overlap k (see :mod:`mmnerd.labelstudio.push`) get k simulated annotators, the
 others one.  Each gold span is kept, or with probability ``simulate.noise``
-dropped or given another label (half and half).  A ``simulate.skip_share`` of
+dropped or given another label (half and half); the "image decided" choice
+is ticked where the source flags the post (``Post.image_decided``), flipped
+with the same probability.  A ``simulate.skip_share`` of
 (task, annotator) pairs is skipped (a cancelled annotation, as the Skip button
 does).  Offsets are code points, ``value.text`` is the surface text.
 
@@ -24,7 +26,7 @@ from typing import Any
 
 from mmnerd.config import PipelineConfig
 from mmnerd.errors import LabelStudioError
-from mmnerd.labelstudio.push import span_result
+from mmnerd.labelstudio.push import image_decided_result, span_result
 from mmnerd.records import ENTITY_TYPES, Post, Span
 
 SIM_EMAIL = "sim-annotator-{i}@mmnerd.local"
@@ -56,6 +58,12 @@ def noisy_spans(
         else:
             out.append(Span(s.start, s.end, s.label, s.text))
     return out, what
+
+
+def noisy_flag(flag: bool, noise: float, rng: random.Random) -> bool:
+    """The "image decided" choice a simulated annotator ticks: the source's flag, flipped with
+    probability ``noise``."""
+    return (not flag) if noise > 0 and rng.random() < noise else flag
 
 
 def annotators_for(post_id: str, overlap: int, n: int, seed: int) -> list[int]:
@@ -118,6 +126,9 @@ def simulate(config: PipelineConfig, posts: Sequence[Post], client: Any = None) 
             spans, what = noisy_spans(post.gold_spans, sim.noise, rng)
             counts.update(what)
             result = [span_result(s, post.text, f"s{i}-{k}") for k, s in enumerate(spans)]
+            if noisy_flag(bool(post.image_decided), sim.noise, rng):
+                result.append(image_decided_result(f"s{i}-img"))
+                counts["image_decided"] += 1
             jobs.append((int(tid), result, uid, lead, False))
             counts["written"] += 1
     with progress_bar("simulate: SIMULATED annotations", total=len(jobs)) as advance:

@@ -15,7 +15,7 @@ What it exercises downstream:
   ``@``/``#`` included), URLs, emoji (flags, ZWJ sequences, skin tones), combining
   accents (NFD), CRLF and double spaces;
 * image-decided ambiguous mentions ("Jordan", "Paris", "Mercedes", ...) whose type
-  is shown only by the picture (``Post.extra["image_decided"]`` = ``[[start, end]]``);
+  is shown only by the picture (``Post.image_decided``; False for the other posts);
   the picture of every post encodes an entity type: PER = person silhouette on a
   warm background, LOC = landscape (sky, horizon, mountains, water/field), ORG =
   buildings with window grids or a bold logo block, MISC = gold star/trophy on a
@@ -63,7 +63,7 @@ from mmnerd.records import ENTITY_TYPES, ImageRef, Post, Span, hash_author
 from mmnerd.sources import Source, SourceOptions
 from mmnerd.sources.loopback import serve_in_background
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 """Bump when the generator's output changes, so cached samples are regenerated."""
 
 LICENCE = "CC0-1.0 (synthetic)"
@@ -996,7 +996,6 @@ def generate(options: SampleOptions) -> GeneratedSample:
             "synthetic": True,
             "generator": f"mmnerd.sources.sample v{GENERATOR_VERSION}",
             "image_type": kind,
-            "image_decided": decided,
         }
         if i in dup_of:
             extra["near_duplicate_of"] = f"sample:{dup_of[i] + 1:0{width}d}"
@@ -1018,6 +1017,7 @@ def generate(options: SampleOptions) -> GeneratedSample:
                 image=ImageRef(url=f"images/{name}"),
                 raw_text=text,
                 gold_spans=spans,
+                image_decided=bool(decided),
                 extra=extra,
             )
         )

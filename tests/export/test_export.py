@@ -40,6 +40,7 @@ def make_posts(n: int, seed: int = 0, root=None) -> list[Post]:
             ner_tags=["O", f"B-{label}", "O", "O"],
             created_at=f"2026-01-{1 + i % 28:02d}T00:00:00Z",
             synthetic=True,
+            image_decided=(None, True, False)[i % 3],
         )
         if i % 10 == 0 and i:  # clusters of 3 near-duplicates
             for j in (i - 1, i - 2):
@@ -126,6 +127,9 @@ def test_parquet_schema_rows_and_manifest(exported):
         assert row["ner_tags"] == [LABELS.index(t) for t in row["ner_tags_str"]]
         assert table.schema.names == [name for name, _, _ in EXPORT_COLUMNS]
         assert Image.open(io.BytesIO(row["image"]["bytes"])).size == (8, 8)
+        by_id = {p.id: p for p in posts}
+        flags = table.select(["id", "image_decided"]).to_pylist()
+        assert all(r["image_decided"] is by_id[r["id"]].image_decided for r in flags)
         total += table.num_rows
     assert total == len(posts)
 

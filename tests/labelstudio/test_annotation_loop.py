@@ -69,6 +69,8 @@ def test_round_trip_gold_equals_bio_and_rerun_adds_nothing(make_config):
     cfg = make_config()
     posts = make_posts(200, seed=3, root=cfg.root)
     posts[5].duplicate_of = posts[4].id  # a duplicate is excluded, with its reason
+    for p in posts:
+        p.image_decided = p.source_id.endswith(("3", "7"))  # the source's flag, simulated
     seed_stage(cfg, "dedup", posts)
     runner = Runner(cfg)
     st = runner.run_stage(PushStage())
@@ -106,6 +108,7 @@ def test_round_trip_gold_equals_bio_and_rerun_adds_nothing(make_config):
         assert [(s.start, s.end, s.label) for s in q.spans] == [
             (s.start, s.end, s.label) for s in p.gold_spans
         ]
+        assert q.image_decided is p.image_decided  # the "image decided" choice came back
         if q.extra["ls_overlap"] == 2:
             assert q.agreement == 1.0 and len(q.annotations) == 2
             assert len({a.annotator for a in q.annotations}) == 2
