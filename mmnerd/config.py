@@ -204,6 +204,12 @@ class LabelStudioConfig(_Section):
         le=1.0,
         description="posts whose annotators agree below this entity F1 (or tie) go to adjudication",
     )
+    unannotated: Literal["drop", "source"] = Field(
+        "drop",
+        description="posts nobody annotated: drop them on pull (reason not_annotated), or keep "
+        "the source's own gold labels (only for sources that have gold: the sample, imported "
+        "corpora; the card counts them)",
+    )
 
 
 class SimulateConfig(_Section):
@@ -215,6 +221,13 @@ class SimulateConfig(_Section):
     workers: int = Field(4, ge=1, le=32, description="concurrent API calls writing annotations")
     skip_share: float = Field(
         0.0, ge=0.0, le=1.0, description="share of tasks a simulated annotator skips (cancels)"
+    )
+    share: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="share of the tasks the simulated annotators label (a hash of the post id); "
+        'with labelstudio.unannotated = "source" the others keep the source\'s gold labels',
     )
 
 
@@ -293,6 +306,9 @@ class BenchmarkConfig(_Section):
         default_factory=list, description="models of the cross-lingual runs ([] = models)"
     )
     threads: int = Field(1, ge=1, le=2, description="torch threads per training process")
+    jobs: int = Field(
+        1, ge=1, le=64, description="training runs at a time, each in its own process"
+    )
     report_dir: str = Field("", description='default "reports/<pipeline name>"')
 
     def missing_encoders(self) -> list[str]:
@@ -308,6 +324,8 @@ class BenchmarkConfig(_Section):
         """The ``python -m baselines.benchmark`` options these fields set (unset ones are left
         to the mode)."""
         out = ["--mode", self.mode, "--threads", str(self.threads)]
+        if self.jobs > 1:
+            out += ["--jobs", str(self.jobs)]
         if self.models:
             out += ["--models", ",".join(self.models)]
         if self.seeds:

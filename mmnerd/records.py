@@ -127,6 +127,7 @@ class Post:
     ner_tags: list[str] = field(default_factory=list)
     agreement: float | None = None
     image_decided: bool | None = None  # the image decided an entity's type; None = unknown
+    labels_from: str = ""  # who gave the final labels: annotators | simulated | source | ""
     cluster_id: str = ""  # near-duplicate cluster (image or text); "" = singleton
     duplicate_of: str = ""  # representative post id when this one is a duplicate
     split: str = ""

@@ -27,7 +27,10 @@ when two or more annotators completed the post.  ``post.image_decided``: the
 "image decided" choice (hotkey i) of the adjudicator, else ticked by at least half
 of the annotators; None when the labelling config has no such choice.  Posts without a completed
 annotation are dropped with reason ``not_annotated`` (counted, written to the
-exclusions file).  An agreement report is written to
+exclusions file), or, with ``labelstudio.unannotated = "source"``, keep the
+source's gold labels (``post.labels_from = "source"``, counted as
+``source_labels``; otherwise ``annotators``, or ``simulated`` when every final
+annotation comes from a simulated account).  An agreement report is written to
 ``<data_dir>/reports/agreement/``.
 """
 
@@ -42,6 +45,7 @@ from mmnerd.config import PipelineConfig
 from mmnerd.errors import LabelStudioError
 from mmnerd.io import read_json, remove_stale_temps, write_json
 from mmnerd.labelstudio.push import IMAGE_DECIDED_CHOICE, IMAGE_DECIDED_NAME, read_text
+from mmnerd.labelstudio.simulate import is_simulated
 from mmnerd.pipeline import Stage, StageContext
 from mmnerd.records import ENTITY_TYPES, Annotation, Post, Span, hash_author
 from mmnerd.text.bio import check_span, spans_to_bio
@@ -215,6 +219,7 @@ class PullStage(Stage):
         remove_stale_temps(spath.parent)  # left by a pull killed while saving its state
         state = read_json(spath) or {"projects": {}}
         emails = {int(u["id"]): u.get("email", "") for u in client.users()}
+        emails_of = {annotator_id(uid, emails): e for uid, e in emails.items()}
         recorded = records_image_decided(config)
         project_ids = sorted(
             {int(p.extra["ls_project_id"]) for p in posts if "ls_project_id" in p.extra}
@@ -267,6 +272,7 @@ class PullStage(Stage):
             post.agreement = None
             post.extra.pop("needs_adjudication", None)
             post.extra.pop("adjudicated", None)
+            post.labels_from = ""
             g = None
             if gold:
                 g = convert(
@@ -277,6 +283,10 @@ class PullStage(Stage):
                 if len(done) >= 2:
                     post.agreement = majority_vote(done, post.text, ls.adjudication_f1).agreement
                 ctx.flag("adjudicated")
+            elif not done and ls.unannotated == "source":
+                spans = post.gold_spans  # the source's gold labels and image_decided flag
+                post.labels_from = "source"
+                ctx.flag("source_labels")
             elif not done:
                 out.append(post.drop("not_annotated:skipped" if anns else "not_annotated"))
                 continue
@@ -292,7 +302,11 @@ class PullStage(Stage):
             al = spans_to_bio(spans, offsets, post.text)
             post.spans = al.spans
             post.ner_tags = al.tags
-            post.image_decided = combine_image_decided(done, g) if recorded else None
+            if post.labels_from != "source":
+                post.image_decided = combine_image_decided(done, g) if recorded else None
+                who = [g] if g is not None else done
+                sim = all(is_simulated(emails_of.get(a.annotator, "")) for a in who)
+                post.labels_from = "simulated" if sim else "annotators"
             if post.image_decided:
                 ctx.flag("image_decided")
             post.extra["annotator_count"] = len({a.annotator for a in done})

@@ -12,6 +12,10 @@ with the same probability.  A ``simulate.skip_share`` of
 (task, annotator) pairs is skipped (a cancelled annotation, as the Skip button
 does).  Offsets are code points, ``value.text`` is the surface text.
 
+Only ``simulate.share`` of the tasks (a hash of the post id) are labelled: the
+demo keeps the API round trips real but few, and lets the pull keep the
+source's gold labels for the others (``labelstudio.unannotated = "source"``).
+
 Deterministic for a seed, and idempotent: pairs that already have an
 annotation from that simulated user are not written again.
 """
@@ -34,6 +38,14 @@ SIM_EMAIL = "sim-annotator-{i}@mmnerd.local"
 
 def sim_email(i: int) -> str:
     return SIM_EMAIL.format(i=i)
+
+
+def is_simulated(email: str) -> bool:
+    """An account created by :func:`simulate` (``sim-annotator-<i>@mmnerd.local``)."""
+    head, _, tail = SIM_EMAIL.partition("{i}")
+    return (
+        email.startswith(head) and email.endswith(tail) and email[len(head) : -len(tail)].isdigit()
+    )
 
 
 def _rng(seed: int, *parts: object) -> random.Random:
@@ -110,6 +122,9 @@ def simulate(config: PipelineConfig, posts: Sequence[Post], client: Any = None) 
         tid = post.extra.get("ls_task_id")
         if tid is None:
             counts["no_task"] += 1
+            continue
+        if sim.share < 1.0 and _rng(sim.seed, "share", post.id).random() >= sim.share:
+            counts["not_simulated"] += 1  # outside simulate.share: left unannotated
             continue
         overlap = int(post.extra.get("ls_overlap", 1))
         for i in annotators_for(post.id, overlap, sim.annotators, sim.seed):

@@ -41,6 +41,7 @@ def make_posts(n: int, seed: int = 0, root=None) -> list[Post]:
             created_at=f"2026-01-{1 + i % 28:02d}T00:00:00Z",
             synthetic=True,
             image_decided=(None, True, False)[i % 3],
+            labels_from=("simulated", "source", "simulated", "annotators")[i % 4],
         )
         if i % 10 == 0 and i:  # clusters of 3 near-duplicates
             for j in (i - 1, i - 2):
@@ -195,6 +196,11 @@ def test_card_yaml_is_valid_and_its_features_are_the_files(exported):
                     "load_dataset("):  # fmt: skip
         assert section in card, section
     assert "SYNTHETIC" in card
+    # who labelled what: simulated annotators, the source's gold, people; the image flag
+    assert "- **60 posts were labelled by SIMULATED annotators**" in card
+    assert "- 30 posts nobody annotated keep the source's own gold labels" in card
+    assert "- 30 posts were labelled by annotators" in card
+    assert "- `image_decided`: 40 posts whose image decided" in card and "40 not recorded" in card
     n_fr = sum(1 for p in posts if p.lang == "fr")
     assert f"| fr | {n_fr} |" in card
     assert (cfg.export_dir / "label_distribution.png").stat().st_size > 1000

@@ -354,3 +354,29 @@ def test_project_set_up_again_changes_nothing(make_config):
     assert again["id"] == first["id"]
     assert [m for m, _ in calls] == ["GET", "GET"], calls  # find the project, its storages
     assert again["expert_instruction"].startswith("<h1>mmnerd annotation guidelines")
+
+
+def test_simulated_share_and_source_labels_for_the_rest(make_config):
+    """The demo's cheap simulation: simulated annotators label a share of the tasks through the
+    API; with labelstudio.unannotated = "source" the others keep the source's gold labels."""
+    cfg = make_config(overlap_share=0.0, unannotated="source")
+    cfg.simulate.share = 0.5
+    posts = make_posts(24, seed=9)
+    for p in posts:
+        p.image_decided = p.source_id.endswith("1")
+    seed_stage(cfg, "dedup", posts)
+    runner = Runner(cfg)
+    runner.run_stage(PushStage())
+    pushed = list(iter_stage(cfg, "push"))
+    res = simulate(cfg, pushed)
+    assert res["written"] + res["not_simulated"] == 24 and 4 <= res["written"] <= 20
+    st = runner.run_stage(PullStage(), force=True)
+    pulled = {p.id: p for p in iter_stage(cfg, "pull")}
+    assert len(pulled) == 24 and st.flagged["source_labels"] == res["not_simulated"]
+    origins = {p.labels_from for p in pulled.values()}
+    assert origins == {"simulated", "source"}
+    for p in posts:
+        q = pulled[p.id]
+        assert q.ner_tags == spans_to_bio(p.gold_spans, p.token_offsets, p.text).tags
+        assert q.image_decided is p.image_decided  # annotators' choice or the source's flag
+        assert (q.labels_from == "source") == (not q.annotations)

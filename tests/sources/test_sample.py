@@ -49,7 +49,7 @@ def _config(root: Path, *overrides: str) -> PipelineConfig:
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> SampleSource:
-    src = get_source(_config(tmp_path_factory.mktemp("sample")))
+    src = get_source(_config(tmp_path_factory.mktemp("sample"), "source.posts=300"))
     assert isinstance(src, SampleSource)
     return src
 
@@ -86,7 +86,8 @@ def test_options_defaults_and_pipeline_file() -> None:
     assert all(f.description for f in SampleOptions.model_fields.values())
     cfg = load_config(ROOT / "pipelines" / "sample.toml")
     assert cfg.source.kind == "sample" and "127.0.0.1" in cfg.images.allow_hosts
-    assert SampleOptions.model_validate(cfg.source.options()) == opts
+    demo = SampleOptions.model_validate(cfg.source.options())
+    assert demo == opts.model_copy(update={"posts": 1400})  # the demo: >= 200 test posts
 
 
 @pytest.mark.parametrize(
