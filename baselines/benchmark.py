@@ -193,10 +193,12 @@ def run_benchmark(args: argparse.Namespace, log: Any = None) -> dict[str, Any]:
         MASKING_NOTE,
         RANDOM_WARNING,
         aggregate,
+        comparison_table,
         comparisons,
         coverage_line,
         markdown,
         plots,
+        robustness_tables,
         tables,
     )
     from baselines.train import init_distributed, prepare, skip_reason
@@ -339,6 +341,10 @@ def run_benchmark(args: argparse.Namespace, log: Any = None) -> dict[str, Any]:
     save_json(report, report_dir / "benchmark.json")
     (report_dir / "benchmark.md").write_text(markdown(report))
     print(tables(report))
+    for extra in (robustness_tables(report), comparison_table(report)):
+        if extra:
+            print("\n" + extra)
+    print(f"\n(full report: {report_dir / 'benchmark.md'})")
     return report
 
 
