@@ -15,6 +15,7 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="file with one post id per line whose labels need the image",
     )
     p.add_argument(
+        "--cross-lingual",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="also train on each language alone and on all but one (epochs selected on dev in "
+        "those languages) and test on every language (default: off)",
+    )
+    p.add_argument(
+        "--cross-lingual-models",
+        default="",
+        help="models of the cross-lingual protocol (comma list; default: those of --models)",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="training runs at a time, each in its own process with --threads threads "
+        "(default 1; 2 on an idle 2-core machine halves the wall time of tiny models)",
+    )
+    p.add_argument(
         "--threads",
         type=int,
         default=None,
@@ -169,8 +189,19 @@ def check_encoders(*names: str) -> None:
 def run_benchmark(args: argparse.Namespace, log: Any = None) -> dict[str, Any]:
     """Run the benchmark described by parsed CLI ``args``; returns the report dict."""
     from baselines.data import load_export
-    from baselines.report import MASKING_NOTE, aggregate, coverage_line, markdown, plots, tables
-    from baselines.train import init_distributed, prepare, skip_reason, train_run
+    from baselines.report import (
+        MASKING_NOTE,
+        RANDOM_WARNING,
+        aggregate,
+        comparison_table,
+        comparisons,
+        coverage_line,
+        markdown,
+        plots,
+        robustness_tables,
+        tables,
+    )
+    from baselines.train import init_distributed, prepare, skip_reason
 
     dist = init_distributed(args.device)
     if log is None:
@@ -272,19 +303,37 @@ def run_benchmark(args: argparse.Namespace, log: Any = None) -> dict[str, Any]:
         "plots": [],
         "seconds": 0.0,
         "world_size": dist.world,
+        "jobs": args.jobs,
     }
-    runs = []
+    if not (args.text_encoder or args.vit or args.cnn):
+        log(f"warning: {RANDOM_WARNING}")
+    decided = [i for i, e in enumerate(data.splits["test"]) if e.image_decided]
+    cross_models = (
+        _models(args.cross_lingual_models, args.mode) if args.cross_lingual_models else []
+    )
+    cross_models = [m for m in cross_models or runnable if m not in skipped]
+    jobs: list[Job] = []
     for name in runnable:
         mcfg = model_config_for(name, **overrides)
         for seed in seeds:
             tcfg = TrainConfig(**{**to_dict(base_train), "seed": seed})
-            log(f"== {name} seed {seed}")
             ckpt = report_dir / "checkpoints" / name / f"seed{seed}"
-            runs.append(train_run(mcfg, tcfg, prep, ckpt, log, dist))
-            report["results"] = aggregate(runs)
-            report["seconds"] = round(time.perf_counter() - t0, 2)
-            if dist.main:  # partial results survive a crash
-                save_json(report, report_dir / "benchmark.json")
+            jobs.append(Job(f"{name} seed {seed}", mcfg, tcfg, prep, ckpt))
+
+    def progress(done: list[Any]) -> None:
+        report["results"] = aggregate(done, decided)
+        report["seconds"] = round(time.perf_counter() - t0, 2)
+        if dist.main:  # partial results survive a crash
+            save_json(report, report_dir / "benchmark.json")
+
+    runs = run_jobs(jobs, args.jobs, log, dist, progress)
+    report["results"] = aggregate(runs, decided)
+    report["comparisons"] = comparisons(report["results"], decided)
+    if args.cross_lingual:
+        report["cross_lingual"] = cross_lingual(
+            prep, cross_models, seeds, overrides, base_train, decided, log, dist, args.jobs
+        )
+        report["seconds"] = round(time.perf_counter() - t0, 2)
     if not dist.main:
         return report
     report["plots"] = ["plots/" + p for p in plots(report, report_dir / "plots")]
@@ -292,7 +341,120 @@ def run_benchmark(args: argparse.Namespace, log: Any = None) -> dict[str, Any]:
     save_json(report, report_dir / "benchmark.json")
     (report_dir / "benchmark.md").write_text(markdown(report))
     print(tables(report))
+    for extra in (robustness_tables(report), comparison_table(report)):
+        if extra:
+            print("\n" + extra)
+    print(f"\n(full report: {report_dir / 'benchmark.md'})")
     return report
+
+
+def language_subsets(langs: list[str]) -> list[tuple[str, ...]]:
+    """Training languages of the cross-lingual protocol: each language alone, then (with three
+    or more languages) all but one."""
+    out = [(g,) for g in langs]
+    if len(langs) >= 3:
+        out += [tuple(x for x in langs if x != g) for g in langs]
+    return out
+
+
+def cross_lingual(
+    prep: Any,
+    models: list[str],
+    seeds: list[int],
+    overrides: dict[str, Any],
+    base_train: TrainConfig,
+    decided: list[int],
+    log: Any,
+    dist: Any,
+    n_procs: int = 1,
+) -> dict[str, Any]:
+    """Train every model and seed on the train (and dev) posts of each language subset of
+    :func:`language_subsets` and test on the whole test split: ``{"languages", "settings",
+    "results": {model: {"en+fr+de": {"seeds", "test", "best_epochs"}}}}`` (no checkpoints,
+    no image conditions)."""
+    from baselines.report import aggregate
+
+    langs = sorted({e.lang for e in prep.data.splits["train"]})
+    settings = [
+        sub
+        for sub in language_subsets(langs)
+        if any(e.lang in sub for e in prep.data.splits["dev"])
+    ]
+    tcfg_base = {**to_dict(base_train), "shuffled_image_eval": False, "robustness_eval": False}
+    parts = {"+".join(sub): prep.subset(sub) for sub in settings}
+    jobs: list[Job] = []
+    for name in models:
+        mcfg = model_config_for(name, **overrides)
+        for key, part in parts.items():
+            for seed in seeds:
+                tcfg = TrainConfig(**{**tcfg_base, "seed": seed})
+                jobs.append(Job(f"cross-lingual {name} seed {seed}: train on {key}", mcfg, tcfg,
+                                part, None, key))  # fmt: skip
+    runs = run_jobs(jobs, n_procs, log, dist)
+    results: dict[str, Any] = {name: {} for name in models}
+    for name in models:
+        for key in parts:
+            pairs = zip(jobs, runs, strict=True)
+            mine = [r for j, r in pairs if j.mcfg.name == name and j.tag == key]
+            agg = aggregate(mine, decided)[name]
+            results[name][key] = {k: agg[k] for k in ("seeds", "test", "best_epochs")}
+    return {"languages": langs, "settings": list(parts), "results": results}
+
+
+@dataclass
+class Job:
+    """One training run of the benchmark: its log label, configs, data and checkpoint folder."""
+
+    label: str
+    mcfg: Any  # ModelConfig
+    tcfg: TrainConfig
+    prep: Any  # Prepared
+    ckpt: Path | None
+    tag: str = ""
+
+
+_JOBS: list[Job] = []  # inherited by forked workers (never pickled)
+
+
+def _run_job(i: int) -> Any:
+    from baselines.train import train_run
+
+    job = _JOBS[i]
+    print(f"== {job.label}", file=sys.stderr, flush=True)
+    return train_run(job.mcfg, job.tcfg, job.prep, job.ckpt, dist=None)
+
+
+def run_jobs(jobs: list[Job], n_procs: int, log: Any, dist: Any, progress: Any = None) -> list[Any]:
+    """Run ``jobs`` (in order, or ``n_procs`` at a time in forked processes, each with its own
+    torch threads); returns their :class:`baselines.train.RunResult` in job order and calls
+    ``progress(finished results)`` after each.  A run's result does not depend on the process
+    it ran in (every run seeds everything).  Under torchrun, always in order."""
+    from baselines.train import train_run
+
+    done: list[Any] = [None] * len(jobs)
+    if n_procs <= 1 or dist.world > 1 or len(jobs) <= 1:
+        for i, job in enumerate(jobs):
+            log(f"== {job.label}")
+            done[i] = train_run(job.mcfg, job.tcfg, job.prep, job.ckpt, log, dist)
+            if progress:
+                progress([r for r in done if r is not None])
+        return done
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    global _JOBS
+    _JOBS = jobs
+    ctx = multiprocessing.get_context("fork")  # workers inherit the data, tokenizer, caches
+    try:
+        with ProcessPoolExecutor(min(n_procs, len(jobs)), mp_context=ctx) as pool:
+            futures = {pool.submit(_run_job, i): i for i in range(len(jobs))}
+            for fut in as_completed(futures):
+                done[futures[fut]] = fut.result()
+                if progress:
+                    progress([r for r in done if r is not None])
+    finally:
+        _JOBS = []
+    return done
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,9 @@ Model names (``MODEL_NAMES``):
 - ``concat_fusion``  text states concatenated with pooled ViT and CNN features (no attention, no CL)
 - ``mner2m``         the 2M-NER model: cross-attention to ViT patches and the CNN vector, NT-Xent
 - ``mner2m_no_cl`` / ``mner2m_no_cnn`` / ``mner2m_no_vit``  ablations of ``mner2m``
+- ``mner2m_gated``   the robust model: ``mner2m``'s fusion added to a text-only tagger through a
+  per-post gate scored by text-image agreement, trained with image dropout, mismatched images
+  and an auxiliary text-only CRF (see :mod:`baselines.models`)
 
 A run of a multimodal model also evaluates its selected checkpoint on the test split with the
 images shuffled among the posts that have one (reported as ``<model>+shuffled_images``).  Posts
@@ -32,6 +35,7 @@ MODEL_NAMES: tuple[str, ...] = (
     "mner2m_no_cl",
     "mner2m_no_cnn",
     "mner2m_no_vit",
+    "mner2m_gated",
 )
 SHUFFLED_SUFFIX = "+shuffled_images"
 QUICK_MODELS: tuple[str, ...] = ("text_crf", "mner2m")
@@ -82,6 +86,23 @@ class ModelConfig:
     w_crf: float = 0.8
     w_cl: float = 0.2
     dropout: float = 0.1
+    # agreement gate (mner2m_gated): emissions = text head + gate * image head
+    gate: str = field(default="none", metadata={"help": "none | agreement"})
+    w_text: float = field(default=0.0, metadata={"help": "weight of the text-only CRF loss"})
+    w_gate: float = field(default=0.0, metadata={"help": "weight of the agreement BCE loss"})
+    image_dropout: float = field(
+        default=0.0, metadata={"help": "training: share of posts whose image is hidden"}
+    )
+    image_mismatch: float = field(
+        default=0.0, metadata={"help": "training: share of posts given another post's image"}
+    )
+    mismatch_loss: str = field(
+        default="crf",
+        metadata={
+            "help": "crf: a post given another image keeps the CRF loss of the gated output; "
+            "gate: only the agreement BCE learns from it (its CRF loss sees the text head)"
+        },
+    )
     crf_constrain_decode: bool = True
     crf_constrain_train: bool = False
 
@@ -94,6 +115,10 @@ class ModelConfig:
             "hidden_size": self.hidden_size % max(self.num_heads, 1) == 0,
             "cnn_layer_type": self.cnn_layer_type in ("basic", "bottleneck"),
             "cnn_depths": not self.cnn_depths or len(self.cnn_depths) == len(self.cnn_hidden_sizes),
+            "gate": self.gate == "none" or (self.gate == "agreement" and self.use_cl),
+            "image_dropout": 0.0 <= self.image_dropout <= 1.0,
+            "mismatch_loss": self.mismatch_loss in ("crf", "gate"),
+            "image_mismatch": 0.0 <= self.image_mismatch <= 1.0 - self.image_dropout,
         }
         for name, ok in checks.items():
             if not ok:
@@ -126,8 +151,23 @@ class TrainConfig:
     bf16: bool = field(default=False, metadata={"help": "bfloat16 autocast of the forward"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
     shuffled_image_eval: bool = True
+    robustness_eval: bool = field(
+        default=True,
+        metadata={"help": "evaluate test under each image condition of train.ROBUSTNESS"},
+    )
     eval_batch_size: int = 64
     log_every_s: float = field(default=60.0, metadata={"help": "progress line every N seconds"})
+
+
+GATED: dict[str, Any] = {
+    "gate": "agreement",
+    "w_text": 0.5,
+    "w_gate": 0.2,
+    "image_dropout": 0.15,
+    "image_mismatch": 0.25,
+    "mismatch_loss": "gate",
+}
+"""What ``mner2m_gated`` adds to ``mner2m`` (the recipe measured in docs/benchmark.md)."""
 
 
 def model_config_for(name: str, **overrides: Any) -> ModelConfig:
@@ -146,6 +186,7 @@ def model_config_for(name: str, **overrides: Any) -> ModelConfig:
         "mner2m_no_cl": {"use_cl": False},
         "mner2m_no_cnn": {"use_cnn": False},
         "mner2m_no_vit": {"use_vit": False},
+        "mner2m_gated": dict(GATED),
     }
     if name not in flags:
         raise BenchmarkError(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}")

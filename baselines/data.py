@@ -67,21 +67,51 @@ class Example:
 
 @dataclass
 class ImageStore:
-    """Encoded image bytes by key (sha256), read lazily from paths when not embedded."""
+    """Encoded image bytes by key (sha256), read lazily from paths when not embedded.
+
+    ``probes`` holds the robustness protocol's stand-in pictures (blank, noise; see
+    :func:`probe_images`): fed to a model, never part of the data (not in :meth:`keys`)."""
 
     root: Path
     blobs: dict[str, bytes] = field(default_factory=dict)
     paths: dict[str, Path] = field(default_factory=dict)
+    probes: dict[str, bytes] = field(default_factory=dict)
 
     def get(self, key: str) -> bytes | None:
         if key in self.blobs:
             return self.blobs[key]
         if key in self.paths:
             return self.paths[key].read_bytes()
-        return None
+        return self.probes.get(key)
 
     def keys(self) -> list[str]:
+        """Keys of the export's own images."""
         return sorted(set(self.blobs) | set(self.paths))
+
+    def all_keys(self) -> list[str]:
+        """The export's images, then the probes."""
+        return self.keys() + sorted(self.probes)
+
+
+BLANK_KEY = "probe:blank"
+NOISE_KEYS: tuple[str, ...] = tuple(f"probe:noise:{i:02d}" for i in range(16))
+
+
+def probe_images(size: int = 256, seed: int = 0) -> dict[str, bytes]:
+    """The robustness protocol's pictures, PNG-encoded: :data:`BLANK_KEY` a uniform mid-grey
+    image, :data:`NOISE_KEYS` i.i.d. uniform RGB noise (``size`` px, seeded)."""
+    from PIL import Image
+
+    def png(arr: np.ndarray) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(arr, "RGB").save(buf, format="PNG")
+        return buf.getvalue()
+
+    rng = np.random.default_rng(seed)
+    out = {BLANK_KEY: png(np.full((size, size, 3), 128, dtype=np.uint8))}
+    for key in NOISE_KEYS:
+        out[key] = png(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+    return out
 
 
 @dataclass

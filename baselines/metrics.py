@@ -52,14 +52,39 @@ def _clean(vals: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def post_counts(
+    y_true: Sequence[Sequence[str]], y_pred: Sequence[Sequence[str]]
+) -> list[list[int]]:
+    """Per post ``[true positives, predicted entities, gold entities]`` (strict IOB2 chunks, as
+    seqeval counts them): summed over posts they give the micro scores of
+    :func:`entity_scores`, and they are what bootstrap resampling draws (:mod:`baselines.stats`)."""
+    from seqeval.scheme import IOB2, Entities
+
+    def chunks(seqs: Sequence[Sequence[str]]) -> list[set[tuple[int, int, str]]]:
+        ents = Entities([list(x) for x in seqs], IOB2, suffix=False).entities
+        return [{(e.start, e.end, e.tag) for e in sent} for sent in ents]
+
+    out: list[list[int]] = []
+    for gold, pred in zip(chunks(y_true), chunks(y_pred), strict=True):
+        out.append([len(gold & pred), len(pred), len(gold)])
+    return out
+
+
+def f1_from_counts(tp: float, n_pred: float, n_gold: float) -> float:
+    """Micro F1 from summed counts (0 when nothing is predicted or expected)."""
+    return 2 * tp / (n_pred + n_gold) if n_pred + n_gold else 0.0
+
+
 def evaluate_tags(
     y_true: Sequence[Sequence[str]],
     y_pred: Sequence[Sequence[str]],
     langs: Sequence[str],
     image_decided: Sequence[bool | None] | None = None,
+    counts: bool = False,
 ) -> dict[str, Any]:
     """Scores overall, per type, per language and (when flags are given) on the posts flagged
-    ``image_decided`` (posts whose labels need the image)."""
+    ``image_decided`` (posts whose labels need the image), with ``posts`` (their number);
+    ``counts``: also ``post_counts`` (see :func:`post_counts`)."""
     res = entity_scores(y_true, y_pred)
     res["per_language"] = {}
     for lang in sorted(set(langs)):
@@ -72,5 +97,8 @@ def evaluate_tags(
         res["image_decided"] = entity_scores([y_true[i] for i in idx], [y_pred[i] for i in idx])[
             "overall"
         ]
+        res["image_decided"]["posts"] = len(idx)
     res["sentences"] = len(y_true)
+    if counts:
+        res["post_counts"] = post_counts(y_true, y_pred)
     return res

@@ -9,6 +9,18 @@ projected to d; cross-attention H->V and H->c; ``Linear(cat[H, A_v, A_c]) -> d``
 ``Linear(d, L)`` emissions at first sub-tokens; CRF.  Loss ``w_crf * CRF NLL + w_cl *
 (NT-Xent(s, pool(V)) + NT-Xent(s, c))`` with s the pooled sentence representation.
 
+mner2m_gated (the robust model, ``cfg.gate == "agreement"``): the same fusion states Z, but as
+a correction of a text-only tagger that a per-post gate opens only when text and image agree:
+``E = emit(H) + g * emit_img(Z)`` with ``g = sigmoid(a)`` [B] and the agreement logit
+``a = Linear(cat[t * v, t * c])`` over the L2-normalised NT-Xent projections (t of the
+sentence, v, c of the images: a learnt, weighted sum of the contrastive head's cosine scores).
+Training adds ``w_text * CRF NLL(emit(H))`` (the text head alone must tag well),
+``w_gate * BCE(a, image_match)`` (``image_match`` [B]: 0 for a post given another post's image
+by the trainer, 1 otherwise) and hides or swaps images of a share of posts
+(:func:`baselines.train.augment_images`).  NT-Xent leaves swapped pairs out; with
+``mismatch_loss = "gate"`` (the recipe) a swapped pair's CRF loss sees the text head only, so
+wrong pictures teach the gate to close without teaching the image path to distrust pictures.
+
 Posts without an image (``image_mask`` [B] False) are masked, never given blank pixels: the
 image encoders do not see them, their cross-attention outputs (or pooled image vectors, for
 concat fusion) are zeros in the fusion input, and NT-Xent runs over the posts that have an
@@ -22,6 +34,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from baselines.config import ModelConfig
@@ -169,6 +182,13 @@ class Tagger(nn.Module):
                 )
         if mm:
             self.fuse = nn.Sequential(nn.Linear((1 + n_img) * d, d), nn.GELU())
+        self.gated = mm and cfg.gate == "agreement"
+        if self.gated:
+            self.emit_img = nn.Linear(d, len(labels))
+            # starts as 5 * (sum of the cosines): agreement of the contrastive projections
+            self.agree = nn.Linear(n_img * cfg.proj_dim, 1)
+            nn.init.constant_(self.agree.weight, 5.0)
+            nn.init.zeros_(self.agree.bias)
         if mm and cfg.use_cl:
             self.cl_text = nn.Linear(d, cfg.proj_dim)
             if self.vit is not None:
@@ -283,16 +303,22 @@ class Tagger(nn.Module):
         absent = every post has one).  Returns ``emissions`` [B,W,L], ``mask`` [B,W] and, when
         ``word_labels`` is given, ``loss``, ``crf_loss``, ``cl_loss`` (scalars)."""
         h = self._text_states(batch)  # [B, T, d]
+        h_text = h
         cfg = self.cfg
         cl_terms: list[Tensor] = []
+        agree: list[Tensor] = []  # [B, proj_dim] products of normalised projections (gated)
+        has: Tensor | None = None
+        match: Tensor | None = None
+        img_parts: list[Tensor] = []
         if cfg.multimodal:
             has = batch.get("image_mask")
             if has is None:
                 has = torch.ones(h.size(0), dtype=torch.bool, device=h.device)
             has = has.to(device=h.device, dtype=torch.bool)
             keep = has.view(-1, 1, 1)  # [B, 1, 1]
+            match = batch.get("image_match")  # [B] 1 = the post's own image (training only)
+            paired = has if match is None else has & (match.to(h.device) > 0.5)
             sent = self._sentence(h, batch["attention_mask"])  # [B, d]
-            parts = [h]
             if self.vit is not None:
                 feats = self._image_inputs("vit", batch, has)
                 v = self.vit_proj(feats["vit_tokens"])  # [B, P, d]
@@ -301,9 +327,12 @@ class Tagger(nn.Module):
                     a = self.attn_vit(h, v, v, need_weights=False)[0]  # [B, T, d]
                 else:
                     a = vp.unsqueeze(1).expand_as(h)
-                parts.append(torch.where(keep, a, torch.zeros_like(a)))
+                img_parts.append(torch.where(keep, a, torch.zeros_like(a)))
                 if cfg.use_cl:
-                    cl_terms.append(self._cl(self.cl_text(sent), self.cl_vit(vp), has))
+                    t, iv = self.cl_text(sent), self.cl_vit(vp)
+                    cl_terms.append(self._cl(t, iv, paired))
+                    if self.gated:
+                        agree.append(_unit(t) * _unit(iv))
             if self.cnn is not None:
                 feats = self._image_inputs("cnn", batch, has)
                 c = self.cnn_proj(feats["cnn_vec"])  # [B, d]
@@ -312,21 +341,53 @@ class Tagger(nn.Module):
                     a = self.attn_cnn(h, cv, cv, need_weights=False)[0]  # [B, T, d]
                 else:
                     a = c.unsqueeze(1).expand_as(h)
-                parts.append(torch.where(keep, a, torch.zeros_like(a)))
+                img_parts.append(torch.where(keep, a, torch.zeros_like(a)))
                 if cfg.use_cl:
-                    cl_terms.append(self._cl(self.cl_text(sent), self.cl_cnn(c), has))
-            h = self.fuse(torch.cat(parts, dim=-1))
+                    t, ic = self.cl_text(sent), self.cl_cnn(c)
+                    cl_terms.append(self._cl(t, ic, paired))
+                    if self.gated:
+                        agree.append(_unit(t) * _unit(ic))
         idx = batch["word_index"].unsqueeze(-1).expand(-1, -1, h.size(-1))
-        words = h.gather(1, idx)  # [B, W, d]
-        emissions = self.emit(self.drop(words)).float()  # [B, W, L], float32 under autocast
         mask = batch["word_mask"].clone()
         mask[:, 0] = True  # empty sentences: one dummy position, dropped at decoding
-        out = {"emissions": emissions, "mask": mask}
+        out: dict[str, Tensor] = {"mask": mask}
+        text_em: Tensor | None = None
+        logit: Tensor | None = None
+        crf_em: Tensor | None = None  # what the CRF loss sees, when not the emissions
+        if self.gated:
+            assert has is not None
+            logit = self.agree(torch.cat(agree, dim=-1)).squeeze(-1).float()  # [B]
+            gate = torch.sigmoid(logit) * has.to(logit.dtype)  # [B], 0 without an image
+            out["gate"] = gate.detach()
+            text_em = self.emit(self.drop(h_text.gather(1, idx))).float()  # [B, W, L]
+            z = self.fuse(torch.cat([h, *img_parts], dim=-1))  # mner2m's fusion [B, T, d]
+            img_em = self.emit_img(self.drop(z.gather(1, idx))).float()  # [B, W, L]
+            emissions = text_em + gate.view(-1, 1, 1) * img_em
+            if match is not None and cfg.mismatch_loss == "gate":
+                # a swapped image teaches the gate only (BCE): its CRF loss sees the text head
+                crf_em = text_em + (gate * match.to(gate)).view(-1, 1, 1) * img_em
+        else:
+            if img_parts:
+                h = self.fuse(torch.cat([h, *img_parts], dim=-1))
+            words = h.gather(1, idx)  # [B, W, d]
+            emissions = self.emit(self.drop(words)).float()  # [B, W, L], float32 under autocast
+        out["emissions"] = emissions
         if "word_labels" in batch:
+            labels = batch["word_labels"]
             with _float32(emissions):
-                crf = self.crf.nll(emissions, batch["word_labels"], mask, cfg.crf_constrain_train)
+                em = emissions if crf_em is None else crf_em
+                crf = self.crf.nll(em, labels, mask, cfg.crf_constrain_train)
                 cl = torch.stack(cl_terms).sum() if cl_terms else emissions.new_zeros(())
                 loss = cfg.w_crf * crf + cfg.w_cl * cl if cl_terms else crf
+                if self.gated:
+                    assert has is not None and logit is not None and text_em is not None
+                    text_crf = self.crf.nll(text_em, labels, mask, cfg.crf_constrain_train)
+                    target = torch.ones_like(logit) if match is None else match.to(logit)
+                    bce = F.binary_cross_entropy_with_logits(logit, target, reduction="none")
+                    w = has.to(logit.dtype)
+                    gate_loss = (bce * w).sum() / w.sum().clamp(min=1.0)
+                    loss = loss + cfg.w_text * text_crf + cfg.w_gate * gate_loss
+                    out.update(text_crf_loss=text_crf.detach(), gate_loss=gate_loss.detach())
             out.update(loss=loss, crf_loss=crf.detach(), cl_loss=cl.detach())
         return out
 
@@ -344,6 +405,11 @@ class Tagger(nn.Module):
         emissions = out["emissions"].float()
         with _float32(emissions):
             return self.crf.decode(emissions, out["mask"], self.cfg.crf_constrain_decode)
+
+
+def _unit(x: Tensor) -> Tensor:
+    """Rows of ``x`` [B, D] scaled to unit L2 norm, in float32."""
+    return F.normalize(x.float(), dim=-1)
 
 
 def _float32(t: Tensor):  # -> context manager

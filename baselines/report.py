@@ -9,8 +9,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from baselines.config import SHUFFLED_SUFFIX
-from baselines.train import RunResult
+from baselines.stats import RESAMPLES, as_counts, bootstrap_ci, paired_test
+from baselines.train import ROBUSTNESS, RunResult
 from mmnerd.records import ENTITY_TYPES
 
 METRICS: tuple[str, ...] = ("precision", "recall", "f1")
@@ -25,8 +28,9 @@ def mean_std(values: Sequence[float]) -> dict[str, Any]:
     return {"mean": statistics.fmean(vals), "std": std, "values": vals}
 
 
-def _summarise(evals: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean ± std of overall / per-language / per-type / image-decided P, R, F1."""
+def _summarise(evals: list[dict[str, Any]], decided: Sequence[int] | None = None) -> dict[str, Any]:
+    """Mean ± std of overall / per-language / per-type / image-decided P, R, F1; with per-post
+    counts, 95% bootstrap intervals of F1 (``ci95``) overall and on the posts ``decided``."""
     if not evals or not evals[0]:
         return {}
     out: dict[str, Any] = {
@@ -48,11 +52,21 @@ def _summarise(evals: list[dict[str, Any]]) -> dict[str, Any]:
             m: mean_std([e["image_decided"][m] for e in evals]) for m in METRICS
         }
         out["image_decided"]["support"] = evals[0]["image_decided"]["support"]
+        if "posts" in evals[0]["image_decided"]:
+            out["image_decided"]["posts"] = evals[0]["image_decided"]["posts"]
+    if all(e.get("post_counts") for e in evals):
+        counts = as_counts([e["post_counts"] for e in evals])
+        out["overall"]["f1"]["ci95"] = bootstrap_ci(counts)
+        out["overall"]["posts"] = int(counts.shape[1])
+        if decided is not None and "image_decided" in out:
+            out["image_decided"]["f1"]["ci95"] = bootstrap_ci(counts, decided)
     return out
 
 
-def aggregate(runs: Sequence[RunResult]) -> dict[str, Any]:
-    """Results by model name (plus ``<model>+shuffled_images`` for multimodal runs)."""
+def aggregate(runs: Sequence[RunResult], decided: Sequence[int] | None = None) -> dict[str, Any]:
+    """Results by model name (plus ``<model>+shuffled_images`` for multimodal runs): mean ± std
+    over seeds, 95% bootstrap intervals of F1 (overall and, with ``decided`` = the indices of
+    the image-decided test posts, on those), and ``robustness`` (scores per image condition)."""
     by_model: dict[str, list[RunResult]] = {}
     for r in runs:
         by_model.setdefault(r.model, []).append(r)
@@ -60,7 +74,7 @@ def aggregate(runs: Sequence[RunResult]) -> dict[str, Any]:
     for name, rs in by_model.items():
         results[name] = {
             "seeds": [r.seed for r in rs],
-            "test": _summarise([r.test for r in rs]),
+            "test": _summarise([r.test for r in rs], decided),
             "dev": {m: mean_std([r.dev["overall"][m] for r in rs if r.dev]) for m in METRICS},
             "best_epochs": [r.best_epoch for r in rs],
             "train_examples_per_s": mean_std([r.train_examples_per_s for r in rs]),
@@ -68,15 +82,90 @@ def aggregate(runs: Sequence[RunResult]) -> dict[str, Any]:
             "n_trainable": rs[0].n_trainable,
             "runs": [dataclasses.asdict(r) for r in rs],
         }
+        conds = [c for c in ROBUSTNESS if all(c in r.test_robustness for r in rs)]
+        if conds:
+            results[name]["robustness"] = {
+                c: _summarise([r.test_robustness[c] for r in rs], decided) for c in conds
+            }
         shuffled = [r.test_shuffled for r in rs if r.test_shuffled]
         if shuffled:
             results[name + SHUFFLED_SUFFIX] = {
                 "seeds": [r.seed for r in rs if r.test_shuffled],
-                "test": _summarise(shuffled),
+                "test": _summarise(shuffled, decided),
                 "note": f"checkpoints of {name}, test images shuffled among the posts that "
                 "have one",
             }
     return results
+
+
+COMPARISONS: tuple[tuple[str, str, str], ...] = (
+    # (a, b, claim a > b, in words)
+    ("mner2m", "concat_fusion", "2M-NER's claim: cross-attention + contrastive learning beat "
+     "plain concatenation"),
+    ("mner2m", "text_crf", "the image helps 2M-NER"),
+    ("concat_fusion", "text_crf", "the image helps plain concatenation"),
+    ("mner2m_gated", "mner2m", "the agreement gate improves on 2M-NER"),
+    ("mner2m_gated", "concat_fusion", "the agreement gate improves on plain concatenation"),
+    ("mner2m_gated", "text_crf", "the image helps the gated model"),
+)  # fmt: skip
+"""Model pairs compared by a paired bootstrap (when both ran), with right test images; each
+multimodal model is also compared with ``text_crf`` when its test images are shuffled."""
+ALPHA = 0.05
+
+
+def run_counts(res: dict[str, Any], condition: str = "") -> np.ndarray | None:
+    """Per-post counts ``[S, N, 3]`` of a model's runs on test (``condition``: one of
+    :data:`ROBUSTNESS`; a text-only model's predictions do not depend on images, so its test
+    counts stand for every condition).  None if a run has no counts."""
+    rows = []
+    for r in res.get("runs") or []:
+        ev = r.get("test") or {}
+        if condition and r.get("test_robustness"):
+            ev = r["test_robustness"].get(condition) or {}
+        if not ev.get("post_counts"):
+            return None
+        rows.append(ev["post_counts"])
+    return as_counts(rows) if rows else None
+
+
+def verdict(test: dict[str, Any] | None, not_worse: bool = False) -> str:
+    """One phrase: does the paired test support the claim "A better than B" (``not_worse``:
+    "A not worse than B")?"""
+    if not test:
+        return "not tested"
+    significant = test["p"] < ALPHA
+    if not_worse:
+        if significant and test["diff"] < 0:
+            return "fails: significantly worse"
+        return "holds (A ≥ B)" if test["diff"] >= 0 else "holds (not significantly worse)"
+    if significant:
+        return "holds here" if test["diff"] > 0 else "reversed here (significantly worse)"
+    return "not shown here (difference within noise)"
+
+
+def comparisons(results: dict[str, Any], decided: Sequence[int] | None) -> list[dict[str, Any]]:
+    """Paired bootstrap tests (:func:`baselines.stats.paired_test`) of the pairs of
+    :data:`COMPARISONS`, then each multimodal model with shuffled test images vs ``text_crf``,
+    on all test posts and on the image-decided ones."""
+    out: list[dict[str, Any]] = []
+    pairs = [(a, "", b, claim) for a, b, claim in COMPARISONS]
+    for name, res in results.items():
+        if res.get("robustness") and "text_crf" in results:
+            claim = f"with shuffled images, {name} is not worse than the text-only model"
+            pairs.append((name, "replaced_100", "text_crf", claim))
+    for a, cond, b, claim in pairs:
+        if a not in results or b not in results:
+            continue
+        ca, cb = run_counts(results[a], cond), run_counts(results[b], cond)
+        if ca is None or cb is None or ca.shape[1] != cb.shape[1]:
+            continue
+        row: dict[str, Any] = {"a": a, "b": b, "condition": cond or "test", "claim": claim}
+        row["all"] = paired_test(ca, cb)
+        row["image_decided"] = paired_test(ca, cb, decided) if decided else None
+        row["verdict"] = verdict(row["all"], bool(cond))
+        row["verdict_image_decided"] = verdict(row["image_decided"], bool(cond))
+        out.append(row)
+    return out
 
 
 def _fmt(ms: dict[str, Any] | None, n_seeds: int) -> str:
@@ -86,34 +175,247 @@ def _fmt(ms: dict[str, Any] | None, n_seeds: int) -> str:
     return f"{mean:.2f} ± {100 * ms['std']:.2f}" if n_seeds > 1 else f"{mean:.2f}"
 
 
+def _ci(ms: dict[str, Any] | None) -> str:
+    ci = (ms or {}).get("ci95")
+    return f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "–"
+
+
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _head(cells: Sequence[str]) -> list[str]:
+    return [_row(cells), "|" + "---|" * len(cells)]
+
+
+def _first(results: dict[str, Any], *path: str) -> Any:
+    """The first model's value at ``test/<path>`` (supports are the same for every model)."""
+    for res in results.values():
+        v: Any = res.get("test") or {}
+        for k in path:
+            v = v.get(k) if isinstance(v, dict) else None
+        if v is not None:
+            return v
+    return None
+
+
+def _n(support: Any, posts: Any = None) -> str:
+    if support is None:
+        return ""
+    return f" (n={support}" + (f", {posts} posts)" if posts is not None else ")")
+
+
+def headline(report: dict[str, Any]) -> str:
+    """All posts, image-decided posts and shuffled images side by side, with supports (gold
+    entities) and 95% bootstrap intervals of F1 (markdown)."""
+    results = report["results"]
+    n = len(report["seeds"])
+    dec = _first(results, "image_decided") or {}
+    has_dec = bool(dec)
+    head = ["Model", f"F1 all{_n(_first(results, 'overall', 'support'))}", "95% CI"]
+    if has_dec:
+        head += [f"F1 image-decided{_n(dec.get('support'), dec.get('posts'))}", "95% CI"]
+    has_sh = any(k.endswith(SHUFFLED_SUFFIX) for k in results)
+    if has_sh:
+        head += ["F1 shuffled images"] + (["F1 shuffled, image-decided"] if has_dec else [])
+    lines = _head(head)
+    for name, res in results.items():
+        t = res.get("test") or {}
+        if not t or name.endswith(SHUFFLED_SUFFIX):
+            continue
+        cells = [name, _fmt(t["overall"]["f1"], n), _ci(t["overall"]["f1"])]
+        if has_dec:
+            d = (t.get("image_decided") or {}).get("f1")
+            cells += [_fmt(d, n), _ci(d)]
+        if not has_sh:
+            lines.append(_row(cells))
+            continue
+        sh = (results.get(name + SHUFFLED_SUFFIX) or {}).get("test") or {}
+        if not res.get("robustness") and not sh:
+            sh = t  # a text-only model: images change nothing
+            mark = " (no image)"
+        else:
+            mark = ""
+        cells.append(_fmt((sh.get("overall") or {}).get("f1"), n) + mark if sh else "–")
+        if has_dec:
+            d = (sh.get("image_decided") or {}).get("f1") if sh else None
+            cells.append(_fmt(d, n) + mark if d else "–")
+        lines.append(_row(cells))
+    return "\n".join(lines)
+
+
 def tables(report: dict[str, Any]) -> str:
-    """The two result tables (markdown): overall + per language, and per type."""
+    """The result tables (markdown): headline (all / image-decided / shuffled, with intervals),
+    overall + per language, per type; supports in the headers."""
     results = report["results"]
     langs = report["languages"]
     n = len(report["seeds"])
-    head = ["Model", "P", "R", "F1", *[f"F1 {lang}" for lang in langs]]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lang_n = {g: _first(results, "per_language", g, "support") for g in langs}
+    head = ["Model", "P", "R", "F1", *[f"F1 {g}{_n(lang_n[g])}" for g in langs]]
+    lines = [headline(report), "", *_head(head)]
     for name, res in results.items():
         t = res.get("test") or {}
         if not t:
             continue
         cells = [name] + [_fmt(t["overall"][m], n) for m in METRICS]
         cells += [_fmt(t["per_language"].get(lang, {}).get("f1"), n) for lang in langs]
-        lines.append("| " + " | ".join(cells) + " |")
-    has_img = any("image_decided" in (r.get("test") or {}) for r in results.values())
-    head2 = ["Model", *[f"F1 {t}" for t in ENTITY_TYPES]] + (
-        ["F1 image-decided"] if has_img else []
-    )
-    lines += ["", "| " + " | ".join(head2) + " |", "|" + "---|" * len(head2)]
+        lines.append(_row(cells))
+    dec = _first(results, "image_decided") or {}
+    type_n = {t: _first(results, "per_type", t, "support") for t in ENTITY_TYPES}
+    head2 = ["Model", *[f"F1 {t}{_n(type_n[t])}" for t in ENTITY_TYPES]]
+    if dec:
+        head2.append(f"F1 image-decided{_n(dec.get('support'), dec.get('posts'))}")
+    lines += ["", *_head(head2)]
     for name, res in results.items():
         t = res.get("test") or {}
         if not t:
             continue
         cells = [name] + [_fmt(t["per_type"].get(ty, {}).get("f1"), n) for ty in ENTITY_TYPES]
-        if has_img:
+        if dec:
             cells.append(_fmt(t.get("image_decided", {}).get("f1"), n))
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(_row(cells))
     return "\n".join(lines)
+
+
+CONDITION_NAMES: dict[str, str] = {
+    "test": "0% replaced",
+    "replaced_25": "25% replaced",
+    "replaced_50": "50% replaced",
+    "replaced_100": "100% (shuffled)",
+    "blank": "blank",
+    "noise": "noise",
+}
+
+
+def robustness_tables(report: dict[str, Any]) -> str:
+    """F1 per test-image condition (:data:`baselines.train.ROBUSTNESS`), all posts and
+    image-decided posts (markdown); text-only models repeat their score (they see no image)."""
+    results = {k: v for k, v in report["results"].items() if not k.endswith(SHUFFLED_SUFFIX)}
+    if not any(r.get("robustness") for r in results.values()):
+        return ""
+    n = len(report["seeds"])
+    out: list[str] = []
+    dec = _first(results, "image_decided") or {}
+    parts = [("overall", f"All test posts{_n(_first(results, 'overall', 'support'))}")]
+    if dec:
+        parts.append(
+            ("image_decided", f"Image-decided posts{_n(dec['support'], dec.get('posts'))}")
+        )
+    for key, title in parts:
+        out += [f"{title}, F1 (%):", "", *_head(["Model", *CONDITION_NAMES.values()])]
+        for name, res in results.items():
+            t = res.get("test") or {}
+            if not t:
+                continue
+            rob = res.get("robustness") or {}
+            cells = [name + ("" if rob else " (text only)")]
+            for cond in CONDITION_NAMES:
+                ev = t if cond == "test" or not rob else rob.get(cond) or {}
+                cells.append(_fmt((ev.get(key) or {}).get("f1"), n))
+            out.append(_row(cells))
+        out.append("")
+    return "\n".join(out).rstrip()
+
+
+def _pct(d: float) -> str:
+    return f"{100 * d:+.1f}"
+
+
+def comparison_table(report: dict[str, Any]) -> str:
+    """The paired tests of :func:`comparisons` (markdown): difference of F1 (points), its 95%
+    interval and p, on all posts and image-decided posts, with a verdict."""
+    rows = report.get("comparisons") or []
+    if not rows:
+        return ""
+    has_dec = any(r.get("image_decided") for r in rows)
+    head = ["A vs B", "test images", "ΔF1 all [95% CI]", "p"]
+    head += ["ΔF1 image-decided [95% CI]", "p"] if has_dec else []
+    head += ["claim", "verdict (all / image-decided)"]
+    lines = _head(head)
+    for r in rows:
+        cells = [f"{r['a']} vs {r['b']}", "shuffled" if r["condition"] != "test" else "right"]
+        for key in ("all", "image_decided") if has_dec else ("all",):
+            t = r.get(key)
+            if t:
+                ci = t["ci95"]
+                cells += [f"{_pct(t['diff'])} [{_pct(ci[0])}, {_pct(ci[1])}]", f"{t['p']:.3f}"]
+            else:
+                cells += ["–", "–"]
+        v = r["verdict"] + (f" / {r['verdict_image_decided']}" if has_dec else "")
+        cells += [r["claim"], v]
+        lines.append(_row(cells))
+    return "\n".join(lines)
+
+
+def _section(title: str, note: str, body: str, *more: str) -> list[str]:
+    """A markdown section, or nothing when ``body`` is empty."""
+    if not body:
+        return []
+    return [f"## {title}", "", note, "", body, *more, ""]
+
+
+def random_encoder_warning(report: dict[str, Any]) -> list[str]:
+    """A warning block when every encoder is randomly initialised (none loaded from a path)."""
+    enc = report.get("encoders") or {}
+    if any(enc.get(k) for k in ("text", "vit", "cnn")):
+        return []
+    return ["", f"> **Warning:** {RANDOM_WARNING}"]
+
+
+RANDOM_WARNING = (
+    "every encoder here is randomly initialised (no --text-encoder, --vit, --cnn): the scores "
+    "test the pipeline and the models' ability to learn this export from scratch; they say "
+    "nothing about 2M-NER with pretrained mBERT, CLIP and ResNet on real posts."
+)
+
+
+def claim_lines(report: dict[str, Any]) -> list[str]:
+    """A sentence on 2M-NER's claim over concatenation, whatever the outcome."""
+    for r in report.get("comparisons") or []:
+        if (r["a"], r["b"], r["condition"]) != ("mner2m", "concat_fusion", "test"):
+            continue
+        t = r["all"]
+        text = (
+            f"2M-NER's claim that cross-attention and contrastive learning beat plain "
+            f"concatenation: **{r['verdict']}** on all test posts (ΔF1 {_pct(t['diff'])} "
+            f"points, 95% CI [{_pct(t['ci95'][0])}, {_pct(t['ci95'][1])}], p = {t['p']:.3f})"
+        )
+        d = r.get("image_decided")
+        if d:
+            text += (
+                f"; **{r['verdict_image_decided']}** on image-decided posts (ΔF1 "
+                f"{_pct(d['diff'])}, p = {d['p']:.3f})"
+            )
+        return ["", text + "."]
+    return []
+
+
+CROSS_NOTE = (
+    "Train (and select epochs on dev) in the languages of a row only; test F1 per language. "
+    "`*` marks a language seen in training; the other cells are zero-shot transfer. Mean ± std "
+    "over seeds."
+)
+
+
+def cross_lingual_tables(report: dict[str, Any]) -> str:
+    """One table per model: rows = training languages, columns = test languages (markdown)."""
+    cl = report.get("cross_lingual") or {}
+    if not cl.get("results"):
+        return ""
+    langs = report["languages"]
+    n = len(report["seeds"])
+    out: list[str] = []
+    for model, by_train in cl["results"].items():
+        out += [f"`{model}`, test F1 (%):", "", *_head(["trained on", *langs])]
+        for train, res in by_train.items():
+            seen = set(train.split("+"))
+            cells = [train]
+            for g in langs:
+                f1 = (((res.get("test") or {}).get("per_language") or {}).get(g) or {}).get("f1")
+                cells.append(_fmt(f1, n) + (" *" if g in seen else ""))
+            out.append(_row(cells))
+        out.append("")
+    return "\n".join(out).rstrip()
 
 
 MASKING_NOTE = (
@@ -165,6 +467,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"- text encoder: `{report['encoders']['text'] or 'tiny random BERT + WordPiece'}`; "
         f"ViT: `{report['encoders']['vit'] or 'tiny random CLIP ViT'}`; "
         f"CNN: `{report['encoders']['cnn'] or 'tiny random ResNet'}`",
+        *random_encoder_warning(report),
         "",
         "## Data",
         "",
@@ -203,6 +506,24 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         tables(report),
         "",
+        *_section(
+            "Robustness to wrong or missing images",
+            "The selected checkpoints evaluated again with test images replaced: for 25, 50 or "
+            "100% of the posts that have one (each gets another test post's image), by a blank "
+            "(uniform grey) image, or by uniform noise. Mean ± std over seeds; plot "
+            "`plots/robustness.png`.",
+            robustness_tables(report),
+        ),
+        *_section(
+            "Comparisons (paired bootstrap over test posts)",
+            f"ΔF1 = F1(A) − F1(B) in points, mean over seeds; {RESAMPLES} resamples of the test "
+            "posts (the same posts for both models and every seed); 95% percentile interval; "
+            f"p two-sided; verdicts at p < {ALPHA}. These intervals cover the finite test set, "
+            "not the seeds (see ± std above).",
+            comparison_table(report),
+            *claim_lines(report),
+        ),
+        *_section("Cross-lingual transfer", CROSS_NOTE, cross_lingual_tables(report)),
         "## Epoch selection (dev)",
         "",
         "| Model | dev F1 | best epochs | train examples/s | parameters (trainable) |",
@@ -283,4 +604,52 @@ def plots(report: dict[str, Any], out_dir: Path) -> list[str]:
     fig.savefig(out_dir / "learning_curves.png", dpi=100)
     plt.close(fig)
     written.append("learning_curves.png")
+    if robustness_plot(report, out_dir / "robustness.png"):
+        written.append("robustness.png")
     return written
+
+
+def robustness_plot(report: dict[str, Any], path: Path) -> bool:
+    """F1 against the share of replaced test images (0-100%), then blank and noise images; all
+    posts and image-decided posts; text-only models as dashed lines.  False: nothing to plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = {
+        k: v
+        for k, v in report["results"].items()
+        if v.get("test") and not k.endswith(SHUFFLED_SUFFIX)
+    }
+    if not any(r.get("robustness") for r in results.values()):
+        return False
+    conds = list(CONDITION_NAMES)
+    xs = [0, 25, 50, 100, 125, 150]
+    keys = ["overall"] + (["image_decided"] if _first(results, "image_decided") else [])
+    fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4), squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=True):
+        for name, res in results.items():
+            rob = res.get("robustness") or {}
+            evs = [res["test"] if c == "test" or not rob else rob.get(c, {}) for c in conds]
+            f1s = [(ev.get(key) or {}).get("f1") or {} for ev in evs]
+            ys = [100 * f.get("mean", math.nan) for f in f1s]
+            es = [100 * f.get("std", 0.0) for f in f1s]
+            if rob:
+                line = ax.errorbar(xs[:4], ys[:4], yerr=es[:4], marker="o", capsize=2, label=name)
+                color = line[0].get_color()
+                ax.errorbar(xs[4:], ys[4:], yerr=es[4:], fmt="s", capsize=2, color=color)
+            else:
+                ax.axhline(ys[0], linestyle="--", color="grey", label=f"{name} (text only)")
+        ax.set_xticks(xs, ["0%", "25%", "50%", "100%", "blank", "noise"])
+        ax.axvline(112.5, color="lightgrey", linewidth=0.8)
+        ax.set_xlabel("test images replaced by another post's")
+        ax.set_ylabel("test F1 (%)")
+        ax.set_ylim(0, 100)
+        ax.set_title("All test posts" if key == "overall" else "Image-decided posts")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True

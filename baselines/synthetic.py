@@ -86,7 +86,7 @@ def filler_words(lang: str, n_words: int, max_words: int, rng: random.Random) ->
 def make_post(
     i: int, split: str, rng: random.Random, image_size: int = 32, max_words: int = 0
 ) -> dict[str, Any]:
-    """One synthetic row (a dict over :func:`mmnerd.records.arrow_schema` + ``image_decided``);
+    """One synthetic row (a dict over :func:`mmnerd.records.arrow_schema`);
     ``max_words`` > 0 appends filler words (see :func:`filler_words`)."""
     lang = rng.choice(sorted(TEMPLATES))
     template = rng.choice(TEMPLATES[lang])
@@ -134,9 +134,9 @@ def make_post(
         "synthetic": True,
         "annotator_count": 1,
         "agreement": 1.0,
+        "image_decided": decided,
         "cluster_id": "",
         "split": split,
-        "image_decided": decided,
     }
 
 
@@ -161,8 +161,7 @@ def write_synthetic_export(
     out.mkdir(parents=True, exist_ok=True)
     sizes = sizes or {"train": 240, "validation": 60, "test": 60}
     rng = random.Random(seed)
-    base = arrow_schema(embed_images)
-    schema = base.append(pa.field("image_decided", pa.bool_()))
+    schema = arrow_schema(embed_images)
     drop = random.Random(f"{seed}:no-image")
     for split, n in sizes.items():
         rows = [make_post(i, split, rng, image_size, max_words) for i in range(n)]

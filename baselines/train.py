@@ -20,6 +20,8 @@ import torch
 
 from baselines.config import ModelConfig, TrainConfig, save_json, to_dict
 from baselines.data import (
+    BLANK_KEY,
+    NOISE_KEYS,
     Encoded,
     Example,
     ExportData,
@@ -29,6 +31,7 @@ from baselines.data import (
     collate,
     encode_subwords,
     encode_words,
+    probe_images,
     random_batches,
     train_wordpiece,
 )
@@ -38,6 +41,8 @@ from baselines.models import Tagger, encoder_identity
 from mmnerd.records import LABELS
 
 Log = Callable[[str], None]
+LOSS_KEYS: tuple[str, ...] = ("loss", "crf_loss", "cl_loss", "text_crf_loss", "gate_loss")
+"""Losses averaged per epoch into ``history`` (the last two: ``mner2m_gated`` only)."""
 
 
 def _stderr(msg: str) -> None:
@@ -56,6 +61,25 @@ class Prepared:
     features: dict[str, dict[str, dict[str, torch.Tensor]]] = field(default_factory=dict)
     feature_dir: Path | None = None  # persists features of encoders loaded from a path
     _encodings: dict[tuple[str, str, int], list[Encoded]] = field(default_factory=dict)
+
+    def subset(self, langs: Sequence[str]) -> Prepared:
+        """The same resources with train and dev restricted to posts in ``langs`` (test whole):
+        the cross-lingual protocol.  Tokenizer, vocabulary and caches are shared."""
+        keep = set(langs)
+        splits = {
+            name: exs if name == "test" else [e for e in exs if e.lang in keep]
+            for name, exs in self.data.splits.items()
+        }
+        data = ExportData(self.data.root, splits, self.data.images, files=self.data.files)
+        return Prepared(
+            data=data,
+            tokenizer=self.tokenizer,
+            vocab=self.vocab,
+            pixels=self.pixels,
+            text_encoder=self.text_encoder,
+            features=self.features,
+            feature_dir=self.feature_dir,
+        )
 
     def encodings(self, split: str, encoder: str, max_length: int) -> list[Encoded]:
         key = (split, encoder, max_length)
@@ -84,6 +108,8 @@ def prepare(
         tokenizer = AutoTokenizer.from_pretrained(text_encoder)
     else:
         tokenizer = train_wordpiece(train_tokens, vocab_size=vocab_size)
+    if not data.images.probes:
+        data.images.probes.update(probe_images())
     return Prepared(
         data=data,
         tokenizer=tokenizer,
@@ -181,7 +207,8 @@ def autocast(device: torch.device, bf16: bool):  # -> context manager
 
 @dataclass
 class RunResult:
-    """What one (model, seed) run produced; ``eval_counts`` proves test was evaluated once."""
+    """What one (model, seed) run produced; ``eval_counts`` proves test was evaluated once
+    (then once per image condition of the same checkpoint, for multimodal models)."""
 
     model: str
     seed: int
@@ -198,6 +225,8 @@ class RunResult:
     n_trainable: int
     config: dict[str, Any]
     world_size: int = 1
+    test_robustness: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Scores of the selected checkpoint under each :data:`ROBUSTNESS` condition."""
 
 
 class ImageFeeder:
@@ -227,7 +256,7 @@ class ImageFeeder:
             if file.is_file() and not store:
                 store.update(torch.load(file, map_location="cpu", weights_only=True))
                 log(f"  loaded {len(store)} cached {which} features from {file}")
-        keys = [""] + self.prep.data.images.keys()
+        keys = [""] + self.prep.data.images.all_keys()
         todo = [k for k in keys if k not in store]
         if todo:
             t0 = time.perf_counter()
@@ -289,8 +318,14 @@ class Evaluator:
         self.counts: Counter[str] = Counter()
 
     @torch.no_grad()
-    def predict(self, split: str, image_keys: Sequence[str] | None = None) -> list[list[str]]:
-        """Tags per sentence of ``split`` (``image_keys`` overrides each post's image)."""
+    def predict(
+        self,
+        split: str,
+        image_keys: Sequence[str] | None = None,
+        gates: list[float] | None = None,
+    ) -> list[list[str]]:
+        """Tags per sentence of ``split`` (``image_keys`` overrides each post's image;
+        ``gates`` receives the gated model's per-post gates)."""
         exs = self.prep.data.splits[split]
         enc = self.prep.encodings(split, self.model.cfg.encoder, self.model.cfg.max_length)
         keys = list(image_keys) if image_keys is not None else [e.image_key for e in exs]
@@ -303,34 +338,138 @@ class Evaluator:
             self.feeder,
             self.tcfg.eval_batch_size,
             self.tcfg.bf16,
+            gates,
         )
 
-    def evaluate(self, split: str, shuffle_images: bool = False, seed: int = 0) -> dict[str, Any]:
+    def evaluate(
+        self,
+        split: str,
+        shuffle_images: bool = False,
+        seed: int = 0,
+        condition: str = "",
+        counts: bool = False,
+    ) -> dict[str, Any]:
         """Scores of ``split``; ``shuffle_images``: images shuffled among its posts that have
-        one (see :func:`shuffle_among_present`)."""
+        one (see :func:`shuffle_among_present`); ``condition``: one of :data:`ROBUSTNESS`
+        (see :func:`perturb_keys`); ``counts``: add per-post ``post_counts``."""
         exs = self.prep.data.splits[split]
         keys = None
         name = split
         if shuffle_images:
-            keys = shuffle_among_present([e.image_key for e in exs], seed)
-            name = split + "_shuffled"
+            condition = "shuffled"
+        if condition:
+            keys = perturb_keys([e.image_key for e in exs], condition, seed)
+            name = f"{split}_{condition}"
         self.counts[name] += 1
-        preds = self.predict(split, keys)
-        return evaluate_tags(
-            [e.tags for e in exs], preds, [e.lang for e in exs], [e.image_decided for e in exs]
+        gates: list[float] = []
+        preds = self.predict(split, keys, gates)
+        res = evaluate_tags(
+            [e.tags for e in exs],
+            preds,
+            [e.lang for e in exs],
+            [e.image_decided for e in exs],
+            counts=counts,
         )
+        if self.model.gated:
+            res["gate"] = gate_summary(gates, keys or [e.image_key for e in exs], exs)
+        return res
+
+
+def gate_summary(
+    gates: Sequence[float], keys: Sequence[str], exs: Sequence[Example]
+) -> dict[str, float | None]:
+    """Mean gate of ``mner2m_gated`` over the posts fed an image (``mean``) and over those of
+    them that are image-decided (``image_decided``; None when there are none)."""
+    fed = [i for i, k in enumerate(keys) if k]
+    dec = [i for i in fed if exs[i].image_decided]
+
+    def avg(idx: list[int]) -> float | None:
+        return sum(gates[i] for i in idx) / len(idx) if idx else None
+
+    return {"mean": avg(fed), "image_decided": avg(dec)}
+
+
+ROBUSTNESS: tuple[str, ...] = ("replaced_25", "replaced_50", "replaced_100", "blank", "noise")
+"""Test-image conditions of the robustness protocol (plus the intact test set, 0%):
+``replaced_<p>``: p% of the posts that have an image get another test post's image
+(``replaced_100`` is the shuffled-images control); ``blank``: every image a uniform grey
+picture; ``noise``: every image uniform RGB noise.  Posts without an image stay masked."""
+
+
+def _derange(keys: list[str], rng: random.Random) -> list[str]:
+    """Sattolo's shuffle: a uniformly random cyclic permutation (no element keeps its place)."""
+    out = list(keys)
+    for i in range(len(out) - 1, 0, -1):
+        j = rng.randrange(i)
+        out[i], out[j] = out[j], out[i]
+    return out
 
 
 def shuffle_among_present(keys: Sequence[str], seed: int) -> list[str]:
-    """``keys`` with the non-empty ones (posts with an image) permuted among themselves by a
-    seeded shuffle; posts without an image (``""``) keep none."""
-    where = [i for i, k in enumerate(keys) if k]
-    moved = [keys[i] for i in where]
-    random.Random(seed).shuffle(moved)
+    """``keys`` with the non-empty ones (posts with an image) permuted among themselves so that
+    no post keeps its own (a seeded derangement); posts without an image (``""``) keep none."""
+    return perturb_keys(keys, "replaced_100", seed)
+
+
+def perturb_keys(keys: Sequence[str], condition: str, seed: int) -> list[str]:
+    """The image keys of a robustness ``condition`` (:data:`ROBUSTNESS`, or ``shuffled`` =
+    ``replaced_100``) for posts whose own keys are ``keys`` ("" = no image, kept as is).
+
+    ``replaced_<p>``: ``round(p% * n)`` of the ``n`` posts with an image, chosen with a seeded
+    generator, pass their images round a random cycle (each gets another chosen post's image);
+    ``blank`` / ``noise``: every image replaced by :data:`BLANK_KEY` / one of
+    :data:`NOISE_KEYS` (cycled)."""
     out = list(keys)
-    for i, k in zip(where, moved, strict=True):
+    where = [i for i, k in enumerate(keys) if k]
+    if condition == "blank":
+        return [BLANK_KEY if k else "" for k in keys]
+    if condition == "noise":
+        return [NOISE_KEYS[n % len(NOISE_KEYS)] if k else "" for n, k in enumerate(keys)]
+    if condition == "shuffled":
+        condition = "replaced_100"
+    if not condition.startswith("replaced_"):
+        raise BenchmarkError(f"unknown image condition {condition!r}")
+    share = int(condition.removeprefix("replaced_")) / 100
+    rng = random.Random(f"{condition}:{seed}")
+    chosen = sorted(rng.sample(where, round(share * len(where)))) if share < 1 else where
+    if len(chosen) < 2:
+        return out
+    for i, k in zip(chosen, _derange([keys[i] for i in chosen], rng), strict=True):
         out[i] = k
     return out
+
+
+def augment_images(
+    keys: Sequence[str],
+    pool: Sequence[str],
+    dropout: float,
+    mismatch: float,
+    rng: random.Random,
+) -> tuple[list[str], list[float]]:
+    """Training-time image augmentation of one batch (``mner2m_gated``).
+
+    Each post with an image (``keys[i]`` non-empty) independently: with probability
+    ``dropout`` loses it (``""``: masked, the text head alone tags it), with probability
+    ``mismatch`` gets another image drawn from ``pool`` (a different key), else keeps its own.
+    Returns the new keys and ``image_match`` (0.0 for a swapped image, else 1.0)."""
+    out: list[str] = []
+    match: list[float] = []
+    can_swap = len(pool) > 1
+    for k in keys:
+        r = rng.random() if k else 1.0
+        if r < dropout:
+            out.append("")
+            match.append(1.0)
+        elif r < dropout + mismatch and can_swap:
+            other = k
+            while other == k:
+                other = pool[rng.randrange(len(pool))]
+            out.append(other)
+            match.append(0.0)
+        else:
+            out.append(k)
+            match.append(1.0)
+    return out, match
 
 
 def predict_encoded(
@@ -342,12 +481,15 @@ def predict_encoded(
     feeder: ImageFeeder,
     batch_size: int,
     bf16: bool = False,
+    gates: list[float] | None = None,
 ) -> list[list[str]]:
     """Viterbi tags for encoded sentences (batched by length: less padding); words cut by
-    truncation are tagged ``O``."""
+    truncation are tagged ``O``.  ``gates``: filled with each post's gate (``mner2m_gated``;
+    0 for a post without an image)."""
     model.eval()
     pad = _pad_id(model, tokenizer)
     preds: list[list[str]] = [[] for _ in enc]
+    gate_of = [0.0] * len(enc)
     order = sorted(range(len(enc)), key=lambda i: len(enc[i].input_ids))
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
@@ -363,6 +505,11 @@ def predict_encoded(
             for k, w in enumerate(enc[i].kept_words):
                 tags[w] = LABELS[path[k]]
             preds[i] = tags
+        if "gate" in out:
+            for i, g in zip(idx, out["gate"].float().tolist(), strict=True):
+                gate_of[i] = g
+    if gates is not None:
+        gates[:] = gate_of
     return preds
 
 
@@ -432,6 +579,8 @@ def train_run(
     usable = [i for i, e in enumerate(enc) if e.word_index]
     pad = _pad_id(model, prep.tokenizer)
     gen = torch.Generator().manual_seed(tcfg.seed)
+    aug_rng = random.Random(f"augment:{tcfg.seed}:{dist.rank}")
+    image_pool = sorted({e.image_key for e in exs if e.image_key})
     history: list[dict[str, Any]] = []
     best_f1, best_epoch, best_state, best_dev = -1.0, 0, None, {}
     train_time, seen = 0.0, 0
@@ -449,7 +598,15 @@ def train_run(
             idx = [usable[i] for i in chunk[dist.rank :: dist.world]]
             batch = to_device(collate([enc[i] for i in idx], pad), device)
             if mcfg.multimodal:
-                batch.update(feeder.batch([exs[i].image_key for i in idx]))
+                keys = [exs[i].image_key for i in idx]
+                match = None
+                if mcfg.image_dropout or mcfg.image_mismatch:
+                    keys, match = augment_images(
+                        keys, image_pool, mcfg.image_dropout, mcfg.image_mismatch, aug_rng
+                    )
+                batch.update(feeder.batch(keys))
+                if match is not None:
+                    batch["image_match"] = torch.tensor(match, device=device)
             with autocast(device, tcfg.bf16):
                 out = step_model(batch)
             opt.zero_grad(set_to_none=True)
@@ -457,8 +614,9 @@ def train_run(
             if tcfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
             opt.step()
-            for k in ("loss", "crf_loss", "cl_loss"):
-                totals[k] += float(out[k].detach())
+            for k in LOSS_KEYS:
+                if k in out:
+                    totals[k] += float(out[k].detach())
             steps += 1
             now = time.perf_counter()
             if now - last_log >= tcfg.log_every_s:  # long epochs show progress
@@ -491,10 +649,18 @@ def train_run(
             best_state = _cpu_state(model)
     if best_state is not None:
         model.load_state_dict(best_state)
-    test = evaluator.evaluate("test") if prep.data.splits["test"] else {}
+    test = evaluator.evaluate("test", counts=True) if prep.data.splits["test"] else {}
     shuffled = None
+    robustness: dict[str, dict[str, Any]] = {}
     if mcfg.multimodal and tcfg.shuffled_image_eval and prep.data.with_image("test") >= 2:
-        shuffled = evaluator.evaluate("test", shuffle_images=True, seed=tcfg.seed)
+        shuffled = evaluator.evaluate("test", shuffle_images=True, seed=tcfg.seed, counts=True)
+        if tcfg.robustness_eval:
+            for cond in ROBUSTNESS:
+                robustness[cond] = (
+                    shuffled
+                    if cond == "replaced_100"
+                    else evaluator.evaluate("test", condition=cond, seed=tcfg.seed, counts=True)
+                )
     ckpt = ""
     if checkpoint_dir is not None and dist.main:
         ckpt = str(save_checkpoint(model, mcfg, tcfg, prep, checkpoint_dir, best_epoch, best_f1))
@@ -508,6 +674,7 @@ def train_run(
         dev=best_dev,
         test=test,
         test_shuffled=shuffled,
+        test_robustness=robustness,
         eval_counts=dict(evaluator.counts),
         checkpoint=ckpt,
         train_seconds=round(train_time, 3),

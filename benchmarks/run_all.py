@@ -93,6 +93,16 @@ SCRIPTS: dict[str, tuple[str, dict[str, list[str]]]] = {
         "labelstudio.py",
         {"quick": ["--n", "1000", "--sample", "50"], "default": [], "full": []},
     ),
+    "fusion": (
+        "fusion.py",
+        {
+            "quick": ["--posts", "600", "--seeds", "1", "--epochs", "4"]
+            + ["--cross-lingual-models", "none"],
+            "default": [],
+            "full": ["--models", "text_crf,bilstm_crf,concat_fusion,mner2m,mner2m_gated"]
+            + ["--cross-lingual-models", "text_crf,concat_fusion,mner2m,mner2m_gated"],
+        },
+    ),
     "scale": (
         "scale.py",
         {"quick": ["--posts", "2000"], "default": ["--posts", "5000"], "full": []},
@@ -301,7 +311,19 @@ def _train(data: Any) -> list[Line]:
     ]
 
 
+def _fusion(data: Any) -> list[Line]:
+    """F1 of the robust model beside mner2m's, per column of issue 18's table."""
+    rows = _rows(data)
+    ours, ref = _find(rows, model="mner2m_gated"), _find(rows, model="mner2m")
+    return [
+        (f"fusion sample: {col} (mean ± std)", ours.get(col), "mner2m", ref.get(col), "F1 %")
+        for col in ("F1 all", "F1 image-decided", "F1 shuffled images")
+        if ours or ref
+    ]
+
+
 HEADLINES: dict[str, Callable[[Any], list[Line]]] = {
+    "fusion": _fusion,
     "cli_startup": _cli,
     "download": _download,
     "dedup": _dedup,

@@ -45,7 +45,7 @@ def plan(config: PipelineConfig, everything: bool = False, labelstudio: bool = F
     root = config.root
     out = CleanPlan()
     derived = [root / d for d in DERIVED] + [config.export_dir]
-    derived.append(Path(config.benchmark.report_dir))
+    derived.append(config.report_dir)
     for path in dict.fromkeys(derived):
         if path.exists():
             out.remove.append(path)

@@ -246,7 +246,7 @@ def export(
 def benchmark(
     pipeline: PipelineOpt = DEFAULT_PIPELINE, set_: SetOpt = None, force: ForceOpt = False
 ) -> None:
-    """Train the baselines and the 2M-NER reference on the export; write reports/."""
+    """Train the baselines and the 2M-NER reference on the export; write reports/<name>/."""
     from mmnerd.stages import run_benchmark
 
     raise typer.Exit(run_benchmark(_config(pipeline, set_), force=force))

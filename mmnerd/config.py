@@ -268,6 +268,12 @@ class LabelStudioConfig(_Section):
         le=1.0,
         description="posts whose annotators agree below this entity F1 (or tie) go to adjudication",
     )
+    unannotated: Literal["drop", "source"] = Field(
+        "drop",
+        description="posts nobody annotated: drop them on pull (reason not_annotated), or keep "
+        "the source's own gold labels (only for sources that have gold: the sample, imported "
+        "corpora; the card counts them)",
+    )
 
 
 class SimulateConfig(_Section):
@@ -279,6 +285,13 @@ class SimulateConfig(_Section):
     workers: int = Field(4, ge=1, le=32, description="concurrent API calls writing annotations")
     skip_share: float = Field(
         0.0, ge=0.0, le=1.0, description="share of tasks a simulated annotator skips (cancels)"
+    )
+    share: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="share of the tasks the simulated annotators label (a hash of the post id); "
+        'with labelstudio.unannotated = "source" the others keep the source\'s gold labels',
     )
 
 
@@ -317,14 +330,87 @@ class ExportConfig(_Section):
 
 
 class BenchmarkConfig(_Section):
-    mode: Literal["quick", "full"] = "quick"
-    models: list[str] = Field(
-        default_factory=lambda: ["text_crf", "mner2m"],
-        description="models from baselines/ to train",
+    """``mmnerd benchmark``: ``python -m baselines.benchmark`` on the export (docs/benchmark.md).
+    Empty fields take the mode's defaults: quick = tiny random encoders, seed 1, text_crf and
+    mner2m, 6 epochs, batch 16; full = seeds 1, 2, 3, every model, 8 epochs, batch 32."""
+
+    mode: Literal["quick", "full"] = Field(
+        "quick", description="quick: a smoke test in minutes; full: the real benchmark"
     )
-    epochs: int = Field(8, ge=1)
-    seeds: list[int] = Field(default_factory=lambda: [1])
-    report_dir: Folder = Field("reports")
+    models: list[str] = Field(
+        default_factory=list,
+        description="models from baselines/ to train ([] = the mode's: quick text_crf, mner2m; "
+        "full all of text_crf, bilstm_crf, concat_fusion, mner2m, its ablations, mner2m_gated)",
+    )
+    epochs: int | None = Field(None, ge=1, description="unset = the mode's (quick 6, full 8)")
+    seeds: list[int] = Field(
+        default_factory=list, description="[] = the mode's (quick [1], full [1, 2, 3])"
+    )
+    batch_size: int | None = Field(None, ge=1, description="unset = the mode's (16 / 32)")
+    lr: float | None = Field(
+        None, gt=0, description="unset: 5e-5 with a text_encoder, else 2e-3 (random encoders)"
+    )
+    text_encoder: str = Field(
+        "",
+        description="local folder of a transformers text encoder (paper: "
+        "bert-base-multilingual-cased); '' = a tiny random BERT",
+    )
+    vit: str = Field(
+        "", description="local folder of a CLIP model (paper: clip-vit-base-patch32); '' = random"
+    )
+    cnn: str = Field(
+        "", description="local folder of a ResNet, kept frozen (paper: resnet-152); '' = random"
+    )
+    train_vit: bool = Field(True, description="fine-tune the ViT (paper) or freeze and cache it")
+    cross_lingual: bool = Field(
+        False,
+        description="also train on each language alone and on all but one, test on every one",
+    )
+    cross_lingual_models: list[str] = Field(
+        default_factory=list, description="models of the cross-lingual runs ([] = models)"
+    )
+    threads: int = Field(1, ge=1, le=2, description="torch threads per training process")
+    jobs: int = Field(
+        1, ge=1, le=64, description="training runs at a time, each in its own process"
+    )
+    report_dir: Folder = Field("", description='default "reports/<pipeline name>"')
+
+    def missing_encoders(self) -> list[str]:
+        """``benchmark.<field>: <path>`` for each encoder path that is not a local folder
+        (checked when the benchmark starts, not at load: other stages run without them)."""
+        return [
+            f"benchmark.{name}: {path}"
+            for name in ("text_encoder", "vit", "cnn")
+            if (path := getattr(self, name)) and not Path(path).expanduser().is_dir()
+        ]
+
+    def args(self) -> list[str]:
+        """The ``python -m baselines.benchmark`` options these fields set (unset ones are left
+        to the mode)."""
+        out = ["--mode", self.mode, "--threads", str(self.threads)]
+        if self.jobs > 1:
+            out += ["--jobs", str(self.jobs)]
+        if self.models:
+            out += ["--models", ",".join(self.models)]
+        if self.seeds:
+            out += ["--seeds", ",".join(str(s) for s in self.seeds)]
+        for flag, value in (
+            ("--epochs", self.epochs),
+            ("--batch-size", self.batch_size),
+            ("--lr", self.lr),
+            ("--text-encoder", self.text_encoder and str(Path(self.text_encoder).expanduser())),
+            ("--vit", self.vit and str(Path(self.vit).expanduser())),
+            ("--cnn", self.cnn and str(Path(self.cnn).expanduser())),
+        ):
+            if value:
+                out += [flag, str(value)]
+        if not self.train_vit:
+            out.append("--no-train-vit")
+        if self.cross_lingual:
+            out.append("--cross-lingual")
+            if self.cross_lingual_models:
+                out += ["--cross-lingual-models", ",".join(self.cross_lingual_models)]
+        return out
 
 
 class ExecutorConfig(_Section):
@@ -367,6 +453,11 @@ class PipelineConfig(_Section):
     @property
     def export_dir(self) -> Path:
         return Path(self.export.out_dir) if self.export.out_dir else self.root / "export"
+
+    @property
+    def report_dir(self) -> Path:
+        """Where ``mmnerd benchmark`` writes (``reports/<name>`` unless set): one per pipeline."""
+        return Path(self.benchmark.report_dir or f"reports/{self.name}")
 
     def fingerprint(self, *sections: str) -> str:
         """Stable JSON of the named sections: a stage reruns when its slice changes."""

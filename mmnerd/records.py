@@ -97,6 +97,7 @@ class Annotation:
     lead_time: float = 0.0  # seconds spent, as Label Studio reports it
     cancelled: bool = False
     flags: list[str] = field(default_factory=list)  # span problems found on pull
+    image_decided: bool = False  # the annotator marked "the image decided an entity's type"
 
 
 @dataclass
@@ -124,6 +125,8 @@ class Post:
     spans: list[Span] = field(default_factory=list)  # final (adjudicated) spans
     ner_tags: list[str] = field(default_factory=list)
     agreement: float | None = None
+    image_decided: bool | None = None  # the image decided an entity's type; None = unknown
+    labels_from: str = ""  # who gave the final labels: annotators | simulated | source | ""
     cluster_id: str = ""  # near-duplicate cluster (image or text); "" = singleton
     duplicate_of: str = ""  # representative post id when this one is a duplicate
     split: str = ""
@@ -228,6 +231,8 @@ EXPORT_COLUMNS: tuple[ExportColumn, ...] = (
     ("synthetic", "bool", "true for machine-made posts (the bundled sample)"),
     ("annotator_count", "int16", "annotators whose labels were combined (0: source gold)"),
     ("agreement", "float32", "entity F1 between annotators (null: labelled once)"),
+    ("image_decided", "bool", "the image decided an entity's type (annotators' choice, or the "
+                              "source's flag); null: not recorded"),
     ("cluster_id", "string", "near-duplicate cluster ('' = none)"),
     ("split", "string", "train, validation or test"),
 )  # fmt: skip

@@ -127,20 +127,25 @@ def run_benchmark(config: PipelineConfig, force: bool = False) -> int:
     successful run (the report is printed again instead).
     """
     import hashlib
-    from pathlib import Path
 
-    from mmnerd.errors import StageError
+    from mmnerd.errors import ConfigError, StageError
     from mmnerd.io import read_json, write_json
 
     manifest = config.export_dir / "manifest.json"
     if not manifest.exists():
         raise StageError(f"no export in {config.export_dir}: run `make export` first")
     b = config.benchmark
+    missing = b.missing_encoders()
+    if missing:
+        raise ConfigError(
+            f"not a local folder: {'; '.join(missing)} (encoders load from disk; set the path "
+            "of a save_pretrained folder, or '' for a small random encoder)"
+        )
     key = hashlib.sha256(
         (manifest.read_text() + config.fingerprint("benchmark")).encode()
     ).hexdigest()
-    marker = Path(b.report_dir) / "_SUCCESS.json"
-    report = Path(b.report_dir) / "benchmark.md"
+    marker = config.report_dir / "_SUCCESS.json"
+    report = config.report_dir / "benchmark.md"
     if not force and report.exists() and (read_json(marker) or {}).get("key") == key:
         print(report.read_text(encoding="utf-8"))
         print(f"(benchmark unchanged since the last run: {report})", file=sys.stderr)
@@ -152,15 +157,8 @@ def run_benchmark(config: PipelineConfig, force: bool = False) -> int:
         "--export",
         str(config.export_dir),
         "--report-dir",
-        b.report_dir,
-        "--mode",
-        b.mode,
-        "--models",
-        ",".join(b.models),
-        "--epochs",
-        str(b.epochs),
-        "--seeds",
-        ",".join(str(s) for s in b.seeds),
+        str(config.report_dir),
+        *b.args(),
     ]
     rc = subprocess.call(cmd)
     if rc == 0:

@@ -18,7 +18,7 @@ def fake_tree(base: Path) -> dict[str, Path]:
         "export": base / "data/sample/export/train.parquet",
         "reports": base / "data/sample/reports/dedup/report.json",
         "raw": base / "data/sample/raw/sample/posts.jsonl",
-        "bench": base / "reports/benchmark.md",
+        "bench": base / "reports/sample/benchmark.md",  # reports/<pipeline name>/
         "images": base / "data/sample/images/ab/abc.jpg",
         "state": base / "data/sample/state/mastodon.posts.jsonl",
         "secrets": base / "data/sample/secrets/corpus.key",

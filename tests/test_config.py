@@ -43,3 +43,43 @@ def test_overrides_and_errors(tmp_path):
         load_config(write(tmp_path, "[dedup\n"))
     with pytest.raises(ConfigError, match="no such pipeline file"):
         load_config(tmp_path / "missing.toml")
+
+
+def test_benchmark_section_builds_the_command_line(tmp_path):
+    p = tmp_path / "x.toml"
+    p.write_text('name = "x"\n')
+    cfg = load_config(p)
+    assert str(cfg.report_dir) == "reports/x"  # one report folder per pipeline
+    assert cfg.benchmark.args() == ["--mode", "quick", "--threads", "1"]  # the mode decides
+    enc = tmp_path / "mbert"
+    enc.mkdir()
+    full = load_config(
+        p,
+        [
+            'benchmark.mode="full"',
+            f'benchmark.text_encoder="{enc}"',
+            'benchmark.vit="/nowhere/clip"',
+            "benchmark.train_vit=false",
+            "benchmark.cross_lingual=true",
+            'benchmark.cross_lingual_models=["text_crf"]',
+            "benchmark.lr=5e-5",
+            'benchmark.report_dir="out/r"',
+        ],
+    )
+    args = full.benchmark.args()
+    assert args[:2] == ["--mode", "full"] and "--seeds" not in args and "--models" not in args
+    assert args[args.index("--text-encoder") + 1] == str(enc) and "--no-train-vit" in args
+    assert args[args.index("--lr") + 1] == "5e-05"
+    assert args[-3:] == ["--cross-lingual", "--cross-lingual-models", "text_crf"]
+    assert str(full.report_dir) == "out/r"
+    assert full.benchmark.missing_encoders() == ["benchmark.vit: /nowhere/clip"]
+
+
+def test_benchmark_with_a_missing_encoder_fails_in_one_line(tmp_path):
+    from mmnerd.stages import run_benchmark
+
+    p = tmp_path / "x.toml"
+    p.write_text(f'name = "x"\n[export]\nout_dir = "{tmp_path}"\n[benchmark]\ncnn = "/no/resnet"\n')
+    (tmp_path / "manifest.json").write_text("{}")
+    with pytest.raises(ConfigError, match="not a local folder: benchmark.cnn: /no/resnet"):
+        run_benchmark(load_config(p))

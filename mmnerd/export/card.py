@@ -43,6 +43,8 @@ def corpus_tables(posts: Iterable[Post]) -> dict[str, Any]:
     per_lang: dict[str, Counter] = defaultdict(Counter)
     per_split: dict[str, Counter] = defaultdict(Counter)
     sources: Counter = Counter()
+    labels_from: Counter = Counter()
+    decided: Counter = Counter()
     n = n_agree = 0
     agree_sum = 0.0
     synthetic = True
@@ -60,6 +62,8 @@ def corpus_tables(posts: Iterable[Post]) -> dict[str, Any]:
         per_split[p.split][p.lang] += 1
         per_split[p.split]["with_image"] += p.has_image
         sources[p.source] += 1
+        labels_from[p.labels_from or "unknown"] += 1
+        decided[{True: "yes", False: "no", None: "not recorded"}[p.image_decided]] += 1
         synthetic = synthetic and p.synthetic
         if example is None and p.split == "train" and p.spans:
             example = p
@@ -76,6 +80,8 @@ def corpus_tables(posts: Iterable[Post]) -> dict[str, Any]:
         "per_split": {k: dict(v) for k, v in per_split.items()},
         "with_image": sum(c["with_image"] for c in per_split.values()),
         "sources": dict(sources),
+        "labels_from": dict(labels_from),
+        "image_decided": dict(decided),
         "dates": [first, last] if first else [],
         "agreement": {
             "double_annotated": n_agree,
@@ -279,6 +285,14 @@ def _creation(
             f"- posts labelled by two or more annotators: {ag['double_annotated']}\n"
             f"- mean pairwise entity-level F1 (exact span and type): {ag['mean_entity_f1']}\n"
         )
+        lines += _label_origin_lines(tables)
+    dec = tables.get("image_decided") or {}
+    if dec.get("yes"):
+        lines.append(
+            f"- `image_decided`: {dec.get('yes', 0)} posts whose image decided an entity's type "
+            f"(annotators' choice, or the source's flag), {dec.get('no', 0)} not, "
+            f"{dec.get('not recorded', 0)} not recorded\n"
+        )
     lines.append("### Deduplication and exclusions\n")
     if dedup_figures:
         lines.extend(_dedup_lines(dedup_figures, config))
@@ -288,6 +302,28 @@ def _creation(
         lines.append(f"| {s.stage} | {s.items_in} | {s.items_out} | {dropped} |")
     lines.append("")
     return lines
+
+
+def _label_origin_lines(tables: dict[str, Any]) -> list[str]:
+    """Who gave the final labels: human annotators, SIMULATED annotators (the demo), or the
+    source's gold (``labelstudio.unannotated = "source"``)."""
+    origin = tables.get("labels_from") or {}
+    out = []
+    if origin.get("simulated"):
+        out.append(
+            f"- **{origin['simulated']} posts were labelled by SIMULATED annotators** "
+            "(`mmnerd annotate simulate`: the sample's gold spans written through the Label "
+            "Studio API with noise), not by people"
+        )
+    if origin.get("source"):
+        out.append(
+            f"- {origin['source']} posts nobody annotated keep the source's own gold labels "
+            '(`labelstudio.unannotated = "source"`; the demo annotates a share of the '
+            "tasks, `simulate.share`)"
+        )
+    if origin.get("annotators"):
+        out.append(f"- {origin['annotators']} posts were labelled by annotators")
+    return [*out, ""] if out else []
 
 
 def _personal_information(config: PipelineConfig) -> list[str]:

@@ -51,6 +51,7 @@ def post_row(post: Post, image_root: Path, embed: bool, out_dir: Path) -> dict[s
         "synthetic": post.synthetic,
         "annotator_count": len({a.annotator for a in post.annotations if not a.cancelled}),
         "agreement": post.agreement,
+        "image_decided": post.image_decided,
         "cluster_id": post.cluster_id,
         "split": post.split,
     }

@@ -24,9 +24,14 @@ timestamps are kept; cancelled (skipped) annotations are kept with
 Final labels: an adjudicated annotation (see :mod:`.adjudicate`) if any; else
 one completed annotation as is; else the majority vote.  ``post.ner_tags`` is
 strict IOB2 over ``post.tokens``; ``post.agreement`` the mean pairwise entity F1
-when two or more annotators completed the post.  Posts without a completed
+when two or more annotators completed the post.  ``post.image_decided``: the
+"image decided" choice (hotkey i) of the adjudicator, else ticked by at least half
+of the annotators; None when the labelling config has no such choice.  Posts without a completed
 annotation are dropped with reason ``not_annotated`` (counted, written to the
-exclusions file).  An agreement report is written to
+exclusions file), or, with ``labelstudio.unannotated = "source"``, keep the
+source's gold labels (``post.labels_from = "source"``, counted as
+``source_labels``; otherwise ``annotators``, or ``simulated`` when every final
+annotation comes from a simulated account).  An agreement report is written to
 ``<data_dir>/reports/agreement/``.
 """
 
@@ -40,6 +45,8 @@ from typing import Any
 from mmnerd.config import PipelineConfig
 from mmnerd.errors import LabelStudioError
 from mmnerd.io import read_json, remove_stale_temps, write_json
+from mmnerd.labelstudio.push import IMAGE_DECIDED_CHOICE, IMAGE_DECIDED_NAME, read_text
+from mmnerd.labelstudio.simulate import is_simulated
 from mmnerd.pipeline import Stage, StageContext
 from mmnerd.privacy import Pseudonymizer, pseudonymizer
 from mmnerd.records import ENTITY_TYPES, Annotation, Post, Span
@@ -117,7 +124,11 @@ def convert(raw: dict, post: Post, offsets: list[tuple[int, int]], who: str) -> 
     """One Label Studio annotation -> :class:`Annotation` with checked, token-aligned spans."""
     flags: list[str] = []
     spans: list[Span] = []
+    decided = False
     for r in raw.get("result") or []:
+        if r.get("type") == "choices" and r.get("from_name") == IMAGE_DECIDED_NAME:
+            decided = IMAGE_DECIDED_CHOICE in ((r.get("value") or {}).get("choices") or [])
+            continue
         if r.get("type") != "labels":
             flags.append(f"ignored_{r.get('type')}")
             continue
@@ -154,7 +165,26 @@ def convert(raw: dict, post: Post, offsets: list[tuple[int, int]], who: str) -> 
         lead_time=float(raw.get("lead_time") or 0.0),
         cancelled=bool(raw.get("was_cancelled")),
         flags=flags,
+        image_decided=decided,
     )
+
+
+def combine_image_decided(done: list[Annotation], adjudicated: Annotation | None) -> bool:
+    """The post's ``image_decided`` from its completed annotations: the adjudicator's choice if
+    any, else ticked by at least half of the annotators (one annotator: theirs)."""
+    if adjudicated is not None:
+        return adjudicated.image_decided
+    return 2 * sum(a.image_decided for a in done) >= len(done) > 0
+
+
+def records_image_decided(config: PipelineConfig) -> bool:
+    """Does the project's labelling config offer the "image decided" choice?  Without it
+    nothing is recorded and posts keep ``image_decided = None``."""
+    try:
+        text = read_text(config.labelstudio.label_config, "label_config")
+    except LabelStudioError:
+        return False  # unknown config: record nothing rather than "not decided"
+    return f'name="{IMAGE_DECIDED_NAME}"' in text
 
 
 def annotator_id(user_id: Any, emails: dict[int, str], pseudonym: Pseudonymizer) -> str:
@@ -193,6 +223,8 @@ class PullStage(Stage):
         state = read_json(spath) or {"projects": {}}
         emails = {int(u["id"]): u.get("email", "") for u in client.users()}
         pseudonym = pseudonymizer(config.root)
+        emails_of = {annotator_id(uid, emails, pseudonym): e for uid, e in emails.items()}
+        recorded = records_image_decided(config)
         project_ids = sorted(
             {int(p.extra["ls_project_id"]) for p in posts if "ls_project_id" in p.extra}
         )
@@ -244,6 +276,8 @@ class PullStage(Stage):
             post.agreement = None
             post.extra.pop("needs_adjudication", None)
             post.extra.pop("adjudicated", None)
+            post.labels_from = ""
+            g = None
             if gold:
                 g = convert(
                     gold[-1],
@@ -256,6 +290,10 @@ class PullStage(Stage):
                 if len(done) >= 2:
                     post.agreement = majority_vote(done, post.text, ls.adjudication_f1).agreement
                 ctx.flag("adjudicated")
+            elif not done and ls.unannotated == "source":
+                spans = post.gold_spans  # the source's gold labels and image_decided flag
+                post.labels_from = "source"
+                ctx.flag("source_labels")
             elif not done:
                 out.append(post.drop("not_annotated:skipped" if anns else "not_annotated"))
                 continue
@@ -271,6 +309,13 @@ class PullStage(Stage):
             al = spans_to_bio(spans, offsets, post.text)
             post.spans = al.spans
             post.ner_tags = al.tags
+            if post.labels_from != "source":
+                post.image_decided = combine_image_decided(done, g) if recorded else None
+                who = [g] if g is not None else done
+                sim = all(is_simulated(emails_of.get(a.annotator, "")) for a in who)
+                post.labels_from = "simulated" if sim else "annotators"
+            if post.image_decided:
+                ctx.flag("image_decided")
             post.extra["annotator_count"] = len({a.annotator for a in done})
             out.append(post)
         if queue and self.adjudicate:

@@ -39,6 +39,23 @@ from mmnerd.records import Post, Span
 
 FROM_NAME = "label"
 TO_NAME = "text"
+IMAGE_DECIDED_NAME = "image_decided"
+"""The ``Choices`` control of annotation/label_config.xml marking an image-decided post."""
+IMAGE_DECIDED_CHOICE = "image decided"
+
+
+def image_decided_result(rid: str) -> dict[str, Any]:
+    """The Label Studio result of a ticked "image decided" choice (a per-post choice)."""
+    return {
+        "id": rid,
+        "from_name": IMAGE_DECIDED_NAME,
+        "to_name": TO_NAME,
+        "type": "choices",
+        "origin": "manual",
+        "value": {"choices": [IMAGE_DECIDED_CHOICE]},
+    }
+
+
 GOLD_MODEL_VERSION = "gold-import"
 EARLY_BATCH = 500
 """Posts worth an import call of their own when the server would otherwise wait."""

@@ -6,9 +6,15 @@ Nothing here is human work.  ``simulate(config, posts)`` creates
 Label Studio API, one annotation per (task, simulated annotator): tasks with
 overlap k (see :mod:`mmnerd.labelstudio.push`) get k simulated annotators, the
 others one.  Each gold span is kept, or with probability ``simulate.noise``
-dropped or given another label (half and half).  A ``simulate.skip_share`` of
+dropped or given another label (half and half); the "image decided" choice
+is ticked where the source flags the post (``Post.image_decided``), flipped
+with the same probability.  A ``simulate.skip_share`` of
 (task, annotator) pairs is skipped (a cancelled annotation, as the Skip button
 does).  Offsets are code points, ``value.text`` is the surface text.
+
+Only ``simulate.share`` of the tasks (a hash of the post id) are labelled: the
+demo keeps the API round trips real but few, and lets the pull keep the
+source's gold labels for the others (``labelstudio.unannotated = "source"``).
 
 Deterministic for a seed, and idempotent: pairs that already have an
 annotation from that simulated user are not written again.
@@ -24,7 +30,7 @@ from typing import Any
 
 from mmnerd.config import PipelineConfig
 from mmnerd.errors import LabelStudioError
-from mmnerd.labelstudio.push import span_result
+from mmnerd.labelstudio.push import image_decided_result, span_result
 from mmnerd.records import ENTITY_TYPES, Post, Span
 
 SIM_EMAIL = "sim-annotator-{i}@mmnerd.local"
@@ -32,6 +38,14 @@ SIM_EMAIL = "sim-annotator-{i}@mmnerd.local"
 
 def sim_email(i: int) -> str:
     return SIM_EMAIL.format(i=i)
+
+
+def is_simulated(email: str) -> bool:
+    """An account created by :func:`simulate` (``sim-annotator-<i>@mmnerd.local``)."""
+    head, _, tail = SIM_EMAIL.partition("{i}")
+    return (
+        email.startswith(head) and email.endswith(tail) and email[len(head) : -len(tail)].isdigit()
+    )
 
 
 def _rng(seed: int, *parts: object) -> random.Random:
@@ -56,6 +70,12 @@ def noisy_spans(
         else:
             out.append(Span(s.start, s.end, s.label, s.text))
     return out, what
+
+
+def noisy_flag(flag: bool, noise: float, rng: random.Random) -> bool:
+    """The "image decided" choice a simulated annotator ticks: the source's flag, flipped with
+    probability ``noise``."""
+    return (not flag) if noise > 0 and rng.random() < noise else flag
 
 
 def annotators_for(post_id: str, overlap: int, n: int, seed: int) -> list[int]:
@@ -103,6 +123,9 @@ def simulate(config: PipelineConfig, posts: Sequence[Post], client: Any = None) 
         if tid is None:
             counts["no_task"] += 1
             continue
+        if sim.share < 1.0 and _rng(sim.seed, "share", post.id).random() >= sim.share:
+            counts["not_simulated"] += 1  # outside simulate.share: left unannotated
+            continue
         overlap = int(post.extra.get("ls_overlap", 1))
         for i in annotators_for(post.id, overlap, sim.annotators, sim.seed):
             uid = users[i]
@@ -118,6 +141,9 @@ def simulate(config: PipelineConfig, posts: Sequence[Post], client: Any = None) 
             spans, what = noisy_spans(post.gold_spans, sim.noise, rng)
             counts.update(what)
             result = [span_result(s, post.text, f"s{i}-{k}") for k, s in enumerate(spans)]
+            if noisy_flag(bool(post.image_decided), sim.noise, rng):
+                result.append(image_decided_result(f"s{i}-img"))
+                counts["image_decided"] += 1
             jobs.append((int(tid), result, uid, lead, False))
             counts["written"] += 1
     with progress_bar("simulate: SIMULATED annotations", total=len(jobs)) as advance:

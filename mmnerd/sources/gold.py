@@ -6,6 +6,8 @@ where ``pull`` stands for new data: it reads the dedup stage's output and fills
 ``spans`` and strict IOB2 ``ner_tags`` from ``gold_spans`` over the post's tokens.
 Posts are kept whole, duplicates included (they carry their cluster id, so splits and
 the audit still see them); Label Studio remains the way to review imported gold.
+``Post.image_decided`` stays as the source set it (the sample marks its posts whose
+ambiguous mention only the picture resolves; published corpora record nothing: null).
 """
 
 from __future__ import annotations

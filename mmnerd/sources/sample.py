@@ -15,7 +15,7 @@ What it exercises downstream:
   ``@``/``#`` included), URLs, emoji (flags, ZWJ sequences, skin tones), combining
   accents (NFD), CRLF and double spaces;
 * image-decided ambiguous mentions ("Jordan", "Paris", "Mercedes", ...) whose type
-  is shown only by the picture (``Post.extra["image_decided"]`` = ``[[start, end]]``);
+  is shown only by the picture (``Post.image_decided``; False for the other posts);
   the picture of every post encodes an entity type: PER = person silhouette on a
   warm background, LOC = landscape (sky, horizon, mountains, water/field), ORG =
   buildings with window grids or a bold logo block, MISC = gold star/trophy on a
@@ -968,7 +968,6 @@ def generate(options: SampleOptions) -> GeneratedSample:
             "synthetic": True,
             "generator": f"mmnerd.sources.sample v{GENERATOR_VERSION}",
             "image_type": kind,
-            "image_decided": decided,
         }
         if i in dup_of:
             extra["near_duplicate_of"] = f"sample:{dup_of[i] + 1:0{width}d}"
@@ -990,6 +989,7 @@ def generate(options: SampleOptions) -> GeneratedSample:
                 image=ImageRef(file=name),
                 raw_text=text,
                 gold_spans=spans,
+                image_decided=bool(decided),
                 extra=extra,
             )
         )

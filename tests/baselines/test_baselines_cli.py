@@ -45,7 +45,8 @@ def test_cli_writes_reports(synth_export: Path, tmp_path: Path, capsys) -> None:
     tc = res["text_crf"]
     assert set(tc) >= {"seeds", "test", "dev", "best_epochs", "runs", "train_examples_per_s"}
     f1 = tc["test"]["overall"]["f1"]
-    assert set(f1) == {"mean", "std", "values"} and len(f1["values"]) == 2
+    assert set(f1) == {"mean", "std", "values", "ci95"} and len(f1["values"]) == 2
+    assert f1["ci95"][0] <= f1["mean"] <= f1["ci95"][1]  # bootstrap interval over test posts
     assert set(tc["test"]["per_type"]) == {"PER", "LOC", "ORG", "MISC"}
     assert set(tc["test"]["per_language"]) == {"de", "en", "es", "fr"}
     assert "image_decided" in tc["test"]
@@ -60,7 +61,24 @@ def test_cli_writes_reports(synth_export: Path, tmp_path: Path, capsys) -> None:
     assert "| Model | P | R | F1 |" in md and "± " in md
     for p in report["plots"]:
         assert (rep / p).is_file() and p.endswith(".png")
-    assert len(report["plots"]) == 3
+    assert len(report["plots"]) == 4 and "plots/robustness.png" in report["plots"]
+    # supports beside F1, the random-encoder warning, robustness and paired comparisons
+    n_ent = tc["test"]["overall"]["support"]
+    assert f"F1 all (n={n_ent})" in md and "F1 image-decided (n=" in md
+    assert "> **Warning:** every encoder here is randomly initialised" in md
+    rob = res["concat_fusion"]["robustness"]
+    assert set(rob) == {"replaced_25", "replaced_50", "replaced_100", "blank", "noise"}
+    assert "## Robustness to wrong or missing images" in md and "| 100% (shuffled) |" in md
+    assert "| text_crf (text only) |" in md
+    pairs = {(c["a"], c["b"], c["condition"]) for c in report["comparisons"]}
+    assert pairs == {
+        ("concat_fusion", "text_crf", "test"),
+        ("concat_fusion", "text_crf", "replaced_100"),
+    }
+    for c in report["comparisons"]:
+        t = c["all"]
+        assert 0.0 <= t["p"] <= 1.0 and t["ci95"][0] <= t["ci95"][1] and t["posts"] == 40
+    assert "## Comparisons (paired bootstrap over test posts)" in md
 
 
 def test_cli_missing_or_empty_export(tmp_path: Path) -> None:
@@ -103,3 +121,16 @@ def test_cli_device_cpu_and_missing_cuda(synth_export: Path, tmp_path: Path) -> 
     assert r.stderr.strip().count("\n") == 0, r.stderr
     assert r.stderr.startswith("error: --device cuda: CUDA is not available")
     assert not (tmp_path / "cuda" / "benchmark.json").exists()
+
+
+def test_parallel_jobs_give_the_same_results(synth_export: Path, tmp_path: Path) -> None:
+    """``--jobs 2`` runs two trainings at a time in forked processes: same scores, same order."""
+    base = ["--export", str(synth_export), "--mode", "quick", "--models", "text_crf,concat_fusion",
+            "--epochs", "1", "--seeds", "1,2", "--batch-size", "32"]  # fmt: skip
+    assert main([*base, "--report-dir", str(tmp_path / "a")]) == 0
+    assert main([*base, "--report-dir", str(tmp_path / "b"), "--jobs", "2"]) == 0
+    a, b = (json.loads((tmp_path / d / "benchmark.json").read_text()) for d in ("a", "b"))
+    assert list(a["results"]) == list(b["results"]) and b["jobs"] == 2
+    for name in a["results"]:
+        fa, fb = (r["results"][name]["test"]["overall"]["f1"]["values"] for r in (a, b))
+        assert fa == fb, name

@@ -69,7 +69,8 @@ def test_benchmark_with_local_encoders(synth_export, local_models, tmp_path: Pat
     assert len(list((rep / "cache").glob("cnn-ResNetModel-*.pt"))) == 1
     capsys.readouterr()
     assert main([*args, "--models", "mner2m_no_vit"]) == 0
-    assert "loaded 241 cached cnn features" in capsys.readouterr().err  # 240 images + blank
+    # 240 images + the zero row + 17 probe pictures (blank, 16 noise) of the robustness protocol
+    assert "loaded 258 cached cnn features" in capsys.readouterr().err
 
 
 def test_pretrained_text_weights_are_loaded(prepared, local_models) -> None:

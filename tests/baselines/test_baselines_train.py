@@ -7,16 +7,18 @@ from pathlib import Path
 import torch
 
 from baselines.config import TrainConfig, model_config_for
-from baselines.train import Evaluator, train_run
+from baselines.train import ROBUSTNESS, Evaluator, train_run
 
 
 def test_mner2m_learns_and_selects_on_dev(prepared, tmp_path: Path, monkeypatch) -> None:
     calls: list[str] = []
     original = Evaluator.evaluate
 
-    def spy(self, split, shuffle_images=False, seed=0):
-        calls.append(split + ("_shuffled" if shuffle_images else ""))
-        return original(self, split, shuffle_images, seed)
+    def spy(self, split, shuffle_images=False, seed=0, condition="", counts=False):
+        calls.append(
+            split + ("_shuffled" if shuffle_images else "") + (f"_{condition}" * bool(condition))
+        )
+        return original(self, split, shuffle_images, seed, condition, counts)
 
     monkeypatch.setattr(Evaluator, "evaluate", spy)
     torch.manual_seed(0)
@@ -28,9 +30,17 @@ def test_mner2m_learns_and_selects_on_dev(prepared, tmp_path: Path, monkeypatch)
     assert max(dev) > dev[0] + 0.1, dev  # learns
     assert res.best_epoch == 1 + dev.index(max(dev))  # chosen on dev (earliest best)
     assert res.dev["overall"]["f1"] == max(dev)
-    # test evaluated exactly once, after all dev evaluations (+ one shuffled-image evaluation)
-    assert calls == ["dev"] * 4 + ["test", "test_shuffled"]
-    assert res.eval_counts == {"dev": 4, "test": 1, "test_shuffled": 1}
+    # test evaluated exactly once, after all dev evaluations (+ once per image condition of
+    # the robustness protocol, the shuffled control doubling as 100% replaced)
+    others = ["test_replaced_25", "test_replaced_50", "test_blank", "test_noise"]
+    assert calls == ["dev"] * 4 + ["test", "test_shuffled", *others]
+    assert res.eval_counts == {"dev": 4, "test": 1, "test_shuffled": 1} | dict.fromkeys(others, 1)
+    assert set(res.test_robustness) == set(ROBUSTNESS)
+    assert res.test_robustness["replaced_100"] is res.test_shuffled
+    n = len(prepared.data.splits["test"])
+    assert (
+        len(res.test["post_counts"]) == n and len(res.test_robustness["noise"]["post_counts"]) == n
+    )
     assert set(res.test) >= {"overall", "per_type", "per_language", "image_decided"}
     assert set(res.test["per_language"]) == {"en", "fr", "de", "es"}
     assert res.history[-1]["cl_loss"] > 0

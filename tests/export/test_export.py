@@ -40,6 +40,8 @@ def make_posts(n: int, seed: int = 0, root=None) -> list[Post]:
             ner_tags=["O", f"B-{label}", "O", "O"],
             created_at=f"2026-01-{1 + i % 28:02d}T00:00:00Z",
             synthetic=True,
+            image_decided=(None, True, False)[i % 3],
+            labels_from=("simulated", "source", "simulated", "annotators")[i % 4],
         )
         if i % 10 == 0 and i:  # clusters of 3 near-duplicates
             for j in (i - 1, i - 2):
@@ -152,6 +154,9 @@ def test_parquet_schema_rows_and_manifest(exported):
         assert row["ner_tags"] == [LABELS.index(t) for t in row["ner_tags_str"]]
         assert table.schema.names == [name for name, _, _ in EXPORT_COLUMNS]
         assert Image.open(io.BytesIO(row["image"]["bytes"])).size == (8, 8)
+        by_id = {p.id: p for p in posts}
+        flags = table.select(["id", "image_decided"]).to_pylist()
+        assert all(r["image_decided"] is by_id[r["id"]].image_decided for r in flags)
         total += table.num_rows
     assert total == len(posts)
 
@@ -217,6 +222,11 @@ def test_card_yaml_is_valid_and_its_features_are_the_files(exported):
                     "load_dataset("):  # fmt: skip
         assert section in card, section
     assert "SYNTHETIC" in card
+    # who labelled what: simulated annotators, the source's gold, people; the image flag
+    assert "- **60 posts were labelled by SIMULATED annotators**" in card
+    assert "- 30 posts nobody annotated keep the source's own gold labels" in card
+    assert "- 30 posts were labelled by annotators" in card
+    assert "- `image_decided`: 40 posts whose image decided" in card and "40 not recorded" in card
     n_fr = sum(1 for p in posts if p.lang == "fr")
     assert f"| fr | {n_fr} |" in card
     assert (cfg.export_dir / "label_distribution.png").stat().st_size > 1000

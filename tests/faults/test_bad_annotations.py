@@ -56,3 +56,24 @@ def test_overlapping_spans_are_flagged_and_resolved_deterministically():
         outcomes.add(tuple((s.label, TEXT[s.start : s.end]) for s in ann.spans))
         assert ann.flags.count("span_overlap") == 3
     assert outcomes == {(("ORG", "de France à Paris"),)}
+
+
+def test_image_decided_choice_is_read_and_combined():
+    from mmnerd.labelstudio.pull import combine_image_decided
+    from mmnerd.labelstudio.push import image_decided_result
+
+    p = post()
+    ticked = [region(TEXT, "Paris", "LOC"), image_decided_result("c1")]
+    a = convert({"id": 1, "result": ticked}, p, p.token_offsets, "a")
+    b = convert({"id": 2, "result": [region(TEXT, "Paris", "LOC")]}, p, p.token_offsets, "b")
+    assert a.image_decided and not b.image_decided
+    assert a.flags == [] and [s.label for s in a.spans] == ["LOC"]  # the choice is no region
+    other = {**image_decided_result("c2"), "from_name": "topic"}
+    assert convert({"id": 3, "result": [other]}, p, p.token_offsets, "c").flags == [
+        "ignored_choices"
+    ]
+    assert combine_image_decided([a], None) is True
+    assert combine_image_decided([a, b], None) is True  # half of the annotators: ticked
+    assert combine_image_decided([a, b, b], None) is False
+    assert combine_image_decided([a, a], b) is False  # the adjudicator decides
+    assert combine_image_decided([], None) is False

@@ -69,6 +69,8 @@ def test_round_trip_gold_equals_bio_and_rerun_adds_nothing(make_config):
     cfg = make_config()
     posts = make_posts(200, seed=3, root=cfg.root)
     posts[5].duplicate_of = posts[4].id  # a duplicate is excluded, with its reason
+    for p in posts:
+        p.image_decided = p.source_id.endswith(("3", "7"))  # the source's flag, simulated
     seed_stage(cfg, "dedup", posts)
     runner = Runner(cfg)
     st = runner.run_stage(PushStage())
@@ -106,6 +108,7 @@ def test_round_trip_gold_equals_bio_and_rerun_adds_nothing(make_config):
         assert [(s.start, s.end, s.label) for s in q.spans] == [
             (s.start, s.end, s.label) for s in p.gold_spans
         ]
+        assert q.image_decided is p.image_decided  # the "image decided" choice came back
         if q.extra["ls_overlap"] == 2:
             assert q.agreement == 1.0 and len(q.annotations) == 2
             assert len({a.annotator for a in q.annotations}) == 2
@@ -351,3 +354,29 @@ def test_project_set_up_again_changes_nothing(make_config):
     assert again["id"] == first["id"]
     assert [m for m, _ in calls] == ["GET", "GET"], calls  # find the project, its storages
     assert again["expert_instruction"].startswith("<h1>mmnerd annotation guidelines")
+
+
+def test_simulated_share_and_source_labels_for_the_rest(make_config):
+    """The demo's cheap simulation: simulated annotators label a share of the tasks through the
+    API; with labelstudio.unannotated = "source" the others keep the source's gold labels."""
+    cfg = make_config(overlap_share=0.0, unannotated="source")
+    cfg.simulate.share = 0.5
+    posts = make_posts(24, seed=9)
+    for p in posts:
+        p.image_decided = p.source_id.endswith("1")
+    seed_stage(cfg, "dedup", posts)
+    runner = Runner(cfg)
+    runner.run_stage(PushStage())
+    pushed = list(iter_stage(cfg, "push"))
+    res = simulate(cfg, pushed)
+    assert res["written"] + res["not_simulated"] == 24 and 4 <= res["written"] <= 20
+    st = runner.run_stage(PullStage(), force=True)
+    pulled = {p.id: p for p in iter_stage(cfg, "pull")}
+    assert len(pulled) == 24 and st.flagged["source_labels"] == res["not_simulated"]
+    origins = {p.labels_from for p in pulled.values()}
+    assert origins == {"simulated", "source"}
+    for p in posts:
+        q = pulled[p.id]
+        assert q.ner_tags == spans_to_bio(p.gold_spans, p.token_offsets, p.text).tags
+        assert q.image_decided is p.image_decided  # annotators' choice or the source's flag
+        assert (q.labels_from == "source") == (not q.annotations)

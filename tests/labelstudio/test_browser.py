@@ -50,6 +50,7 @@ CASES = [
     ("b:zwj", "es", "Familia 👨‍👩‍👧‍👦 de vacaciones en Barcelona ☀️", [("Barcelona", "LOC")]),
     ("b:comb", "fr", "Ame\u0301lie adore Zürich 🎉", [("Zürich", "LOC")]),
 ]
+DECIDED = "b:comb"  # the annotator ticks "image decided" (hotkey i) on this one
 # left for the overlap check: never labelled by annotator A
 EXTRA = [
     ("b:x1", "en", "Good morning from the office", []),
@@ -193,6 +194,19 @@ def _label_word(page, word: str, label: str) -> None:
     assert word in page.locator("span.htx-highlight").last.inner_text()
 
 
+def _tick_image_decided(page) -> None:
+    """The "image decided" choice by its hotkey (i), as the guidelines say; the checkbox must
+    end up checked."""
+    page.keyboard.press("Escape")  # no region selected: the hotkey is the task's choice
+    page.keyboard.press("i")
+    box = page.locator(".lsf-choices input[type=checkbox]").first
+    box.wait_for()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.lsf-choices input[type=checkbox]')]"
+        ".some(b => b.checked)"
+    )
+
+
 def _submit(page, project_id: int) -> dict:
     with page.expect_response(
         lambda r: r.request.method == "POST" and "/annotations" in r.url and r.status == 201
@@ -244,6 +258,8 @@ def test_annotator_labels_emoji_texts_in_real_browser(ls_session, browser, capsy
         assert _image_loaded(page) == 160
         for surface, label in CASES[k][3]:
             _label_word(page, surface, label)
+        if post.id == DECIDED:
+            _tick_image_decided(page)
         page.screenshot(path=str(REPORTS / f"task-{k}-{post.id.split(':')[1]}.png"))
         if k == 0 and (not DOC_IMAGE.exists() or os.environ.get("MMNERD_UPDATE_DOC_IMAGES")):
             DOC_IMAGE.parent.mkdir(parents=True, exist_ok=True)
@@ -279,7 +295,12 @@ def test_annotator_labels_emoji_texts_in_real_browser(ls_session, browser, capsy
     report = []
     for pid, _lang, text, ents in CASES:
         q = pulled[pid]
-        (region,) = sent[pid]["sent"]["result"]
+        result = sent[pid]["sent"]["result"]
+        (region,) = [r for r in result if r["type"] == "labels"]
+        choices = [r for r in result if r["type"] == "choices"]
+        assert [c["value"]["choices"] for c in choices] == ([["image decided"]] if pid == DECIDED
+                                                            else [])  # fmt: skip
+        assert q.image_decided is (pid == DECIDED)
         v = region["value"]
         surface, label = ents[0]
         cp = text.index(surface)
