@@ -19,7 +19,6 @@ from mmnerd.io import write_posts
 from mmnerd.records import ENTITY_TYPES, Post
 from mmnerd.sources import get_source
 from mmnerd.sources.sample import (
-    AMBIGUOUS,
     LICENCE,
     OTHER_LANGS,
     TARGET_LANGS,
@@ -27,6 +26,7 @@ from mmnerd.sources.sample import (
     SampleSource,
     generate,
 )
+from mmnerd.sources.sample.lexicon import AMBIGUOUS
 
 ROOT = Path(__file__).resolve().parents[2]
 CANDIDATES = ["en", "fr", "de", "es", "it", "pt", "nl", "ca", "ro", "pl"]
