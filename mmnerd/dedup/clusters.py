@@ -142,9 +142,10 @@ def find_clusters(
     n = len(hashes)
     ei, ej = star_edges(sha, star)
     res.exact_image_edges = len(ei)
-    ni, nj, _ = image_edges(hashes, valid, cfg.threshold, workers=workers)
+    budget = cfg.memory_mb << 20
+    ni, nj, _ = image_edges(hashes, valid, cfg.threshold, workers=workers, memory_bytes=budget)
     res.near_image_edges = len(ni)
-    ti, tj, tw = join_scanned(scan, cfg.text_threshold, memory_bytes=cfg.memory_mb << 20)
+    ti, tj, tw = join_scanned(scan, cfg.text_threshold, memory_bytes=budget)
     res.exact_text_edges = int((tw >= 1.0).sum())
     res.near_text_edges = int((tw < 1.0).sum())
     img_i = np.concatenate([ei, ni])

@@ -281,20 +281,3 @@ def fixed_rows(sv, start, width, shift, out):  # type: ignore[no-untyped-def]
             out[r + i] = sv[a + i]
         for i in range(c, width):
             out[r + i] = pad
-
-
-@njit(nogil=True, cache=True)
-def brute_force_rows(queries, values, t, out_q, out_v):  # type: ignore[no-untyped-def]
-    """Reference: every ``(q, v)`` with ``popcount(queries[q] ^ values[v]) <= t``
-    (``q`` indexes ``queries``); returns the count, writes the first ``len(out_q)``."""
-    n = 0
-    cap = len(out_q)
-    for q in range(len(queries)):
-        vq = queries[q]
-        for v in range(len(values)):
-            if _popcount(vq ^ values[v]) <= t:
-                if n < cap:
-                    out_q[n] = q
-                    out_v[n] = v
-                n += 1
-    return n

@@ -110,12 +110,14 @@ def _cost(blocks: Sequence[Block], n_a: int, n_b: int, memory_bytes: int) -> flo
         lam = n_b / space
         total += (n_a + n_b) * _NS_SORT
         if b.bits <= _DENSE_MAX_BITS:
-            width = 8 * math.ceil((lam + 3 * math.sqrt(lam) + 1) / 8)
-            if space * (min(width, _MAX_WIDTH) + 8) * 8 > memory_bytes / 4:
+            width = min(_MAX_WIDTH, 8 * math.ceil((lam + 3 * math.sqrt(lam) + 1) / 8))
+            fit = int(memory_bytes / 4 / (space * 8)) - 8  # values per row the budget allows
+            if fit < 8:
                 return math.inf
-            over = max(0.0, lam - _MAX_WIDTH) / max(lam, 1e-9)  # share left to overflow
+            width = min(width, fit // 8 * 8)
+            over = max(0.0, lam - width) / max(lam, 1e-9)  # share left to the overflow kernel
             units = n_a * ball * half
-            total += units * (_NS_UNIT + min(width, _MAX_WIDTH) / 8 * _NS_ROW)
+            total += units * (_NS_UNIT + width / 8 * _NS_ROW)
             total += units * over * lam * _NS_ROW + space * width * 0.5
         else:
             d_a = space * -math.expm1(-n_a / space)
@@ -509,13 +511,18 @@ def _as_hashes(hashes: np.ndarray | Sequence[int]) -> np.ndarray:
     return arr.reshape(-1)
 
 
-def search(hashes: np.ndarray | Sequence[int], threshold: int, workers: int = 2) -> Matches:
-    """Exact near-duplicate search over ``(n,) uint64`` hashes; compact :class:`Matches`."""
+def search(
+    hashes: np.ndarray | Sequence[int],
+    threshold: int,
+    workers: int = 2,
+    memory_bytes: int = 2 << 30,
+) -> Matches:
+    """Exact near-duplicate search over ``(n,) uint64`` hashes; compact :class:`Matches`.
+    ``memory_bytes`` bounds the padded rows of a block (:func:`join`)."""
     arr = _as_hashes(hashes)
     values, inverse = np.unique(arr, return_inverse=True)
-    return Matches(
-        values, inverse.reshape(-1).astype(np.int64), join(values, None, threshold, workers)
-    )
+    pairs = join(values, None, threshold, workers, memory_bytes=memory_bytes)
+    return Matches(values, inverse.reshape(-1).astype(np.int64), pairs)
 
 
 def find_pairs(hashes: np.ndarray | Sequence[int], threshold: int, workers: int = 2) -> Pairs:
