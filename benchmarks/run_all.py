@@ -57,8 +57,16 @@ SCRIPTS: dict[str, tuple[str, dict[str, list[str]]]] = {
         "dedup.py",
         {
             "quick": ["--quick", "--out", DEDUP_JSON],
-            "default": ["--sizes", "20000,100000,1000000", "--out", DEDUP_JSON],
+            "default": ["--sizes", "20000,100000,1000000,3000000,10000000", "--out", DEDUP_JSON],
             "full": ["--out", DEDUP_JSON],
+        },
+    ),
+    "driver_memory": (
+        "driver_memory.py",
+        {
+            "quick": ["--sizes", "2000,10000"],
+            "default": ["--sizes", "10000,100000"],
+            "full": ["--sizes", "100000,1000000"],
         },
     ),
     "audit": (
@@ -218,6 +226,19 @@ def _text_dedup(data: Any) -> list[Line]:
     return out
 
 
+def _driver_memory(data: Any) -> list[Line]:
+    return [
+        (
+            f"driver peak RSS after {r.get('stage')}, {r.get('posts', 0):,} posts",
+            r.get("peak_rss_mb"),
+            NONE,
+            None,
+            "MiB",
+        )
+        for r in _rows(data)
+    ]
+
+
 def _export(data: Any) -> list[Line]:
     return [
         (
@@ -307,6 +328,7 @@ HEADLINES: dict[str, Callable[[Any], list[Line]]] = {
     "dedup": _dedup,
     "audit": _audit,
     "export": _export,
+    "driver_memory": _driver_memory,
     "text_dedup": _text_dedup,
     "labelstudio": _labelstudio,
     "scale": _scale,
