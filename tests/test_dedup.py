@@ -517,3 +517,9 @@ def test_partitioned_stage_equals_in_memory(corpus: list[Post], tmp_path: Path) 
     after = {p.name: p.stat().st_mtime_ns for p in folder.glob("shard-*.jsonl")}
     assert {k for k in after if before.get(k) != after[k]} == {"shard-00002.jsonl"}
     assert [f.read_bytes() for f in sorted(folder.glob("shard-*.jsonl"))] == outs["mem"][0]
+
+
+def test_no_duplicates_at_all(tmp_path: Path) -> None:
+    posts = [post(i, f"entirely different words number {i} " * (i + 1), None) for i in range(4)]
+    res = deduplicate(posts, DedupConfig(), image_root=tmp_path, workers=1)
+    assert res.clusters == {} and all(p.cluster_id == "" for p in posts)

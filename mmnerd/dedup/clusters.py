@@ -185,6 +185,8 @@ def pick_representatives(
     bounds = np.flatnonzero(np.diff(lab)) + 1 if len(lab) else np.zeros(0, np.int64)
     for lo, hi in zip([0, *bounds.tolist()], [*bounds.tolist(), len(idx)], strict=True):
         members = idx[lo:hi].tolist()
+        if not members:  # no cluster at all
+            continue
         rep_k = min(members, key=keys.__getitem__)
         has_image = bool(img_linked[members].any())
         c = f"{'img' if has_image else 'txt'}-{ids[rep_k]}"
