@@ -57,7 +57,10 @@ SCRIPTS: dict[str, tuple[str, dict[str, list[str]]]] = {
         "dedup.py",
         {
             "quick": ["--quick", "--out", DEDUP_JSON],
-            "default": ["--sizes", "20000,100000,1000000,3000000,10000000", "--out", DEDUP_JSON],
+            # default: faiss Flat's pair set at 1M, 3M with 2,000 queries checked by brute
+            # force (~20-25 min here); full adds 10M (10,000 queries) and MultiHash at 1M
+            "default": ["--sizes", "20000,100000,1000000,3000000", "--multihash-max", "100000"]
+            + ["--queries", "2000", "--out", DEDUP_JSON],
             "full": ["--out", DEDUP_JSON],
         },
     ),
@@ -65,7 +68,7 @@ SCRIPTS: dict[str, tuple[str, dict[str, list[str]]]] = {
         "driver_memory.py",
         {
             "quick": ["--sizes", "2000,10000"],
-            "default": ["--sizes", "10000,100000"],
+            "default": ["--sizes", "5000,50000"],
             "full": ["--sizes", "100000,1000000"],
         },
     ),
