@@ -9,6 +9,7 @@ every candidate verified), in bounded memory, optionally only across groups (spl
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -268,21 +269,37 @@ def _order_sets(parts: list[np.ndarray], counts: np.ndarray, max_shingles: int) 
     """Rank shingle hashes (``concatenate(parts)``, grouped by set, ``counts`` per set)
     rarest first.
 
-    One global sort finds each hash's frequency (~8 bytes per shingle besides
-    ``parts``); the sets are then ranked and sorted in runs of about ``max_shingles``.
+    Frequencies come from sorting the hashes in passes over ranges of their top bits
+    (about ``max_shingles`` per pass, so no sorted copy of all of them is ever held);
+    the sets are then ranked and sorted in runs of about ``max_shingles``.
     """
     m = len(counts)
-    s = np.concatenate(parts or [np.zeros(0, np.uint64)]).view(np.int64)
-    s.sort()
-    new = np.ones(len(s), dtype=bool)
-    np.not_equal(s[1:], s[:-1], out=new[1:])
-    starts = np.flatnonzero(new)
-    del new
-    freq = np.diff(np.append(starts, len(s)))  # occurrences per distinct hash
-    shared = freq > 1  # a hash seen once (a hapax) is never in two sets
-    values = s[starts[shared]]
-    freq = freq[shared]
-    del s, starts, shared
+    total = sum(len(p) for p in parts)
+    bits = max(0, math.ceil(math.log2(max(1, total / max(1, max_shingles)))))
+    shift = np.int64(64 - bits) if bits else None
+    kept_values: list[np.ndarray] = []
+    kept_freq: list[np.ndarray] = []
+    # ranges of the signed top bits, in ascending int64 order: the values come out sorted
+    for top in range(-(1 << bits >> 1), (1 << bits) - (1 << bits >> 1)) if bits else [0]:
+        if shift is None:
+            sel = [p.view(np.int64) for p in parts]
+        else:
+            sel = [p.view(np.int64)[(p.view(np.int64) >> shift) == top] for p in parts]
+        s = np.concatenate(sel or [np.zeros(0, np.int64)])
+        del sel
+        s.sort()
+        new = np.ones(len(s), dtype=bool)
+        np.not_equal(s[1:], s[:-1], out=new[1:])
+        starts = np.flatnonzero(new)
+        del new
+        freq = np.diff(np.append(starts, len(s)))  # occurrences per distinct hash
+        shared = freq > 1  # a hash seen once (a hapax) is never in two sets
+        kept_values.append(s[starts[shared]])
+        kept_freq.append(freq[shared])
+        del s, starts, shared, freq
+    values = np.concatenate(kept_values)
+    freq = np.concatenate(kept_freq)
+    del kept_values, kept_freq
     n_tok = len(values)
     dtype = np.int32 if n_tok < 2**31 else np.int64
     rank = np.empty(n_tok, dtype=dtype)
