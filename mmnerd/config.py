@@ -216,7 +216,7 @@ class DedupConfig(_Section):
         ge=16,
         description="memory budget (MiB) of the exact searches: the text join's candidate "
         "generation and verification take more passes, never more memory (on top of it the "
-        "text join holds ~25 bytes per shingle, ~0.6 GB per 1M short posts); the image "
+        "text join holds ~23 bytes per shingle, ~0.53 GB per 1M short posts); the image "
         "search keeps a block's padded rows within a quarter of it (~100 bytes per hash "
         "besides)",
     )
