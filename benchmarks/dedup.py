@@ -605,6 +605,8 @@ def bench_corpus(
         if max_n is not None and n > max_n:
             why = f"not run (n > {max_n:,}; --{'flat' if 'Flat' in label else 'multihash'}-max)"
         rate = float(skip.get(f"_rate:{label}", 0))
+        if not why and max_n is None and not rate and n > 100_000:
+            why = "not run: quadratic, and no smaller size measured in this run"
         if not why and max_n is None and rate * n**2 > timeout:  # imagededup: quadratic
             why = f"not run: quadratic, est. {rate * n**2:,.0f} s > timeout {timeout:.0f} s"
         if why:
