@@ -150,21 +150,33 @@ def __getattr__(name):
 '''
 
 
+def _installed(package: str) -> bool:
+    """Whether ``package`` is installed in the bench venv (one ``pip show`` per package:
+    ``pip show a b`` succeeds when any one of them is there)."""
+    r = subprocess.run(
+        [str(BENCH_PY), "-m", "pip", "show", "-q", package], capture_output=True, text=True
+    )
+    return r.returncode == 0
+
+
 def ensure_bench_env() -> dict[str, str]:
     """Create/extend benchmarks/.venv-bench; {"faiss": version or "unavailable: why", ...}."""
     status: dict[str, str] = {}
     try:
         if not BENCH_PY.exists():
             subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
-        pip = [str(BENCH_PY), "-m", "pip", "install", "-q"]
-        for cmd in (pip + BENCH_PACKAGES, pip + ["--no-deps", "imagededup"]):
-            have = subprocess.run(
-                [str(BENCH_PY), "-m", "pip", "show", *[c for c in cmd[5:] if c[0] != "-"]],
+        pip = [str(BENCH_PY), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+        missing = [p for p in BENCH_PACKAGES if not _installed(p)]
+        if missing:
+            subprocess.run(pip + missing, check=True, capture_output=True, text=True, timeout=900)
+        if not _installed("imagededup"):
+            subprocess.run(
+                pip + ["--no-deps", "imagededup"],
+                check=True,
                 capture_output=True,
                 text=True,
+                timeout=600,
             )
-            if have.returncode != 0:  # some package missing: install (idempotent)
-                subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as e:
         detail = (getattr(e, "stderr", "") or "")[-400:]
         return {"imagededup": f"unavailable: {e} {detail}", "faiss": f"unavailable: {e}"}
@@ -176,7 +188,7 @@ def ensure_bench_env() -> dict[str, str]:
     probe = {
         "imagededup": "import imagededup; from imagededup.methods import PHash;"
         " print(imagededup.__version__)",
-        "faiss": "import faiss; print(faiss.__version__)",
+        "faiss": "import faiss; faiss.IndexBinaryMultiHash; print(faiss.__version__)",
     }
     for name, code in probe.items():
         r = subprocess.run(
@@ -249,13 +261,17 @@ def tool_main(spec: dict[str, Any]) -> None:
         secs = time.perf_counter() - t0
         pairs = [(int(a), int(b)) for a, dups in res.items() for b in dups if int(a) < int(b)]
         arr = np.array(pairs, dtype=np.int64).reshape(-1, 2)
-    elif kind == "faiss":
+    elif kind in ("faiss", "faiss_multihash"):
         import faiss
 
         faiss.omp_set_num_threads(2)
         codes = np.ascontiguousarray(h.astype("<u8")).view(np.uint8).reshape(-1, 8)
         t0 = time.perf_counter()
-        index = faiss.IndexBinaryFlat(64)
+        if kind == "faiss":
+            index = faiss.IndexBinaryFlat(64)
+        else:  # nhash tables of b bits, nflip flips each: exact when nhash*(nflip+1) > t
+            index = faiss.IndexBinaryMultiHash(64, spec["nhash"], spec["b"])
+            index.nflip = spec["nflip"]
         index.add(codes)
         lims, dist, ids = index.range_search(codes, t + 1)  # distance < radius
         qi = np.repeat(np.arange(len(h), dtype=np.int64), np.diff(lims.astype(np.int64)))
@@ -390,86 +406,241 @@ def _keys(i: np.ndarray, j: np.ndarray, n: int) -> np.ndarray:
     return np.unique(np.minimum(i, j).astype(np.int64) * n + np.maximum(i, j))
 
 
+def hwm_mb() -> float:
+    """Peak RSS of this process image, MiB (VmHWM: ru_maxrss would report a parent's)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def brute_rows(h: np.ndarray, queries: np.ndarray, t: int, workers: int = 2) -> np.ndarray:
+    """Reference: ``(k, 2)`` pairs ``(query position, item)`` with ``item != query`` and
+    ``popcount(h[q] ^ h[item]) <= t``, by numpy XOR + popcount of each query against all
+    of ``h`` (chunks of 2 queries per thread: ~160 MB of temporaries each at 10M)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def chunk(lo: int) -> np.ndarray:
+        q = queries[lo : lo + 2]
+        d = np.bitwise_count(h[q][:, None] ^ h[None, :])
+        r, c = np.nonzero(d <= t)
+        keep = c != q[r]
+        return np.stack([q[r[keep]], c[keep]], axis=1)
+
+    with ThreadPoolExecutor(workers) as pool:
+        parts = list(pool.map(chunk, range(0, len(queries), 2)))
+    return np.concatenate(parts) if parts else np.zeros((0, 2), np.int64)
+
+
+def query_pairs(m: Any, queries: np.ndarray) -> np.ndarray:
+    """From mmnerd's compact :class:`Matches`: ``(k, 2)`` pairs ``(query, item)`` for every
+    item within the threshold of each query (identical values included, itself not)."""
+    inv = m.inverse
+    order = np.argsort(inv, kind="stable")
+    sizes = np.bincount(inv, minlength=len(m.values))
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    by_value: dict[int, list[int]] = {}
+    for q in queries.tolist():
+        by_value.setdefault(int(inv[q]), []).append(q)
+    out: list[tuple[int, int]] = []
+
+    def items(v: int) -> list[int]:
+        return order[starts[v] : starts[v] + sizes[v]].tolist()
+
+    for v, qs in by_value.items():
+        same = items(v)
+        out += [(q, x) for q in qs for x in same if x != q]
+    vp = m.value_pairs
+    hit = np.isin(vp.i, list(by_value)) | np.isin(vp.j, list(by_value))
+    for a, b in zip(vp.i[hit].tolist(), vp.j[hit].tolist(), strict=True):
+        for mine, other in ((a, b), (b, a)):
+            for q in by_value.get(mine, ()):
+                out += [(q, x) for x in items(other)]
+    return np.array(out, dtype=np.int64).reshape(-1, 2)
+
+
+def ours_main(spec: dict[str, Any]) -> None:
+    """In a child process of the project venv: mmnerd's search on one hash file, timed;
+    peak RSS (VmHWM) read right after the search (the loaded hashes included); then,
+    if asked, the brute-force check of ``queries`` random items against all hashes."""
+    from mmnerd.images.index import make_plan, search
+
+    h = np.load(spec["hashes"])
+    t = spec["threshold"]
+    t0 = time.perf_counter()
+    search(h[:64], t)  # loads the compiled kernels (once per process): not search time
+    load_s = time.perf_counter() - t0
+    t0, c0 = time.perf_counter(), time.process_time()
+    m = search(h, t, workers=2)
+    secs, cpu = time.perf_counter() - t0, time.process_time() - c0
+    plan = make_plan(t, len(m.values))
+    out: dict[str, Any] = {
+        "seconds": secs,
+        "cpu_s": cpu,
+        "peak_rss_mb": round(hwm_mb(), 1),
+        "pairs": m.n_pairs(),
+        "plan": [[b.bits, b.radius] for b in plan.blocks],
+        "kernel_load_s": round(load_s, 2),
+    }
+    if spec.get("pairs_out"):
+        p = m.pairs()
+        np.save(spec["pairs_out"], np.stack([p.i, p.j], axis=1))
+    nq = spec.get("queries", 0)
+    if nq:
+        queries = np.sort(np.random.default_rng(len(h)).choice(len(h), nq, replace=False))
+        t1 = time.perf_counter()
+        ref = brute_rows(h, queries, t)
+        t_ref = time.perf_counter() - t1
+        mine = query_pairs(m, queries)
+        n = len(h)
+        a, b = _keys(ref[:, 0], ref[:, 1], n), _keys(mine[:, 0], mine[:, 1], n)
+        out["query_check"] = {
+            "queries": nq,
+            "brute_force_pairs": len(a),
+            "mmnerd_pairs": len(b),
+            "identical": bool(np.array_equal(a, b)),
+            "brute_force_s": round(t_ref, 1),
+        }
+    print(json.dumps(out))
+
+
+def run_ours(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """:func:`ours_main` in a child process of this venv; its JSON or {"error": ...}."""
+    try:
+        r = subprocess.run(
+            [sys.executable, __file__, "_ours", json.dumps(spec)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "1"},
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"timeout (> {timeout:.0f} s)"}
+    lines = r.stdout.strip().splitlines()
+    if r.returncode != 0 or not lines:
+        return {"error": f"exit {r.returncode}: {r.stderr.strip()[-300:]}"}
+    return json.loads(lines[-1])
+
+
 def bench_corpus(
     name: str,
     h: np.ndarray,
     t: int,
     work: Path,
-    brute_max: int,
-    timeout: float,
+    args: argparse.Namespace,
     tools: dict[str, str],
     skip: dict[str, str],
+    failures: list[str],
     imagededup_methods: tuple[str, ...] = ("brute_force_cython",),
 ) -> list[dict[str, Any]]:
-    """One row per tool for one hash set; ``skip`` (tool -> reason) is updated with failures."""
-    from mmnerd.images.index import brute_force_pairs, search
+    """One row per tool for one hash set; ``skip`` (tool -> reason or rate) carries
+    quadratic estimates between sizes; ``failures`` collects failed checks."""
+    from mmnerd.images.index import brute_force_pairs
 
     n = len(h)
     rows: list[dict[str, Any]] = []
-    truth = None
-    if n <= brute_max:
-        t0 = time.perf_counter()
-        bp = brute_force_pairs(h, t)
-        secs = time.perf_counter() - t0
-        truth = _keys(bp.i, bp.j, n)
-        rows.append({"tool": "numpy brute force", "seconds": round(secs, 3), "pairs": len(truth)})
-    else:
-        rows.append({"tool": "numpy brute force", "error": f"not run (n > {brute_max:,})"})
-    t0, c0 = time.perf_counter(), time.process_time()
-    m = search(h, t, workers=2)
-    secs, cpu = time.perf_counter() - t0, time.process_time() - c0
-    row: dict[str, Any] = {"tool": "mmnerd search (2 threads)", "seconds": round(secs, 3)}
-    row["cpu_s"] = round(cpu, 3)
-    row["pairs"] = m.n_pairs()
-    if truth is not None:
-        p = m.pairs()
-        row["recall"] = round(
-            len(np.intersect1d(_keys(p.i, p.j, n), truth)) / max(1, len(truth)), 4
-        )
-    rows.append(row)
     slug = "".join(c if c.isalnum() else "_" for c in name)
     path = work / f"{slug}.npy"
     np.save(path, h)
-    specs = [
-        (
-            f"imagededup find_duplicates ({meth}, 2 workers)",
-            "imagededup",
-            {"kind": "imagededup_search", "method": meth, "workers": 2},
-        )
+    truth = None
+    if n <= args.brute_max:
+        t0 = time.perf_counter()
+        bp = brute_force_pairs(h, t)
+        truth = _keys(bp.i, bp.j, n)
+        secs = time.perf_counter() - t0
+        rows.append({"tool": "numpy brute force", "seconds": round(secs, 3), "pairs": len(truth)})
+    else:
+        rows.append({"tool": "numpy brute force", "error": f"not run (n > {args.brute_max:,})"})
+    ours_pairs = work / f"{slug}-mmnerd-pairs.npy" if n <= args.flat_max else None
+    spec = {"hashes": str(path), "threshold": t, "pairs_out": str(ours_pairs or "")}
+    if n > args.brute_max and n > args.flat_max:
+        spec["queries"] = args.queries
+    r = run_ours(spec, args.ours_timeout)
+    row: dict[str, Any] = {"tool": "mmnerd search (2 threads)"}
+    if "error" in r:
+        row["error"] = r["error"]
+        failures.append(f"mmnerd at {name}: {r['error']}")
+    else:
+        row |= {k: v for k, v in r.items() if k != "seconds"} | {"seconds": round(r["seconds"], 3)}
+        row["cpu_s"] = round(r["cpu_s"], 2)
+        if truth is not None and ours_pairs is not None:
+            a = np.load(ours_pairs)
+            row["identical_to_brute_force"] = bool(
+                np.array_equal(_keys(a[:, 0], a[:, 1], n), truth)
+            )
+            if not row["identical_to_brute_force"]:
+                failures.append(f"mmnerd at {name}: pair set differs from brute force")
+        qc = r.get("query_check")
+        if qc and not qc["identical"]:
+            failures.append(
+                f"mmnerd at {name}: differs from brute force on {qc['queries']} queries"
+            )
+        limit = args.targets.get(n)
+        if limit is not None:
+            row["target_s"] = limit
+            if r["seconds"] > limit:
+                failures.append(f"mmnerd at {name}: {r['seconds']:.1f} s > target {limit} s")
+        if n >= 10_000_000 and r["peak_rss_mb"] > args.rss_target_mb:
+            failures.append(
+                f"mmnerd at {name}: peak RSS {r['peak_rss_mb']} MiB > {args.rss_target_mb} MiB"
+            )
+    rows.append(row)
+    mh = {"kind": "faiss_multihash", "nhash": 4, "b": 16, "nflip": max(0, t // 4)}
+    specs: list[tuple[str, str, dict[str, Any], int | None, float]] = [
+        (f"imagededup find_duplicates ({meth}, 2 workers)", "imagededup",
+         {"kind": "imagededup_search", "method": meth, "workers": 2}, None, args.tool_timeout)
         for meth in imagededup_methods
-    ]
-    specs.append(("faiss IndexBinaryFlat range_search (2 threads)", "faiss", {"kind": "faiss"}))
-    for label, tool, spec in specs:
-        why = skip.get(label) or (
-            tools.get(tool, "") if tools.get(tool, "").startswith("unavailable") else ""
-        )
+    ]  # fmt: skip
+    specs.append(("faiss IndexBinaryFlat range_search (2 threads)", "faiss", {"kind": "faiss"},
+                  args.flat_max, args.flat_timeout))  # fmt: skip
+    specs.append((f"faiss IndexBinaryMultiHash (nhash 4, b 16, nflip {mh['nflip']}, 2 threads)",
+                  "faiss", mh, args.multihash_max, args.tool_timeout))  # fmt: skip
+    for label, tool, tspec, max_n, timeout in specs:
+        status = tools.get(tool, "")
+        if status.startswith("unavailable"):
+            rows.append({"tool": label, "error": status})
+            failures.append(f"{label}: {status[:200]}")
+            continue
+        why = skip.get(label, "")
+        if max_n is not None and n > max_n:
+            why = f"not run (n > {max_n:,}; --{'flat' if 'Flat' in label else 'multihash'}-max)"
         rate = float(skip.get(f"_rate:{label}", 0))
-        if not why and rate * n**2 > timeout:  # both competitors are quadratic in n
+        if not why and max_n is None and not rate and n > 100_000:
+            why = "not run: quadratic, and no smaller size measured in this run"
+        if not why and max_n is None and rate * n**2 > timeout:  # imagededup: quadratic
             why = f"not run: quadratic, est. {rate * n**2:,.0f} s > timeout {timeout:.0f} s"
         if why:
             rows.append({"tool": label, "error": why})
             continue
         out = work / f"{slug}-{tool}-pairs.npy"
-        spec = {**spec, "hashes": str(path), "threshold": t, "pairs_out": str(out)}
-        r = run_tool(spec, timeout)
+        r = run_tool({**tspec, "hashes": str(path), "threshold": t, "pairs_out": str(out)}, timeout)
         row = {"tool": label}
         if "error" in r:
             row["error"] = r["error"]
-            if "detail" in r:
-                row["detail"] = r["detail"]
+            row |= {k: r[k] for k in ("detail",) if k in r}
             if "seconds" in r:
                 row["seconds"] = round(r["seconds"], 3)
-            if r["error"].startswith("timeout") or r["error"].startswith("exit"):
-                skip[label] = f"not run: failed at n={n:,} ({r['error']})"
+            if r["error"].startswith("exit"):  # crashed: a competitor that cannot run
+                failures.append(f"{label} at {name}: {r['error'][:200]}")
+            if r["error"].startswith(("timeout", "exit")):
+                skip[label] = f"not run: failed at n={n:,} ({r['error'][:80]})"
         else:
             row["seconds"] = round(r["seconds"], 3)
             row["pairs"] = r["pairs"]
+            a = np.load(out)
+            theirs = _keys(a[:, 0], a[:, 1], n)
             if truth is not None:
-                a = np.load(out)
-                row["recall"] = round(
-                    len(np.intersect1d(_keys(a[:, 0], a[:, 1], n), truth)) / max(1, len(truth)), 4
-                )
-            skip[f"_rate:{label}"] = str(r["seconds"] / n**2)
+                row["recall"] = round(len(np.intersect1d(theirs, truth)) / max(1, len(truth)), 4)
+            if ours_pairs is not None and ours_pairs.exists():
+                o = np.load(ours_pairs)
+                same = bool(np.array_equal(theirs, _keys(o[:, 0], o[:, 1], n)))
+                row["identical_to_mmnerd"] = same
+                if not same and "Flat" in label:
+                    failures.append(
+                        f"mmnerd at {name}: pair set differs from faiss IndexBinaryFlat"
+                    )
+            if max_n is None:
+                skip[f"_rate:{label}"] = str(r["seconds"] / n**2)
         rows.append(row)
     for r in rows:
         r["corpus"] = name
@@ -481,19 +652,24 @@ def bench_corpus(
 
 def _fmt_row(r: dict[str, Any]) -> str:
     if "error" in r:
-        return f"{r['tool']:<52} {r['error']}"
-    rec = f"  recall {r['recall']:.4f}" if "recall" in r else ""
-    return f"{r['tool']:<52} {r['seconds']:8.2f} s  pairs {r['pairs']:,}{rec}"
+        return f"{r['tool']:<60} {r['error']}"
+    extra = ""
+    for key in ("recall", "identical_to_brute_force", "identical_to_mmnerd", "peak_rss_mb"):
+        if key in r:
+            extra += f"  {key} {r[key]}"
+    if "query_check" in r:
+        qc = r["query_check"]
+        extra += f"  {qc['queries']:,} queries vs brute force: identical {qc['identical']}"
+    return f"{r['tool']:<60} {r['seconds']:8.2f} s  pairs {r['pairs']:,}{extra}"
 
 
 def bench_search(
     sizes: list[int],
     t: int,
-    brute_max: int,
-    timeout: float,
+    args: argparse.Namespace,
     tools: dict[str, str],
-    meme: int,
     deadline: float,
+    failures: list[str],
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     skip: dict[str, str] = {}
@@ -502,64 +678,59 @@ def bench_search(
         for n in sizes:
             if time.monotonic() > deadline:
                 rows.append({"corpus": f"planted {n:,}", "n": n, "error": "skipped (budget)"})
+                failures.append(f"planted {n:,}: skipped (budget)")
                 continue
+            label = f"planted {n // 1000:,}k" if n < 1_000_000 else f"planted {n // 10**6}M"
+            rows += bench_corpus(label, planted(n, seed=n), t, work, args, tools, skip, failures)
+        if args.meme:
             rows += bench_corpus(
-                f"planted {n // 1000}k",
-                planted(n, seed=n),
+                f"meme {args.meme:,}/20k",
+                meme_corpus(20_000, args.meme, seed=7),
                 t,
                 work,
-                brute_max,
-                timeout,
+                args,
                 tools,
                 skip,
-            )
-            if n == sizes[0] and skip.get(
-                "imagededup find_duplicates (brute_force_cython, 2 workers)"
-            ):
-                # imagededup did not finish at the smallest size: give it a figure at 2,000
-                rows += bench_corpus(
-                    "planted 2k",
-                    planted(2000, seed=2000),
-                    t,
-                    work,
-                    brute_max,
-                    timeout,
-                    tools,
-                    {},
-                )
-        if meme:
-            rows += bench_corpus(
-                f"meme {meme:,}/20k",
-                meme_corpus(20_000, meme, seed=7),
-                t,
-                work,
-                brute_max,
-                timeout,
-                tools,
-                skip,
+                failures,
                 imagededup_methods=("bktree", "brute_force_cython"),
             )
     return [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
 
 
 # -- driver -------------------------------------------------------------------------------
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--images", type=int, default=2000, help="0 skips the hashing part")
-    ap.add_argument("--sizes", default="20000,100000,1000000")
+    ap.add_argument("--sizes", default="20000,100000,1000000,3000000,10000000")
     ap.add_argument("--threshold", type=int, default=10)
-    ap.add_argument("--brute-max", type=int, default=100_000)
+    ap.add_argument("--brute-max", type=int, default=100_000, help="full brute force up to n")
+    ap.add_argument("--flat-max", type=int, default=1_000_000, help="faiss IndexBinaryFlat up to n")
+    ap.add_argument("--flat-timeout", type=float, default=1500, help="seconds for faiss Flat")
+    ap.add_argument("--multihash-max", type=int, default=3_000_000, help="faiss MultiHash up to n")
+    ap.add_argument(
+        "--queries",
+        type=int,
+        default=10_000,
+        help="above --flat-max: random items checked against every hash by brute force",
+    )
+    ap.add_argument("--targets", default="3000000:20,10000000:120", help="n:seconds,... for mmnerd")
+    ap.add_argument("--rss-target-mb", type=float, default=2560, help="mmnerd peak at >= 10M")
     ap.add_argument("--meme", type=int, default=3000, help="identical copies in the meme corpus")
-    ap.add_argument("--tool-timeout", type=float, default=150, help="seconds per competitor run")
-    ap.add_argument("--budget", type=float, default=9, help="minutes; later sizes are skipped")
+    ap.add_argument("--tool-timeout", type=float, default=300, help="seconds per competitor run")
+    ap.add_argument("--ours-timeout", type=float, default=1200, help="seconds per mmnerd run")
+    ap.add_argument("--budget", type=float, default=40, help="minutes; later sizes are skipped")
     ap.add_argument("--quick", action="store_true", help="500 images, 20k hashes")
     ap.add_argument("--out", default=str(HERE / "results" / "dedup.json"))
     args = ap.parse_args()
     if args.quick:
         args.images, args.sizes = 500, "20000"
+    args.targets = {
+        int(k): float(v) for k, v in (x.split(":") for x in args.targets.split(",") if x)
+    }
     deadline = time.monotonic() + args.budget * 60
     sizes = [int(s) for s in args.sizes.split(",")]
     t_start = time.perf_counter()
+    failures: list[str] = []
     result: dict[str, Any] = {
         "machine": {
             "cpus": os.cpu_count(),
@@ -580,10 +751,10 @@ def main() -> None:
             print(f"  {name:<52} {r:8.1f} images/s")
         for name, e in result["hashing"].get("errors", {}).items():
             print(f"  {name:<52} {e}")
+            failures.append(f"{name}: {str(e)[:200]}")
     print(f"search, all pairs within {args.threshold} bits ...", flush=True)
-    result["search"] = bench_search(
-        sizes, args.threshold, args.brute_max, args.tool_timeout, tools, args.meme, deadline
-    )
+    result["search"] = bench_search(sizes, args.threshold, args, tools, deadline, failures)
+    result["failures"] = failures
     result["seconds"] = round(time.perf_counter() - t_start, 1)
     result["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     out = Path(args.out)
@@ -591,6 +762,10 @@ def main() -> None:
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print("\n" + markdown(result))
     print(f"\nwrote {out} ({result['seconds']:.0f} s)")
+    if failures:
+        print("FAILED: " + "; ".join(failures), file=sys.stderr)
+        return 1
+    return 0
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -603,23 +778,39 @@ def markdown(result: dict[str, Any]) -> str:
         lines += [f"| {k} | {v} |" for k, v in hs.get("errors", {}).items()]
         lines.append("")
     lines += [
-        "| corpus | tool | seconds | pairs | recall vs brute force |",
-        "|---|---|---:|---:|---:|",
+        "| corpus | tool | seconds | pairs | peak RSS MiB | check |",
+        "|---|---|---:|---:|---:|---|",
     ]
     for r in result.get("search", []):
         if "error" in r:
             err = r["error"] + (f" ({r['seconds']:.2f} s)" if "seconds" in r else "")
-            lines.append(f"| {r['corpus']} | {r.get('tool', '')} | {err} | | |")
-        else:
-            rec = f"{r['recall']:.4f}" if "recall" in r else "—"
-            lines.append(
-                f"| {r['corpus']} | {r['tool']} | {r['seconds']:.2f} | {r['pairs']:,} | {rec} |"
-            )
+            lines.append(f"| {r['corpus']} | {r.get('tool', '')} | {err} | | | |")
+            continue
+        checks = []
+        if "recall" in r:
+            checks.append(f"recall {r['recall']:.4f}")
+        for key, what in (("identical_to_brute_force", "= brute force"),
+                          ("identical_to_mmnerd", "= mmnerd")):  # fmt: skip
+            if key in r:
+                checks.append(what if r[key] else f"NOT {what}")
+        if "query_check" in r:
+            qc = r["query_check"]
+            same = "=" if qc["identical"] else "NOT ="
+            checks.append(f"{qc['queries']:,} queries {same} brute force")
+        rss = f"{r['peak_rss_mb']:,.0f}" if "peak_rss_mb" in r else ""
+        lines.append(
+            f"| {r['corpus']} | {r['tool']} | {r['seconds']:.2f} | {r['pairs']:,} | {rss} "
+            f"| {'; '.join(checks)} |"
+        )
+    if result.get("failures"):
+        lines += ["", "FAILED: " + "; ".join(result["failures"])]
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "_tool":
         tool_main(json.loads(sys.argv[2]))
+    elif len(sys.argv) > 2 and sys.argv[1] == "_ours":
+        ours_main(json.loads(sys.argv[2]))
     else:
-        main()
+        sys.exit(main())

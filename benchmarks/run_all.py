@@ -57,8 +57,19 @@ SCRIPTS: dict[str, tuple[str, dict[str, list[str]]]] = {
         "dedup.py",
         {
             "quick": ["--quick", "--out", DEDUP_JSON],
-            "default": ["--sizes", "20000,100000,1000000", "--out", DEDUP_JSON],
+            # default: faiss Flat's pair set at 1M, 3M with 2,000 queries checked by brute
+            # force (~20-25 min here); full adds 10M (10,000 queries) and MultiHash at 1M
+            "default": ["--sizes", "20000,100000,1000000,3000000", "--multihash-max", "100000"]
+            + ["--queries", "2000", "--out", DEDUP_JSON],
             "full": ["--out", DEDUP_JSON],
+        },
+    ),
+    "driver_memory": (
+        "driver_memory.py",
+        {
+            "quick": ["--sizes", "2000,10000"],
+            "default": ["--sizes", "5000,50000"],
+            "full": ["--sizes", "100000,1000000"],
         },
     ),
     "audit": (
@@ -228,6 +239,19 @@ def _text_dedup(data: Any) -> list[Line]:
     return out
 
 
+def _driver_memory(data: Any) -> list[Line]:
+    return [
+        (
+            f"driver peak RSS after {r.get('stage')}, {r.get('posts', 0):,} posts",
+            r.get("peak_rss_mb"),
+            NONE,
+            None,
+            "MiB",
+        )
+        for r in _rows(data)
+    ]
+
+
 def _export(data: Any) -> list[Line]:
     return [
         (
@@ -329,6 +353,7 @@ HEADLINES: dict[str, Callable[[Any], list[Line]]] = {
     "dedup": _dedup,
     "audit": _audit,
     "export": _export,
+    "driver_memory": _driver_memory,
     "text_dedup": _text_dedup,
     "labelstudio": _labelstudio,
     "scale": _scale,

@@ -15,9 +15,9 @@ Each executor runs in its own child process on a fresh data dir (clean peak RSS)
 
     collect (mastodon source over HTTP, journal + cursor per page)
       -> language -> normalize -> tokenize -> fetch (real fetcher, SSRF guard with
-      127.0.0.1 allowed) -> dedup (sha256 + pHash + exact text join; the pHash time is
-      reported apart as "hash") -> pull* -> export (split, Parquet with embedded images,
-      IMGID files, dataset card)
+      127.0.0.1 allowed) -> dedup (keys per shard on the executor: pHash, text shingles;
+      exact image + text search in the driver over arrays; marks written per shard on the
+      executor) -> pull* -> export (split, Parquet with embedded images, IMGID files, card)
 
 *SHORTCUT: annotation is human-bound, so Label Studio push/pull are not part of
 this run.  Instead a stage named "pull" reads the dedup output, skips duplicates
@@ -26,10 +26,10 @@ entities (the lexicon names the server put into the text, found again in the
 normalised text) via :func:`mmnerd.text.bio.spans_to_bio`.  It runs on the
 executor like any shard stage and is reported as ``pull (gold shortcut)``.
 
-Shard stages (language, normalize, tokenize, fetch, pull) run on the executor;
-collect, dedup and export are source/global stages and run in the driver with
-either executor.  items/s = items in / stage wall seconds.  Peak RSS: the driver
-process, and for Dask each worker process (``ru_maxrss`` asked on the worker).
+Shard stages (language, normalize, tokenize, fetch, pull) and dedup's keys and
+write-back run on the executor; collect, dedup's search and export run in the driver.
+items/s = items in / stage wall seconds.  Peak RSS (VmHWM): the driver process, and for
+Dask each worker process (asked on the worker).
 Prints a table and writes benchmarks/results/scale.json.
 """
 
@@ -280,6 +280,15 @@ def gold_pull_stage() -> Any:
     return GoldPullStage()
 
 
+def hwm_mb() -> float:
+    """Peak RSS of this process, MiB: VmHWM (ru_maxrss would report a parent's peak
+    across fork + exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return peak_rss_mb()
+
+
 def _cpu() -> float:
     """CPU seconds of this process and its finished children (e.g. hashing processes)."""
     me, kids = (
@@ -298,7 +307,6 @@ def cpu_seconds(runner: Any, kind: str) -> float:
 
 
 def child(kind: str, n: int, base: str, workers: int, shard_size: int) -> dict[str, Any]:
-    import mmnerd.dedup.clusters as dedup_mod
     from mmnerd.config import PipelineConfig
     from mmnerd.dedup import DedupStage
     from mmnerd.export import export
@@ -307,19 +315,6 @@ def child(kind: str, n: int, base: str, workers: int, shard_size: int) -> dict[s
     from mmnerd.sources import get_source
     from mmnerd.sources.collect import CollectStage
     from mmnerd.text.stages import LanguageStage, NormalizeStage, TokenizeStage
-
-    hash_time: list[float] = []
-    real_hash = dedup_mod.hash_files_report
-
-    def timed_hash(paths, **kw):  # type: ignore[no-untyped-def]
-        t0 = time.perf_counter()
-        try:
-            return real_hash(paths, **kw)
-        finally:
-            hash_time.append(time.perf_counter() - t0)
-            hash_time.append(len(paths))
-
-    dedup_mod.hash_files_report = timed_hash  # measure the pHash part of dedup apart
 
     tmp = tempfile.mkdtemp(prefix=f"mmnerd-scale-{kind}-")
     cfg = PipelineConfig(
@@ -365,11 +360,6 @@ def child(kind: str, n: int, base: str, workers: int, shard_size: int) -> dict[s
             {"stage": name, "items_in": s.items_in, "items_out": s.items_out, "s": s.seconds,
              "cpu_s": cpu}
         )  # fmt: skip
-        if st.name == "dedup" and hash_time:
-            out["stages"].append(
-                {"stage": "  hash (pHash, in dedup)", "items_in": int(hash_time[1]),
-                 "items_out": int(hash_time[1]), "s": hash_time[0], "cpu_s": None}
-            )  # fmt: skip
     cpu0 = cpu_seconds(runner, kind)
     with Timer() as t:
         manifest, export_stats = export(cfg, runner)
@@ -380,10 +370,10 @@ def child(kind: str, n: int, base: str, workers: int, shard_size: int) -> dict[s
          "cpu_s": cpu_seconds(runner, kind) - cpu0}
     )  # fmt: skip
     out["total_s"] = time.perf_counter() - t_all
-    out["driver_peak_rss_mb"] = round(peak_rss_mb(), 1)
+    out["driver_peak_rss_mb"] = round(hwm_mb(), 1)
     if kind == "dask":
         client = runner.executor.client()
-        rss = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        rss = client.run(hwm_mb)
         out["worker_peak_rss_mb"] = [round(v, 1) for v in rss.values()]
         runner.executor.close()
     out["load_before"] = [round(x, 2) for x in load0]
@@ -473,9 +463,9 @@ def main() -> None:
     notes = (
         f"{args.posts} posts from a local Mastodon-API server (127.0.0.1), 64x48 JPEGs, "
         f"shard_size {args.shard_size}, {os.cpu_count()} cores shared. Shard stages (language, "
-        "normalize, tokenize, fetch, pull) run on the executor; collect, dedup, export run in "
-        "the driver. pull = SHORTCUT: gold spans as annotations (no Label Studio).\n"
-        + "\n".join(summary)
+        "normalize, tokenize, fetch, pull) and dedup's per-shard keys and write-back run on the "
+        "executor; collect, dedup's search over arrays and export run in the driver. pull = "
+        "SHORTCUT: gold spans as annotations (no Label Studio).\n" + "\n".join(summary)
     )
     save(args.name, rows, notes)
 

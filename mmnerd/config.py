@@ -212,9 +212,11 @@ class DedupConfig(_Section):
     memory_mb: int = Field(
         2048,
         ge=16,
-        description="memory budget (MiB) for the text near-duplicate search's candidate "
-        "generation and verification: a corpus that needs more takes more passes; on top "
-        "of it the search holds ~25 bytes per shingle (~0.6 GB per 1M short posts)",
+        description="memory budget (MiB) of the exact searches: the text join's candidate "
+        "generation and verification take more passes, never more memory (on top of it the "
+        "text join holds ~23 bytes per shingle, ~0.53 GB per 1M short posts); the image "
+        "search keeps a block's padded rows within a quarter of it (~100 bytes per hash "
+        "besides)",
     )
     index_path: str = Field(
         "",

@@ -318,7 +318,10 @@ class Runner:
     def _run(self, stage: Stage, folder: Path) -> StageStats:
         stage.prepare(self.config)
         t0 = time.perf_counter()
-        if stage.scope == "global" or stage.input is None:
+        partitioned = getattr(stage, "run_partitioned", None)
+        if partitioned is not None:  # a global stage that splits its own work into tasks
+            stats = partitioned(self.config, self.executor, folder)
+        elif stage.scope == "global" or stage.input is None:
             stats = self._run_whole(stage, folder)
         else:
             self.executor.map_shards(self.config, stage, self._pending(stage))

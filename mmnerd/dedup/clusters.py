@@ -7,15 +7,14 @@ import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mmnerd.config import DedupConfig
-from mmnerd.dedup.images import _load_cache, _save_cache, _star, image_edges
-from mmnerd.dedup.text import text_edges
-from mmnerd.images.hashing import hash_files_report, hash_hex
+from mmnerd.dedup.images import _load_cache, _save_cache, image_edges
+from mmnerd.dedup.text import Scan, join_scanned
+from mmnerd.images.hashing import hash_hex
 from mmnerd.records import Post
 
 
@@ -96,6 +95,162 @@ class DedupResult:
         }
 
 
+def star_edges(words: np.ndarray, use: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Edges linking each item with ``use`` to the first item with the same ``(n, 2)``
+    key (e.g. sha256 prefix): identical files, as a star."""
+    pos = np.flatnonzero(use)
+    if len(pos) < 2:
+        z = np.zeros(0, np.int64)
+        return z, z
+    order = pos[np.lexsort((pos, words[pos, 1], words[pos, 0]))]
+    k = words[order]
+    new = np.ones(len(order), dtype=bool)
+    new[1:] = (k[1:, 0] != k[:-1, 0]) | (k[1:, 1] != k[:-1, 1])
+    head = order[new][np.cumsum(new) - 1]
+    dup = ~new
+    return head[dup].astype(np.int64), order[dup].astype(np.int64)
+
+
+@dataclass
+class Marks:
+    """What dedup writes back: for the posts in clusters of 2+ (``idx``, ascending), the
+    cluster id, the representative's id ("" for the representative) and the reason
+    (0 representative, 1 duplicate_image, 2 duplicate_text)."""
+
+    idx: np.ndarray  # (c,) int64
+    cluster_id: np.ndarray  # (c,) str
+    duplicate_of: np.ndarray  # (c,) str
+    reason: np.ndarray  # (c,) int8
+
+    REASONS = ("", "duplicate_image", "duplicate_text")
+
+
+def find_clusters(
+    hashes: np.ndarray,
+    valid: np.ndarray,
+    sha: np.ndarray,
+    star: np.ndarray,
+    scan: Scan,
+    cfg: DedupConfig,
+    workers: int = 2,
+    res: DedupResult | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Edges of the four detectors over the arrays of :class:`~mmnerd.dedup.keys.PostKeys`
+    and their connected components: ``(labels (n,) int64, img_linked (n,) bool)``.
+    Edge counts go to ``res``.  ``scan.parts`` is consumed."""
+    res = res if res is not None else DedupResult()
+    n = len(hashes)
+    ei, ej = star_edges(sha, star)
+    res.exact_image_edges = len(ei)
+    budget = cfg.memory_mb << 20
+    ni, nj, _ = image_edges(hashes, valid, cfg.threshold, workers=workers, memory_bytes=budget)
+    res.near_image_edges = len(ni)
+    ti, tj, tw = join_scanned(scan, cfg.text_threshold, memory_bytes=budget)
+    res.exact_text_edges = int((tw >= 1.0).sum())
+    res.near_text_edges = int((tw < 1.0).sum())
+    img_i = np.concatenate([ei, ni])
+    img_j = np.concatenate([ej, nj])
+    img_linked = np.zeros(n, dtype=bool)
+    img_linked[img_i] = True
+    img_linked[img_j] = True
+    labels = connected_components(n, np.concatenate([img_i, ti]), np.concatenate([img_j, tj]))
+    return labels, img_linked
+
+
+def cluster_members(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Posts in clusters of 2+: ``(idx, label)`` sorted by label's first post, then post."""
+    counts = np.bincount(labels)
+    idx = np.flatnonzero(counts[labels] >= 2)
+    lab = labels[idx]
+    first = np.full(len(counts), len(labels), dtype=np.int64)
+    np.minimum.at(first, lab, idx)
+    order = np.lexsort((idx, first[lab]))
+    return idx[order], lab[order]
+
+
+def pick_representatives(
+    idx: np.ndarray,
+    lab: np.ndarray,
+    keys: dict[int, tuple],
+    ids: dict[int, str],
+    img_linked: np.ndarray,
+    res: DedupResult,
+) -> Marks:
+    """Representatives (smallest ``keys[k]``, :func:`keep_key`) and the marks of every
+    member of the clusters ``(idx, lab)`` (:func:`cluster_members`); fills
+    ``res.clusters`` and the duplicate counts."""
+    cid = np.empty(len(idx), dtype=object)
+    dup = np.empty(len(idx), dtype=object)
+    reason = np.zeros(len(idx), dtype=np.int8)
+    bounds = np.flatnonzero(np.diff(lab)) + 1 if len(lab) else np.zeros(0, np.int64)
+    for lo, hi in zip([0, *bounds.tolist()], [*bounds.tolist(), len(idx)], strict=True):
+        members = idx[lo:hi].tolist()
+        if not members:  # no cluster at all
+            continue
+        rep_k = min(members, key=keys.__getitem__)
+        has_image = bool(img_linked[members].any())
+        c = f"{'img' if has_image else 'txt'}-{ids[rep_k]}"
+        res.clusters[rep_k] = [rep_k] + [k for k in members if k != rep_k]
+        for off, k in enumerate(members, lo):
+            cid[off] = c
+            if k == rep_k:
+                dup[off] = ""
+                continue
+            dup[off] = ids[rep_k]
+            if img_linked[k]:
+                reason[off] = 1
+                res.duplicate_image += 1
+            else:
+                reason[off] = 2
+                res.duplicate_text += 1
+    order = np.argsort(idx, kind="stable")
+    return Marks(
+        idx[order],
+        cid[order].astype(str) if len(idx) else np.zeros(0, str),
+        dup[order].astype(str) if len(idx) else np.zeros(0, str),
+        reason[order],
+    )
+
+
+def apply_marks(posts: Sequence[Post], offset: int, marks: Marks) -> None:
+    """Reset and set ``cluster_id``, ``duplicate_of`` and ``extra["dedup"]`` of ``posts``
+    (global positions ``offset ...``) from ``marks``."""
+    lo = int(np.searchsorted(marks.idx, offset))
+    hi = int(np.searchsorted(marks.idx, offset + len(posts)))
+    for p in posts:
+        p.cluster_id = ""
+        p.duplicate_of = ""
+        p.extra.pop("dedup", None)
+    for m in range(lo, hi):
+        p = posts[int(marks.idx[m]) - offset]
+        p.cluster_id = str(marks.cluster_id[m])
+        p.duplicate_of = str(marks.duplicate_of[m])
+        if marks.reason[m]:
+            p.extra["dedup"] = {"reason": Marks.REASONS[marks.reason[m]]}
+
+
+def member_keys(
+    members: np.ndarray, area: np.ndarray, created: np.ndarray, ids: np.ndarray, keep: str
+) -> tuple[dict[int, tuple], dict[int, str]]:
+    """Keep-policy keys (:func:`keep_key`) and ids of the posts ``members`` (global
+    indices into the ``(n,)`` arrays ``area``, ``created``, ``ids``)."""
+    keys: dict[int, tuple] = {}
+    names: dict[int, str] = {}
+    for k in members.tolist():
+        when = (created[k] == "", str(created[k]))
+        name = str(ids[k])
+        names[k] = name
+        if keep == "largest":
+            keys[k] = (-int(area[k]), *when, name)
+        elif keep == "earliest":
+            keys[k] = (*when, -int(area[k]), name)
+        elif keep == "id":
+            keys[k] = (name,)
+        else:
+            raise ValueError(f"unknown keep policy {keep!r} (largest, earliest, id)")
+    return keys, names
+
+
 def deduplicate(
     posts: list[Post],
     config: DedupConfig | None = None,
@@ -112,91 +267,29 @@ def deduplicate(
     are reset, then set for members of clusters of 2+; duplicates get
     ``extra["dedup"] = {"reason": "duplicate_image" | "duplicate_text"}``.
     ``cache_path`` (``.npz``, sha256 → hash of ``config.hash`` kind) spares
-    rehashing images seen by an earlier run.
+    rehashing images seen by an earlier run.  (The dedup stage does the same shard by
+    shard on the executor, over arrays: :mod:`mmnerd.dedup.stage`.)
     """
+    from mmnerd.dedup.keys import post_keys
+
     cfg = config or DedupConfig()
     res = DedupResult(n_posts=len(posts))
-    n = len(posts)
-    hashes = np.zeros(n, dtype=np.uint64)
-    valid = np.zeros(n, dtype=bool)
-    with_image = [
-        k
-        for k, p in enumerate(posts)
-        if p.image is not None and p.image.status == "ok" and p.image.path
-    ]
-    res.n_images = len(with_image)
     cache = _load_cache(cache_path, cfg.hash)
-    todo: list[int] = []  # one post per image content not in the cache
-    seen: set[str] = set()
-    for k in with_image:
-        sha = posts[k].image.sha256  # type: ignore[union-attr]
-        if sha not in cache and (not sha or sha not in seen):
-            todo.append(k)
-            seen.add(sha)
-    if todo:
-        root = Path(image_root) if image_root is not None else Path(".")
-        paths = [root / posts[k].image.path for k in todo]  # type: ignore[union-attr]
-        w = workers if len(paths) >= 256 else 1
-        rep = hash_files_report(paths, kind=cfg.hash, workers=w)
-        for local, k in enumerate(todo):
-            if local in rep.failed:
-                res.hash_failed[posts[k].id] = rep.failed[local]
-            elif posts[k].image.sha256:  # type: ignore[union-attr]
-                cache[posts[k].image.sha256] = int(rep.hashes[local])  # type: ignore[union-attr]
-            else:
-                hashes[k], valid[k] = rep.hashes[local], True
-    res.hashed = len(todo) - len(res.hash_failed)
-    for k in with_image:
+    keys = post_keys(posts, cfg.hash, cache, image_root, drop_words, workers)
+    res.n_images = int(keys.has_image.sum())
+    res.hashed = len(keys.hashed) - len(keys.failed)
+    res.hash_failed = {posts[k].id: msg for k, msg in keys.failed.items()}
+    for k in np.flatnonzero(keys.has_image).tolist():
         img = posts[k].image
         assert img is not None
-        if img.sha256 in cache:
-            hashes[k], valid[k] = np.uint64(cache[img.sha256]), True
-        img.phash = hash_hex(int(hashes[k])) if valid[k] else ""
-    if cache_path is not None and todo:
-        _save_cache(cache_path, cfg.hash, cache)
-    # edges
-    sha = [p.image.sha256 if p.image is not None and p.image.status == "ok" else "" for p in posts]
-    ei, ej = _star(sha)
-    res.exact_image_edges = len(ei)
-    ni, nj, _ = image_edges(hashes, valid, cfg.threshold, workers=workers)
-    res.near_image_edges = len(ni)
-    ti, tj, tw = text_edges(
-        [p.text for p in posts],
-        cfg.text_threshold,
-        drop=drop_words,
-        memory_bytes=cfg.memory_mb << 20,
+        img.phash = hash_hex(int(keys.hash[k])) if keys.valid[k] else ""
+    if cache_path is not None and keys.hashed:
+        _save_cache(cache_path, cfg.hash, {**cache, **keys.new_cache})
+    labels, img_linked = find_clusters(
+        keys.hash, keys.valid, keys.sha, keys.star, keys.text, cfg, workers, res
     )
-    res.exact_text_edges = int((tw >= 1.0).sum())
-    res.near_text_edges = int((tw < 1.0).sum())
-    img_i = np.concatenate([ei, ni])
-    img_j = np.concatenate([ej, nj])
-    img_linked = np.zeros(n, dtype=bool)
-    img_linked[img_i] = True
-    img_linked[img_j] = True
-    labels = connected_components(n, np.concatenate([img_i, ti]), np.concatenate([img_j, tj]))
-    # clusters
-    for p in posts:
-        p.cluster_id = ""
-        p.duplicate_of = ""
-        p.extra.pop("dedup", None)
-    members_of: dict[int, list[int]] = {}
-    for k, lab in enumerate(labels.tolist()):
-        members_of.setdefault(lab, []).append(k)
-    for members in members_of.values():
-        if len(members) < 2:
-            continue
-        rep_k = min(members, key=lambda k: keep_key(posts[k], cfg.keep))
-        has_image = bool(img_linked[members].any())
-        cid = f"{'img' if has_image else 'txt'}-{posts[rep_k].id}"
-        res.clusters[rep_k] = [rep_k] + [k for k in members if k != rep_k]
-        for k in members:
-            posts[k].cluster_id = cid
-            if k != rep_k:
-                posts[k].duplicate_of = posts[rep_k].id
-                reason = "duplicate_image" if img_linked[k] else "duplicate_text"
-                posts[k].extra["dedup"] = {"reason": reason}
-                if reason == "duplicate_image":
-                    res.duplicate_image += 1
-                else:
-                    res.duplicate_text += 1
+    idx, lab = cluster_members(labels)
+    kk, names = member_keys(idx, keys.area, keys.created, keys.ids, cfg.keep)
+    marks = pick_representatives(idx, lab, kk, names, img_linked, res)
+    apply_marks(posts, 0, marks)
     return res

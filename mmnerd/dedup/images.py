@@ -29,15 +29,20 @@ def _star(keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def image_edges(
-    hashes: np.ndarray, valid: np.ndarray, threshold: int, workers: int = 2
+    hashes: np.ndarray,
+    valid: np.ndarray,
+    threshold: int,
+    workers: int = 2,
+    memory_bytes: int = 2 << 30,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Edges ``(i, j, hamming)`` between items whose ``(n,) uint64`` hashes are within
-    ``threshold`` bits (only where ``valid``); identical hashes are linked as stars."""
+    ``threshold`` bits (only where ``valid``); identical hashes are linked as stars.
+    ``memory_bytes``: the search's budget (:func:`mmnerd.images.index.join`)."""
     pos = np.flatnonzero(valid)
     if len(pos) < 2:
         z = np.zeros(0, np.int64)
         return z, z, np.zeros(0, np.uint8)
-    m = search(hashes[pos], threshold, workers=workers)
+    m = search(hashes[pos], threshold, workers=workers, memory_bytes=memory_bytes)
     order = np.argsort(m.inverse, kind="stable")
     sizes = m.group_sizes()
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)

@@ -83,8 +83,12 @@ def write_report(
     posts: Sequence[Post],
     image_root: str | os.PathLike,
     config: DedupConfig,
+    sheet_clusters: dict[int, list[int]] | None = None,
 ) -> Path:
-    """Write ``report.json`` and ``clusters.png`` (largest clusters) into ``folder``."""
+    """Write ``report.json`` and ``clusters.png`` (largest clusters) into ``folder``.
+
+    ``posts[k]`` is read only for members of the largest clusters: a mapping of those is
+    enough, with ``sheet_clusters`` (the contact sheet's clusters, default all)."""
     folder = Path(folder)
     report = {"config": config.model_dump(mode="json"), **result.to_dict()}
     report["largest_clusters"] = [
@@ -99,5 +103,6 @@ def write_report(
     report["hash_failed_examples"] = dict(list(result.hash_failed.items())[:20])
     write_json(folder / "report.json", report)
     with atomic_write(folder / "clusters.png", "wb") as f:
-        f.write(contact_sheet(posts, result.clusters, image_root))
+        sheet = result.clusters if sheet_clusters is None else sheet_clusters
+        f.write(contact_sheet(posts, sheet, image_root))
     return folder

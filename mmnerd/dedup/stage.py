@@ -1,24 +1,124 @@
-"""The dedup stage: mark exact and near duplicates of the fetched posts (never deleted)."""
+"""The dedup stage: mark exact and near duplicates of the fetched posts (never deleted).
+
+Through the runner it works in three phases, so the driver never holds ``Post`` objects:
+
+1. *keys* (one task per input shard, on the executor): hash the shard's images (unless
+   their sha256 is cached), normalise and shingle its texts, and save the per-post arrays
+   (:class:`~mmnerd.dedup.keys.PostKeys`) as ``_work/keys-<shard>.npz``;
+2. *clusters* (the driver, over arrays): the exact image and text searches, connected
+   components, representatives; writes the report, the hash cache and
+   ``_work/marks.npz`` (cluster id, representative, reason of each post in a cluster);
+3. *write* (one task per output shard, on the executor): read the shard's posts again,
+   set ``image.phash`` and the marks, write ``shard-<n>.jsonl`` (the same re-sharding as
+   any global stage, so the outputs are byte-identical to an in-memory run).
+
+Each phase's files mark it done: a rerun after a crash redoes only what is missing
+(``_work/stamp.json`` ties them to the config and the input run).
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
+
+import numpy as np
 
 from mmnerd.config import PipelineConfig
-from mmnerd.dedup.clusters import deduplicate
+from mmnerd.dedup.clusters import (
+    DedupResult,
+    Marks,
+    apply_marks,
+    cluster_members,
+    deduplicate,
+    find_clusters,
+    member_keys,
+    pick_representatives,
+)
 from mmnerd.dedup.report import write_report
-from mmnerd.io import remove_stale_temps
-from mmnerd.pipeline import Stage, StageContext
+from mmnerd.io import read_json, remove_stale_temps, write_json
+from mmnerd.pipeline import (
+    Stage,
+    StageContext,
+    StageStats,
+    _input_run,
+    shard_ids,
+    stage_dir,
+    write_shard,
+)
 from mmnerd.records import Post
 
 REPORT_DIR = ("reports", "dedup")
+WORK = "_work"
 
 
 def _workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
+
+
+def _cache_path(config: PipelineConfig) -> Path:
+    cfg = config.dedup
+    return Path(cfg.index_path) if cfg.index_path else config.root / "index" / f"{cfg.hash}.npz"
+
+
+def _drop_words(config: PipelineConfig) -> list[str]:
+    return [config.normalize.url_placeholder, config.normalize.mention_placeholder]
+
+
+def read_lines(path: Path, lo: int = 0, hi: int | None = None) -> Iterator[Post]:
+    """Posts ``lo:hi`` of a JSONL shard, parsing only those lines."""
+    with open(path, encoding="utf-8") as f:
+        k = 0
+        for line in f:
+            if not line.strip():
+                continue
+            if hi is not None and k >= hi:
+                return
+            if k >= lo:
+                yield Post.from_json(line)
+            k += 1
+
+
+def extract_shard(config: PipelineConfig, input_stage: str, sid: str, hash_workers: int) -> int:
+    """Phase 1 for one input shard (runs on a worker): save its :class:`PostKeys`."""
+    from mmnerd.dedup.keys import HashCache, post_keys
+
+    work = stage_dir(config, "dedup") / WORK
+    posts = list(read_lines(stage_dir(config, input_stage) / f"shard-{sid}.jsonl"))
+    cache = HashCache.load(work / "cache.npz")
+    keys = post_keys(
+        posts, config.dedup.hash, cache, config.root / "images", _drop_words(config), hash_workers
+    )
+    keys.save(work / f"keys-{sid}.npz")
+    return len(posts)
+
+
+def write_output_shard(
+    config: PipelineConfig, input_stage: str, index: int, pieces: list[tuple[str, int, int, int]]
+) -> int:
+    """Phase 3 for one output shard (runs on a worker): ``pieces`` are ``(input shard,
+    first, end, global position of first)``; returns the posts written."""
+    from mmnerd.images.hashing import hash_hex
+
+    folder = stage_dir(config, "dedup")
+    posts: list[Post] = []
+    for sid, lo, hi, _ in pieces:
+        with np.load(folder / WORK / f"keys-{sid}.npz") as z:
+            h, valid, has_image = z["hash"], z["valid"], z["has_image"]
+        chunk = list(read_lines(stage_dir(config, input_stage) / f"shard-{sid}.jsonl", lo, hi))
+        for k, p in enumerate(chunk, lo):
+            if has_image[k]:
+                assert p.image is not None
+                p.image.phash = hash_hex(int(h[k])) if valid[k] else ""
+        posts += chunk
+    with np.load(folder / WORK / "marks.npz") as z:
+        marks = Marks(z["idx"], z["cluster_id"], z["duplicate_of"], z["reason"])
+    apply_marks(posts, pieces[0][3] if pieces else 0, marks)
+    write_shard(folder, f"{index:05d}", posts, StageStats("dedup"))
+    return len(posts)
 
 
 class DedupStage(Stage):
@@ -36,26 +136,232 @@ class DedupStage(Stage):
         remove_stale_temps(config.root / "index")
 
     def run(self, records: Iterable[Post], ctx: StageContext) -> Iterator[Post]:
+        """In memory (every post at once): for direct use and small corpora."""
         posts = list(records)
         cfg = ctx.config.dedup
-        norm = ctx.config.normalize
         image_root = ctx.root / "images"
-        cache = Path(cfg.index_path) if cfg.index_path else ctx.root / "index" / f"{cfg.hash}.npz"
         result = deduplicate(
             posts,
             cfg,
             image_root=image_root,
             workers=_workers(),
-            drop_words=[norm.url_placeholder, norm.mention_placeholder],
-            cache_path=cache,
+            drop_words=_drop_words(ctx.config),
+            cache_path=_cache_path(ctx.config),
         )
-        for reason, n in (
-            ("duplicate_image", result.duplicate_image),
-            ("duplicate_text", result.duplicate_text),
-        ):
-            if n:
-                ctx.flag(reason, n)
-        if result.hash_failed:
-            ctx.flag("image_hash_failed", len(result.hash_failed))
+        _flag(ctx.stats, result.to_dict()["duplicates"], len(result.hash_failed))
         write_report(ctx.root.joinpath(*REPORT_DIR), result, posts, image_root, cfg)
         yield from posts
+
+    # ------------------------------------------------------------------ partitioned
+    def run_partitioned(self, config: PipelineConfig, executor: Any, folder: Path) -> StageStats:
+        """The three phases (module docstring) with ``executor``; returns the stats."""
+        assert self.input is not None
+        work = folder / WORK
+        stamp = {"fingerprint": self.fingerprint(config), "input_run": _input_run(config, self)}
+        if read_json(work / "stamp.json") != stamp:  # another config or input: start over
+            shutil.rmtree(work, ignore_errors=True)
+            for old in list(folder.glob("shard-*.jsonl")) + list(folder.glob("excluded-*")):
+                old.unlink()
+        work.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(work)
+        write_json(work / "stamp.json", stamp)
+        sids = shard_ids(config, self.input)
+        if not (work / "cache.npz").exists():
+            _write_worker_cache(config, work)
+        hash_workers = 1 if getattr(executor, "parallel", False) else _workers()
+        todo = [s for s in sids if not (work / f"keys-{s}.npz").exists()]
+        executor.map_tasks(
+            extract_shard, [(config, self.input, s, hash_workers) for s in todo], "dedup keys"
+        )
+        if not (work / "marks.npz").exists():
+            self._cluster(config, sids, work)
+        with np.load(work / "marks.npz") as z:
+            sizes = z["sizes"].tolist()
+            figures = json.loads(str(z["figures"]))
+        n = int(sum(sizes))
+        size = config.shard_size
+        tasks = []
+        for index, start in enumerate(range(0, n, size)):
+            if not (folder / f"shard-{index:05d}.jsonl").exists():
+                tasks.append((config, self.input, index, _pieces(sids, sizes, start, size)))
+        executor.map_tasks(write_output_shard, tasks, "dedup write")
+        stats = StageStats(self.name, items_in=n, items_out=n)
+        _flag(stats, figures["duplicates"], figures["hash_failed"])
+        return stats
+
+    def _cluster(self, config: PipelineConfig, sids: list[str], work: Path) -> None:
+        """Phase 2 (the driver, arrays only): search, cluster, report, cache, marks."""
+        from mmnerd.dedup.images import _load_cache, _save_cache
+        from mmnerd.dedup.text import Scan
+
+        cfg = config.dedup
+        cols: dict[str, list[np.ndarray]] = {}
+        names_of = ("hash", "valid", "has_image", "sha", "star", "digest", "counts", "shingles")
+        book = []  # per shard: new cache entries, failures, hashed (small)
+        for sid in sids:
+            with np.load(work / f"keys-{sid}.npz") as z:
+                for name in names_of:
+                    cols.setdefault(name, []).append(z[name])
+                fi = dict(zip(z["failed_idx"].tolist(), z["failed_msg"].tolist(), strict=True))
+                failed_ids = {k: str(z["ids"][k]) for k in fi}
+                book.append((z["new_sha"].tolist(), z["new_hash"].tolist(), fi, failed_ids,
+                             z["hashed"].tolist()))  # fmt: skip
+        sizes = [len(h) for h in cols.get("hash", [])]
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        n = int(offsets[-1])
+        empty = {"sha": np.zeros((0, 2), np.uint64), "digest": np.zeros((0, 2), np.uint64)}
+
+        def cat(name: str) -> np.ndarray:
+            parts = cols.pop(name, [])
+            return np.concatenate(parts) if parts else empty.get(name, np.zeros(0))
+
+        scan = Scan(cat("digest"), cat("counts").astype(np.int64), cols.pop("shingles", []), sizes)
+        hashes = cat("hash").astype(np.uint64)
+        valid = cat("valid").astype(bool)
+        has_image = cat("has_image").astype(bool)
+        sha = cat("sha").astype(np.uint64)
+        star = cat("star").astype(bool)
+        res = DedupResult(n_posts=n, n_images=int(has_image.sum()))
+        new_cache: dict[str, int] = {}
+        failed: list[tuple[int, str, str]] = []  # (global index, post id, error)
+        hashed = 0
+        seen_sha: set[tuple[int, int]] = set()
+        failed_sha: set[tuple[int, int]] = set()
+        for (new_sha, new_hash, fi, failed_ids, done), off in zip(
+            book, offsets.tolist(), strict=False
+        ):
+            for sh, h in zip(new_sha, new_hash, strict=True):
+                new_cache.setdefault(sh, h)
+            for k in done:  # one per content in the shard, in post order
+                key = (int(sha[off + k, 0]), int(sha[off + k, 1])) if star[off + k] else None
+                if key is not None and key in seen_sha:
+                    continue  # an earlier shard hashed the same file: count it once
+                if key is not None:
+                    seen_sha.add(key)
+                hashed += 1
+                if k in fi and (key is None or key not in failed_sha):
+                    failed.append((off + k, failed_ids[k], fi[k]))
+                    if key is not None:
+                        failed_sha.add(key)
+        res.hashed = hashed - len(failed)
+        res.hash_failed = {pid: msg for _, pid, msg in sorted(failed)}
+        if hashed:
+            cache_path = _cache_path(config)
+            _save_cache(cache_path, cfg.hash, {**_load_cache(cache_path, cfg.hash), **new_cache})
+        labels, img_linked = find_clusters(
+            hashes, valid, sha, star, scan, cfg, workers=_workers(), res=res
+        )
+        del scan, sha, star
+        idx, lab = cluster_members(labels)
+        del labels
+        area = np.zeros(n, np.int64)
+        created = np.zeros(n, dtype=object)
+        ids_all = np.zeros(n, dtype=object)
+        shard_of = np.searchsorted(offsets, idx, side="right") - 1
+        for s in np.unique(shard_of).tolist():
+            here = idx[shard_of == s]
+            local = here - offsets[s]
+            with np.load(work / f"keys-{sids[s]}.npz") as z:
+                area[here] = z["area"][local]
+                created[here] = z["created"][local]
+                ids_all[here] = z["ids"][local]
+        keys, names = member_keys(idx, area, created, ids_all, cfg.keep)
+        del area, created, ids_all
+        marks = pick_representatives(idx, lab, keys, names, img_linked, res)
+        self._report(config, sids, offsets, res, marks, names, hashes, valid, has_image)
+        figures = res.to_dict()
+        tmp = work / ".marks.tmp.npz"
+        np.savez(
+            tmp,
+            idx=marks.idx,
+            cluster_id=marks.cluster_id,
+            duplicate_of=marks.duplicate_of,
+            reason=marks.reason,
+            sizes=np.array(sizes, np.int64),
+            figures=np.str_(json.dumps(figures)),
+        )
+        os.replace(tmp, work / "marks.npz")
+
+    def _report(
+        self,
+        config: PipelineConfig,
+        sids: list[str],
+        offsets: np.ndarray,
+        res: DedupResult,
+        marks: Marks,
+        names: dict[int, str],
+        hashes: np.ndarray,
+        valid: np.ndarray,
+        has_image: np.ndarray,
+    ) -> None:
+        """The report needs the posts of the largest clusters only (the contact sheet's
+        captions compare each shown member with every member): read just those."""
+        from mmnerd.images.hashing import hash_hex
+
+        assert self.input is not None
+        clusters = list(res.clusters.values())
+        by_size = sorted(clusters, key=lambda m: -len(m))[:20]
+        sheet = sorted(clusters, key=lambda m: (-len(m), names[m[0]]))[:12]
+        need = sorted({k for m in by_size for k in m[:20]} | {k for m in sheet for k in m})
+        posts: dict[int, Post] = {}
+        need_arr = np.array(need, dtype=np.int64)
+        shard_of = np.searchsorted(offsets, need_arr, side="right") - 1
+        for s in np.unique(shard_of).tolist():
+            wanted = set((need_arr[shard_of == s] - offsets[s]).tolist())
+            path = stage_dir(config, self.input) / f"shard-{sids[s]}.jsonl"
+            for k, p in enumerate(read_lines(path, 0, max(wanted) + 1)):
+                if k in wanted:
+                    g = int(offsets[s]) + k
+                    if has_image[g]:
+                        assert p.image is not None
+                        p.image.phash = hash_hex(int(hashes[g])) if valid[g] else ""
+                    apply_marks([p], g, marks)
+                    posts[g] = p
+        image_root = config.root / "images"
+        write_report(
+            config.root.joinpath(*REPORT_DIR),
+            res,
+            posts,  # type: ignore[arg-type]
+            image_root,
+            config.dedup,
+            sheet_clusters={m[0]: m for m in sheet},
+        )
+
+
+def _flag(stats: StageStats, duplicates: dict[str, int], hash_failed: int) -> None:
+    for reason in ("duplicate_image", "duplicate_text"):
+        if duplicates.get(reason):
+            stats.flagged[reason] += duplicates[reason]
+    if hash_failed:
+        stats.flagged["image_hash_failed"] += hash_failed
+
+
+def _pieces(
+    sids: list[str], sizes: list[int], start: int, size: int
+) -> list[tuple[str, int, int, int]]:
+    """The input-shard ranges ``(shard, first, end, global first)`` holding global posts
+    ``[start, start + size)``."""
+    out = []
+    off = 0
+    for sid, n in zip(sids, sizes, strict=True):
+        lo, hi = max(start, off), min(start + size, off + n)
+        if lo < hi:
+            out.append((sid, lo - off, hi - off, lo))
+        off += n
+    return out
+
+
+def _write_worker_cache(config: PipelineConfig, work: Path) -> None:
+    """The sha256 -> hash cache as sorted arrays the workers binary-search."""
+    from mmnerd.dedup.keys import HashCache
+    from mmnerd.images.index import HashIndex
+
+    path = _cache_path(config)
+    cache = HashCache(np.zeros((0, 2), np.uint64), np.zeros(0, np.uint64))
+    if path.exists():
+        index = HashIndex.load(path)
+        if index.kind == config.dedup.hash:
+            cache = HashCache.from_ids(index.ids.tolist(), index.hashes)
+    tmp = work / ".cache.tmp.npz"
+    cache.save(tmp)
+    os.replace(tmp, work / "cache.npz")

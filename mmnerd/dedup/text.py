@@ -9,6 +9,7 @@ every candidate verified), in bounded memory, optionally only across groups (spl
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -136,20 +137,42 @@ def _ramp(counts: np.ndarray) -> np.ndarray:
     return np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
 
 
-def _scan(
-    texts: Sequence[str], k: int, drop: Sequence[str]
-) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
-    """Normalise and shingle ``texts`` in passes of :data:`_SCAN_TEXTS`.
+@dataclass
+class Scan:
+    """Texts normalised and shingled (:func:`scan_texts`), ready for :func:`join_scanned`.
 
-    Returns ``digest`` ``(n, 2) uint64`` (blake2b-128 of each normalised text, zeros when
-    empty), ``parts``: per pass, the ``uint64`` shingle hashes of its texts, grouped by
-    text (repeats kept; not concatenated, to spare a copy) and ``counts`` ``(n,) int64``
-    (0 = empty normalised text).
+    ``digest`` ``(n, 2) uint64``: blake2b-128 of each normalised text (zeros when empty);
+    ``counts`` ``(n,) int64``: shingles per text (0 = empty normalised text); ``parts``:
+    the ``uint64`` shingle hashes grouped by text (repeats kept), in consecutive pieces
+    (one per pass or per shard, never concatenated, to spare a copy) whose text counts
+    are ``sizes``.
     """
+
+    digest: np.ndarray
+    counts: np.ndarray
+    parts: list[np.ndarray]
+    sizes: list[int]
+
+    @staticmethod
+    def concat(scans: Sequence[Scan]) -> Scan:
+        """The scans of consecutive text ranges (e.g. shards) as one."""
+        return Scan(
+            np.concatenate([s.digest for s in scans] or [np.zeros((0, 2), np.uint64)]),
+            np.concatenate([s.counts for s in scans] or [np.zeros(0, np.int64)]),
+            [p for s in scans for p in s.parts],
+            [z for s in scans for z in s.sizes],
+        )
+
+
+def scan_texts(texts: Sequence[str], k: int = 2, drop: Sequence[str] = ()) -> Scan:
+    """Normalise and shingle ``texts`` in passes of :data:`_SCAN_TEXTS` (bounded Python
+    lists); the part of :func:`text_edges` that reads the texts, so it can run per shard
+    (on executor workers) while the join only sees the arrays."""
     n = len(texts)
     digest = np.zeros((n, 2), dtype=np.uint64)
     counts = np.zeros(n, dtype=np.int64)
     parts: list[np.ndarray] = []
+    sizes: list[int] = []
     zero = bytes(16)
     gone = _folded(drop)
     cache: dict[str, int] = {}  # word hashes, shared by the passes while small
@@ -164,8 +187,17 @@ def _scan(
         digest[lo : lo + len(split)] = np.frombuffer(raw, dtype=np.uint64).reshape(-1, 2)
         hv, c = _shingle_hashes(split, k, cache)
         parts.append(hv)
+        sizes.append(len(split))
         counts[lo : lo + len(split)] = c
-    return digest, parts, counts
+    return Scan(digest, counts, parts, sizes)
+
+
+def _scan(
+    texts: Sequence[str], k: int, drop: Sequence[str]
+) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """:func:`scan_texts` as ``(digest, parts, counts)`` (kept for the benchmarks' timing)."""
+    sc = scan_texts(texts, k, drop)
+    return sc.digest, sc.parts, sc.counts
 
 
 def _run(parts: list[np.ndarray], ends: np.ndarray, lo: int, hi: int) -> np.ndarray:
@@ -237,21 +269,37 @@ def _order_sets(parts: list[np.ndarray], counts: np.ndarray, max_shingles: int) 
     """Rank shingle hashes (``concatenate(parts)``, grouped by set, ``counts`` per set)
     rarest first.
 
-    One global sort finds each hash's frequency (~8 bytes per shingle besides
-    ``parts``); the sets are then ranked and sorted in runs of about ``max_shingles``.
+    Frequencies come from sorting the hashes in passes over ranges of their top bits
+    (about ``max_shingles`` per pass, so no sorted copy of all of them is ever held);
+    the sets are then ranked and sorted in runs of about ``max_shingles``.
     """
     m = len(counts)
-    s = np.concatenate(parts or [np.zeros(0, np.uint64)]).view(np.int64)
-    s.sort()
-    new = np.ones(len(s), dtype=bool)
-    np.not_equal(s[1:], s[:-1], out=new[1:])
-    starts = np.flatnonzero(new)
-    del new
-    freq = np.diff(np.append(starts, len(s)))  # occurrences per distinct hash
-    shared = freq > 1  # a hash seen once (a hapax) is never in two sets
-    values = s[starts[shared]]
-    freq = freq[shared]
-    del s, starts, shared
+    total = sum(len(p) for p in parts)
+    bits = max(0, math.ceil(math.log2(max(1, total / max(1, max_shingles)))))
+    shift = np.int64(64 - bits) if bits else None
+    kept_values: list[np.ndarray] = []
+    kept_freq: list[np.ndarray] = []
+    # ranges of the signed top bits, in ascending int64 order: the values come out sorted
+    for top in range(-(1 << bits >> 1), (1 << bits) - (1 << bits >> 1)) if bits else [0]:
+        if shift is None:
+            sel = [p.view(np.int64) for p in parts]
+        else:
+            sel = [p.view(np.int64)[(p.view(np.int64) >> shift) == top] for p in parts]
+        s = np.concatenate(sel or [np.zeros(0, np.int64)])
+        del sel
+        s.sort()
+        new = np.ones(len(s), dtype=bool)
+        np.not_equal(s[1:], s[:-1], out=new[1:])
+        starts = np.flatnonzero(new)
+        del new
+        freq = np.diff(np.append(starts, len(s)))  # occurrences per distinct hash
+        shared = freq > 1  # a hash seen once (a hapax) is never in two sets
+        kept_values.append(s[starts[shared]])
+        kept_freq.append(freq[shared])
+        del s, starts, shared, freq
+    values = np.concatenate(kept_values)
+    freq = np.concatenate(kept_freq)
+    del kept_values, kept_freq
     n_tok = len(values)
     dtype = np.int32 if n_tok < 2**31 else np.int64
     rank = np.empty(n_tok, dtype=dtype)
@@ -509,26 +557,43 @@ def text_edges(
     length and positional filters) over shingle sets in a rare-first global order,
     each candidate verified by an exact intersection.  ``memory_bytes`` bounds the
     runs of ranking, candidate generation and verification (a larger corpus takes
-    more runs, never more memory); the shingle arrays themselves take ~25 bytes per
-    shingle at peak (measured: ~0.6 GB per 1M short posts).
+    more runs, never more memory); the shingle arrays themselves take ~23 bytes per
+    shingle at peak (measured: ~0.53 GB per 1M short posts).
     """
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"text_edges: threshold must be in (0, 1], got {threshold}")
-    n = len(texts)
+    digest, parts, counts = _scan(texts, k, drop)  # via _scan: the benchmark times it
+    sizes = [min(_SCAN_TEXTS, len(texts) - lo) for lo in range(0, len(texts), _SCAN_TEXTS)]
+    return join_scanned(Scan(digest, counts, parts, sizes), threshold, groups, memory_bytes)
+
+
+def join_scanned(
+    scan: Scan,
+    threshold: float = 0.8,
+    groups: np.ndarray | Sequence[int] | None = None,
+    memory_bytes: int = 2 << 30,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`text_edges` from texts already scanned (:func:`scan_texts`, possibly shard by
+    shard and :meth:`Scan.concat`-ed): the same edges.  ``scan.parts`` is consumed (its
+    pieces are filtered in place)."""
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"text_edges: threshold must be in (0, 1], got {threshold}")
+    digest, parts, counts = scan.digest, scan.parts, scan.counts
+    n = len(counts)
     labels = None
     if groups is not None:
         labels = np.asarray(groups).astype(np.int64)
         if labels.shape != (n,):
             raise ValueError(f"text_edges: groups has shape {labels.shape}, expected ({n},)")
-    digest, parts, counts = _scan(texts, k, drop)
     rep, copy, copy_of = _classes(digest, counts, labels)
-    del digest
     if len(rep) < n:  # keep the shingles of each class's first text only
         first = np.zeros(n, dtype=bool)
         first[rep] = True
-        for p, lo in enumerate(range(0, n, _SCAN_TEXTS)):
-            hi = lo + _SCAN_TEXTS
+        lo = 0
+        for p, size in enumerate(scan.sizes):
+            hi = lo + size
             parts[p] = parts[p][np.repeat(first[lo:hi], counts[lo:hi])]
+            lo = hi
     rep_labels = None if labels is None else labels[rep]
     ii: list[np.ndarray] = []
     jj: list[np.ndarray] = []

@@ -18,6 +18,7 @@ costs its shard:
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from mmnerd.config import ExecutorConfig, PipelineConfig
@@ -75,6 +76,8 @@ def check_loadable(client: Any, config: PipelineConfig, stage: Stage) -> None:
 class DaskExecutor:
     """Submit one task per shard; wait for all; re-raise the first failure."""
 
+    parallel = True
+
     def __init__(self, cfg: ExecutorConfig):
         self.cfg = cfg
         self._client: Any = None
@@ -130,6 +133,28 @@ class DaskExecutor:
             for fut in pending:
                 results.append(fut.result())
                 fut.release()  # nothing left on the worker to recompute if it is lost later
+                advance(1)
+        return results
+
+    def map_tasks(self, fn: Callable[..., Any], args: list[tuple], label: str) -> list[Any]:
+        """Submit ``fn(*a)`` for each ``a`` (retried once, like shard tasks); results in
+        order, each gathered and released as it completes."""
+        if not args:
+            return []
+        from dask.distributed import as_completed
+
+        client = self.client()
+        run = uuid.uuid4().hex[:8]
+        futures = [
+            client.submit(fn, *a, key=f"{label.replace(' ', '-')}-{k}-{run}", retries=1)
+            for k, a in enumerate(args)
+        ]
+        where = {f.key: k for k, f in enumerate(futures)}
+        results: list[Any] = [None] * len(futures)
+        with progress_bar(f"{label} (dask)", total=len(futures), unit="tasks") as advance:
+            for fut in as_completed(futures):
+                results[where[fut.key]] = fut.result()
+                fut.release()
                 advance(1)
         return results
 

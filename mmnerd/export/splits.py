@@ -20,6 +20,8 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
+
 from mmnerd.config import PipelineConfig
 from mmnerd.errors import InputError
 from mmnerd.pipeline import Stage, StageContext, iter_stage
@@ -102,6 +104,117 @@ def assign_splits(
     return assignment
 
 
+class SplitKeys:
+    """What :func:`assign_splits` needs of each post, as compact arrays (~50 bytes a post
+    instead of a Python object per post): filled by :meth:`add` in stream order."""
+
+    def __init__(self) -> None:
+        self._ids: list[np.ndarray] = []
+        self._batch: list[bytes] = []
+        self.lang: list[int] = []  # code into self.langs (array('b') would do; n is small)
+        self.types: list[int] = []  # bit mask over self.labels
+        self.clustered: dict[int, str] = {}  # stream index -> cluster id
+        self.langs: dict[str, int] = {}
+        self.labels: dict[str, int] = {}
+        self.n = 0
+
+    def add(self, post: Post) -> None:
+        self._batch.append(post.id.encode("utf-8"))
+        if len(self._batch) >= 1 << 16:
+            self._flush()
+        self.lang.append(self.langs.setdefault(post.lang, len(self.langs)))
+        mask = 0
+        for s in post.spans:
+            mask |= 1 << self.labels.setdefault(s.label, len(self.labels))
+        self.types.append(mask)
+        if post.cluster_id:
+            self.clustered[self.n] = post.cluster_id
+        self.n += 1
+
+    def _flush(self) -> None:
+        if self._batch:
+            self._ids.append(np.array(self._batch, dtype=bytes))
+            self._batch = []
+
+    def ids(self) -> np.ndarray:
+        """``(n,)`` UTF-8 ids (bytes order = code point order, as ``str`` sorts)."""
+        self._flush()
+        if not self._ids:
+            return np.zeros(0, dtype="S1")
+        width = max(a.dtype.itemsize for a in self._ids)
+        self._ids = [np.concatenate([a.astype(f"S{width}") for a in self._ids])]
+        return self._ids[0]
+
+
+def assign_split_codes(
+    keys: SplitKeys,
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    seed: int = 13,
+    fixed: dict[str, str] | None = None,
+) -> np.ndarray:
+    """:func:`assign_splits` over :class:`SplitKeys`: ``(n,) int8`` index into
+    :data:`SPLITS` per post, in stream order; the same assignment, in arrays."""
+    fixed = fixed or {}
+    n = keys.n
+    ids = keys.ids()
+    lang = np.array(keys.lang, dtype=np.int32)
+    types = np.array(keys.types, dtype=np.int64)
+    order = np.argsort(ids, kind="stable")  # sorted by id: input order must not matter
+    # group of each post: itself, or its cluster (numbered n + k)
+    group = np.arange(n, dtype=np.int64)
+    cluster_no: dict[str, int] = {}
+    for i, cid in keys.clustered.items():
+        group[i] = n + cluster_no.setdefault(cid, len(cluster_no))
+    g_sorted = group[order]
+    uniq, first_pos, inv = np.unique(g_sorted, return_index=True, return_inverse=True)
+    rank = np.empty(len(uniq), np.int64)  # groups in order of their first member by id
+    rank[np.argsort(first_pos, kind="stable")] = np.arange(len(uniq))
+    gidx = rank[inv]  # (n,) group number of each post in id order
+    n_groups = len(uniq)
+    members = np.argsort(gidx, kind="stable")  # id-order positions grouped by group
+    starts = np.searchsorted(gidx[members], np.arange(n_groups + 1))
+    lang_names = {v: k for k, v in keys.langs.items()}
+    label_names = {v: k for k, v in keys.labels.items()}
+    cluster_name = {n + v: k for k, v in cluster_no.items()}
+    code = np.full(n, -1, dtype=np.int8)
+    strata: dict[tuple[str, str], list[int]] = defaultdict(list)
+    group_key: list[str] = [""] * n_groups
+    for g in range(n_groups):
+        post = order[members[starts[g] : starts[g + 1]]]  # stream indices, id order
+        gid = int(group[post[0]])
+        group_key[g] = cluster_name[gid] if gid >= n else ids[post[0]].decode("utf-8")
+        pinned = {fixed[i] for i in (ids[k].decode("utf-8") for k in post) if i in fixed}
+        if pinned:
+            code[post] = SPLITS.index("test" if "test" in pinned else sorted(pinned)[0])
+            continue
+        if len(post) == 1:
+            major = int(lang[post[0]])
+            mask = int(types[post[0]])
+        else:
+            major = Counter(lang[post].tolist()).most_common(1)[0][0]
+            mask = int(np.bitwise_or.reduce(types[post]))
+        names = sorted(label_names[b] for b in range(len(label_names)) if mask >> b & 1)
+        strata[(lang_names[major], "+".join(names) or "none")].append(g)
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(SPLITS, 0))
+    sizes = np.diff(starts)
+    for st in sorted(strata):
+        gs = sorted(strata[st], key=lambda g: _order(seed, group_key[g]))
+        counts_lang = counts[st[0]]
+        for g in gs:
+            size = int(sizes[g])
+            total = sum(counts_lang.values()) + size
+            split = max(
+                SPLITS,
+                key=lambda sp: (
+                    ratios[SPLITS.index(sp)] * total - counts_lang[sp],
+                    -SPLITS.index(sp),
+                ),
+            )
+            counts_lang[split] += size
+            code[order[members[starts[g] : starts[g + 1]]]] = SPLITS.index(split)
+    return code
+
+
 def label_stage(config: PipelineConfig) -> str:
     """The stage whose output holds the final labels: ``pull`` (Label Studio) or ``gold``
     (the source's own labels, ``export.labels = "source"``)."""
@@ -126,12 +239,21 @@ class SplitStage(Stage):
             yield from self._source_splits(records, ctx)
             return
         fixed = load_fixed_test(cfg.fixed_test) if cfg.fixed_test else None
-        # two passes over the input: small keys first, then the posts, so memory stays flat
-        assignment = assign_splits((Item.of(p) for p in records), cfg.ratios, cfg.seed, fixed)
+        # two passes over the input: compact keys first, then the posts, so memory stays flat
+        keys = SplitKeys()
+        for p in records:
+            keys.add(p)
+        codes = assign_split_codes(keys, cfg.ratios, cfg.seed, fixed)
         if fixed:
-            _check_fixed_found(fixed, assignment, cfg.fixed_test, ctx)
-        for p in iter_stage(ctx.config, self.input or ""):
-            p.split = assignment[p.id]
+            present = set(
+                np.char.decode(
+                    keys.ids()[np.isin(keys.ids(), [f.encode() for f in fixed])]
+                ).tolist()
+            )
+            _check_fixed_found(fixed, dict.fromkeys(present, ""), cfg.fixed_test, ctx)
+        del keys
+        for k, p in enumerate(iter_stage(ctx.config, self.input or "")):
+            p.split = SPLITS[codes[k]]
             yield p
 
     def _source_splits(self, records: Iterable[Post], ctx: StageContext) -> Iterator[Post]:

@@ -10,12 +10,15 @@ Method (multi-index hashing with the generalised pigeonhole principle):
    differs in at most ``r_i`` bits (else the distance would be ``>= t + 1``).
    ``m = t + 1`` (all radii 0) is the classic pigeonhole; fewer, wider blocks
    with small radii are far cheaper on large sets.  :func:`make_plan` picks
-   ``m`` with a cost model.
+   ``m`` and the widths with a cost model (measured per-step costs).
 3. Per block the distinct values are sorted by block key (a bucket = values
-   sharing the key).  Neighbouring bucket pairs (keys within ``r_i`` bits) come
-   from enumerating the flip masks; each bucket pair is verified densely
-   (``XOR`` + ``np.bitwise_count`` over the ``|A| x |B|`` matrix), batched by
-   bucket-size class so numpy works on big arrays.
+   sharing the key) and each key's first values are copied into a fixed-width
+   padded row.  Compiled kernels (numba, :mod:`mmnerd.images._kernels`) walk
+   every value against the rows of the keys within ``r_i`` flips of its own,
+   8 values per vector XOR + popcount + compare, tile by tile (keys sharing their
+   high bits) so the rows in use stay in cache; nothing is materialised but the
+   pairs found.  Values past their row's width ("overflow") are paired by a
+   second kernel against whole buckets.
 4. A pair found in block ``i`` is kept only if no earlier block ``j < i`` also
    catches it (``d_j <= r_j``), so every pair is reported exactly once.
 
@@ -24,19 +27,19 @@ The result is exact: the same pair set as brute force (tests check it).
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 _U64 = np.uint64
-_DENSE_TABLE_BITS = 22  # block keys up to this width are looked up in a dense table
-_CHUNK = 1 << 16  # candidate cells per dense verification chunk (512 KB of uint64: in cache)
 
 
 # --------------------------------------------------------------------------- plans
@@ -70,57 +73,88 @@ def _ball(bits: int, radius: int) -> int:
     return sum(math.comb(bits, k) for k in range(radius + 1))
 
 
-def _blocks(m: int, threshold: int) -> tuple[Block, ...]:
+def _blocks(m: int, threshold: int, deltas: Sequence[int] = ()) -> tuple[Block, ...]:
+    """``m`` contiguous blocks covering the 64 bits, widths as even as possible plus
+    ``deltas`` (summing to 0); the radii (``sum = threshold - m + 1``) go to the widest
+    blocks first."""
     q, rem = divmod(64, m)
     widths = [q + 1 if i < rem else q for i in range(m)]
+    for i, d in enumerate(deltas):
+        widths[i] += d
     slack = threshold - m + 1
     radii = [slack // m + (1 if i < slack % m else 0) for i in range(m)]
+    by_width = sorted(range(m), key=lambda i: -widths[i])
+    radius_of = dict(zip(by_width, radii, strict=True))
     blocks, shift = [], 64
-    for w, r in zip(widths, radii, strict=True):
+    for i, w in enumerate(widths):
         shift -= w
-        blocks.append(Block(shift=shift, bits=w, radius=r))
+        blocks.append(Block(shift=shift, bits=w, radius=radius_of[i]))
     return tuple(blocks)
 
 
-def _cost(blocks: Sequence[Block], n_a: int, n_b: int) -> float:
-    """Rough single-core nanoseconds to join ``n_a`` with ``n_b`` distinct values."""
+# model constants, ~nanoseconds on one core of the project machine (see docs/dedup.md)
+_NS_UNIT = 2.5  # one (value, flip mask) step of fixed_join
+_NS_ROW = 1.2  # one 8-value row unit: XOR + popcount + compare
+_NS_SORT = 40.0  # sorting and bucketing one value for one block
+_NS_SEARCH = 40.0  # one binary search of a wide block
+
+
+def _cost(blocks: Sequence[Block], n_a: int, n_b: int, memory_bytes: int) -> float:
+    """Rough single-core nanoseconds to join ``n_a`` with ``n_b`` distinct values
+    (``inf`` if a block's padded rows would not fit a quarter of ``memory_bytes``)."""
     total = 0.0
+    half = 0.5 if n_a == n_b else 1.0
     for b in blocks:
-        space = 2.0**b.bits
-        d_a = space * -math.expm1(-n_a / space)  # expected distinct keys
-        d_b = space * -math.expm1(-n_b / space)
         ball = _ball(b.bits, b.radius)
-        # table lookups: in cache up to 2**16 keys, then cache/TLB misses, then searchsorted
-        lookup = 4.0 if b.bits <= 16 else 30.0 if b.bits <= _DENSE_TABLE_BITS else 80.0
-        enum = min(d_a, d_b) * ball * lookup
-        bucket_pairs = min(d_a, d_b) * ball * min(1.0, max(d_a, d_b) / space)
-        gather = bucket_pairs * (40.0 + 6.0 * (n_a / max(d_a, 1) + n_b / max(d_b, 1)))
-        cells = n_a * n_b * ball / space
-        total += enum + gather + 3.0 * cells
+        space = 2.0**b.bits
+        lam = n_b / space
+        total += (n_a + n_b) * _NS_SORT
+        if b.bits <= _DENSE_MAX_BITS:
+            width = min(_MAX_WIDTH, 8 * math.ceil((lam + 3 * math.sqrt(lam) + 1) / 8))
+            fit = int(memory_bytes / 4 / (space * 8)) - 8  # values per row the budget allows
+            if fit < 8:
+                return math.inf
+            width = min(width, fit // 8 * 8)
+            over = max(0.0, lam - width) / max(lam, 1e-9)  # share left to the overflow kernel
+            units = n_a * ball * half
+            total += units * (_NS_UNIT + width / 8 * _NS_ROW)
+            total += units * over * lam * _NS_ROW + space * width * 0.5
+        else:
+            d_a = space * -math.expm1(-n_a / space)
+            total += d_a * ball * half * _NS_SEARCH
+            total += n_a * n_b * ball / space * half * _NS_ROW / 4
     return total
 
 
-def make_plan(threshold: int, n_a: int, n_b: int | None = None, m: int | None = None) -> Plan:
+def make_plan(
+    threshold: int,
+    n_a: int,
+    n_b: int | None = None,
+    m: int | None = None,
+    memory_bytes: int = 2 << 30,
+) -> Plan:
     """The cheapest block split for joining ``n_a`` values with ``n_b`` (self-join if None).
 
-    ``m`` forces the number of blocks (``1 <= m <= threshold + 1``).
+    ``m`` forces the number of blocks (``1 <= m <= threshold + 1``); widths may differ by
+    a few bits between blocks (a narrower block for a smaller radius).
     """
     if not 0 <= threshold <= 64:
         raise ValueError(f"threshold must be in [0, 64], got {threshold}")
     n_b = n_a if n_b is None else n_b
-    half = 0.5 if n_b == n_a else 1.0
     choices = [m] if m is not None else range(1, min(threshold + 1, 32) + 1)
     best: Plan | None = None
     for k in choices:
         if not 1 <= k <= threshold + 1:
             raise ValueError(f"m must be in [1, threshold + 1], got {k}")
-        blocks = _blocks(k, threshold)
-        if any(_ball(b.bits, b.radius) > 5_000_000 for b in blocks):
-            continue
-        cost = _cost(blocks, n_a, n_b) * half
-        if best is None or cost < best.cost:
-            best = Plan(threshold, blocks, cost)
-    if best is None:  # only huge radii: fall back to the classic pigeonhole
+        spread = range(-3, 4) if 2 <= k <= 4 else range(0, 1)
+        for deltas in itertools.product(spread, repeat=k - 1):
+            blocks = _blocks(k, threshold, (*deltas, -sum(deltas)))
+            if any(not 1 <= b.bits <= 64 or _ball(b.bits, b.radius) > 5_000_000 for b in blocks):
+                continue
+            cost = _cost(blocks, n_a, n_b, memory_bytes)
+            if best is None or cost < best.cost:
+                best = Plan(threshold, blocks, cost)
+    if best is None or math.isinf(best.cost):  # only huge radii: the classic pigeonhole
         best = Plan(threshold, _blocks(threshold + 1, threshold), 0.0)
     return best
 
@@ -256,195 +290,169 @@ def _ramp(counts: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- the join
-@dataclass
-class _Side:
-    """One side of a join, for one block: values sorted by block key, bucketed."""
-
-    order: np.ndarray  # (u,) positions into the side's values, sorted by key
-    sorted_vals: np.ndarray  # (u,) uint64
-    keys: np.ndarray  # (d,) uint64 distinct keys (sorted)
-    starts: np.ndarray  # (d,) int64
-    counts: np.ndarray  # (d,) int64
-
-    @staticmethod
-    def build(values: np.ndarray, block: Block) -> _Side:
-        k = block.keys(values)
-        order = np.argsort(k, kind="stable")
-        sk = k[order]
-        keys, starts, counts = np.unique(sk, return_index=True, return_counts=True)
-        return _Side(order, values[order], keys, starts.astype(np.int64), counts.astype(np.int64))
+_DENSE_MAX_BITS = 23  # wider block keys are looked up by binary search (small corpora)
+_TILE_BYTES = 1 << 19  # a tile's padded rows (B side) kept in the L2 cache: 512 KiB
+_MAX_WIDTH = 4096  # most values a padded row holds; more are overflow items
+_FIXED_BYTES = 32  # per item per block: sorted value, key, id (8 B each) + overflow share
 
 
 def _flip_masks(bits: int, radius: int) -> np.ndarray:
-    """``(V,) uint64``: all masks of ``bits`` bits with 1..radius bits set."""
+    """``(V,) int64``: all masks of ``bits`` bits with 1..radius bits set (bit patterns:
+    a 64-bit mask with the top bit set is negative)."""
     masks = [
         sum(1 << p for p in c) for k in range(1, radius + 1) for c in combinations(range(bits), k)
     ]
-    return np.array(masks, dtype=np.uint64)
+    return np.array(masks, dtype=np.uint64).view(np.int64)
 
 
-def _bucket_pairs(
-    a: _Side, b: _Side, block: Block, self_join: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """Index pairs ``(pa, pb)`` into ``a.keys`` / ``b.keys`` whose keys differ by <= radius bits.
-
-    Self-join: each unordered bucket pair once, ``pa <= pb`` (``pa == pb`` = same bucket).
-    """
-    pa_parts: list[np.ndarray] = []
-    pb_parts: list[np.ndarray] = []
-    # exact key matches
-    if self_join:
-        idx = np.arange(len(a.keys))
-        pa_parts.append(idx)
-        pb_parts.append(idx)
-    else:
-        common, ia, ib = np.intersect1d(a.keys, b.keys, assume_unique=True, return_indices=True)
-        pa_parts.append(ia.astype(np.int64))
-        pb_parts.append(ib.astype(np.int64))
-    masks = _flip_masks(block.bits, block.radius)
-    if len(masks):
-        # enumerate from the side with fewer keys, look up in the other
-        src, dst = (a, b) if len(a.keys) <= len(b.keys) else (b, a)
-        if block.bits <= _DENSE_TABLE_BITS:
-            table = np.full(1 << block.bits, -1, dtype=np.int64)
-            table[dst.keys] = np.arange(len(dst.keys))
-
-            def lookup(t: np.ndarray) -> np.ndarray:
-                return table[t]
-        else:
-
-            def lookup(t: np.ndarray) -> np.ndarray:
-                pos = np.searchsorted(dst.keys, t)
-                pos[pos == len(dst.keys)] = 0
-                return np.where(dst.keys[pos] == t, pos, -1)
-
-        step = max(1, _CHUNK // max(1, len(masks)))
-        for s in range(0, len(src.keys), step):
-            ks = src.keys[s : s + step]
-            targets = (ks[:, None] ^ masks[None, :]).ravel()
-            found = lookup(targets)
-            hit = np.flatnonzero(found >= 0)
-            ps = s + hit // len(masks)
-            pd = found[hit]
-            if self_join:  # each unordered pair once
-                keep = ps < pd
-                ps, pd = ps[keep], pd[keep]
-            if src is a:
-                pa_parts.append(ps)
-                pb_parts.append(pd)
-            else:
-                pa_parts.append(pd)
-                pb_parts.append(ps)
-    return np.concatenate(pa_parts), np.concatenate(pb_parts)
-
-
-def _size_class(c: np.ndarray) -> np.ndarray:
-    """Round bucket sizes up to a ladder (exact to 16, then ~12% steps) to batch them."""
-    ladder = _LADDER
-    return ladder[np.searchsorted(ladder, c)]
-
-
-def _make_ladder() -> np.ndarray:
-    vals = list(range(1, 17))
-    while vals[-1] < 1 << 31:
-        vals.append(int(math.ceil(vals[-1] * 1.125)))
-    return np.array(vals, dtype=np.int64)
-
-
-_LADDER = _make_ladder()
+def _row_width(counts: np.ndarray, max_bytes: int) -> int:
+    """Values per padded row (a multiple of 8): the smallest that leaves <= 1% of the items
+    (and <= 1% of the keys' excess) as overflow, within ``max_bytes`` of rows."""
+    n = int(counts.sum())
+    keys = len(counts)
+    width = 8
+    while width < _MAX_WIDTH and keys * (width + 8) * 8 <= max_bytes:
+        over = int(np.maximum(counts - width, 0).sum())
+        if over <= n // 100:
+            break
+        width += 8
+    return width
 
 
 @dataclass
-class _Task:
-    block_index: int
-    self_bucket: bool
-    size_a: int
-    size_b: int
-    pa: np.ndarray  # (P,) bucket indices
-    pb: np.ndarray
+class _Side:
+    """One side of a join for one block: values sorted by block key (stable), bucketed.
 
-
-def _verify(
-    task: _Task, a: _Side, b: _Side, plan: Plan
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Dense check of ``task``'s bucket pairs; returns (value index a, value index b, dist).
-
-    Layout ``(size_a, size_b, P)`` keeps the bucket-pair axis innermost, so every
-    ufunc runs over long contiguous rows (small buckets would otherwise make
-    numpy call its inner loop once per 10-20 cells).
+    Dense blocks (``bits <= 23``) index buckets by key (``start`` ``(2**bits + 1,)``) and
+    keep each key's first ``width`` values in fixed rows (``rows``); the items past
+    ``width`` are ``overflow`` (sorted positions).  Wide blocks keep the distinct keys
+    (``ukeys``) and variable rows padded to 8 (``pstart``, ``rows``).
     """
+
+    sv: np.ndarray  # (u,) uint64 values sorted by key
+    key: np.ndarray  # (u,) int64 their keys
+    order: np.ndarray  # (u,) int64 their positions in the side's values
+    start: np.ndarray  # (K + 1,) int64 item offsets per bucket
+    rows: np.ndarray  # padded values
+    width: int = 0  # dense: values per row
+    overflow: np.ndarray | None = None  # dense: sorted positions past their row
+    ukeys: np.ndarray | None = None  # wide: (K,) distinct keys
+    pstart: np.ndarray | None = None  # wide: (K + 1,) row offsets
+
+    @property
+    def dense(self) -> bool:
+        return self.ukeys is None
+
+    @staticmethod
+    def build(values: np.ndarray, block: Block, rows: bool, max_bytes: int) -> _Side:
+        from mmnerd.images import _kernels as kn
+
+        keys = block.keys(values).astype(np.int64)
+        order = np.argsort(keys, kind="stable")
+        sk = keys[order]
+        sv = values[order]
+        if block.bits <= _DENSE_MAX_BITS:
+            counts = np.bincount(sk, minlength=1 << block.bits)
+            start = np.zeros(len(counts) + 1, np.int64)
+            np.cumsum(counts, out=start[1:])
+            if not rows:
+                return _Side(sv, sk, order, start, np.zeros(0, _U64))
+            width = _row_width(counts, max_bytes)
+            table = np.empty(len(counts) * width, _U64)
+            kn.fixed_rows(sv, start, width, block.shift, table)
+            slot = np.arange(len(sk), dtype=np.int64) - start[sk]
+            return _Side(sv, sk, order, start, table, width, np.flatnonzero(slot >= width))
+        new = np.ones(len(sk), dtype=bool)
+        new[1:] = sk[1:] != sk[:-1]
+        start = np.append(np.flatnonzero(new), len(sk)).astype(np.int64)
+        ukeys = sk[new]
+        counts = np.diff(start)
+        pstart = np.zeros(len(counts) + 1, np.int64)
+        np.cumsum((counts + 7) // 8 * 8, out=pstart[1:])
+        table = np.empty(int(pstart[-1]), _U64)
+        kn.pad_rows(sv, start, pstart, table)
+        return _Side(sv, sk, order, start, table, ukeys=ukeys, pstart=pstart)
+
+
+def _tile_masks(bits: int, radius: int, s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every mask of ``bits`` bits with <= ``radius`` bits set (0 included), grouped by its
+    high part (``>> s``): ``(hmasks, lo_ptr, lo_masks)`` as :func:`fixed_join` takes them."""
+    groups: dict[int, list[int]] = {}
+    for mu in [0, *_flip_masks(bits, radius).view(_U64).tolist()]:
+        groups.setdefault(mu >> s, []).append(mu & ((1 << s) - 1))
+    hmasks = sorted(groups)
+    lo: list[int] = []
+    ptr = [0]
+    for h in hmasks:
+        lo += sorted(groups[h])
+        ptr.append(len(lo))
+    return np.array(hmasks, np.int64), np.array(ptr, np.int64), np.array(lo, np.int64)
+
+
+def _run_kernel(fn: Callable[..., int], *args: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Call a kernel with output buffers; if they were too small, once more with the size
+    it reported (a task's pairs are its output: never cut)."""
+    cap = 1 << 12
+    while True:
+        oi = np.empty(cap, np.int64)
+        oj = np.empty(cap, np.int64)
+        od = np.empty(cap, np.uint8)
+        n = fn(*args, oi, oj, od)
+        if n <= cap:
+            return oi[:n], oj[:n], od[:n]
+        cap = n
+
+
+def _block_tasks(
+    plan: Plan, bi: int, a: _Side, b: _Side, self_join: bool, n_tasks: int
+) -> list[Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """The work of block ``bi`` as independent tasks (key-tile ranges, then the overflow
+    items), each returning ``(id a, id b, dist)`` arrays."""
+    from functools import partial
+
+    from mmnerd.images import _kernels as kn
+
+    block = plan.blocks[bi]
+    earlier = plan.blocks[:bi]
+    prev = (
+        np.array([e.shift for e in earlier], _U64),
+        np.array([e.mask for e in earlier], _U64),
+        np.array([e.radius for e in earlier], np.int64),
+    )
     t = plan.threshold
-    sa_n, sb_n = task.size_a, task.size_b
-    ar_a = np.arange(sa_n, dtype=np.int64)[:, None]
-    ar_b = np.arange(sb_n, dtype=np.int64)[:, None]
-    out_a: list[np.ndarray] = []
-    out_b: list[np.ndarray] = []
-    out_d: list[np.ndarray] = []
-    cells = sa_n * sb_n
-    cols = max(1, _CHUNK // max(cells, 1))
-    row_step = max(1, _CHUNK // max(sb_n, 1))  # huge buckets: blocks of rows of A
-    for s in range(0, len(task.pa), cols):
-        pa, pb = task.pa[s : s + cols], task.pb[s : s + cols]
-        st_a, ct_a = a.starts[pa], a.counts[pa]
-        st_b, ct_b = b.starts[pb], b.counts[pb]
-        n_p = len(pa)
-        va = a.sorted_vals[st_a + np.minimum(ar_a, ct_a - 1)]  # (size_a, P), padding clamped
-        vb = b.sorted_vals[st_b + np.minimum(ar_b, ct_b - 1)]  # (size_b, P)
-        for r0 in range(0, sa_n, row_step):
-            x = va[r0 : r0 + row_step, None, :] ^ vb[None, :, :]  # (rows, size_b, P)
-            d = np.bitwise_count(x)
-            flat = np.flatnonzero(d <= t)
-            if len(flat) == 0:
-                continue
-            p = flat % n_p
-            yb = (flat // n_p) % sb_n
-            xa = flat // (n_p * sb_n)
-            xor = x.reshape(-1)[flat]
-            xa = xa + r0
-            ok = (xa < ct_a[p]) & (yb < ct_b[p])
-            if task.self_bucket:
-                ok &= xa < yb
-            p, xa, yb, xor = p[ok], xa[ok], yb[ok], xor[ok]
-            for j in range(task.block_index):  # reported by an earlier block already?
-                blk = plan.blocks[j]
-                dj = np.bitwise_count((xor >> _U64(blk.shift)) & _U64(blk.mask))
-                keep = dj > blk.radius
-                p, xa, yb, xor = p[keep], xa[keep], yb[keep], xor[keep]
-            out_a.append(a.order[st_a[p] + xa])
-            out_b.append(b.order[st_b[p] + yb])
-            out_d.append(np.bitwise_count(xor))
-    if not out_a:
-        z = np.zeros(0, np.int64)
-        return z, z, np.zeros(0, np.uint8)
-    return np.concatenate(out_a), np.concatenate(out_b), np.concatenate(out_d)
+    tasks: list[Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]]] = []
+    if not b.dense:
+        masks = np.concatenate([[0], _flip_masks(block.bits, block.radius)]).astype(np.int64)
+        assert a.ukeys is not None and b.ukeys is not None
+        for lo, hi in _ranges(len(a.ukeys), n_tasks):
+            tasks.append(partial(
+                _run_kernel, kn.sparse_join, a.sv, a.ukeys.view(np.int64), a.order, a.start,
+                b.sv, b.ukeys.view(np.int64), b.order, b.start, b.pstart, b.rows, masks, lo, hi,
+                self_join, t, *prev,
+            ))  # fmt: skip
+        return tasks
+    s = max(0, min(block.bits, int(math.log2(max(1, _TILE_BYTES // (8 * b.width))))))
+    hmasks, lo_ptr, lo_masks = _tile_masks(block.bits, block.radius, s)
+    for lo, hi in _ranges(1 << (block.bits - s), n_tasks):
+        tasks.append(partial(
+            _run_kernel, kn.fixed_join, a.sv, a.key, a.order, a.start, b.sv, b.order, b.start,
+            b.rows, b.width, s, hmasks, lo_ptr, lo_masks, lo, hi, self_join, t, *prev,
+        ))  # fmt: skip
+    assert b.overflow is not None
+    if len(b.overflow):
+        masks = np.concatenate([[0], _flip_masks(block.bits, block.radius)]).astype(np.int64)
+        for lo, hi in _ranges(len(b.overflow), max(1, n_tasks // 4)):
+            tasks.append(partial(
+                _run_kernel, kn.overflow_join, b.overflow[lo:hi], b.sv, b.key, b.order, b.start,
+                a.sv, a.order, a.start, b.width, masks, self_join, t, *prev,
+            ))  # fmt: skip
+    return tasks
 
 
-def _tasks(
-    block_index: int, a: _Side, b: _Side, pa: np.ndarray, pb: np.ndarray, self_join: bool
-) -> Iterator[_Task]:
-    """Group bucket pairs by (size class of A, size class of B, same bucket) into tasks."""
-    # classes per bucket (few distinct), renumbered densely so the group code is small
-    cls_a, cls_b = _size_class(a.counts), _size_class(b.counts)
-    ladder, inv = np.unique(np.concatenate([cls_a, cls_b]), return_inverse=True)
-    ia, ib = inv[: len(cls_a)], inv[len(cls_a) :]
-    n_cls = len(ladder)
-    code = (ia[pa] * n_cls + ib[pb]) * 2
-    if self_join:
-        code += pa == pb
-    small = np.int16 if 2 * n_cls * n_cls < 2**15 else np.int64
-    order = np.argsort(code.astype(small), kind="stable")  # radix sort for int16
-    code_sorted = code[order]
-    bounds = np.concatenate([[0], np.flatnonzero(np.diff(code_sorted)) + 1, [len(order)]])
-    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-        if hi <= lo:
-            continue
-        c = int(code_sorted[lo])
-        same, rest = c % 2, c // 2
-        size_a, size_b = int(ladder[rest // n_cls]), int(ladder[rest % n_cls])
-        rows = max(1, (8 * _CHUNK) // max(size_a * size_b, 1))  # several tasks per group
-        for s in range(lo, hi, rows):
-            sub = order[s : min(hi, s + rows)]
-            yield _Task(block_index, bool(same), size_a, size_b, pa[sub], pb[sub])
+def _ranges(n: int, parts: int) -> list[tuple[int, int]]:
+    """``[0, n)`` cut into up to ``parts`` contiguous, non-empty ranges."""
+    cuts = np.unique(np.linspace(0, n, max(1, min(parts, n)) + 1).astype(np.int64))
+    return [(int(lo), int(hi)) for lo, hi in zip(cuts[:-1], cuts[1:], strict=True)]
 
 
 def join(
@@ -453,6 +461,7 @@ def join(
     threshold: int,
     workers: int = 2,
     plan: Plan | None = None,
+    memory_bytes: int = 2 << 30,
 ) -> Pairs:
     """All pairs of *distinct* values within ``threshold`` bits.
 
@@ -460,7 +469,10 @@ def join(
     (``values_b is None``): pairs ``i < j`` of positions in ``values_a``.
     Otherwise ``values_b`` (distinct too) is joined against ``values_a``:
     ``i`` indexes ``values_a``, ``j`` indexes ``values_b`` and equal values
-    (distance 0) are pairs too.  ``workers`` threads share the verification.
+    (distance 0) are pairs too.  ``workers`` threads run the tasks of each block (the
+    compiled kernels release the GIL).  ``memory_bytes`` caps the padded rows of a
+    block; the kernels materialise no candidates, so the working memory is the
+    ~32 bytes per value per block of the sorted arrays, plus the pairs found.
     """
     values_a = np.ascontiguousarray(values_a, dtype=_U64)
     self_join = values_b is None
@@ -468,21 +480,20 @@ def join(
     if len(values_a) == 0 or len(values_b) == 0 or (self_join and threshold == 0):
         return Pairs.empty()
     if plan is None:
-        plan = make_plan(threshold, len(values_a), None if self_join else len(values_b))
-    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        n_b = None if self_join else len(values_b)
+        plan = make_plan(threshold, len(values_a), n_b, memory_bytes=memory_bytes)
     workers = max(1, workers)
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for bi, block in enumerate(plan.blocks):
-            side_a = _Side.build(values_a, block)
-            side_b = side_a if self_join else _Side.build(values_b, block)
-            pa, pb = _bucket_pairs(side_a, side_b, block, self_join)
-            tasks = list(_tasks(bi, side_a, side_b, pa, pb, self_join))
-            # big tasks first so the threads finish together
-            tasks.sort(key=lambda tk: -len(tk.pa) * tk.size_a * tk.size_b)
+            side_b = _Side.build(values_b, block, rows=True, max_bytes=memory_bytes // 4)
+            side_a = side_b if self_join else _Side.build(values_a, block, False, 0)
+            tasks = _block_tasks(plan, bi, side_a, side_b, self_join, 8 * workers)
             if workers == 1:
-                parts.extend(_verify(tk, side_a, side_b, plan) for tk in tasks)
+                parts.extend(task() for task in tasks)
             else:
-                parts.extend(pool.map(lambda tk: _verify(tk, side_a, side_b, plan), tasks))  # noqa: B023
+                parts.extend(pool.map(lambda task: task(), tasks))
+            del side_a, side_b
     ia = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
     ib = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
     dd = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, np.uint8)
@@ -500,13 +511,18 @@ def _as_hashes(hashes: np.ndarray | Sequence[int]) -> np.ndarray:
     return arr.reshape(-1)
 
 
-def search(hashes: np.ndarray | Sequence[int], threshold: int, workers: int = 2) -> Matches:
-    """Exact near-duplicate search over ``(n,) uint64`` hashes; compact :class:`Matches`."""
+def search(
+    hashes: np.ndarray | Sequence[int],
+    threshold: int,
+    workers: int = 2,
+    memory_bytes: int = 2 << 30,
+) -> Matches:
+    """Exact near-duplicate search over ``(n,) uint64`` hashes; compact :class:`Matches`.
+    ``memory_bytes`` bounds the padded rows of a block (:func:`join`)."""
     arr = _as_hashes(hashes)
     values, inverse = np.unique(arr, return_inverse=True)
-    return Matches(
-        values, inverse.reshape(-1).astype(np.int64), join(values, None, threshold, workers)
-    )
+    pairs = join(values, None, threshold, workers, memory_bytes=memory_bytes)
+    return Matches(values, inverse.reshape(-1).astype(np.int64), pairs)
 
 
 def find_pairs(hashes: np.ndarray | Sequence[int], threshold: int, workers: int = 2) -> Pairs:

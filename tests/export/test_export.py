@@ -244,3 +244,23 @@ def test_any_pipeline_name_gives_valid_yaml(tmp_path, name):
     write_card(cfg, posts, [])
     header = yaml.safe_load((tmp_path / "README.md").read_text().split("---\n")[1])
     assert header["pretty_name"] == f"{name} (synthetic)"
+
+
+@pytest.mark.parametrize("seed", [1, 7])
+def test_compact_split_keys_give_the_same_assignment(seed):
+    """The split stage's arrays (SplitKeys, assign_split_codes) give assign_splits' result:
+    clusters, ties in the majority language, several entity types, pinned posts."""
+    from mmnerd.export.splits import SplitKeys, assign_split_codes
+
+    posts = make_posts(700)
+    for k, p in enumerate(posts):
+        p.lang = ["en", "fr", "de"][k % 3] if k % 11 else "es"
+        if k % 7 == 0:
+            p.cluster_id = f"img-c{k % 40}"  # clusters of mixed languages
+    fixed = {posts[3].id: "test", posts[50].id: "test"}
+    keys = SplitKeys()
+    for p in reversed(posts):  # the stream order must not matter either
+        keys.add(p)
+    codes = assign_split_codes(keys, (0.7, 0.15, 0.15), seed, fixed)
+    expected = assign_splits(posts, (0.7, 0.15, 0.15), seed, fixed)
+    assert {p.id: SPLITS[c] for p, c in zip(reversed(posts), codes, strict=True)} == expected

@@ -10,6 +10,7 @@ import pytest
 
 from mmnerd.images.index import (
     HashIndex,
+    Matches,
     Pairs,
     brute_force_pairs,
     find_pairs,
@@ -139,3 +140,26 @@ def test_empty_and_validation(tmp_path: Path) -> None:
     index = HashIndex.load(index.save(tmp_path / "empty.npz"))
     assert len(index) == 0 and index.kind == "dhash" and index.threshold == 4
     assert index.add(["a", "b"], [5, 5]).as_set() == {(0, 1)}
+
+
+def test_a_tiny_memory_budget_gives_the_same_pairs(data: tuple[np.ndarray, dict]) -> None:
+    """A budget too small for the padded rows of the cheapest plan: the rows get narrower
+    (more overflow items, paired by the second kernel) or the plan changes; the pairs
+    stay exactly brute force's."""
+    h, ref = data
+    values, inverse = np.unique(h, return_inverse=True)
+    for budget in (1 << 18, 1 << 20):
+        vp = join(values, None, 10, workers=2, memory_bytes=budget)
+        got = as_dict(Matches(values, inverse, vp).pairs())
+        assert got == {k: d for k, d in ref.items() if d <= 10}
+
+
+def test_overflow_items_of_crowded_keys_are_paired_once() -> None:
+    """Keys shared by far more values than a row holds (a crowd of near copies): the
+    overflow kernel pairs the extra values with everything, each pair once."""
+    rng = np.random.default_rng(9)
+    base = rng.integers(0, 2**64 - 1, 40, dtype=np.uint64, endpoint=True)
+    crowd = base[0] ^ (rng.integers(0, 2**20, 3000).astype(np.uint64))  # low 20 bits vary
+    h = np.concatenate([base, crowd, base[1:10] ^ np.uint64(0b111)])
+    for t in (3, 8):
+        assert as_dict(find_pairs(h, t)) == as_dict(brute_force_pairs(h, t))

@@ -1,0 +1,150 @@
+"""Driver memory of the global stages as the corpus grows: dedup, gold labels, split.
+
+    .venv/bin/python benchmarks/driver_memory.py [--sizes 100000,1000000]
+
+For each size a seeding process writes a finished ``fetch`` stage of N synthetic
+text-only posts (the scale benchmark's multilingual templates: 2% reposted texts,
+tokens and gold entity spans, shards of 1,000), then a fresh measuring process runs
+``dedup`` (keys per shard, search over arrays, marks per shard), ``gold`` (a shard
+stage) and ``split`` with the local executor and reads its own peak RSS (VmHWM) after
+each stage.  Export is left out: it streams the split stage (flat from 10k to 100k rows,
+``benchmarks/export.py``) and costs ~1 ms a row.  Prints a table and writes
+benchmarks/results/driver_memory.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import save  # noqa: E402
+
+_TOKEN = re.compile(r"\S+")
+
+
+def hwm_mb() -> float:
+    """Peak RSS of this process, MiB (VmHWM)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def seed(root: Path, n: int) -> None:
+    """Write ``n`` posts as the finished ``fetch`` stage under ``root`` (streamed)."""
+    from scale import _ENTITY_RE, _LABEL_OF, post_text, source_of
+
+    from mmnerd.config import PipelineConfig
+    from mmnerd.io import write_json
+    from mmnerd.pipeline import MARKER, StageStats, stage_dir, write_shard
+    from mmnerd.records import Post, Span
+
+    cfg = PipelineConfig(name="mem", data_dir=str(root))
+    folder = stage_dir(cfg, "fetch")
+    folder.mkdir(parents=True, exist_ok=True)
+    stats = StageStats("fetch")
+    for lo in range(0, n, cfg.shard_size):
+        batch = []
+        for k in range(lo, min(n, lo + cfg.shard_size)):
+            lang, text = post_text(source_of(k)[0])
+            toks = [(m.start(), m.end()) for m in _TOKEN.finditer(text)]
+            spans = [Span(m.start(), m.end(), _LABEL_OF[m.group()], m.group())
+                     for m in _ENTITY_RE.finditer(text)]  # fmt: skip
+            batch.append(
+                Post(
+                    id=f"mem:{k:08d}",
+                    source="mem",
+                    source_id=str(k),
+                    text=text,
+                    lang=lang,
+                    tokens=[text[a:b] for a, b in toks],
+                    token_offsets=toks,
+                    gold_spans=spans,
+                    created_at=f"2024-01-01T00:00:{k % 60:02d}Z",
+                )
+            )
+        write_shard(folder, f"{lo // cfg.shard_size:05d}", batch, stats)
+    write_json(
+        folder / MARKER, {"fingerprint": "seeded", "run_id": "seed", "stats": stats.to_dict()}
+    )
+
+
+def measure(root: Path) -> dict[str, Any]:
+    """Run dedup, gold, split on the seeded data dir; VmHWM after each."""
+    from mmnerd.config import PipelineConfig
+    from mmnerd.dedup import DedupStage
+    from mmnerd.export.splits import SplitStage
+    from mmnerd.pipeline import Runner
+    from mmnerd.sources.gold import GoldStage
+
+    cfg = PipelineConfig(name="mem", data_dir=str(root), export={"labels": "source"})
+    runner = Runner(cfg)
+    out: dict[str, Any] = {"stages": [], "rss_start_mb": round(hwm_mb(), 1)}
+    for stage in (DedupStage(), GoldStage(), SplitStage(cfg)):
+        t0 = time.perf_counter()
+        s = runner.run_stage(stage)
+        secs = round(time.perf_counter() - t0, 1)
+        row = {"stage": stage.name, "items_in": s.items_in, "seconds": secs}
+        out["stages"].append(row | {"peak_rss_mb": round(hwm_mb(), 1)})
+        print(json.dumps(out["stages"][-1]), file=sys.stderr, flush=True)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="100000,1000000")
+    ap.add_argument("--_seed", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--_measure", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args._seed:
+        seed(Path(args._seed[0]), int(args._seed[1]))
+        return 0
+    if args._measure:
+        print("RESULT " + json.dumps(measure(Path(args._measure))))
+        return 0
+    rows: list[dict[str, Any]] = []
+    peaks: dict[int, float] = {}
+    t_all = time.perf_counter()
+    for n in [int(x) for x in args.sizes.split(",")]:
+        root = Path(tempfile.mkdtemp(prefix=f"mmnerd-drivermem-{n}-"))
+        try:
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, __file__, "--_seed", str(root), str(n)], check=True)
+            seeded = time.perf_counter() - t0
+            load = os.getloadavg()[0]
+            r = subprocess.run(
+                [sys.executable, __file__, "--_measure", str(root)],
+                stdout=subprocess.PIPE,
+                text=True,
+                check=True,
+            )
+            res = json.loads(next(x for x in r.stdout.splitlines() if x.startswith("RESULT "))[7:])
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        for st in res["stages"]:
+            rows.append({"posts": n, **st, "load_1m": f"{load:.1f}->{os.getloadavg()[0]:.1f}"})
+        peaks[n] = res["stages"][-1]["peak_rss_mb"]
+        print(f"{n:,} posts: seeded in {seeded:.0f} s; driver peak {peaks[n]} MiB", flush=True)
+    sizes = sorted(peaks)
+    ratio = peaks[sizes[-1]] / peaks[sizes[0]] if len(sizes) > 1 else 1.0
+    notes = (
+        f"Driver peak RSS (VmHWM, the measuring process: imports + dedup + gold + split, local "
+        f"executor) at {sizes[-1]:,} / {sizes[0]:,} posts: {ratio:.2f}x (goal <= 1.3x). "
+        f"Total {time.perf_counter() - t_all:.0f} s on {os.cpu_count()} cores."
+    )
+    save("driver_memory", rows, notes)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
