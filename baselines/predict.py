@@ -139,7 +139,7 @@ class Predictor:
                 "tokens": e.tokens,
                 "tags": t,
                 "entities": entities(e.tokens, t),
-                "confidence": round(float(c), 6),
+                "confidence": float(f"{float(c):.6g}"),
             }
             for e, t, c in zip(exs, scored.tags, conf, strict=True)
         ]

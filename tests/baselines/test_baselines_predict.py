@@ -97,10 +97,8 @@ def test_predict_cli_writes_confidence_and_cluster(prepared, synth_export, tmp_p
     model = build_model(mcfg, prepared)
     ck = save_checkpoint(model, mcfg, TrainConfig(), prepared, tmp_path / "ck", 1, 0.0)
     src = tmp_path / "posts.jsonl"
-    src.write_text(
-        "".join(json.dumps({"id": f"p{i}", "text": f"I saw Jordan {i} in Paris"}) + "\n"
-                for i in range(8))  # fmt: skip
-    )
+    lines = [json.dumps({"id": f"p{i}", "text": f"I saw Jordan {i} in Paris"}) for i in range(8)]
+    src.write_text("\n".join(lines) + "\n")
     args = ["--checkpoint", str(ck), "--input", str(src), "--clusters", "3"]
     assert main([*args, "--calibration", str(synth_export)]) == 0
     out, err = capsys.readouterr()
