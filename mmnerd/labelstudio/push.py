@@ -550,6 +550,15 @@ class PushStage(Stage):
             f"Annotators join through the organisation's invite link "
             f"(Organization -> Add People; sign-up without it is disabled), then log in at "
             f"{client.url}/user/login/ with their e-mail and password. The admin account "
-            f"({ls.admin_email}) and its password are in {Path(ls.data_dir) / 'credentials.json'}.",
+            f"({ls.admin_email}) and its password are in "
+            f"{Path(ls.data_dir) / 'credentials.json'}.\n"
+            f"Annotators start with the project's 'Label All Tasks' button (the stream that "
+            f"reserves each task for one annotator and follows labelstudio.sampling)."
+            + (
+                " On SQLite two annotators asking at the same moment can get the same task: "
+                "a team labelling at once needs labelstudio.database = postgresql."
+                if ls.database == "sqlite"
+                else ""
+            ),
             file=sys.stderr,
         )

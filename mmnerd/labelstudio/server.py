@@ -416,6 +416,13 @@ def _start(ls: LabelStudioConfig, folder: Path, lock: _Lock, public: bool) -> Se
     from mmnerd.labelstudio import database
 
     db = database.ensure_started(ls)  # PostgreSQL: initialised / started first
+    stray = sorted(set(os.environ) - set(database.clean_env(dict(os.environ))))
+    if stray:
+        print(
+            f"note: ignoring {', '.join(stray)} from the environment: Label Studio's database "
+            f"is labelstudio.database ({ls.database}) and labelstudio.database_url",
+            file=sys.stderr,
+        )
     log_path = folder / LOG_FILE
     cmd = [
         str(exe),
