@@ -312,8 +312,11 @@ def ensure_started(ls: LabelStudioConfig) -> Database:
             f"labelstudio.data_dir {folder} is too long for PostgreSQL's socket path "
             f"(max {SOCKET_MAX - 24} characters); choose a shorter data dir"
         )
-    if not (pgdir / "PG_VERSION").exists():
-        _init_cluster(ls)
+    rec = recorded(ls)
+    # (a record without "ready" predates the flag: its cluster was complete)
+    ready = rec.get("ready", bool(rec.get("password")) and (pgdir / "PG_VERSION").exists())
+    if ready is not True:
+        _init_cluster(ls)  # first time, or a first time that was interrupted
     if not cluster_running(ls):
         _start_cluster(ls)
     db = resolve(ls)
@@ -356,22 +359,35 @@ def _start_cluster(ls: LabelStudioConfig) -> None:
 
 
 def _init_cluster(ls: LabelStudioConfig) -> None:
-    """initdb + a role and database for Label Studio; passwords kept in database.json."""
+    """initdb + a role and database for Label Studio; passwords kept in database.json.
+
+    The record is written first and marked ``ready`` last, so a first start killed
+    half-way (initdb, the role) is redone from scratch by the next one: the folder then
+    holds nothing but that unfinished cluster.  A folder mmnerd did not start is never
+    touched."""
     folder = _ls_dir(ls)
     pgdir = cluster_dir(ls)
+    rec = recorded(ls)
     if pgdir.exists() and any(pgdir.iterdir()):
-        raise LabelStudioError(
-            f"{pgdir} exists but holds no PostgreSQL cluster; move it away and run again"
-        )
+        if rec.get("embedded") is not True or rec.get("ready") is not False:
+            raise LabelStudioError(
+                f"{pgdir} exists but holds no PostgreSQL cluster made by mmnerd; move it away "
+                f"and run again"
+            )
+        with contextlib.suppress(LabelStudioError):  # an unfinished cluster still running
+            _pg_ctl(ls, "stopping PostgreSQL", "-m", "immediate", "-w", "stop")
+        shutil.rmtree(pgdir)
     rec = {
         "kind": "postgresql",
         "embedded": True,
+        "ready": False,
         "name": "labelstudio",
         "user": "labelstudio",
         "password": secrets.token_urlsafe(24),
         "superuser": "postgres",
         "superuser_password": secrets.token_urlsafe(24),
     }
+    write_json(folder / DB_FILE, rec, perms=0o600)
     pgdir.mkdir(mode=0o700, exist_ok=True)
     owner = cluster_owner(ls)
     if owner:
@@ -410,7 +426,7 @@ def _init_cluster(ls: LabelStudioConfig) -> None:
         f"CREATE DATABASE {rec['name']} OWNER {user} ENCODING 'UTF8';\n"
     )
     _psql(ls, superuser, sql, "creating Label Studio's database")
-    write_json(folder / DB_FILE, rec, perms=0o600)
+    write_json(folder / DB_FILE, {**rec, "ready": True}, perms=0o600)
 
 
 def _psql(ls: LabelStudioConfig, db: Database, sql: str, what: str) -> str:

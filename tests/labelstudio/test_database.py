@@ -170,3 +170,34 @@ def test_embedded_cluster_is_private(pg_session):
         assert mode == 0o700
     assert stat.S_IMODE((folder / "database.json").stat().st_mode) == 0o600
     assert "running" in database.status(ls)
+
+
+def test_interrupted_first_start_is_redone_and_a_foreign_folder_kept(tmp_path):
+    """A first ``ls up`` killed during initdb leaves a half-made cluster: the record says
+    ``ready: false``, so the next start makes it again; a folder mmnerd did not make is
+    never deleted."""
+    from .conftest import need_postgres, postgres_base
+
+    need_postgres()
+    base = postgres_base("init")
+    try:
+        ls = LabelStudioConfig(database="postgresql", data_dir=str(base / "ls"))
+        folder = server.secure(ls, create=True)
+        pgdir = database.cluster_dir(ls)
+        pgdir.mkdir()
+        (pgdir / "PG_VERSION").write_text("15\n")  # what a killed initdb leaves
+        with pytest.raises(Exception, match="no PostgreSQL cluster made by mmnerd"):
+            database.ensure_started(ls)  # no record: not ours
+        assert (pgdir / "PG_VERSION").exists()
+        (folder / "database.json").write_text(
+            json.dumps({"kind": "postgresql", "embedded": True, "ready": False})
+        )
+        db = database.ensure_started(ls)
+        assert database.recorded(ls)["ready"] is True and database.cluster_running(ls)
+        assert db.password and db.password not in database.status(ls)
+        assert database.stop(ls) and not database.cluster_running(ls)
+    finally:
+        database.stop(LabelStudioConfig(database="postgresql", data_dir=str(base / "ls")))
+        import shutil
+
+        shutil.rmtree(base, ignore_errors=True)
