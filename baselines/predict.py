@@ -321,11 +321,16 @@ def fit_temperature(model: Any, scored: Scored, gold: Sequence[Sequence[str]]) -
             lo, a, fa = a, b, fb
             b = lo + g * (hi - lo)
             fb = loss(b)
-    t = math.exp((lo + hi) / 2)
+    best = (lo + hi) / 2
+    if loss(0.0) <= loss(best):  # never worse than no temperature
+        best = 0.0
+    t = math.exp(best)
     return {
         "temperature": round(t, 4),
         "posts": int(len(correct)),
         "exact_match": round(float(correct.mean()) if len(correct) else 0.0, 4),
+        "log_loss_before": round(loss(0.0), 4),
+        "log_loss_after": round(loss(best), 4),
         "ece_before": round(expected_calibration_error(confidences(model, scored), correct), 4),
         "ece_after": round(expected_calibration_error(confidences(model, scored, t), correct), 4),
     }
@@ -407,8 +412,9 @@ def main(argv: list[str] | None = None) -> int:
             fit = tagger.calibrate(dev, data.images)
             print(
                 f"calibration: temperature {fit['temperature']} on {fit['posts']} dev posts "
-                f"(whole tagging right: {fit['exact_match']:.1%}); expected calibration error "
-                f"{fit['ece_before']:.3f} -> {fit['ece_after']:.3f}",
+                f"(whole tagging right: {fit['exact_match']:.1%}); log loss "
+                f"{fit['log_loss_before']:.3f} -> {fit['log_loss_after']:.3f}, expected "
+                f"calibration error {fit['ece_before']:.3f} -> {fit['ece_after']:.3f}",
                 file=sys.stderr,
             )
         rows = tagger.predict(posts, clusters=args.clusters)

@@ -85,7 +85,8 @@ def test_confidence_is_the_crf_probability_of_the_predicted_path(prepared, tmp_p
     hot = confidences(tagger.model, scored, 5.0)
     assert ((c1 > 0) & (c1 <= 1)).all() and (hot <= c1 + 1e-9).all()  # flatter: less sure
     fit = tagger.calibrate(data.splits["dev"], data.images)
-    assert fit["posts"] == len(data.splits["dev"]) and fit["ece_after"] <= fit["ece_before"]
+    assert fit["posts"] == len(data.splits["dev"])
+    assert fit["log_loss_after"] <= fit["log_loss_before"]
     labels = kmeans(scored.features, 4)
     assert len(labels) == 20 and set(labels) <= {0, 1, 2, 3} and len(set(labels)) > 1
     assert list(kmeans(scored.features, 4)) == list(labels)  # seeded
