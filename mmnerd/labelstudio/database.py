@@ -29,7 +29,6 @@ puts the credentials back and starts Label Studio again if it was running.
 from __future__ import annotations
 
 import contextlib
-import grp
 import io
 import json
 import os
@@ -572,9 +571,3 @@ def restore(ls: LabelStudioConfig, src: Path) -> dict:
     if was_running:
         server.up(ls)
     return {**meta, "restarted": was_running}
-
-
-def group_name(gid: int) -> str:
-    with contextlib.suppress(KeyError):
-        return grp.getgrgid(gid).gr_name
-    return str(gid)
