@@ -16,7 +16,7 @@ export PIPELINE
 export OMP_NUM_THREADS ?= 2
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: setup collect dedup annotate simulate pull export benchmark demo test lint format bench clean clean-all ls-down browser-deps
+.PHONY: setup collect dedup annotate simulate pull export benchmark demo test lint format bench clean clean-all ls-down browser-deps postgres-deps
 
 setup: $(APP_OK) $(LS_OK) ## create .venv (app, torch==2.13.0 CPU) and .venv-ls (Label Studio server)
 
@@ -74,7 +74,15 @@ $(BROWSER_OK): $(APP_OK)
 	$(VENV)/bin/$(PIP) playwright
 	touch $@
 
-test: $(APP_OK) $(LS_OK) browser-deps ## the whole test suite (starts its own Label Studio)
+postgres-deps: ## PostgreSQL's programs (apt, where missing) for labelstudio.database = postgresql and its tests
+	@if command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
+	  echo "postgres-deps: PostgreSQL found"; \
+	else \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; \
+	fi
+
+test: $(APP_OK) $(LS_OK) browser-deps postgres-deps ## the whole test suite (starts its own Label Studio on SQLite and on PostgreSQL)
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
 lint: $(APP_OK) ## ruff lint + format check

@@ -69,11 +69,14 @@ def execute(config: PipelineConfig, todo: CleanPlan) -> list[Path]:
     returns what was removed."""
     ls_dir = Path(config.labelstudio.data_dir)
     if any(p.resolve() == ls_dir.resolve() for p in todo.remove):
-        from mmnerd.labelstudio import server
+        from mmnerd.labelstudio import database, server
 
-        if server.running(config) is not None:
+        if server.running(config) is not None or (
+            database.embedded(config.labelstudio) and database.cluster_running(config.labelstudio)
+        ):
             raise ConfigError(
-                f"Label Studio is running on {ls_dir}: stop it first (mmnerd ls down -p ...)"
+                f"Label Studio (or its PostgreSQL) is running on {ls_dir}: stop it first "
+                f"(mmnerd ls down -p ...)"
             )
     removed = []
     for path in todo.remove:

@@ -182,9 +182,52 @@ def ls_down(pipeline: PipelineOpt = DEFAULT_PIPELINE, set_: SetOpt = None) -> No
 @friendly_errors
 def ls_status(pipeline: PipelineOpt = DEFAULT_PIPELINE, set_: SetOpt = None) -> None:
     """Say whether our Label Studio server is running, and where."""
-    from mmnerd.labelstudio import server
+    from mmnerd.labelstudio import database, server
 
-    print(server.status(_config(pipeline, set_)))
+    cfg = _config(pipeline, set_)
+    print(server.status(cfg))
+    print(database.status(cfg.labelstudio))
+
+
+@ls_app.command("backup")
+@friendly_errors
+def ls_backup(
+    output: Annotated[
+        Path | None,
+        typer.Argument(help="backup file (default: <data_dir>/backups/labelstudio-<time>.tar)"),
+    ] = None,
+    pipeline: PipelineOpt = DEFAULT_PIPELINE,
+    set_: SetOpt = None,
+) -> None:
+    """Back up Label Studio's database (pg_dump, or SQLite's online backup) and credentials
+    into one 0600 file; safe while the server runs."""
+    import time
+
+    from mmnerd.labelstudio import database, server
+
+    cfg = _config(pipeline, set_)
+    if output is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        output = server.data_dir(cfg) / "backups" / f"labelstudio-{stamp}.tar"
+    meta = database.backup(cfg.labelstudio, output)
+    print(f"backed up Label Studio ({meta['database']}) to {output} ({meta['size']:,} bytes)",
+          file=sys.stderr)  # fmt: skip
+
+
+@ls_app.command("restore")
+@friendly_errors
+def ls_restore(
+    backup: Annotated[Path, typer.Argument(help="a file written by `mmnerd ls backup`")],
+    pipeline: PipelineOpt = DEFAULT_PIPELINE,
+    set_: SetOpt = None,
+) -> None:
+    """Replace Label Studio's database and credentials with a backup's (the server is stopped
+    for it and started again if it was running); then `mmnerd pull` as usual."""
+    from mmnerd.labelstudio import database
+
+    meta = database.restore(_config(pipeline, set_).labelstudio, backup)
+    again = " and restarted Label Studio" if meta["restarted"] else ""
+    print(f"restored {backup} (made {meta['created_at']}){again}", file=sys.stderr)
 
 
 @annotate_app.command("push")
@@ -260,12 +303,24 @@ def predict(
     ],
     pipeline: PipelineOpt = DEFAULT_PIPELINE,
     set_: SetOpt = None,
+    calibration: Annotated[
+        Path | None,
+        typer.Option(
+            help="an export folder whose dev split calibrates the confidence "
+            "(default: the pipeline's export, if any)"
+        ),
+    ] = None,
+    clusters: Annotated[
+        int, typer.Option(help="diversity clusters for the sampling (0 = auto, -1 = none)")
+    ] = 0,
 ) -> None:
-    """Tag the posts bound for annotation with a trained model (pre-annotations: set
-    labelstudio.predictions to the file written, then `mmnerd annotate push`)."""
+    """Tag the posts bound for annotation with a trained model: pre-annotations with a
+    calibrated confidence and a cluster each (set labelstudio.predictions to the file
+    written, then `mmnerd annotate push`: Label Studio serves the least confident first)."""
     from mmnerd.stages import run_predict
 
-    out = run_predict(_config(pipeline, set_), checkpoint)
+    cfg = _config(pipeline, set_)
+    out = run_predict(cfg, checkpoint, calibration=calibration, clusters=clusters)
     print(f"wrote {out}; push with --set labelstudio.predictions={out}", file=sys.stderr)
 
 

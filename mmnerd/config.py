@@ -276,6 +276,34 @@ class LabelStudioConfig(_Section):
         "the source's own gold labels (only for sources that have gold: the sample, imported "
         "corpora; the card counts them)",
     )
+    database: Literal["sqlite", "postgresql"] = Field(
+        "sqlite",
+        description="Label Studio's database: sqlite (one machine, one annotator at a time) or "
+        "postgresql (a team: see database_url)",
+    )
+    database_url: str = Field(
+        "",
+        description="postgresql://user@host:port/name of a PostgreSQL server (password from "
+        "the MMNERD_LS_DB_PASSWORD environment variable, never in this file); empty with "
+        "database = postgresql: mmnerd initialises and runs one under <data_dir>/postgres",
+    )
+    postgres_bin: str = Field(
+        "",
+        description="folder of PostgreSQL's programs (initdb, pg_ctl, pg_dump); empty: PATH, "
+        "then /usr/lib/postgresql/<newest>/bin",
+    )
+    sampling: Literal["auto", "sequential", "uniform", "uncertainty"] = Field(
+        "auto",
+        description="order Label Studio serves tasks in ('Label All Tasks'): uncertainty = "
+        "lowest prediction score first, spread over clusters (needs predictions with scores); "
+        "auto = uncertainty when the pushed predictions carry scores, else sequential",
+    )
+    lock_ttl: int = Field(
+        3600,
+        ge=60,
+        description="seconds a task served to an annotator stays reserved for them "
+        "(Label Studio's TASK_LOCK_TTL; its default is 24 h)",
+    )
 
 
 class SimulateConfig(_Section):

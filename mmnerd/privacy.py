@@ -38,9 +38,11 @@ KEY_FILE = "corpus.key"
 PSEUDONYM_HEX = 16
 
 
-def private_dir(path: str | os.PathLike) -> Path:
+def private_dir(path: str | os.PathLike, traverse_gid: int | None = None) -> Path:
     """Create ``path`` (mode 0700) or tighten an existing one; refuse one owned by
-    another user or that is not a folder, in one line."""
+    another user or that is not a folder, in one line.  ``traverse_gid``: that group may
+    pass through (mode 0710, e.g. a database server run by its own system user reaching
+    its folder inside), never list nor read."""
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -54,7 +56,12 @@ def private_dir(path: str | os.PathLike) -> Path:
     if st.st_uid != os.geteuid():
         raise ConfigError(f"{path}: owned by another user (uid {st.st_uid}); refusing to keep "
                           "secrets there")  # fmt: skip
-    if stat.S_IMODE(st.st_mode) & 0o077:
+    if traverse_gid is not None:
+        if st.st_gid != traverse_gid:
+            os.chown(path, -1, traverse_gid)
+        if stat.S_IMODE(st.st_mode) != 0o710:
+            os.chmod(path, 0o710)
+    elif stat.S_IMODE(st.st_mode) & 0o077:
         os.chmod(path, 0o700)
     return path
 

@@ -166,11 +166,28 @@ def run_benchmark(config: PipelineConfig, force: bool = False) -> int:
     return rc
 
 
-def run_predict(config: PipelineConfig, checkpoint: Path, out: Path | None = None) -> Path:
+def _has_dev(export_dir: Path) -> bool:
+    return any((export_dir / f).exists() for f in ("validation.parquet", "dev.parquet"))
+
+
+def run_predict(
+    config: PipelineConfig,
+    checkpoint: Path,
+    out: Path | None = None,
+    calibration: Path | None = None,
+    clusters: int = 0,
+) -> Path:
     """Tag the posts that go to annotation (the dedup stage's non-duplicates) with a
     checkpoint trained by baselines/, via ``python -m baselines.predict`` (mmnerd never
     imports baselines).  Writes ``<data_dir>/predict/predictions.jsonl`` (id, tokens,
-    tags, entities, model_version) for ``labelstudio.predictions``; returns its path."""
+    tags, entities, confidence, cluster, model_version) for ``labelstudio.predictions``;
+    returns its path.
+
+    ``confidence`` is the model's probability of its whole tagging, calibrated on the dev
+    split of ``calibration`` (default: the pipeline's export, when there is one);
+    ``cluster`` one of ``clusters`` k-means clusters of the posts (0 = auto, -1 = none).
+    Pushed, they become each prediction's ``score`` and ``cluster``: Label Studio's
+    uncertainty sampling serves the least confident posts first, spread over clusters."""
     import json
 
     from mmnerd.errors import StageError
@@ -195,7 +212,11 @@ def run_predict(config: PipelineConfig, checkpoint: Path, out: Path | None = Non
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     raw = folder / "raw-predictions.jsonl"
     cmd = [sys.executable, "-m", "baselines.predict", "--checkpoint", str(checkpoint),
-           "--input", str(src), "--output", str(raw)]  # fmt: skip
+           "--input", str(src), "--output", str(raw), "--clusters", str(clusters)]  # fmt: skip
+    if calibration is None and _has_dev(config.export_dir):
+        calibration = config.export_dir
+    if calibration is not None:
+        cmd += ["--calibration", str(calibration)]
     if subprocess.call(cmd) != 0:
         raise StageError(f"baselines.predict failed for {checkpoint} (see its message above)")
     version = f"mmnerd-predict:{checkpoint.parent.name}/{checkpoint.name}"

@@ -105,8 +105,17 @@ def span_result(span: Span, text: str, rid: str) -> dict[str, Any]:
     }
 
 
+SAMPLING = {
+    "sequential": "Sequential sampling",
+    "uniform": "Uniform sampling",
+    "uncertainty": "Uncertainty sampling",
+}
+"""``labelstudio.sampling`` -> Label Studio's project ``sampling`` value."""
+
+
 def load_predictions(path: str | Path) -> dict[str, dict[str, Any]]:
-    """``mmnerd predict`` output: post id -> {"tags": [...], "model_version": str}."""
+    """``mmnerd predict`` output: post id -> {"tags": [...], "model_version": str,
+    "score": float | None (the model's confidence in its tagging), "cluster": int | None}."""
     import json
 
     from mmnerd.errors import InputError
@@ -120,9 +129,13 @@ def load_predictions(path: str | Path) -> dict[str, dict[str, Any]]:
             continue
         try:
             row = json.loads(line)
+            score = row.get("score", row.get("confidence"))
+            cluster = row.get("cluster")
             out[str(row["id"])] = {
                 "tags": list(row["tags"]),
                 "model_version": str(row.get("model_version", "model")),
+                "score": None if score is None else float(score),
+                "cluster": None if cluster is None else int(cluster),
             }
         except (ValueError, KeyError, TypeError) as e:
             raise InputError(f"{src}:{n}: not a prediction row ({type(e).__name__})") from None
@@ -164,13 +177,99 @@ def task_payload(
             }
         ]
     elif prediction is not None:  # from a model trained by baselines/ (mmnerd predict)
-        task["predictions"] = [
-            {
-                "model_version": prediction["model_version"],
-                "result": prediction_result(post, prediction["tags"]),
-            }
-        ]
+        task["predictions"] = [model_prediction(post, prediction)]
     return task
+
+
+def model_prediction(post: Post, prediction: dict[str, Any], task_id: int | None = None) -> dict:
+    """A Label Studio prediction from an ``mmnerd predict`` row: spans, ``score`` (lowest
+    served first under uncertainty sampling) and ``cluster`` (spread over by the sampling)."""
+    out: dict[str, Any] = {
+        "model_version": prediction["model_version"],
+        "result": prediction_result(post, prediction["tags"]),
+    }
+    if prediction.get("score") is not None:
+        out["score"] = prediction["score"]
+    if prediction.get("cluster") is not None:
+        out["cluster"] = prediction["cluster"]
+    if task_id is not None:
+        out["task"] = task_id
+    return out
+
+
+def sampling_for(config: PipelineConfig, predictions: dict[str, dict[str, Any]]) -> str:
+    """The project's ``sampling``: as configured, or (auto) uncertainty when the model's
+    predictions carry scores."""
+    ls = config.labelstudio
+    if ls.sampling != "auto":
+        return SAMPLING[ls.sampling]
+    scored = any(p.get("score") is not None for p in predictions.values())
+    return SAMPLING["uncertainty" if scored else "sequential"]
+
+
+def sync_predictions(
+    client: Any, project_id: int, wanted: dict[int, dict[str, Any]], workers: int = 4
+) -> dict[str, int]:
+    """Make each task's prediction be ``wanted[task]`` (model version, spans, score, cluster);
+    idempotent: a rerun writes nothing.
+
+    One model's prediction per task: a task that holds predictions of another version loses
+    them (one Data Manager call, ``delete_tasks_predictions``) before the new one is written.
+    Label Studio orders uncertainty sampling by joining tasks to *all* their predictions, so
+    an older version's score or cluster would otherwise leak into the order.  Its bulk
+    imports ignore a prediction's ``cluster``; only ``POST /api/predictions`` and ``PATCH``
+    set it.  So predictions without a cluster go in bulk, those with one one call each (on
+    ``workers`` threads), and a changed score or cluster is PATCHed."""
+    counts = {"predictions_created": 0, "predictions_updated": 0, "predictions_replaced": 0}
+    if not wanted:
+        return counts
+    have: dict[int, list[dict]] = {}
+    for pred in client.get("/api/predictions", params={"project": project_id}) or []:
+        if int(pred["task"]) in wanted:
+            have.setdefault(int(pred["task"]), []).append(pred)
+    stale = sorted(
+        tid
+        for tid, preds in have.items()
+        if any(p.get("model_version") != wanted[tid]["model_version"] for p in preds)
+    )
+    for k in range(0, len(stale), 1000):
+        part = stale[k : k + 1000]
+        client.post(
+            f"/api/dm/actions?id=delete_tasks_predictions&project={project_id}",
+            {"selectedItems": {"all": False, "included": part}},
+        )
+    for tid in stale:
+        have.pop(tid)
+    bulk, single, patches = [], [], []
+    for tid, w in wanted.items():
+        old = (have.get(tid) or [None])[0]
+        if old is None:
+            (single if w.get("cluster") is not None else bulk).append({**w, "task": tid})
+            continue
+        change = {k: w.get(k) for k in ("score", "cluster") if old.get(k) != w.get(k)}
+        if change:
+            patches.append((int(old["id"]), change))
+    for k in range(0, len(bulk), 1000):
+        client.post(f"/api/projects/{project_id}/import/predictions", bulk[k : k + 1000])
+    client.map(lambda c, body: c.post("/api/predictions", body), single, workers)
+    client.map(lambda c, f: c.patch(f"/api/predictions/{f[0]}", f[1]), patches, workers)
+    counts["predictions_created"] = len(bulk) + len(single)
+    counts["predictions_updated"] = len(patches)
+    counts["predictions_replaced"] = len(stale)
+    return counts
+
+
+def set_sampling(client: Any, project_id: int, sampling: str, model_version: str = "") -> None:
+    """The project's task order, and (uncertainty sampling) the model version whose
+    prediction scores order the tasks; only what differs is PATCHed."""
+    proj = client.project(project_id)
+    change: dict[str, Any] = {}
+    if proj.get("sampling") != sampling:
+        change["sampling"] = sampling
+    if model_version and proj.get("model_version") != model_version:
+        change["model_version"] = model_version  # must exist among the project's predictions
+    if change:
+        client.patch(f"/api/projects/{project_id}", change)
 
 
 def read_text(path: str | Path, what: str) -> str:
@@ -333,6 +432,7 @@ class PushStage(Stage):
         waiting: deque[Post] = deque()  # kept posts in input order, not yet yielded
         seen: set[str] = set()
         fixes: list[tuple[int, int]] = []
+        wanted: dict[int, dict[str, Any]] = {}  # task id -> model prediction
         counts: Counter[str] = Counter()  # stage flags
         n_overlap = 0  # posts given more than one annotator
         early = min(ls.batch_size, EARLY_BATCH)
@@ -358,7 +458,9 @@ class PushStage(Stage):
             unrouted.clear()
 
         def send(posts: list[Post]) -> None:
-            tasks = [task_payload(p, config, ls.pre_annotate, predictions.get(p.id)) for p in posts]
+            # model predictions go in afterwards (sync_predictions): the bulk import drops
+            # their cluster
+            tasks = [task_payload(p, config, ls.pre_annotate) for p in posts]
             inflight.append((posts, importer.submit(encode_tasks(tasks), len(posts))))
 
         def settle(advance: Callable[[int], None]) -> None:
@@ -380,6 +482,8 @@ class PushStage(Stage):
                 p.extra["ls_task_id"] = int(task["id"])
                 p.extra["ls_project_id"] = pid
                 p.extra["ls_overlap"] = want
+                if p.id in predictions and not (ls.pre_annotate and p.gold_spans):
+                    wanted[int(task["id"])] = model_prediction(p, predictions[p.id])
                 n_overlap += want > 1
                 yield p
 
@@ -430,6 +534,13 @@ class PushStage(Stage):
         if fixes:
             client.map(lambda c, f: c.set_overlap(*f), fixes, ls.workers)
             ctx.flag("overlap_set", len(fixes))
+        for k, n in sync_predictions(client, pid, wanted, ls.workers).items():
+            if n:
+                ctx.flag(k, n)
+        versions = Counter(w["model_version"] for w in wanted.values())
+        sampling = sampling_for(config, predictions)
+        # the pushed model's scores order the tasks (one version per file in practice)
+        set_sampling(client, pid, sampling, versions.most_common(1)[0][0] if versions else "")
         self._print_where(client, config, pid, len(seen), n_overlap)
 
     @staticmethod
@@ -456,6 +567,15 @@ class PushStage(Stage):
             f"Annotators join through the organisation's invite link "
             f"(Organization -> Add People; sign-up without it is disabled), then log in at "
             f"{client.url}/user/login/ with their e-mail and password. The admin account "
-            f"({ls.admin_email}) and its password are in {Path(ls.data_dir) / 'credentials.json'}.",
+            f"({ls.admin_email}) and its password are in "
+            f"{Path(ls.data_dir) / 'credentials.json'}.\n"
+            f"Annotators start with the project's 'Label All Tasks' button (the stream that "
+            f"reserves each task for one annotator and follows labelstudio.sampling)."
+            + (
+                " On SQLite two annotators asking at the same moment can get the same task: "
+                "a team labelling at once needs labelstudio.database = postgresql."
+                if ls.database == "sqlite"
+                else ""
+            ),
             file=sys.stderr,
         )

@@ -61,6 +61,7 @@ LOG_FILE = "server.log"
 DATABASE = "label_studio.sqlite3"
 PRIVATE_FILES = (
     CREDENTIALS,
+    "database.json",
     SERVER_FILE,
     LOCK_FILE,
     LOG_FILE,
@@ -108,7 +109,7 @@ def credentials(config: PipelineConfig | LabelStudioConfig, create: bool = False
         return creds
     if not create:
         raise LabelStudioError(f"{path}: no Label Studio credentials yet; run `mmnerd ls up` first")
-    if (folder / DATABASE).exists():
+    if (folder / DATABASE).exists() or (folder / "postgres" / "PG_VERSION").exists():
         raise LabelStudioError(
             f"{folder} holds a Label Studio database that mmnerd did not create "
             f"(no {CREDENTIALS}); point labelstudio.data_dir to a new folder"
@@ -119,7 +120,7 @@ def credentials(config: PipelineConfig | LabelStudioConfig, create: bool = False
         "token": secrets.token_hex(20),
         "secret_key": secrets.token_urlsafe(40),
     }
-    private_dir(folder)
+    _private(ls, folder)
     write_json(path, creds, perms=0o600)
     return creds
 
@@ -128,15 +129,24 @@ def secure(config: PipelineConfig | LabelStudioConfig, create: bool = False) -> 
     """Keep the data dir 0700 and its secret-holding files 0600 (a looser folder or file
     found, e.g. made by hand with mode 0755, is tightened; one owned by another user is
     refused in one line).  Without ``create`` a missing data dir is left missing."""
-    folder = data_dir(config)
+    ls = _ls(config)
+    folder = data_dir(ls)
     if not create and not folder.exists():
         return None
-    private_dir(folder)
+    _private(ls, folder)
     for name in PRIVATE_FILES:
         path = folder / name
         if path.exists() or path.is_symlink():
             private_file(path)
     return folder
+
+
+def _private(ls: LabelStudioConfig, folder: Path) -> None:
+    """The data dir: 0700, or 0710 for the ``postgres`` group when an embedded PostgreSQL
+    run by that user (we are root) must reach its folder inside."""
+    from mmnerd.labelstudio import database
+
+    private_dir(folder, database.traverse_gid(ls))
 
 
 class _Lock:
@@ -312,9 +322,13 @@ def _binary(ls: LabelStudioConfig) -> Path:
     return exe
 
 
-def server_env(ls: LabelStudioConfig, creds: dict[str, str]) -> dict[str, str]:
-    """The environment Label Studio runs with (contains secrets: never log it)."""
-    env = dict(os.environ)
+def server_env(ls: LabelStudioConfig, creds: dict[str, str], db: Any = None) -> dict[str, str]:
+    """The environment Label Studio runs with (contains secrets: never log it).  ``db``: a
+    :class:`~mmnerd.labelstudio.database.Database` (default: the config's, not started)."""
+    from mmnerd.labelstudio import database
+
+    env = database.clean_env(dict(os.environ))
+    env.update(database.server_env(db or database.resolve(ls), ls.lock_ttl))
     env.update(
         {
             "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir(ls)),
@@ -399,6 +413,16 @@ def _start(ls: LabelStudioConfig, folder: Path, lock: _Lock, public: bool) -> Se
             f"set labelstudio.port (e.g. --set labelstudio.port={ls.port + 1})"
         )
     document_root(ls).mkdir(parents=True, exist_ok=True)
+    from mmnerd.labelstudio import database
+
+    db = database.ensure_started(ls)  # PostgreSQL: initialised / started first
+    stray = sorted(set(os.environ) - set(database.clean_env(dict(os.environ))))
+    if stray:
+        print(
+            f"note: ignoring {', '.join(stray)} from the environment: Label Studio's database "
+            f"is labelstudio.database ({ls.database}) and labelstudio.database_url",
+            file=sys.stderr,
+        )
     log_path = folder / LOG_FILE
     cmd = [
         str(exe),
@@ -417,7 +441,7 @@ def _start(ls: LabelStudioConfig, folder: Path, lock: _Lock, public: bool) -> Se
     with open(fd, "ab") as log:
         proc = subprocess.Popen(
             cmd,
-            env=server_env(ls, creds),
+            env=server_env(ls, creds, db),
             cwd=folder,
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -550,6 +574,8 @@ def down(config: PipelineConfig | LabelStudioConfig) -> bool:
     folder = secure(ls)
     if folder is None:
         return False
+    from mmnerd.labelstudio import database
+
     pids = server_pids(ls)
     # an `up` that holds the lock but has not exec'd the server yet: give it a moment
     deadline = time.monotonic() + 10
@@ -558,6 +584,8 @@ def down(config: PipelineConfig | LabelStudioConfig) -> bool:
         pids = server_pids(ls)
     if not pids:
         _forget_if_free(folder)
+        if not _lock_held(folder):
+            database.stop(ls)  # an embedded PostgreSQL left by a killed server
         return False
     places = [_where(ls, pid) for pid in pids]
     for pid in pids:
@@ -568,6 +596,8 @@ def down(config: PipelineConfig | LabelStudioConfig) -> bool:
         host, port = _client_host(where.get("host", ls.host)), int(where.get("port", ls.port))
         while _port_busy(host, port) and time.monotonic() < deadline:
             time.sleep(0.2)  # the listening socket closes when the last thread exits
+    if not _lock_held(folder):
+        database.stop(ls)  # the embedded PostgreSQL (never one given by URL)
     return True
 
 

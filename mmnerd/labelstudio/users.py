@@ -125,3 +125,35 @@ def save_accounts(path: str | Path, accounts: list[Account]) -> Path:
         known[a.email] = {"id": a.id, "email": a.email, "password": a.password}
     write_json(path, sorted(known.values(), key=lambda a: a["id"]), perms=0o600)
     return path
+
+
+def login(url: str, email: str, password: str) -> Any:
+    """A ``requests.Session`` logged in through the form, as the browser is: the API then
+    answers as that annotator (``GET /api/projects/<id>/next`` is the lock-aware labelling
+    stream).  Its later POSTs carry the CSRF token Django wants from a session."""
+    import requests
+
+    url = url.rstrip("/")
+    s = requests.Session()
+    try:
+        page = s.get(f"{url}/user/login/", timeout=30)
+        r = s.post(
+            f"{url}/user/login/",
+            data={
+                "csrfmiddlewaretoken": _csrf(page.text, s.cookies),
+                "email": email,
+                "password": password,
+            },
+            headers={"Referer": f"{url}/user/login/"},
+            allow_redirects=False,
+            timeout=60,
+        )
+    except requests.RequestException as e:
+        raise LabelStudioError(
+            f"login of {email}: cannot reach Label Studio at {url} ({type(e).__name__})"
+        ) from None
+    me = s.get(f"{url}/api/current-user/whoami", timeout=30)
+    if r.status_code != 302 or me.status_code != 200:
+        raise LabelStudioError(f"login of {email} refused (HTTP {r.status_code})")
+    s.headers.update({"X-CSRFToken": s.cookies.get("csrftoken", ""), "Referer": f"{url}/"})
+    return s

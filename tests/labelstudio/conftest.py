@@ -7,7 +7,10 @@ folder, so tests stay independent while sharing the server.
 from __future__ import annotations
 
 import itertools
+import os
 import random
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,15 +27,8 @@ LS_BIN = ROOT / ".venv-ls" / "bin" / "label-studio"
 _counter = itertools.count()
 
 
-@pytest.fixture(scope="session")
-def ls_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    """Start the real server once; yields {'base': folder, 'ls': labelstudio settings dict}."""
-    if not LS_BIN.exists():
-        pytest.skip(f"Label Studio server not installed ({LS_BIN} missing; run make setup)")
-    from mmnerd.labelstudio import server
-
-    base = tmp_path_factory.mktemp("ls")
-    ls = {
+def _settings(base: Path, **over: object) -> dict:
+    return {
         "data_dir": str(base / "labelstudio"),
         "venv": str(ROOT / ".venv-ls"),
         "port": free_port(),
@@ -41,32 +37,113 @@ def ls_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         "instructions": str(ROOT / "annotation" / "guidelines.md"),
         "start_timeout": 300.0,
         "batch_size": 50,
+        **over,
     }
+
+
+def _serve(base: Path, **over: object) -> Iterator[dict]:
+    from mmnerd.labelstudio import server
+
+    ls = _settings(base, **over)
     cfg = PipelineConfig.model_validate({"data_dir": str(base / "boot"), "labelstudio": ls})
     info = server.up(cfg)
     try:
-        yield {"base": base, "ls": ls, "info": info}
+        yield {"base": base, "ls": ls, "info": info, "database": ls.get("database", "sqlite")}
     finally:
         server.down(cfg)
 
 
-@pytest.fixture
-def make_config(ls_session: dict):
-    """A pipeline config on the shared server with its own data folder and project title."""
+def _need_server() -> None:
+    if not LS_BIN.exists():
+        pytest.skip(f"Label Studio server not installed ({LS_BIN} missing; run make setup)")
 
+
+@pytest.fixture(scope="session")
+def ls_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """Start the real server once (SQLite); yields {'base', 'ls' (labelstudio settings dict),
+    'info', 'database'}."""
+    _need_server()
+    yield from _serve(tmp_path_factory.mktemp("ls"))
+
+
+def postgres_missing() -> str:
+    """Why PostgreSQL cannot be used here ('' when it can)."""
+    from mmnerd.config import LabelStudioConfig
+    from mmnerd.errors import MmnerdError
+    from mmnerd.labelstudio import database
+
+    try:
+        database.bin_dir(LabelStudioConfig(database="postgresql"))
+        database.cluster_owner(LabelStudioConfig(database="postgresql"))
+    except MmnerdError as e:
+        return str(e)
+    return ""
+
+
+def need_postgres() -> None:
+    """PostgreSQL is a prerequisite of the suite (make postgres-deps installs it): its absence
+    fails, unless MMNERD_TESTS_WITHOUT_POSTGRES=1 says to skip these tests on purpose."""
+    why = postgres_missing()
+    if not why:
+        return
+    if os.environ.get("MMNERD_TESTS_WITHOUT_POSTGRES") == "1":
+        pytest.skip(f"PostgreSQL tests skipped on request: {why}")
+    pytest.fail(f"{why} (or set MMNERD_TESTS_WITHOUT_POSTGRES=1 to skip them)", pytrace=False)
+
+
+def postgres_base(name: str) -> Path:
+    """A temp folder the ``postgres`` system user can pass through (pytest's own temp root is
+    0700 root, and an embedded cluster run as that user lives below it)."""
+    base = Path(tempfile.mkdtemp(prefix=f"mmnerd-{name}-"))
+    base.chmod(0o711)
+    return base
+
+
+@pytest.fixture(scope="session")
+def pg_session() -> Iterator[dict]:
+    """The real server once more, on a PostgreSQL cluster mmnerd initialises and runs under
+    its data dir (``labelstudio.database = "postgresql"``, no URL)."""
+    _need_server()
+    need_postgres()
+    base = postgres_base("pg")
+    try:
+        yield from _serve(base, database="postgresql")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_session(request: pytest.FixtureRequest) -> dict:
+    """The SQLite or the PostgreSQL session server: loop tests run on both."""
+    return request.getfixturevalue("ls_session" if request.param == "sqlite" else "pg_session")
+
+
+def _maker(session: dict):
     def make(**ls_over: object) -> PipelineConfig:
         n = next(_counter)
-        ls = {**ls_session["ls"], "project_title": f"test project {n}", **ls_over}
+        ls = {**session["ls"], "project_title": f"test project {n}", **ls_over}
         return PipelineConfig.model_validate(
             {
                 "name": f"t{n}",
-                "data_dir": str(ls_session["base"] / f"pipe{n}"),
+                "data_dir": str(session["base"] / f"pipe{n}"),
                 "labelstudio": ls,
                 "simulate": {"annotators": 3, "noise": 0.0, "seed": 7},
             }
         )
 
     return make
+
+
+@pytest.fixture
+def make_config(ls_session: dict):
+    """A pipeline config on the shared SQLite server with its own data folder and project."""
+    return _maker(ls_session)
+
+
+@pytest.fixture
+def make_db_config(db_session: dict):
+    """:func:`make_config` on the SQLite and on the PostgreSQL server (parametrised)."""
+    return _maker(db_session)
 
 
 WORDS = {

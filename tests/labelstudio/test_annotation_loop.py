@@ -1,4 +1,6 @@
-"""The annotation loop against the REAL Label Studio server (one per session, see conftest)."""
+"""The annotation loop against the REAL Label Studio server (one per session, see conftest).
+
+The loop's key tests (``make_db_config``) run twice: on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -65,8 +67,8 @@ def test_busy_port_fails_with_one_line(make_config, ls_session):
     assert "in use" in str(e.value) and "\n" not in str(e.value)
 
 
-def test_round_trip_gold_equals_bio_and_rerun_adds_nothing(make_config):
-    cfg = make_config()
+def test_round_trip_gold_equals_bio_and_rerun_adds_nothing(make_db_config):
+    cfg = make_db_config()
     posts = make_posts(200, seed=3, root=cfg.root)
     posts[5].duplicate_of = posts[4].id  # a duplicate is excluded, with its reason
     for p in posts:
@@ -156,8 +158,8 @@ def test_round_trip_gold_equals_bio_and_rerun_adds_nothing(make_config):
     assert st6.flagged["fetch_changed"] == 0 and st6.items_out == 199
 
 
-def test_push_killed_between_batches_then_rerun_is_exact(make_config):
-    cfg = make_config(batch_size=40)
+def test_push_killed_between_batches_then_rerun_is_exact(make_db_config):
+    cfg = make_db_config(batch_size=40)
     posts = make_posts(130, seed=4)
     seed_stage(cfg, "dedup", posts)
 
@@ -229,8 +231,8 @@ def test_offsets_in_utf16_are_recovered_or_flagged(make_config):
     assert q.ner_tags.count("O") == len(q.tokens) - 1
 
 
-def test_disagreement_goes_to_adjudication_and_adjudicated_becomes_gold(make_config):
-    cfg = make_config(overlap_share=1.0)
+def test_disagreement_goes_to_adjudication_and_adjudicated_becomes_gold(make_db_config):
+    cfg = make_db_config(overlap_share=1.0)
     cfg.simulate.noise = 0.6
     cfg.simulate.annotators = 2
     cfg.simulate.skip_share = 0.1

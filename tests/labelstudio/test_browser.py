@@ -333,3 +333,85 @@ def test_annotator_labels_emoji_texts_in_real_browser(ls_session, browser, capsy
             )
         print(f"A's next task (locked for A): {a_next!r}; B served: {b_text!r}; {b_next}")
         print(f"browser test: {time.monotonic() - t0:.1f} s")
+
+
+def _label_all_tasks(page, url: str, project_id: int) -> dict:
+    """Open the project's Data Manager and press "Label All Tasks", as an annotator starts;
+    returns the first ``next_task`` call: its request body and answer."""
+    page.goto(f"{url}/projects/{project_id}/data")
+    with page.expect_response(lambda r: "/api/dm/actions" in r.url and "next_task" in r.url) as r:
+        page.get_by_role("button", name="Label All Tasks").click()
+    return {"request": r.value.request.post_data_json, "answer": r.value.json()}
+
+
+def test_first_task_served_is_the_least_confident(ls_session, browser, tmp_path):
+    """Model in the loop: predictions pushed with a confidence (score) and a cluster put the
+    project on "Uncertainty sampling"; the annotator who presses "Label All Tasks" is served
+    the least confident post first, then what the sampling's cluster rule gives."""
+    from mmnerd.labelstudio.sampling import uncertainty_order
+
+    n = f"uncertain-{int(time.time())}"
+    cfg = PipelineConfig.model_validate(
+        {
+            "name": n,
+            "data_dir": str(ls_session["base"] / n),
+            "labelstudio": {
+                **ls_session["ls"],
+                "project_title": f"uncertainty {n}",
+                "overlap_share": 0.0,
+            },  # fmt: skip
+        }
+    )
+    posts = _posts(cfg)
+    confidence = [0.83, 0.07, 0.41, 0.66, 0.29]  # the ZWJ post is the least confident
+    cluster = [0, 1, 0, 1, 0]
+    preds = tmp_path / "predictions.jsonl"
+    preds.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "id": p.id,
+                    "tags": ["O"] * len(p.tokens),
+                    "confidence": c,
+                    "cluster": k,
+                    "model_version": "mmnerd-predict:test/seed1",
+                }
+            )
+            + "\n"
+            for p, c, k in zip(posts, confidence, cluster, strict=True)
+        )  # fmt: skip
+    )
+    cfg.labelstudio.predictions = str(preds)
+    seed_stage(cfg, "dedup", posts)
+    Runner(cfg).run_stage(PushStage())
+    pushed = {p.id: p for p in iter_stage(cfg, "push")}
+    project_id = next(iter(pushed.values())).extra["ls_project_id"]
+    client = LSClient.from_config(cfg, start=False)
+    assert client.project(project_id)["sampling"] == "Uncertainty sampling"
+    tid = {p.id: p.extra["ls_task_id"] for p in pushed.values()}
+    expected = list(
+        uncertainty_order(
+            (tid[p.id], c, k) for p, c, k in zip(posts, confidence, cluster, strict=True)
+        )
+    )
+    by_task = {v: k for k, v in tid.items()}
+    assert by_task[expected[0]] == "b:zwj"
+
+    who = create_annotator(client, f"carla.{n}@example.org")
+    ctx, page = _login(browser, client.url, who.email, who.password)
+    first = _label_all_tasks(page, client.url, project_id)
+    # "Label All Tasks" asks without Data Manager filters: the project's sampling decides
+    assert "filters" not in (first["request"] or {}), first["request"]
+    assert "Active learning" in first["answer"]["queue"]
+    served, shown = [], None
+    for k in range(3):
+        shown = _wait_task(page, shown)
+        post = next(p for p in pushed.values() if p.text.replace("\r\n", "\n") == shown)
+        served.append(post.extra["ls_task_id"])
+        if k == 0:
+            page.screenshot(path=str(REPORTS / "uncertainty-first-task.png"))
+        for surface, label in next(c[3] for c in CASES + EXTRA if c[0] == post.id):
+            _label_word(page, surface, label)
+        _submit(page, project_id)
+    ctx.close()
+    assert served == expected[:3], (served, expected)

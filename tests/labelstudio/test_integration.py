@@ -113,6 +113,8 @@ def test_whole_chain_then_rerun_changes_nothing(ls_session):
     preds = run_predict(cfg, cfg.root / "reports" / "checkpoints" / "mner2m" / "seed1")
     rows = [json.loads(line) for line in preds.read_text().splitlines()]
     assert len(rows) == push.items_out and all(len(r["tags"]) == len(r["tokens"]) for r in rows)
+    # for uncertainty sampling: a confidence (calibrated on the export's dev split) and a cluster
+    assert all(0 <= r["confidence"] <= 1 and isinstance(r["cluster"], int) for r in rows)
     cfg.labelstudio.project_title = "chain (synthetic) pre-annotated"
     cfg.labelstudio.predictions = str(preds)
     run_push(cfg)
@@ -123,3 +125,7 @@ def test_whole_chain_then_rerun_changes_nothing(ls_session):
     task = next(iter(client.iter_tasks(project["id"])))
     listed = client.get("/api/predictions/", params={"task": task["id"]})
     assert listed and listed[0]["model_version"] == "mmnerd-predict:mner2m/seed1"
+    assert listed[0]["score"] is not None and listed[0]["cluster"] is not None
+    proj = client.project(project["id"])
+    assert proj["sampling"] == "Uncertainty sampling"
+    assert proj["model_version"] == "mmnerd-predict:mner2m/seed1"

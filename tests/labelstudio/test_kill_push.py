@@ -98,7 +98,8 @@ def seeded(ls_session: dict, name: str) -> tuple[Path, Path, str]:
     return d, pipeline, title
 
 
-def test_kill_9_during_push_then_rerun_is_one_task_per_post(ls_session):
+def test_kill_9_during_push_then_rerun_is_one_task_per_post(db_session):
+    ls_session = db_session  # SQLite, then PostgreSQL
     clean, clean_p, clean_title = seeded(ls_session, "killpush-clean")
     took = run(["annotate", "push", "-p", str(clean_p)])
     expected = pushed(clean_p)
@@ -118,7 +119,8 @@ def test_kill_9_during_push_then_rerun_is_one_task_per_post(ls_session):
     assert killed == TRIALS  # every trial really interrupted the run
 
 
-def test_kill_9_during_pull_then_rerun_equals_clean_run(ls_session):
+def test_kill_9_during_pull_then_rerun_equals_clean_run(db_session):
+    ls_session = db_session  # SQLite, then PostgreSQL
     src, src_p, title = seeded(ls_session, "killpull-src")
     run(["annotate", "push", "-p", str(src_p)])
     run(["annotate", "simulate", "-p", str(src_p)])
