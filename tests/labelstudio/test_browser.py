@@ -149,24 +149,28 @@ def _image_loaded(page) -> int:
     return page.evaluate("document.querySelector('img[alt=image]').naturalWidth")
 
 
+# The viewport box of a word in the task text: a DOM Range over the text node holding it.
+WORD_BOX_JS = """word => {
+    const c = document.querySelector('.lsf-richtext__container');
+    const walker = document.createTreeWalker(c, NodeFilter.SHOW_TEXT);
+    let n;
+    while ((n = walker.nextNode())) {
+        const i = n.data.indexOf(word);
+        if (i >= 0) {
+            const r = document.createRange();
+            r.setStart(n, i); r.setEnd(n, i + word.length);
+            const b = r.getBoundingClientRect();
+            return {x: b.x, y: b.y, w: b.width, h: b.height};
+        }
+    }
+    return null;
+}"""
+
+
 def _word_box(page, word: str) -> dict:
     """Viewport box of ``word`` in the task text (a DOM Range over its text node)."""
     box = page.evaluate(
-        """word => {
-            const c = document.querySelector('.lsf-richtext__container');
-            const walker = document.createTreeWalker(c, NodeFilter.SHOW_TEXT);
-            let n;
-            while ((n = walker.nextNode())) {
-                const i = n.data.indexOf(word);
-                if (i >= 0) {
-                    const r = document.createRange();
-                    r.setStart(n, i); r.setEnd(n, i + word.length);
-                    const b = r.getBoundingClientRect();
-                    return {x: b.x, y: b.y, w: b.width, h: b.height};
-                }
-            }
-            return null;
-        }""",
+        WORD_BOX_JS,
         word,
     )
     assert box, f"{word!r} not found in the task text"

@@ -28,7 +28,7 @@ from mmnerd.pipeline import Runner, iter_stage, seed_stage
 from mmnerd.records import Post, Span
 
 from .conftest import tokenize
-from .test_browser import CHROMIUM, CHROMIUM_ARGS
+from .test_browser import CHROMIUM, CHROMIUM_ARGS, WORD_BOX_JS
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.browser, pytest.mark.slow]
 
@@ -98,21 +98,7 @@ async def _annotate(browser, url: str, project_id: int, email: str, password: st
         await page.keyboard.press("l")
         await page.locator(".lsf-label_selected").wait_for()
         box = await page.evaluate(
-            """word => {
-                const c = document.querySelector('.lsf-richtext__container');
-                const w = document.createTreeWalker(c, NodeFilter.SHOW_TEXT);
-                let n;
-                while ((n = w.nextNode())) {
-                    const i = n.data.indexOf(word);
-                    if (i >= 0) {
-                        const r = document.createRange();
-                        r.setStart(n, i); r.setEnd(n, i + word.length);
-                        const b = r.getBoundingClientRect();
-                        return {x: b.x, y: b.y, w: b.width, h: b.height};
-                    }
-                }
-                return null;
-            }""",
+            WORD_BOX_JS,
             city,
         )
         y = box["y"] + box["h"] / 2
