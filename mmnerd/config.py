@@ -376,8 +376,9 @@ class BenchmarkConfig(_Section):
     )
     models: list[str] = Field(
         default_factory=list,
-        description="models from baselines/ to train ([] = the mode's: quick text_crf, mner2m; "
-        "full all of text_crf, bilstm_crf, concat_fusion, mner2m, its ablations, mner2m_gated)",
+        description="models registered in baselines/models/ to train ([] = the mode's: quick "
+        "text_crf, mner2m; full every registered one; python -m baselines.benchmark --help "
+        "lists them)",
     )
     epochs: int | None = Field(None, ge=1, description="unset = the mode's (quick 6, full 8)")
     seeds: list[int] = Field(
