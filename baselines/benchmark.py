@@ -31,6 +31,7 @@ from baselines.config import (
     to_dict,
 )
 from baselines.errors import BenchmarkError
+from baselines.models import get_spec
 
 FORMAT = "mmnerd.benchmark/1"
 
@@ -151,8 +152,7 @@ def _models(text: str, mode: str) -> list[str]:
         names = list(QUICK_MODELS if mode == "quick" else FULL_MODELS)
     names = ["mner2m" if n == "mner2m_shuffled" else n for n in names]
     for n in names:
-        if n not in MODEL_NAMES:
-            raise BenchmarkError(f"unknown model {n!r}; choose from {', '.join(MODEL_NAMES)}")
+        get_spec(n)  # an unknown name fails in one line listing the registered ones
     return list(dict.fromkeys(names))
 
 
@@ -214,6 +214,7 @@ def run_benchmark(args: argparse.Namespace, log: Any = None) -> dict[str, Any]:
         if not f.is_file():
             raise BenchmarkError(f"--image-decided-ids: file not found: {f}")
         ids = {line.strip() for line in f.read_text().splitlines() if line.strip()}
+    models = _models(args.models, args.mode)  # a wrong name fails before any loading
     check_encoders(args.text_encoder, args.vit, args.cnn)
     data = load_export(export, ids)
     for w in data.warnings[:5]:
@@ -245,7 +246,6 @@ def run_benchmark(args: argparse.Namespace, log: Any = None) -> dict[str, Any]:
         bf16=args.bf16,
         device=args.device,
     )
-    models = _models(args.models, args.mode)
     seeds = _seeds(args.seeds, args.mode)
     stats = data.stats()
     for split in ("train", "dev", "test"):

@@ -1,19 +1,11 @@
 """Typed configuration of models and training runs; saved as JSON next to every checkpoint.
 
-Model names (``MODEL_NAMES``):
-
-- ``text_crf``       text encoder + linear + CRF
-- ``bilstm_crf``     word embeddings + BiLSTM + linear + CRF
-- ``concat_fusion``  text states concatenated with pooled ViT and CNN features (no attention, no CL)
-- ``mner2m``         the 2M-NER model: cross-attention to ViT patches and the CNN vector, NT-Xent
-- ``mner2m_no_cl`` / ``mner2m_no_cnn`` / ``mner2m_no_vit``  ablations of ``mner2m``
-- ``mner2m_gated``   the robust model: ``mner2m``'s fusion added to a text-only tagger through a
-  per-post gate scored by text-image agreement, trained with image dropout, mismatched images
-  and an auxiliary text-only CRF (see :mod:`baselines.models`)
+Model names (``MODEL_NAMES``, in registration order) come from the registry,
+:mod:`baselines.models` (one module per model family, each with its models' flags).
 
 A run of a multimodal model also evaluates its selected checkpoint on the test split with the
 images shuffled among the posts that have one (reported as ``<model>+shuffled_images``).  Posts
-without an image are masked (:mod:`baselines.models`); with no image in train, multimodal
+without an image are masked (:mod:`baselines.models.tagger`); with no image in train, multimodal
 models are skipped (:func:`baselines.train.skip_reason`).
 """
 
@@ -26,19 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from baselines.errors import BenchmarkError
+from baselines.models import get_spec, model_names
 
-MODEL_NAMES: tuple[str, ...] = (
-    "text_crf",
-    "bilstm_crf",
-    "concat_fusion",
-    "mner2m",
-    "mner2m_no_cl",
-    "mner2m_no_cnn",
-    "mner2m_no_vit",
-    "mner2m_gated",
-)
+MODEL_NAMES: tuple[str, ...] = model_names()
 SHUFFLED_SUFFIX = "+shuffled_images"
-QUICK_MODELS: tuple[str, ...] = ("text_crf", "mner2m")
+QUICK_MODELS: tuple[str, ...] = tuple(n for n in MODEL_NAMES if get_spec(n).quick)
 FULL_MODELS: tuple[str, ...] = MODEL_NAMES
 
 
@@ -159,42 +143,15 @@ class TrainConfig:
     log_every_s: float = field(default=60.0, metadata={"help": "progress line every N seconds"})
 
 
-GATED: dict[str, Any] = {
-    "gate": "agreement",
-    "w_text": 0.5,
-    "w_gate": 0.2,
-    "image_dropout": 0.15,
-    "image_mismatch": 0.25,
-    "mismatch_loss": "gate",
-}
-"""What ``mner2m_gated`` adds to ``mner2m`` (the recipe measured in docs/benchmark.md)."""
-
-
 def model_config_for(name: str, **overrides: Any) -> ModelConfig:
-    """The :class:`ModelConfig` of a named model, with field overrides (e.g. encoder paths)."""
-    flags: dict[str, dict[str, Any]] = {
-        "text_crf": {"fusion": "none", "use_vit": False, "use_cnn": False, "use_cl": False},
-        "bilstm_crf": {
-            "encoder": "bilstm",
-            "fusion": "none",
-            "use_vit": False,
-            "use_cnn": False,
-            "use_cl": False,
-        },
-        "concat_fusion": {"fusion": "concat", "use_cl": False},
-        "mner2m": {},
-        "mner2m_no_cl": {"use_cl": False},
-        "mner2m_no_cnn": {"use_cnn": False},
-        "mner2m_no_vit": {"use_vit": False},
-        "mner2m_gated": dict(GATED),
-    }
-    if name not in flags:
-        raise BenchmarkError(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}")
+    """The :class:`ModelConfig` of a registered model, with field overrides (e.g. encoder
+    paths); the model's own flags win over the overrides."""
+    flags = get_spec(name).flags
     known = {f.name for f in dataclasses.fields(ModelConfig)}
     bad = set(overrides) - known
     if bad:
         raise BenchmarkError(f"unknown model config field(s): {', '.join(sorted(bad))}")
-    return ModelConfig(name=name, **{**overrides, **flags[name]}).validate()
+    return ModelConfig(name=name, **{**overrides, **flags}).validate()
 
 
 PRESETS: dict[str, dict[str, Any]] = {

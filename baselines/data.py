@@ -5,7 +5,7 @@ The trainer reads only ``train.parquet``, ``dev.parquet`` (or ``validation.parqu
 columns are ignored.  An optional boolean column ``image_decided`` (or a set of ids) marks posts
 whose labels need the image.  A post may have no image (``image`` null or both its fields null,
 as in corpora imported without their images): its :attr:`Example.image_key` is ``""`` and the
-multimodal models mask its image branch (see :mod:`baselines.models`).
+multimodal models mask its image branch (see :mod:`baselines.models.tagger`).
 """
 
 from __future__ import annotations

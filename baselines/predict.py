@@ -64,7 +64,7 @@ def entities(tokens: Sequence[str], tags: Sequence[str]) -> list[dict[str, Any]]
 class Predictor:
     """A trained tagger with its tokenizer and image preprocessing."""
 
-    model: Any  # baselines.models.Tagger
+    model: Any  # baselines.models.tagger.Tagger (or another registered model)
     tokenizer: Any
     vocab: Any
     config: dict[str, Any]
@@ -80,7 +80,7 @@ class Predictor:
 
         from baselines.config import model_config_from_dict
         from baselines.data import WordVocab
-        from baselines.models import Tagger
+        from baselines.models import build
         from baselines.train import local_dist
 
         dev = local_dist(device).device
@@ -97,7 +97,7 @@ class Predictor:
             from transformers import AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(str(ck / "tokenizer"))
-        model = Tagger(mcfg, conf["labels"], int(conf["vocab_size"]), conf["encoder_configs"])
+        model = build(mcfg, conf["labels"], int(conf["vocab_size"]), conf["encoder_configs"])
         state = torch.load(ck / "model.pt", map_location="cpu", weights_only=True)
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:

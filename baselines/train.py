@@ -37,7 +37,8 @@ from baselines.data import (
 )
 from baselines.errors import BenchmarkError
 from baselines.metrics import evaluate_tags
-from baselines.models import Tagger, encoder_identity
+from baselines.models import build
+from baselines.models.tagger import Tagger, encoder_identity
 from mmnerd.records import LABELS
 
 Log = Callable[[str], None]
@@ -201,7 +202,7 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
 
 def autocast(device: torch.device, bf16: bool):  # -> context manager
     """bfloat16 autocast on ``device`` when ``bf16`` (a no-op context otherwise); the model
-    keeps its CRF and losses in float32 (see :meth:`baselines.models.Tagger.forward`)."""
+    keeps its CRF and losses in float32 (see :meth:`baselines.models.tagger.Tagger.forward`)."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
@@ -520,14 +521,16 @@ def _pad_id(model: Tagger, tokenizer: Any) -> int:
 
 
 def build_model(mcfg: ModelConfig, prep: Prepared) -> Tagger:
+    """The registered model ``mcfg.name`` (see :mod:`baselines.models`) for ``prep``'s
+    vocabulary."""
     vocab = len(prep.vocab) if mcfg.encoder == "bilstm" else len(prep.tokenizer)
-    return Tagger(mcfg, LABELS, vocab)
+    return build(mcfg, LABELS, vocab)  # type: ignore[return-value]
 
 
 def skip_reason(mcfg: ModelConfig, data: ExportData) -> str:
     """Why ``mcfg`` cannot be trained on ``data`` ("" = it can): a multimodal model needs at
     least one training post with an image (posts without one are masked, see
-    :class:`baselines.models.Tagger`)."""
+    :class:`baselines.models.tagger.Tagger`)."""
     if mcfg.multimodal and data.with_image("train") == 0:
         return "no post in train has an image"
     return ""

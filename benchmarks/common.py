@@ -3,14 +3,65 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import resource
+import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
+BENCH_VENV = Path(
+    os.environ.get("MMNERD_BENCH_VENV") or Path(__file__).resolve().parent / ".venv-bench"
+)
+"""The competitors' venv (img2dataset, imagededup, faiss, datasketch), apart from the
+project's; ``MMNERD_BENCH_VENV`` moves it (the tests point it at a temporary folder)."""
+BENCH_PY = BENCH_VENV / "bin" / "python"
+
+
+class BenchSetupError(RuntimeError):
+    """A competitor could not be installed: the benchmark reports it and exits 1."""
+
+
+def ensure_packages(
+    packages: Sequence[str], pip_args: Sequence[str] = (), timeout: float = 900
+) -> None:
+    """Create :data:`BENCH_VENV` if missing and pip-install each of ``packages`` it lacks.
+
+    Each package is checked with its own ``pip show`` (``pip show a b`` succeeds when any
+    one of them is installed, which once left faiss, PyWavelets and matplotlib out and
+    every competitor "unavailable").  Raises :class:`BenchSetupError` with pip's last
+    lines when the venv cannot be made or a package cannot be installed (pip's own
+    settings apply, e.g. ``PIP_NO_INDEX``)."""
+    try:
+        if not BENCH_PY.exists():
+            subprocess.run(
+                [sys.executable, "-m", "venv", str(BENCH_VENV)],
+                check=True,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+        pip = [str(BENCH_PY), "-m", "pip", "--disable-pip-version-check"]
+        missing = [
+            p
+            for p in packages
+            if subprocess.run([*pip, "show", "-q", p], capture_output=True).returncode != 0
+        ]
+        if missing:
+            subprocess.run(
+                [*pip, "install", "-q", *pip_args, *missing],
+                check=True,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as e:
+        detail = (getattr(e, "stderr", "") or "").strip()[-400:]
+        raise BenchSetupError(f"cannot install {', '.join(packages)}: {e} {detail}") from None
 
 
 def peak_rss_mb(children: bool = False) -> float:

@@ -52,8 +52,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 HERE = Path(__file__).resolve().parent
-BENCH_VENV = HERE / ".venv-bench"
-BENCH_PY = BENCH_VENV / "bin" / "python"
+sys.path.insert(0, str(HERE))
+from common import BENCH_PY, BENCH_VENV, BenchSetupError, ensure_packages  # noqa: E402
+
 SHIM = BENCH_VENV / "imagededup-shim"
 IMAGE_CACHE = HERE / "results" / "cache" / "dedup-images"
 BENCH_PACKAGES = ["faiss-cpu", "numpy", "Pillow", "PyWavelets", "scipy", "tqdm", "matplotlib"]
@@ -150,36 +151,15 @@ def __getattr__(name):
 '''
 
 
-def _installed(package: str) -> bool:
-    """Whether ``package`` is installed in the bench venv (one ``pip show`` per package:
-    ``pip show a b`` succeeds when any one of them is there)."""
-    r = subprocess.run(
-        [str(BENCH_PY), "-m", "pip", "show", "-q", package], capture_output=True, text=True
-    )
-    return r.returncode == 0
-
-
 def ensure_bench_env() -> dict[str, str]:
-    """Create/extend benchmarks/.venv-bench; {"faiss": version or "unavailable: why", ...}."""
+    """Create/extend the bench venv; {"faiss": version or "unavailable: why", ...} (an
+    unavailable competitor fails the benchmark, see :func:`bench_corpus`)."""
     status: dict[str, str] = {}
     try:
-        if not BENCH_PY.exists():
-            subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
-        pip = [str(BENCH_PY), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-        missing = [p for p in BENCH_PACKAGES if not _installed(p)]
-        if missing:
-            subprocess.run(pip + missing, check=True, capture_output=True, text=True, timeout=900)
-        if not _installed("imagededup"):
-            subprocess.run(
-                pip + ["--no-deps", "imagededup"],
-                check=True,
-                capture_output=True,
-                text=True,
-                timeout=600,
-            )
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as e:
-        detail = (getattr(e, "stderr", "") or "")[-400:]
-        return {"imagededup": f"unavailable: {e} {detail}", "faiss": f"unavailable: {e}"}
+        ensure_packages(BENCH_PACKAGES)
+        ensure_packages(["imagededup"], pip_args=["--no-deps"], timeout=600)
+    except BenchSetupError as e:
+        return {"imagededup": f"unavailable: {e}", "faiss": f"unavailable: {e}"}
     for mod in SHIM_MODULES:
         init = SHIM / mod / "__init__.py"
         if not init.exists() or init.read_text() != SHIM_SOURCE:

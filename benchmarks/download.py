@@ -13,6 +13,8 @@ serves them from one HTTP/1.1 server process on 127.0.0.1, and downloads them wi
 each as a fresh subprocess timed end to end (interpreter start and imports included),
 best of ``--reps``.  Every image's outcome is checked (status, size, stored bytes).
 Prints a table and writes benchmarks/results/download.json.  Only 127.0.0.1 is used.
+Exits 1 when img2dataset cannot be installed (unless ``--skip-img2dataset``) or when a
+run of either tool fails or stores a wrong image.
 """
 
 from __future__ import annotations
@@ -36,9 +38,11 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+from common import BENCH_VENV, BenchSetupError, ensure_packages  # noqa: E402
+
 RESULTS = HERE / "results"
 CACHE = RESULTS / "cache" / "download-images"
-BENCH_VENV = HERE / ".venv-bench"
 SIDE = 256
 
 
@@ -171,20 +175,10 @@ def check_mmnerd(report: dict[str, Any], out: Path, mode: str, served: dict[str,
 def ensure_img2dataset() -> tuple[Path | None, str]:
     """(path of the img2dataset CLI, "") or (None, why it is not available)."""
     exe = BENCH_VENV / "bin" / "img2dataset"
-    if exe.exists():
-        return exe, ""
     try:
-        subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
-        subprocess.run(
-            [str(BENCH_VENV / "bin" / "pip"), "install", "-q", "img2dataset"],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as e:
-        detail = getattr(e, "stderr", "") or ""
-        return None, f"cannot install img2dataset: {e} {detail[-500:]}".strip()
+        ensure_packages(["img2dataset"])
+    except BenchSetupError as e:
+        return None, str(e)
     return (exe, "") if exe.exists() else (None, "img2dataset installed no CLI")
 
 
@@ -242,7 +236,7 @@ def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, subprocess.Comple
     return time.perf_counter() - t, proc
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=2000, help="images")
     ap.add_argument("--reps", type=int, default=2, help="runs per configuration (best kept)")
@@ -252,8 +246,18 @@ def main() -> None:
         default="0,2",
         help="mmnerd decode processes to try, comma-separated (0 = in the threads)",
     )
-    ap.add_argument("--skip-img2dataset", action="store_true")
+    ap.add_argument(
+        "--skip-img2dataset",
+        action="store_true",
+        help="measure mmnerd alone (otherwise img2dataset missing or failing fails the run)",
+    )
     args = ap.parse_args()
+    exe, why = (None, "skipped (--skip-img2dataset)")
+    if not args.skip_img2dataset:
+        exe, why = ensure_img2dataset()
+        if exe is None:  # a competitor that cannot be installed fails the benchmark
+            print(f"FAILED: img2dataset: {why}", file=sys.stderr)
+            return 1
 
     paths = ensure_images(args.n)
     served = {p.name: p.read_bytes() for p in paths}
@@ -283,9 +287,6 @@ def main() -> None:
         urls_file = work / "urls.txt"
         urls_file.write_text("".join(f"http://127.0.0.1:{port}/{p.name}\n" for p in paths))
 
-        exe, why = (None, "skipped (--skip-img2dataset)")
-        if not args.skip_img2dataset:
-            exe, why = ensure_img2dataset()
         results["img2dataset"] = why or _version(exe)
 
         one = work / "one-url.txt"
@@ -310,6 +311,12 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
     _report(results)
+    runs = results["runs"]
+    bad = [f"{r['tool']} {r['mode']}: {r['problem'][:200]}" for r in runs if r["problem"]]
+    if bad:
+        print("FAILED: " + "; ".join(bad), file=sys.stderr)
+        return 1
+    return 0
 
 
 def _startup(cmd: list[str], env: dict[str, str], work: Path) -> float:
@@ -437,4 +444,4 @@ if __name__ == "__main__":
         a = sys.argv[2:]
         run_mmnerd(a[0], a[1], a[2], int(a[3]), int(a[4]))
     else:
-        main()
+        sys.exit(main())

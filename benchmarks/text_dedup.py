@@ -35,7 +35,8 @@ the default memory budget and with ``--small-budget-mb``; time, peak RSS and
 whether the two pair sets are identical.
 
 Prints a table, writes benchmarks/results/text_dedup.json, and exits 1 when
-mmnerd's recall is < 0.99 or its pair set or scores differ from the reference.
+mmnerd's recall is < 0.99 or its pair set or scores differ from the reference, or when
+datasketch cannot be installed or its run fails.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from common import peak_rss_mb, save  # noqa: E402
+from common import BENCH_PY, BenchSetupError, ensure_packages, peak_rss_mb, save  # noqa: E402
 
 
 def hwm_mb() -> float:
@@ -73,8 +74,6 @@ def hwm_mb() -> float:
     return peak_rss_mb()
 
 
-BENCH_VENV = HERE / ".venv-bench"
-BENCH_PY = BENCH_VENV / "bin" / "python"
 BENCH_PACKAGES = ["datasketch", "numpy"]
 NUM_PERM = 128
 
@@ -391,22 +390,9 @@ def datasketch_main(spec: dict[str, Any]) -> None:
 def ensure_bench_env() -> str:
     """Create/extend benchmarks/.venv-bench with datasketch; its version or "unavailable: ..."."""
     try:
-        if not BENCH_PY.exists():
-            subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
-        for pkg in BENCH_PACKAGES:  # one `pip show` per package: a list passes if any is there
-            have = subprocess.run(
-                [str(BENCH_PY), "-m", "pip", "show", pkg], capture_output=True, text=True
-            )
-            if have.returncode != 0:
-                subprocess.run(
-                    [str(BENCH_PY), "-m", "pip", "install", "-q", pkg],
-                    check=True,
-                    capture_output=True,
-                    text=True,
-                    timeout=600,
-                )
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as e:
-        return f"unavailable: {e} {(getattr(e, 'stderr', '') or '')[-300:]}"
+        ensure_packages(BENCH_PACKAGES, timeout=600)
+    except BenchSetupError as e:
+        return f"unavailable: {e}"
     r = subprocess.run(
         [str(BENCH_PY), "-c", "import datasketch; print(datasketch.__version__)"],
         capture_output=True,
@@ -587,6 +573,7 @@ def main() -> int:
         print("datasketch (bench venv) ...", flush=True)
         version = ensure_bench_env()
         if version.startswith("unavailable"):
+            failures.append(f"datasketch {version[:300]}")  # a missing competitor fails
             rows += [
                 {"corpus": f"{args.n // 1000}k", "threshold": t, "method": "datasketch"}
                 | {"error": version}
@@ -608,6 +595,7 @@ def main() -> int:
                 row["method"] = f"datasketch {version} MinHashLSH + exact verify"
                 if "error" in r:
                     rows.append(row | {"error": r["error"]})
+                    failures.append(f"datasketch at t={t}: {r['error'][:300]}")
                     continue
                 run = r["runs"][str(t)]
                 arr = np.load(run["pairs_file"])

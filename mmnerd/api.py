@@ -95,7 +95,7 @@ def audit_leakage(
 
 def image_hash(path: str | Path, kind: str = "phash") -> str:
     """The perceptual hash of an image file, 16 hex digits (imagehash semantics; ``kind``:
-    phash, dhash, ahash, whash)."""
+    one of :data:`mmnerd.images.hashing.KINDS`: phash, dhash, whash, ahash)."""
     from mmnerd.images.hashing import hash_hex, hash_image
 
     return hash_hex(hash_image(str(path), kind))

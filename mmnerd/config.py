@@ -24,6 +24,9 @@ from pydantic import (
 
 from mmnerd import USER_AGENT
 from mmnerd.errors import ConfigError
+from mmnerd.images.hashing import HASH_BITS, KINDS
+
+HashName = Literal[KINDS]  # type: ignore[valid-type]  # the registered kinds (images/hashing.py)
 
 
 def _folder(value: str) -> str:
@@ -194,7 +197,11 @@ class ImagesConfig(_Section):
 
 
 class DedupConfig(_Section):
-    hash: Literal["phash", "dhash", "whash", "ahash"] = "phash"
+    hash: HashName = Field(  # type: ignore[valid-type]
+        "phash",
+        description=f"perceptual hash of the images ({HASH_BITS} bits, imagehash semantics): "
+        + (", ".join(KINDS[:-1]) + " or " + KINDS[-1] if len(KINDS) > 1 else KINDS[0]),
+    )
     threshold: int = Field(
         10, ge=0, le=64, description="max Hamming distance (bits of 64) for near-duplicates"
     )
@@ -369,8 +376,9 @@ class BenchmarkConfig(_Section):
     )
     models: list[str] = Field(
         default_factory=list,
-        description="models from baselines/ to train ([] = the mode's: quick text_crf, mner2m; "
-        "full all of text_crf, bilstm_crf, concat_fusion, mner2m, its ablations, mner2m_gated)",
+        description="models registered in baselines/models/ to train ([] = the mode's: quick "
+        "text_crf, mner2m; full every registered one; python -m baselines.benchmark --help "
+        "lists them)",
     )
     epochs: int | None = Field(None, ge=1, description="unset = the mode's (quick 6, full 8)")
     seeds: list[int] = Field(

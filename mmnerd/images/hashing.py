@@ -13,6 +13,12 @@ libjpeg decode only the luma channel at 1/2, 1/4 or 1/8 scale (never below
 changes a few hashes by a bit or two (measured figures in docs/dedup.md).
 
 Hashes are python ``int`` in ``[0, 2**64)``; arrays of them are ``np.uint64``.
+
+The kinds are one registry, :data:`HASH_KINDS` (name → hasher class, bits, one line of
+help), filled by :func:`register_hasher` on each :class:`Hasher` subclass; the config's
+``dedup.hash``, :func:`get_hasher` and the docs' lists derive from it.  Adding a kind is one
+decorated subclass (see docs/dedup.md, "Adding a hash kind").  numpy and PIL are imported
+on first use, so the config can read the registry without them.
 """
 
 from __future__ import annotations
@@ -20,20 +26,18 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, TypeVar, Union
 
-import numpy as np
-from PIL import Image, JpegImagePlugin
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
 
-HashKind = Literal["phash", "dhash", "whash", "ahash"]
-KINDS: tuple[str, ...] = ("phash", "dhash", "whash", "ahash")
 HASH_BITS = 64
 _HASH_SIZE = 8  # bits per side; the index works on 64-bit hashes only
 
-ImageSource = str | os.PathLike | Image.Image
+ImageSource = Union[str, os.PathLike, "Image.Image"]
 
 
 class Hasher(ABC):
@@ -44,6 +48,8 @@ class Hasher(ABC):
     """
 
     kind: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    """One line for the config's help and the docs."""
     draft_min: ClassVar[int] = 128
     """Fast path: the JPEG is decoded at the smallest 1/2, 1/4, 1/8 scale that keeps both
     sides >= max(resize target, ``draft_min``) px.  128 keeps >= 99% of pHashes within
@@ -55,12 +61,17 @@ class Hasher(ABC):
         ``fast`` applies the JPEG draft only to files this method opens itself;
         a PIL image passed in is never modified.
         """
+        from PIL import Image
+
         if isinstance(src, Image.Image):
             return self._hash_pil(src, fast=False)
         with Image.open(src) as img:
             return self._hash_pil(img, fast=fast)
 
     def _hash_pil(self, img: Image.Image, fast: bool) -> int:
+        import numpy as np
+        from PIL import Image
+
         target = self.target_size(img.size)
         if fast:
             self.draft(img, target)
@@ -70,6 +81,8 @@ class Hasher(ABC):
 
     def draft(self, img: Image.Image, target: tuple[int, int]) -> None:
         """Ask the JPEG decoder for a reduced-scale luma decode (no-op for other formats)."""
+        from PIL import JpegImagePlugin
+
         if isinstance(img, JpegImagePlugin.JpegImageFile):
             w, h = target
             img.draft("L", (max(w, self.draft_min), max(h, self.draft_min)))
@@ -83,10 +96,38 @@ class Hasher(ABC):
         """``(h, w)`` uint8 grayscale pixels → ``(8, 8)`` bool bits."""
 
 
+@dataclass(frozen=True)
+class HashKindSpec:
+    """One registered kind: its name, hasher class, hash width and one line of help."""
+
+    name: str
+    hasher: type[Hasher]
+    bits: int
+    summary: str
+
+
+HASH_KINDS: dict[str, HashKindSpec] = {}
+"""Every hash kind by name, in registration order (the first is the default)."""
+
+_H = TypeVar("_H", bound=type[Hasher])
+
+
+def register_hasher(cls: _H) -> _H:
+    """Class decorator: add a :class:`Hasher` subclass to :data:`HASH_KINDS` under its
+    ``kind`` (a kind registered twice is a programming error).  Hashes are
+    :data:`HASH_BITS` wide: the index and the stored hex strings assume 64 bits."""
+    if not cls.kind or cls.kind in HASH_KINDS:
+        raise ValueError(f"hash kind {cls.kind!r} is empty or registered twice")
+    HASH_KINDS[cls.kind] = HashKindSpec(cls.kind, cls, HASH_BITS, cls.summary)
+    return cls
+
+
+@register_hasher
 class PHash(Hasher):
     """DCT hash: 32x32 image, 2-D DCT-II, low 8x8 frequencies above their median."""
 
     kind = "phash"
+    summary = "DCT of a 32x32 greyscale image (imagehash.phash)"
     highfreq_factor: ClassVar[int] = 4
 
     def target_size(self, size: tuple[int, int]) -> tuple[int, int]:
@@ -97,14 +138,18 @@ class PHash(Hasher):
         import scipy.fftpack
 
         dct = scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=0), axis=1)
+        import numpy as np
+
         low = dct[:_HASH_SIZE, :_HASH_SIZE]
         return low > np.median(low)
 
 
+@register_hasher
 class DHash(Hasher):
     """Horizontal gradient hash: 9x8 image, each pixel brighter than its left neighbour."""
 
     kind = "dhash"
+    summary = "horizontal gradients of a 9x8 greyscale image (imagehash.dhash)"
 
     def target_size(self, size: tuple[int, int]) -> tuple[int, int]:
         return (_HASH_SIZE + 1, _HASH_SIZE)
@@ -113,30 +158,23 @@ class DHash(Hasher):
         return pixels[:, 1:] > pixels[:, :-1]
 
 
-class AHash(Hasher):
-    """Average hash: 8x8 image, pixels above their mean."""
-
-    kind = "ahash"
-
-    def target_size(self, size: tuple[int, int]) -> tuple[int, int]:
-        return (_HASH_SIZE, _HASH_SIZE)
-
-    def bits(self, pixels: np.ndarray) -> np.ndarray:
-        return pixels > np.mean(pixels)
-
-
+@register_hasher
 class WHash(Hasher):
     """Haar wavelet hash (imagehash ``whash`` defaults: image scale = largest power of
     two <= the shorter side, lowest LL band removed, LL at 8x8 above its median)."""
 
     kind = "whash"
+    summary = "Haar wavelet low band (imagehash.whash)"
 
     def target_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        import numpy as np
+
         natural = 2 ** int(np.log2(min(size)))
         s = max(natural, _HASH_SIZE)
         return (s, s)
 
     def bits(self, pixels: np.ndarray) -> np.ndarray:
+        import numpy as np
         import pywt
 
         scale = pixels.shape[0]
@@ -150,19 +188,38 @@ class WHash(Hasher):
         return low > np.median(low)
 
 
-HASHERS: dict[str, type[Hasher]] = {c.kind: c for c in (PHash, DHash, WHash, AHash)}
+@register_hasher
+class AHash(Hasher):
+    """Average hash: 8x8 image, pixels above their mean."""
+
+    kind = "ahash"
+    summary = "8x8 greyscale pixels above their mean (imagehash.average_hash)"
+
+    def target_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        return (_HASH_SIZE, _HASH_SIZE)
+
+    def bits(self, pixels: np.ndarray) -> np.ndarray:
+        return pixels > pixels.mean()
+
+
+KINDS: tuple[str, ...] = tuple(HASH_KINDS)
+"""The registered kind names (``dedup.hash`` accepts these)."""
 
 
 def get_hasher(kind: str = "phash") -> Hasher:
-    """The hasher for ``kind`` (phash, dhash, whash or ahash)."""
+    """The hasher for ``kind`` (one of :data:`KINDS`)."""
     try:
-        return HASHERS[kind]()
+        return HASH_KINDS[kind].hasher()
     except KeyError:
-        raise ValueError(f"unknown hash kind {kind!r}; choose one of {', '.join(KINDS)}") from None
+        raise ValueError(
+            f"unknown hash kind {kind!r}; choose one of {', '.join(HASH_KINDS)}"
+        ) from None
 
 
 def pack_bits(bits: np.ndarray) -> int:
     """``(8, 8)`` bool bits, row-major with the first bit most significant → ``int``."""
+    import numpy as np
+
     return int.from_bytes(np.packbits(np.asarray(bits, dtype=bool).ravel()).tobytes(), "big")
 
 
@@ -197,12 +254,16 @@ class HashReport:
     @property
     def ok(self) -> np.ndarray:
         """``(n,)`` bool: True where the image was hashed."""
+        import numpy as np
+
         mask = np.ones(len(self.hashes), dtype=bool)
         mask[list(self.failed)] = False
         return mask
 
 
 def _hash_chunk(kind: str, fast: bool, paths: Sequence[str]) -> tuple[list[int], dict[int, str]]:
+    from PIL import Image
+
     hasher = get_hasher(kind)
     out: list[int] = []
     failed: dict[int, str] = {}
@@ -223,6 +284,10 @@ def hash_files_report(
     chunksize: int = 64,
 ) -> HashReport:
     """Hash image files in ``workers`` processes (1 = inline), never raising on a bad file."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    import numpy as np
+
     get_hasher(kind)  # fail early on a bad kind
     strs = [str(Path(p)) for p in paths]
     chunks = [strs[i : i + chunksize] for i in range(0, len(strs), chunksize)]

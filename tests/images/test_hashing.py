@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from mmnerd.images import hashing
 from mmnerd.images.hashing import (
+    HASH_KINDS,
     KINDS,
+    Hasher,
     get_hasher,
     hamming,
     hash_files,
@@ -20,6 +23,7 @@ from mmnerd.images.hashing import (
     hash_image,
     hex_to_int,
     pack_bits,
+    register_hasher,
 )
 
 REFERENCE = {
@@ -153,3 +157,63 @@ def test_hash_files_reports_bad_files(jpegs: list[Path], tmp_path: Path) -> None
     assert int(rep.hashes[0]) == hash_image(jpegs[0])
     with pytest.raises(OSError, match="bad.jpg"):
         hash_files(paths, workers=1)
+
+
+def test_registry_lists_every_kind_where_users_see_it() -> None:
+    """The config accepts exactly the registered kinds; config show and docs/dedup.md list them."""
+    from pydantic import ValidationError
+
+    from mmnerd.config import DedupConfig
+
+    assert KINDS == tuple(HASH_KINDS) == ("phash", "dhash", "whash", "ahash")
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "dedup.md").read_text()
+    help_text = DedupConfig.model_fields["hash"].description or ""
+    for kind, spec in HASH_KINDS.items():
+        assert DedupConfig(hash=kind).hash == kind
+        assert spec.bits == 64 and spec.hasher.kind == kind and spec.summary
+        assert kind in help_text and f"`{kind}`" in docs
+    with pytest.raises(ValidationError):
+        DedupConfig(hash="md5")
+
+
+def test_a_registered_kind_hashes_files(pngs: list[Path], monkeypatch) -> None:
+    """Adding a kind is one decorated Hasher subclass: get_hasher and file hashing pick it
+    up by name."""
+    monkeypatch.setattr(hashing, "HASH_KINDS", dict(HASH_KINDS))
+
+    @register_hasher
+    class VHash(Hasher):
+        """Vertical gradients: 8x9 image, each pixel brighter than the one above."""
+
+        kind = "vhash"
+        summary = "vertical gradients of an 8x9 greyscale image"
+
+        def target_size(self, size: tuple[int, int]) -> tuple[int, int]:
+            return (8, 9)
+
+        def bits(self, pixels: np.ndarray) -> np.ndarray:
+            return pixels[1:, :] > pixels[:-1, :]
+
+    assert "vhash" in hashing.HASH_KINDS and isinstance(get_hasher("vhash"), VHash)
+    with Image.open(pngs[0]) as img:
+        small = np.asarray(img.convert("L").resize((8, 9), Image.Resampling.LANCZOS))
+    want = pack_bits(small[1:, :] > small[:-1, :])
+    assert hash_image(pngs[0], "vhash") == want
+    assert int(hash_files(pngs[:1], "vhash", workers=1)[0]) == want
+    with pytest.raises(ValueError, match="registered twice"):
+        register_hasher(VHash)
+
+
+def test_config_reads_the_registry_without_numpy_or_pil() -> None:
+    """hashing.py is a leaf (no mmnerd import) that loads numpy and PIL on first use."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, mmnerd.config;"
+        "print([m for m in ('numpy', 'PIL') if m in sys.modules],"
+        " [m for m in sys.modules if m.startswith('mmnerd.') and m not in"
+        " ('mmnerd.config', 'mmnerd.errors', 'mmnerd.images', 'mmnerd.images.hashing')])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "[] []", out.stdout + out.stderr
