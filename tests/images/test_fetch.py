@@ -110,3 +110,20 @@ def test_sniff_magic_bytes():
     assert sniff(jpeg()[:16]) == ("image/jpeg", "jpg")
     assert sniff(b"RIFF\x00\x00\x00\x00WEBPVP8 ") == ("image/webp", "webp")
     assert sniff(b"<!doctype html>") is None
+
+
+def test_429_without_retry_after_waits_for_the_rate_limit_reset(httpserver, cfg, tmp_path):
+    """The shared retry policy (mmnerd.http): a 429 with only a rate-limit reset waits for
+    that reset (+1 s margin) when it is within max_retry_after, and gives up beyond it."""
+    answers = [Response("", 429, headers={"RateLimit-Reset": "1"}), Response(jpeg(), 200)]
+    httpserver.expect_request("/limited").respond_with_handler(lambda _: answers.pop(0))
+    cfg.retries, cfg.max_retry_after, cfg.total_timeout = 1, 5, 30
+    start = time.monotonic()
+    ok = fetch(httpserver, cfg, "/limited", tmp_path)
+    assert ok.status == "ok" and time.monotonic() - start >= 2.0
+    httpserver.expect_request("/later").respond_with_data(
+        "", status=429, headers={"X-RateLimit-Reset": "3600"}
+    )
+    later = fetch(httpserver, cfg, "/later", tmp_path)
+    assert later.status == "http_429"
+    assert later.reason == "rate-limit reset 3601 s > max_retry_after 5 s"
