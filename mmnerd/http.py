@@ -13,8 +13,9 @@
   connections go only to addresses the SSRF guard checked: each new connection
   resolves its host once (:class:`Guard`), refuses non-public addresses unless
   allow-listed and connects to a checked address, so DNS rebinding cannot swap it;
-  TLS keeps SNI and the certificate check on the host name.  Bodies of answers that
-  are retried are closed, never read (a hostile server cannot make us download them).
+  TLS keeps SNI and the certificate check on the host name.
+* The body of an answer that is retried is closed, never read (urllib3 would read it
+  to reuse the connection; a hostile server's may never end).
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
-from urllib3.response import HTTPResponse
 from urllib3.util import connection as u3connection
 from urllib3.util.retry import Retry
 
@@ -138,6 +138,14 @@ def rate_limit(headers: Mapping[str, str]) -> tuple[float | None, float | None]:
 # --- the retry policy -------------------------------------------------------------------
 
 
+def discard(response: Any) -> None:
+    """Give a response's connection back: reusable when its body was read, else closed
+    (an unread body is never read just to reuse the connection)."""
+    if not (response.isclosed() or response.length_remaining == 0):
+        response.close()
+    response.release_conn()
+
+
 class GiveUp(Exception):  # noqa: N818 (not an error of ours: a decision)
     """A retry was not attempted: its wait (``what``: "Retry-After", "rate-limit reset" or
     "backoff", ``wait`` seconds) exceeded the cap, or ``what == "deadline"``: it would end
@@ -192,7 +200,10 @@ class PoliteRetry(Retry):
         )
         if timed_out and not self.retry_timeouts:
             raise error  # type: ignore[misc]
-        return super().increment(method, url, response, error, _pool, _stacktrace)
+        new = super().increment(method, url, response, error, _pool, _stacktrace)
+        if response is not None:  # it will be asked again: never read this answer's body
+            discard(response)  # (urllib3 would drain it; a hostile one may never end)
+        return new
 
     def planned_wait(self, response: Any = None) -> tuple[float, str]:
         """(seconds, why) before the next try: Retry-After, else the rate-limit reset of a
@@ -458,29 +469,17 @@ class _GuardedHTTPSConnection(_Guarded, HTTPSConnection):
     pass
 
 
-class ClosingResponse(HTTPResponse):
-    """A response whose unread body is never drained: the connection is closed instead."""
-
-    def drain_conn(self) -> None:
-        if not (self.isclosed() or self.length_remaining == 0):
-            self.close()
-        self.release_conn()
-
-
 class _GuardedPool(HTTPConnectionPool):
     ConnectionCls = _GuardedHTTPConnection
-    ResponseCls = ClosingResponse
 
 
 class _GuardedHTTPSPool(HTTPSConnectionPool):
     ConnectionCls = _GuardedHTTPSConnection
-    ResponseCls = ClosingResponse
 
 
 class GuardedPoolManager(PoolManager):
     """urllib3 ``PoolManager`` whose every connection passes ``guard`` (see the module
-    docstring); pools are keyed by host name as usual, responses are
-    :class:`ClosingResponse`."""
+    docstring); pools are keyed by host name as usual."""
 
     def __init__(self, guard: Guard, **kw: Any):
         super().__init__(**kw)

@@ -50,6 +50,7 @@ from mmnerd.http import (
     GuardedPoolManager,
     Refused,
     Resolver,
+    discard,
     polite_retry,
     resolve_checked,
 )
@@ -312,7 +313,7 @@ class Fetcher:
                     return self._read(resp, deadline)
                 return FetchResult(f"http_{resp.status}", resp.reason or "")
             finally:
-                resp.drain_conn()  # a ClosingResponse: closes an unread body, never reads it
+                discard(resp)
 
     def _read(self, resp: urllib3.BaseHTTPResponse, deadline: float) -> FetchResult:
         """Stream the body up to ``max_bytes`` and the deadline; sniff it as soon as possible."""
