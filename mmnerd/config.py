@@ -165,7 +165,10 @@ class ImagesConfig(_Section):
     per_host: int = Field(4, ge=1, le=256, description="concurrent downloads per host (politeness)")
     retries: int = Field(2, ge=0, le=10, description="extra attempts after 429/5xx or a reset")
     max_retry_after: float = Field(
-        30.0, ge=0, description="a longer Retry-After gives up at once (status http_429/503)"
+        30.0,
+        ge=0,
+        description="a longer Retry-After (or a 429's rate-limit reset) gives up at once "
+        "(status http_429/503)",
     )
     total_timeout: float = Field(
         60.0, gt=0, description="seconds for one image: redirects, retries and body included"

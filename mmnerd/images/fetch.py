@@ -5,16 +5,17 @@ Every image ends with ``ImageRef.status`` set to ``ok``, ``http_<code>`` or one 
 ``<root>/<sha256[:2]>/<sha256>.<ext>``, where the sha256 is that of the *stored*
 bytes (see :mod:`mmnerd.images.validate` for what is stored).
 
-Network side (this module):
+Network side (this module, over the guarded transport of :mod:`mmnerd.http`):
 
 * a thread pool (``workers``) with at most ``per_host`` downloads per host at once;
-* SSRF guard: the host is resolved once, every address is checked (loopback,
-  private, link-local, multicast, reserved are refused unless allow-listed), and
-  the connection goes to the checked address (no second DNS lookup, so DNS
-  rebinding cannot swap it); every redirect hop is checked the same way;
+* SSRF guard: each new connection resolves its host once, every address is checked
+  (loopback, private, link-local, multicast, reserved are refused unless
+  allow-listed), and the connection goes to a checked address (no second DNS
+  lookup, so DNS rebinding cannot swap it); every redirect hop is checked the same way;
 * IDN hosts are IDNA-encoded, percent-encoded hosts decoded, raw paths quoted;
-* retries after 429/5xx and connection errors, honouring ``Retry-After`` up to
-  ``max_retry_after``; no retry after a timeout;
+* retries after 429/5xx and connection errors (:func:`mmnerd.http.polite_retry`),
+  honouring ``Retry-After`` (or a 429's rate-limit reset) up to ``max_retry_after``,
+  giving up beyond it; no retry after a timeout; the per-host slot is free while waiting;
 * a per-socket-operation ``timeout`` plus a ``total_timeout`` per image (slow
   trickling bodies end there), and a ``max_bytes`` cut-off while streaming.
 
@@ -26,11 +27,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import email.utils
 import hashlib
 import ipaddress
-import random
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -41,17 +39,21 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import urllib3
-from urllib3.exceptions import (
-    HTTPError,
-    NewConnectionError,
-    ProtocolError,
-    SSLError,
-)
-from urllib3.exceptions import (
-    TimeoutError as Urllib3Timeout,
-)
+from urllib3.exceptions import HTTPError, MaxRetryError, NewConnectionError, ProtocolError, SSLError
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from mmnerd.config import ImagesConfig, PipelineConfig, split_allow_entry
+from mmnerd.http import (
+    Allow,
+    GiveUp,
+    Guard,
+    GuardedPoolManager,
+    Refused,
+    Resolver,
+    discard,
+    polite_retry,
+    resolve_checked,
+)
 from mmnerd.images.stored import StoredImages
 from mmnerd.images.validate import ImageOptions, Processed, process, sniff, validate
 from mmnerd.io import atomic_write, remove_stale_temps
@@ -93,14 +95,9 @@ STATUSES = (
 """Fetch outcomes besides ``http_<code>`` (the final HTTP status when it is not 200); the
 last three are a source's local files (:func:`read_local`)."""
 
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 BACKOFF = 0.25
-"""Seconds before the first retry without Retry-After; doubles each time, with jitter."""
+"""Seconds before the first retry without Retry-After (jitter [0.5, 1)); doubles each time."""
 
-Resolver = Callable[[str, int], list[str]]
-"""(ascii host, port) -> IP addresses as strings; raises OSError when the name does not resolve."""
-
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _SAFE_PATH = "/%:@!$&'()*+,;=~"
 _SAFE_QUERY = _SAFE_PATH + "?"
 
@@ -166,27 +163,6 @@ def _idna(host: str) -> str:
         raise BadUrl(f"bad international host name {host[:100]!r}: {e}") from None
 
 
-def system_resolver(host: str, port: int) -> list[str]:
-    """Addresses of ``host`` from the system resolver, in its order, without duplicates."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return list(dict.fromkeys(info[4][0] for info in infos))
-
-
-def is_public(address: str) -> bool:
-    """True for globally routable unicast addresses (IPv4-mapped and NAT64 unwrapped)."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        elif ip in _NAT64:
-            ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return ip.is_global and not ip.is_multicast
-
-
-Allow = frozenset[tuple[str, int]]
-"""Normalised allow-list: (host or address, port); port 0 = any port."""
-
-
 def _normalise_allow(entries: Iterable[str]) -> Allow:
     out = set()
     for entry in entries:
@@ -200,34 +176,6 @@ def _normalise_allow(entries: Iterable[str]) -> Allow:
             except BadUrl:
                 out.add((e, port))
     return frozenset(out)
-
-
-def _allowed(allow: Allow, host: str, port: int) -> bool:
-    return (host, 0) in allow or (host, port) in allow
-
-
-def resolve_checked(
-    host: str, port: int, allow: Allow, resolver: Resolver = system_resolver
-) -> tuple[list[str], str, str]:
-    """(addresses to connect to, status, reason): status is "" when allowed.
-
-    A name is refused if *any* of its addresses is non-public and not allow-listed;
-    an allow-listed name may resolve to anything.  An entry with a port allows only
-    that port (so an allow-listed image server cannot redirect to another local service).
-    """
-    try:
-        addresses = resolver(host, port)
-    except (OSError, UnicodeError) as e:
-        return [], "dns_error", f"{host}: {e}"
-    if not addresses:
-        return [], "dns_error", f"{host}: no address"
-    if _allowed(allow, host, port):
-        return addresses, "", ""
-    for a in addresses:
-        ip = str(ipaddress.ip_address(a.split("%", 1)[0]))
-        if not _allowed(allow, ip, port) and not is_public(a):
-            return [], "blocked_address", f"{host}:{port} resolves to non-public {a}"
-    return addresses, "", ""
 
 
 def address_allowed(host: str, allow_hosts: list[str], port: int = 0) -> tuple[bool, str]:
@@ -253,22 +201,9 @@ class _Redirect:
     location: str
 
 
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP-date), None if absent/bad."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
 class Fetcher:
-    """Downloads URLs (thread-safe): guarded, pinned to checked addresses, retried, capped."""
+    """Downloads URLs (thread-safe) through the guarded transport of :mod:`mmnerd.http`:
+    pinned to checked addresses, retried by its policy, capped in bytes and time."""
 
     def __init__(
         self, cfg: ImagesConfig, resolver: Resolver | None = None, ca_certs: str | None = None
@@ -276,9 +211,10 @@ class Fetcher:
         """``resolver`` defaults to the system's; ``ca_certs`` (a PEM bundle) to the system
         trust store."""
         self.cfg = cfg
-        self.resolver = resolver or system_resolver
         self.allow = _normalise_allow(cfg.allow_hosts)
-        self._pm = urllib3.PoolManager(
+        guard = Guard(self.allow, resolver) if resolver else Guard(self.allow)
+        self._pm = GuardedPoolManager(
+            guard,
             num_pools=max(64, cfg.workers),
             maxsize=cfg.workers,
             block=False,
@@ -294,115 +230,90 @@ class Fetcher:
         }
 
     @contextlib.contextmanager
-    def _slot(self, host: str) -> Iterator[None]:
-        """Hold one of the ``per_host`` download slots of ``host``."""
+    def _slot(self, host: str) -> Iterator[Callable[[float], None]]:
+        """Hold one of the ``per_host`` download slots of ``host``; yields a sleep that
+        gives the slot back while it waits (others may use it meanwhile)."""
         with self._lock:
             sem = self._slots.get(host)
             if sem is None:
                 sem = self._slots[host] = threading.BoundedSemaphore(self.cfg.per_host)
+
+        def sleep_outside(seconds: float) -> None:
+            sem.release()
+            try:
+                time.sleep(seconds)
+            finally:
+                sem.acquire()
+
         with sem:
-            yield
+            yield sleep_outside
 
     def fetch(self, url: str) -> FetchResult:
-        """Download ``url`` following up to ``max_redirects`` checked redirects."""
+        """Download ``url`` following up to ``max_redirects`` redirects (each hop guarded)."""
         deadline = time.monotonic() + self.cfg.total_timeout
         for _ in range(self.cfg.max_redirects + 1):
             try:
                 target = parse_target(url)
             except BadUrl as e:
                 return FetchResult("bad_url", str(e))
-            addresses, status, reason = resolve_checked(
-                target.host, target.port, self.allow, self.resolver
-            )
-            if status:
-                return FetchResult(status, reason)
-            res = self._get(target, addresses, deadline)
+            res = self._get(target, deadline)
             if isinstance(res, FetchResult):
                 return res
             url = urljoin(url, res.location)
         return FetchResult("too_many_redirects", f"more than {self.cfg.max_redirects} redirects")
 
-    def _get(
-        self, target: Target, addresses: list[str], deadline: float
-    ) -> FetchResult | _Redirect:
-        """One hop: GET with retries; returns the result or the redirect to follow."""
+    def _get(self, target: Target, deadline: float) -> FetchResult | _Redirect:
+        """One hop: GET with the retry policy; returns the result or the redirect to follow."""
         cfg = self.cfg
-        attempt = 0
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return FetchResult("timeout", f"not done within {cfg.total_timeout:g} s")
-            wait: float | None = None
-            with self._slot(target.host):
-                try:
-                    resp = self._open(target, addresses, min(cfg.timeout, left))
-                except NewConnectionError as e:  # refused (a ConnectTimeoutError subclass!)
-                    if attempt >= cfg.retries:
-                        return FetchResult("connection_error", _describe(e))
-                except (Urllib3Timeout, TimeoutError):
-                    return FetchResult("timeout", f"no answer within {cfg.timeout:g} s")
-                except SSLError as e:  # deterministic: not retried
-                    return FetchResult("connection_error", f"TLS: {_describe(e)}")
-                except (ProtocolError, OSError, HTTPError) as e:
-                    if attempt >= cfg.retries:
-                        return FetchResult("connection_error", _describe(e))
-                else:
-                    try:
-                        if resp.status in (301, 302, 303, 307, 308) and resp.headers.get(
-                            "Location"
-                        ):
-                            return _Redirect(resp.headers["Location"])
-                        if resp.status == 200:
-                            return self._read(resp, deadline)
-                        code = f"http_{resp.status}"
-                        if resp.status not in RETRY_STATUSES or attempt >= cfg.retries:
-                            return FetchResult(code, resp.reason or "")
-                        wait = _retry_after(resp.headers.get("Retry-After"))
-                        if wait is not None and wait > cfg.max_retry_after:
-                            cap = cfg.max_retry_after
-                            why = f"Retry-After {wait:g} s > max_retry_after {cap:g} s"
-                            return FetchResult(code, why)
-                    finally:
-                        _discard(resp)
-            if wait is None:
-                wait = BACKOFF * 2**attempt * (0.5 + random.random())
-            if time.monotonic() + wait > deadline:
-                return FetchResult(
-                    "timeout", f"retry would end after total_timeout {cfg.total_timeout:g} s"
-                )
-            time.sleep(wait)  # outside the host slot: others may use it meanwhile
-            attempt += 1
-
-    def _open(
-        self, target: Target, addresses: list[str], timeout: float
-    ) -> urllib3.BaseHTTPResponse:
-        """GET ``target`` from the first checked address that accepts a connection."""
-        err: Exception | None = None
-        for address in addresses:
-            kw = {}
-            if target.scheme == "https":  # SNI and certificate for the name, not the address
-                kw = {"server_hostname": target.host, "assert_hostname": target.host}
-            pool = self._pm.connection_from_host(
-                f"[{address}]" if ":" in address else address,
-                target.port,
-                target.scheme,
-                pool_kwargs=kw,
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return FetchResult("timeout", f"not done within {cfg.total_timeout:g} s")
+        timeout = min(cfg.timeout, left)
+        with self._slot(target.host) as sleep_outside:
+            retry = polite_retry(
+                cfg.retries,
+                backoff=BACKOFF,
+                max_wait=cfg.max_retry_after,
+                methods=("GET",),
+                give_up_over_cap=True,  # a long Retry-After ends the download
+                retry_timeouts=False,
+                deadline=deadline,
+                sleeper=sleep_outside,
             )
+            pool = self._pm.connection_from_host(target.host, target.port, target.scheme)
             try:
-                return pool.urlopen(
+                resp = pool.urlopen(
                     "GET",
                     target.path,
                     headers={**self._headers, "Host": target.host_header},
                     redirect=False,
-                    retries=False,
+                    retries=retry,
                     preload_content=False,
-                    assert_same_host=False,
                     timeout=urllib3.Timeout(connect=timeout, read=timeout),
                 )
-            except NewConnectionError as e:  # refused: try the next checked address
-                err = e
-        assert err is not None
-        raise err
+            except Refused as e:
+                return FetchResult(e.status, e.reason)
+            except GiveUp as e:
+                if e.what == "deadline":
+                    why = f"retry would end after total_timeout {cfg.total_timeout:g} s"
+                    return FetchResult("timeout", why)
+                why = f"{e.what} {e.wait:g} s > max_retry_after {e.cap:g} s"
+                return FetchResult(f"http_{e.status}" if e.status else "connection_error", why)
+            except (Urllib3Timeout, TimeoutError) as e:
+                if isinstance(e, NewConnectionError):  # refused (a ConnectTimeoutError subclass)
+                    return FetchResult("connection_error", _describe(e))
+                return FetchResult("timeout", f"no answer within {cfg.timeout:g} s")
+            except (HTTPError, OSError) as e:  # retries spent (MaxRetryError), TLS, protocol
+                tls = isinstance(getattr(e, "reason", e), SSLError)
+                return FetchResult("connection_error", ("TLS: " if tls else "") + _describe(e))
+            try:
+                if resp.status in (301, 302, 303, 307, 308) and resp.headers.get("Location"):
+                    return _Redirect(resp.headers["Location"])
+                if resp.status == 200:
+                    return self._read(resp, deadline)
+                return FetchResult(f"http_{resp.status}", resp.reason or "")
+            finally:
+                discard(resp)
 
     def _read(self, resp: urllib3.BaseHTTPResponse, deadline: float) -> FetchResult:
         """Stream the body up to ``max_bytes`` and the deadline; sniff it as soon as possible."""
@@ -443,15 +354,6 @@ class Fetcher:
         return FetchResult("ok", data=bytes(buf), mime=kind[0], ext=kind[1])
 
 
-def _discard(resp: urllib3.BaseHTTPResponse) -> None:
-    """Give the connection back when the body was read, else close it (never drain)."""
-    if resp.isclosed() or resp.length_remaining == 0:
-        resp.release_conn()
-    else:
-        resp.close()
-        resp.release_conn()
-
-
 def _incomplete(e: BaseException) -> bool:
     import http.client
 
@@ -472,17 +374,21 @@ def _incomplete(e: BaseException) -> bool:
 
 
 def _describe(e: BaseException) -> str:
-    """A short, stable description of a network error (innermost cause first)."""
+    """A short, stable description of a network error (innermost cause first; a TLS
+    verification failure says why, e.g. a host name mismatch)."""
     inner: BaseException = e
-    for _ in range(4):
-        nxt = next((a for a in getattr(inner, "args", ()) if isinstance(a, BaseException)), None)
+    for _ in range(5):
+        reason = inner.reason if isinstance(inner, MaxRetryError) else None
+        nxt = reason or next(
+            (a for a in getattr(inner, "args", ()) if isinstance(a, BaseException)), None
+        )
         if nxt is None:
             break
         inner = nxt
-    name = type(inner).__name__
     if isinstance(inner, NewConnectionError) or "refused" in str(inner).lower():
         return "ConnectionRefusedError"
-    return name
+    why = getattr(inner, "verify_message", "")
+    return f"{type(inner).__name__}: {why}" if why else type(inner).__name__
 
 
 def store(data: bytes, ext: str, root: Path) -> tuple[str, str]:

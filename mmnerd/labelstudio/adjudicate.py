@@ -24,18 +24,11 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
+from mmnerd.labelstudio.agreement import entity_f1
 from mmnerd.records import Annotation, Post, Span
 
 ADJUDICATION_SUFFIX = " — adjudication"
 MAJORITY_MODEL_VERSION = "majority-vote"
-
-
-def entity_f1(a: Sequence[Span], b: Sequence[Span]) -> float:
-    """Exact-match entity F1 between two span sets (symmetric; 1.0 when both are empty)."""
-    ka, kb = {s.key() for s in a}, {s.key() for s in b}
-    if not ka and not kb:
-        return 1.0
-    return 2 * len(ka & kb) / (len(ka) + len(kb))
 
 
 def mean_pairwise_f1(annotations: Sequence[Annotation]) -> float | None:

@@ -29,6 +29,18 @@ from mmnerd.text.bio import spans_to_bio
 TYPES_O = ("O", *ENTITY_TYPES)
 
 
+def f1_counts(both: float, na: float, nb: float) -> float:
+    """Exact-match entity F1 of two annotators from counts: ``2·both / (na + nb)``
+    (symmetric; 1.0 when neither marked anything).  The one definition mmnerd uses."""
+    return 2 * both / (na + nb) if na + nb else 1.0
+
+
+def entity_f1(a: Sequence[Span], b: Sequence[Span]) -> float:
+    """:func:`f1_counts` of two span sets, spans matched on ``(start, end, label)``."""
+    ka, kb = {s.key() for s in a}, {s.key() for s in b}
+    return f1_counts(len(ka & kb), len(ka), len(kb))
+
+
 def cohen_kappa(a: Sequence[str], b: Sequence[str]) -> float | None:
     """Cohen's kappa of two equally long label sequences (None when empty)."""
     if len(a) != len(b):
@@ -69,9 +81,9 @@ class _Tally:
             na, nb, both = sum(self.na.values()), sum(self.nb.values()), sum(self.both.values())
         else:
             na, nb, both = self.na[typ], self.nb[typ], self.both[typ]
-        if na + nb == 0:  # nobody marked anything (of this type): agreement is undefined
-            return None if typ is not None or self.posts == 0 else 1.0
-        return 2 * both / (na + nb)
+        if na + nb == 0 and (typ is not None or self.posts == 0):
+            return None  # nobody marked anything of this type: agreement is undefined
+        return f1_counts(both, na, nb)
 
     def kappa(self, typ: str | None = None) -> float | None:
         if typ is None:

@@ -1,12 +1,12 @@
-"""A small Label Studio 1.23 API client over ``requests`` (what push, simulate and pull need).
+"""A small Label Studio 1.23 API client (what push, simulate, pull and the team tools need).
 
-Why not the SDK for everything: the SDK (``label_studio_sdk.LabelStudio``)
-retries POSTs on 5xx/408/409/429, so a bulk import that timed out on our side
-but finished on the server is sent again and duplicates tasks.  Here only
-idempotent GETs are retried (urllib3 ``Retry``, honouring ``Retry-After``);
-POSTs are sent once and the caller makes reruns safe (push lists the post ids
-already in the project first).  :meth:`LSClient.sdk` returns an SDK client for
-anything else.
+It is a session of mmnerd's HTTP layer (:mod:`mmnerd.http`): only reads (GET, HEAD)
+are sent again after a 429/5xx answer or a broken connection (``Retry-After``
+honoured); POSTs and PATCHes are sent once and the caller makes reruns safe (push
+lists the post ids already in the project first).  mmnerd does not use
+``label-studio-sdk`` (see docs/architecture.md): the SDK retries POSTs on
+5xx/408/409/429 by default, so a bulk import that timed out on our side but
+finished on the server would be sent again and duplicate tasks.
 
 Errors become :class:`~mmnerd.errors.LabelStudioError` with one line naming the
 call and the server's answer; the token never appears in them.
@@ -14,7 +14,6 @@ call and the server's answer; the token never appears in them.
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -33,25 +32,17 @@ class LSClient:
     def __init__(self, url: str, token: str, timeout: float = 300.0, reconnect: float = 0.0):
         """``reconnect``: seconds an idempotent GET keeps retrying while the server is
         unreachable (a restart mid-pull); 0 fails at once (after urllib3's 3 quick retries)."""
-        import requests
-        from urllib3.util.retry import Retry
+        from mmnerd.http import polite_retry, session
 
         self.url = url.rstrip("/")
         self._token = token
         self.timeout = timeout
         self.reconnect = reconnect
-        self.session = requests.Session()
-        self.session.headers["Authorization"] = f"Token {token}"
-        retry = Retry(
-            total=3,
-            backoff_factor=0.5,
-            status_forcelist=(502, 503, 504),
-            allowed_methods=frozenset({"GET", "HEAD"}),  # never POST: imports are not idempotent
-            respect_retry_after_header=True,
+        # only reads are sent twice: imports and annotations are not idempotent
+        retry = polite_retry(3, backoff=0.5, max_wait=60.0, methods=("GET", "HEAD"))
+        self.session = session(
+            retry, timeout=timeout, headers={"Authorization": f"Token {token}"}, quick_ack=True
         )
-        adapter = _quick_ack_adapter_class()(max_retries=retry)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
 
     def __repr__(self) -> str:
         return f"LSClient({self.url!r})"
@@ -91,17 +82,10 @@ class LSClient:
         with ThreadPoolExecutor(max_workers=workers) as ex:
             return list(ex.map(call, items))
 
-    def sdk(self) -> Any:
-        """A ``label_studio_sdk.LabelStudio`` client on the same server (imported lazily)."""
-        from label_studio_sdk import LabelStudio
-
-        return LabelStudio(base_url=self.url, api_key=self._token)
-
     # --- plumbing ------------------------------------------------------------------
     def request(self, method: str, path: str, ok: tuple[int, ...] = (), **kw: Any) -> Any:
         import requests
 
-        kw.setdefault("timeout", self.timeout)
         deadline: float | None = None
         while True:
             try:
@@ -378,56 +362,3 @@ class LSClient:
 def encode_tasks(tasks: list[dict]) -> bytes:
     """The JSON body of a bulk import (UTF-8, non-ASCII kept as is: smaller than escapes)."""
     return json.dumps(tasks, ensure_ascii=False, allow_nan=False).encode("utf-8")
-
-
-@functools.cache
-def _quick_ack_adapter_class() -> type:
-    """A ``requests`` adapter class whose connections acknowledge an answer's first packet
-    at once (built once per process: clients are made per thread).
-
-    The server ``label-studio start`` runs (Django's WSGIServer) sends an answer's
-    headers and body in two writes.  On a reused connection Linux delays the ACK of
-    the first (40 ms, the connection being "interactive") and the server's Nagle
-    holds the second until that ACK: every call but a connection's first took 40 ms
-    more (a 12 ms GET took 55 ms; a 2,000-task import 40 ms more).  Setting
-    ``TCP_QUICKACK`` while waiting for each answer keeps connections reusable
-    without the stall.  Elsewhere than Linux this is a plain adapter.
-    """
-    import socket
-
-    from requests.adapters import HTTPAdapter
-    from urllib3.connection import HTTPConnection, HTTPSConnection
-    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-
-    quick_ack = getattr(socket, "TCP_QUICKACK", None)
-    if quick_ack is None:
-        return HTTPAdapter
-
-    class QuickAck:
-        sock: Any
-
-        def getresponse(self, *args: Any, **kw: Any) -> Any:
-            if self.sock is not None:  # not sticky: the kernel drops it again, so each time
-                self.sock.setsockopt(socket.IPPROTO_TCP, quick_ack, 1)
-            return super().getresponse(*args, **kw)  # type: ignore[misc]
-
-    class QuickAckHTTPConnection(QuickAck, HTTPConnection):
-        pass
-
-    class QuickAckHTTPSConnection(QuickAck, HTTPSConnection):
-        pass
-
-    class QuickAckPool(HTTPConnectionPool):
-        ConnectionCls = QuickAckHTTPConnection
-
-    class QuickAckHTTPSPool(HTTPSConnectionPool):
-        ConnectionCls = QuickAckHTTPSConnection
-
-    pools = {"http": QuickAckPool, "https": QuickAckHTTPSPool}
-
-    class QuickAckAdapter(HTTPAdapter):
-        def init_poolmanager(self, *args: Any, **kw: Any) -> None:
-            super().init_poolmanager(*args, **kw)
-            self.poolmanager.pool_classes_by_scheme = pools
-
-    return QuickAckAdapter

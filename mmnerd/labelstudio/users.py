@@ -24,9 +24,9 @@ annotator; :func:`save_accounts` keeps it in a 0600 file if you want one.
 
 from __future__ import annotations
 
-import re
 import secrets
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -53,9 +53,48 @@ def invite_link(client: Any) -> str:
     return f"{client.url}{url}" if url.startswith("/") else url
 
 
+class _Form(HTMLParser):
+    """What a Django form page holds for us: its CSRF token and its error messages (the
+    text of elements whose class names an error)."""
+
+    def __init__(self, html: str):
+        super().__init__()
+        self.csrf = ""
+        self.errors: list[str] = []
+        self._in_error = 0  # depth inside an error element
+        self.feed(html)
+        self.close()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "input" and a.get("name") == "csrfmiddlewaretoken" and not self.csrf:
+            self.csrf = a.get("value") or ""
+        if self._in_error or "error" in (a.get("class") or ""):
+            self._in_error += tag not in _VOID
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._in_error and tag not in _VOID:
+            self._in_error -= 1
+
+    def handle_data(self, data: str) -> None:
+        if self._in_error and data.strip():
+            self.errors.append(data.strip())
+
+
+_VOID = frozenset({"br", "hr", "img", "input", "meta", "link", "wbr", "source", "area", "col"})
+
+
 def _csrf(html: str, cookies: Any) -> str:
-    m = re.search(r'name="csrfmiddlewaretoken"\s+value="([^"]+)"', html)
-    return m.group(1) if m else cookies.get("csrftoken", "")
+    """The form's ``csrfmiddlewaretoken`` (else the ``csrftoken`` cookie)."""
+    return _Form(html).csrf or cookies.get("csrftoken", "")
+
+
+def _session() -> Any:
+    """A session as a browser has one: never resends (a signup or login is a POST, and
+    the labelling stream's GET locks a task)."""
+    from mmnerd.http import session
+
+    return session(0, timeout=60)
 
 
 def create_annotator(client: Any, email: str, password: str | None = None) -> Account:
@@ -77,9 +116,9 @@ def create_annotator(client: Any, email: str, password: str | None = None) -> Ac
     if len(password) < MIN_PASSWORD:
         raise LabelStudioError(f"annotator password: at least {MIN_PASSWORD} characters")
     link = invite_link(client)
-    with requests.Session() as s:
+    with _session() as s:
         try:
-            page = s.get(link, timeout=30)
+            page = s.get(link)
             r = s.post(
                 link,
                 data={
@@ -89,7 +128,6 @@ def create_annotator(client: Any, email: str, password: str | None = None) -> Ac
                 },
                 headers={"Referer": link},
                 allow_redirects=False,
-                timeout=60,
             )
         except requests.RequestException as e:
             raise LabelStudioError(
@@ -97,12 +135,11 @@ def create_annotator(client: Any, email: str, password: str | None = None) -> Ac
             ) from None
         if r.status_code != 302:
             # the form is rendered again with its errors (e.g. a too short password)
-            errors = re.findall(r'class="[^"]*error[^"]*"[^>]*>\s*([^<]+)<', r.text)
-            detail = "; ".join(e.strip() for e in errors if e.strip())[:200]
+            detail = "; ".join(_Form(r.text).errors)[:200]
             raise LabelStudioError(
                 f"signup of {email} refused (HTTP {r.status_code}){': ' + detail if detail else ''}"
             )
-        me = s.get(f"{client.url}/api/current-user/whoami", timeout=30)
+        me = s.get(f"{client.url}/api/current-user/whoami")
         if me.status_code != 200:
             raise LabelStudioError(f"signup of {email}: the new session is not logged in")
         return Account(int(me.json()["id"]), email, password)
@@ -134,9 +171,9 @@ def login(url: str, email: str, password: str) -> Any:
     import requests
 
     url = url.rstrip("/")
-    s = requests.Session()
+    s = _session()
     try:
-        page = s.get(f"{url}/user/login/", timeout=30)
+        page = s.get(f"{url}/user/login/")
         r = s.post(
             f"{url}/user/login/",
             data={
@@ -146,13 +183,12 @@ def login(url: str, email: str, password: str) -> Any:
             },
             headers={"Referer": f"{url}/user/login/"},
             allow_redirects=False,
-            timeout=60,
         )
     except requests.RequestException as e:
         raise LabelStudioError(
             f"login of {email}: cannot reach Label Studio at {url} ({type(e).__name__})"
         ) from None
-    me = s.get(f"{url}/api/current-user/whoami", timeout=30)
+    me = s.get(f"{url}/api/current-user/whoami")
     if r.status_code != 302 or me.status_code != 200:
         raise LabelStudioError(f"login of {email} refused (HTTP {r.status_code})")
     s.headers.update({"X-CSRFToken": s.cookies.get("csrftoken", ""), "Referer": f"{url}/"})

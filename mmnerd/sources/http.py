@@ -1,10 +1,11 @@
 """A polite HTTP client shared by the API sources (Mastodon, Bluesky).
 
-* ``requests`` session with a urllib3 :class:`~urllib3.util.retry.Retry` policy:
+* A session of mmnerd's HTTP layer (:mod:`mmnerd.http`) with its retry policy:
   429 and 5xx answers, connection errors and read timeouts are retried with
   exponential backoff and jitter; ``Retry-After`` (seconds or HTTP date) is
-  honoured on 429 / 503.  Every wait is capped by ``max_wait`` so a hostile or
-  confused server cannot park the pipeline for hours.
+  honoured, and a 429 without it waits for the rate-limit reset.  Every wait is
+  capped by ``max_wait`` so a hostile or confused server cannot park the pipeline
+  for hours.
 * Rate-limit headers (``X-RateLimit-Remaining`` / ``X-RateLimit-Reset`` as sent
   by Mastodon, ``RateLimit-Remaining`` / ``RateLimit-Reset`` as sent by Bluesky)
   are read after every answer and the next requests to that host are spread over
@@ -23,24 +24,20 @@ from __future__ import annotations
 
 import json
 import logging
-import random
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import requests
 from pydantic import BaseModel, Field
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
 from mmnerd import USER_AGENT
 from mmnerd.errors import InputError, MmnerdError
+from mmnerd.http import RESET_MARGIN, RETRY_STATUSES, polite_retry, rate_limit, session
+from mmnerd.http import reset_delay as reset_delay
 
 if TYPE_CHECKING:
     from mmnerd.records import Post
@@ -50,7 +47,6 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 DEFAULT_USER_AGENT = USER_AGENT
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 class HttpError(MmnerdError):
@@ -79,10 +75,6 @@ class BudgetExhausted(MmnerdError):
     """The per-host request budget of this run is spent; sources stop and keep their cursor."""
 
 
-RESET_MARGIN = 1.0
-"""Seconds added to a rate-limit reset before asking again (``Date`` has 1 s resolution)."""
-
-
 class HttpOptions(BaseModel):
     """Politeness settings; each API source's options model inherits these fields."""
 
@@ -103,109 +95,6 @@ class HttpOptions(BaseModel):
         True,
         description="a stream whose server stays unreachable or answers 5xx/429 after all "
         "retries is skipped for this run (cursor kept); if every stream fails, the error is raised",
-    )
-
-
-def _number(value: str | None) -> float | None:
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-_HTTP_DATE = re.compile(r"[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT")
-
-
-def _server_time(date: str | None) -> float | None:
-    """Epoch seconds of an HTTP ``Date`` header (None if absent or unparsable).  Repeated
-    ``Date`` headers (a proxy adding its own) arrive joined: the earliest counts, so the
-    wait for a reset is never cut short."""
-    if not date:
-        return None
-    times = []
-    for text in _HTTP_DATE.findall(date) or [date]:
-        try:
-            times.append(parsedate_to_datetime(text).timestamp())
-        except (TypeError, ValueError):
-            continue
-    return min(times, default=None)
-
-
-def rate_limit(headers: Mapping[str, str]) -> tuple[float | None, float | None]:
-    """(requests remaining, seconds until the window resets) from rate-limit headers.
-
-    Mastodon sends ``X-RateLimit-Remaining`` / ``X-RateLimit-Reset`` (ISO 8601), Bluesky
-    ``RateLimit-Remaining`` / ``RateLimit-Reset`` (epoch seconds).  The reset is read
-    against the server's ``Date`` when there is one, so a skewed local clock does not
-    shorten the wait.  Either value is None when absent or unreadable.
-    """
-    remaining = _number(headers.get("X-RateLimit-Remaining") or headers.get("RateLimit-Remaining"))
-    reset = headers.get("X-RateLimit-Reset") or headers.get("RateLimit-Reset")
-    return remaining, reset_delay(reset, _server_time(headers.get("Date")))
-
-
-def reset_delay(value: str | None, now: float | None = None) -> float | None:
-    """Seconds until a rate-limit reset given as epoch seconds, seconds, or a date.
-
-    Mastodon sends an ISO 8601 timestamp, Bluesky and GitHub epoch seconds, some
-    servers a delta in seconds (values below 10**9 are read as a delta).
-    """
-    if not value:
-        return None
-    now = time.time() if now is None else now
-    num = _number(value)
-    if num is not None:
-        return max(0.0, num - now if num > 1e9 else num)
-    for parse in (
-        lambda v: datetime.fromisoformat(v.replace("Z", "+00:00")),
-        parsedate_to_datetime,
-    ):
-        try:
-            return max(0.0, parse(value).timestamp() - now)
-        except (ValueError, TypeError):
-            continue
-    return None
-
-
-def _make_retry(opts: HttpOptions, sleep: Callable[[float], None], waits: list[float]) -> Retry:
-    """A urllib3 Retry whose every sleep is capped by ``max_wait`` and goes through ``sleep``."""
-
-    class _PoliteRetry(Retry):
-        def sleep(self, response: Any = None) -> None:
-            wait = None
-            if response is not None and self.respect_retry_after_header:
-                wait = self.get_retry_after(response)
-            if wait is None and response is not None and response.status == 429:
-                _, reset = rate_limit(response.headers)  # rack-attack: no Retry-After
-                wait = None if reset is None else reset + RESET_MARGIN
-            if wait is None:  # exponential backoff with jitter: base * 2^(n-1) * [0.5, 1)
-                n = max(1, len(self.history))
-                wait = min(self.backoff_max, self.backoff_factor * 2 ** (n - 1))
-                wait *= 0.5 + random.random() / 2
-            wait = min(float(wait), opts.max_wait)
-            last = self.history[-1] if self.history else None
-            log.info(
-                "retrying %s (%s) in %.2fs",
-                last.url if last else "request",
-                (last.status or last.error) if last else "",
-                wait,
-            )
-            waits.append(wait)
-            if wait > 0:
-                sleep(wait)
-
-    return _PoliteRetry(
-        total=opts.max_retries,
-        connect=opts.max_retries,
-        read=opts.max_retries,
-        status=opts.max_retries,
-        other=0,
-        redirect=5,
-        status_forcelist=RETRY_STATUSES,
-        backoff_factor=opts.backoff,
-        backoff_max=max(opts.max_wait, 0.0),
-        raise_on_status=False,
-        respect_retry_after_header=True,
     )
 
 
@@ -235,12 +124,19 @@ class HttpClient:
         self.waits: list[float] = []
         self._hosts: dict[str, _Host] = {}
         self._hosts_lock = threading.Lock()
-        self.session = requests.Session()
-        self.session.headers["User-Agent"] = self.opts.user_agent
-        self.session.headers["Accept"] = "application/json"
-        adapter = HTTPAdapter(max_retries=_make_retry(self.opts, self._wait_raw, self.waits))
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        retry = polite_retry(
+            self.opts.max_retries,
+            backoff=self.opts.backoff,
+            max_wait=self.opts.max_wait,
+            sleeper=self._wait_raw,
+            waits=self.waits,
+        )
+        self.session = session(
+            retry,
+            timeout=self.opts.timeout,
+            user_agent=self.opts.user_agent,
+            headers={"Accept": "application/json"},
+        )
 
     # --- waiting ---------------------------------------------------------------
     def _wait_raw(self, seconds: float) -> None:

@@ -44,7 +44,7 @@ reported as an :class:`AlignIssue` with reason ``orphan_inside``.  With
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from mmnerd.records import ENTITY_TYPES, Span
@@ -324,19 +324,44 @@ def spans_to_bio(
 # --- IOB2 -> spans ------------------------------------------------------------------
 
 
+def iob2_chunks(tags: Sequence[str]) -> Iterator[tuple[int, int, str, bool]]:
+    """The entities of IOB2 ``tags``: ``(first token, last token, type, orphan)``, in order.
+
+    The one IOB2 decoder in mmnerd (see "Decoding policy"): ``orphan`` marks an entity
+    that starts with an ``I-X`` continuing nothing of type ``X``, read as ``B-X``.
+    Raises :class:`ValueError` on a tag outside B-/I- over PER/LOC/ORG/MISC and O.
+    """
+    cur: tuple[int, int, str, bool] | None = None
+    for i, tag in enumerate(tags):
+        if tag == "O":
+            if cur is not None:
+                yield cur
+            cur = None
+            continue
+        prefix, _, typ = tag.partition("-")
+        if prefix not in ("B", "I") or typ not in ENTITY_TYPES:
+            raise ValueError(f"token {i}: unknown tag {tag!r}")
+        if prefix == "I" and cur is not None and cur[2] == typ:
+            cur = (cur[0], i, typ, cur[3])
+            continue
+        if cur is not None:
+            yield cur
+        cur = (i, i, typ, prefix == "I")
+    if cur is not None:
+        yield cur
+
+
 def iob2_problems(tags: Sequence[str]) -> list[tuple[int, str]]:
     """(token index, problem) for every tag that breaks strict IOB2 over our label set."""
-    problems = []
-    prev = "O"
-    for i, tag in enumerate(tags):
-        if tag != "O":
-            prefix, _, typ = tag.partition("-")
-            if prefix not in ("B", "I") or typ not in ENTITY_TYPES:
-                problems.append((i, f"unknown tag {tag!r}"))
-            elif prefix == "I" and prev[2:] != typ:
-                problems.append((i, f"{tag} does not continue an entity of type {typ}"))
-        prev = tag
-    return problems
+    try:
+        return [
+            (first, f"{tags[first]} does not continue an entity of type {typ}")
+            for first, _, typ, orphan in iob2_chunks(tags)
+            if orphan
+        ]
+    except ValueError:  # an unknown tag: report each one
+        known = {"O"} | {f"{p}-{t}" for p in "BI" for t in ENTITY_TYPES}
+        return [(i, f"unknown tag {tag!r}") for i, tag in enumerate(tags) if tag not in known]
 
 
 def bio_to_spans(
@@ -355,42 +380,23 @@ def bio_to_spans(
         raise ValueError(f"{len(tags)} tags for {len(token_offsets)} tokens")
     spans: list[Span] = []
     issues: list[AlignIssue] = []
-    cur: list[int] | None = None  # [first, last, type index]
-    cur_type = ""
-
-    def close() -> None:
-        if cur is not None:
-            s, e = token_offsets[cur[0]][0], token_offsets[cur[1]][1]
-            spans.append(Span(s, e, cur_type, text[s:e] if text is not None else ""))
-
-    for i, tag in enumerate(tags):
-        if tag == "O":
-            close()
-            cur = None
-            continue
-        prefix, _, typ = tag.partition("-")
-        if prefix not in ("B", "I") or typ not in ENTITY_TYPES:
-            raise ValueError(f"token {i}: unknown tag {tag!r}")
-        if prefix == "I" and cur is not None and cur_type == typ:
-            cur[1] = i
-            continue
-        if prefix == "I":
+    for first, last, typ, orphan in iob2_chunks(tags):
+        s, e = token_offsets[first][0], token_offsets[last][1]
+        if orphan:
             if strict:
-                raise ValueError(f"token {i}: {tag} does not continue an entity of type {typ}")
-            s, e = token_offsets[i]
-            issues.append(AlignIssue(Span(s, e, typ), "orphan_inside", f"token {i}"))
-        close()
-        cur, cur_type = [i, i], typ
-    close()
+                why = f"{tags[first]} does not continue an entity of type {typ}"
+                raise ValueError(f"token {first}: {why}")
+            fs, fe = token_offsets[first]
+            issues.append(AlignIssue(Span(fs, fe, typ), "orphan_inside", f"token {first}"))
+        spans.append(Span(s, e, typ, text[s:e] if text is not None else ""))
     return spans, issues
 
 
 def repair_iob2(tags: Sequence[str]) -> list[str]:
-    """Rewrite orphan ``I-X`` tags as ``B-X`` (same policy as :func:`bio_to_spans`)."""
+    """Rewrite orphan ``I-X`` tags as ``B-X`` (same policy as :func:`bio_to_spans`; an
+    unknown tag raises :class:`ValueError`)."""
     out = list(tags)
-    prev = "O"
-    for i, tag in enumerate(out):
-        if tag.startswith("I-") and prev[2:] != tag[2:]:
-            out[i] = "B-" + tag[2:]
-        prev = out[i]
+    for first, _, typ, orphan in iob2_chunks(tags):
+        if orphan:
+            out[first] = f"B-{typ}"
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import threading
 import time
@@ -110,3 +111,63 @@ def test_sniff_magic_bytes():
     assert sniff(jpeg()[:16]) == ("image/jpeg", "jpg")
     assert sniff(b"RIFF\x00\x00\x00\x00WEBPVP8 ") == ("image/webp", "webp")
     assert sniff(b"<!doctype html>") is None
+
+
+def test_429_without_retry_after_waits_for_the_rate_limit_reset(httpserver, cfg, tmp_path):
+    """The shared retry policy (mmnerd.http): a 429 with only a rate-limit reset waits for
+    that reset (+1 s margin) when it is within max_retry_after, and gives up beyond it."""
+    answers = [Response("", 429, headers={"RateLimit-Reset": "1"}), Response(jpeg(), 200)]
+    httpserver.expect_request("/limited").respond_with_handler(lambda _: answers.pop(0))
+    cfg.retries, cfg.max_retry_after, cfg.total_timeout = 1, 5, 30
+    start = time.monotonic()
+    ok = fetch(httpserver, cfg, "/limited", tmp_path)
+    assert ok.status == "ok" and time.monotonic() - start >= 2.0
+    httpserver.expect_request("/later").respond_with_data(
+        "", status=429, headers={"X-RateLimit-Reset": "3600"}
+    )
+    later = fetch(httpserver, cfg, "/later", tmp_path)
+    assert later.status == "http_429"
+    assert later.reason == "rate-limit reset 3601 s > max_retry_after 5 s"
+
+
+def test_a_retried_answer_is_closed_not_read(cfg, tmp_path):
+    """A 503 whose body never ends must not hold the download: the retry closes that
+    connection (urllib3 alone would drain the body first) and the second try succeeds."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    image = jpeg()
+    seen: list[int] = []
+
+    class Endless503(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:  # noqa: N802
+            seen.append(len(seen))
+            if len(seen) == 1:
+                self.send_response(503)
+                self.send_header("Content-Length", str(10**9))
+                self.end_headers()
+                with contextlib.suppress(OSError):
+                    for _ in range(400):  # 20 s of trickle unless the client hangs up
+                        self.wfile.write(b"x" * 1024)
+                        self.wfile.flush()
+                        time.sleep(0.05)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(image)))
+            self.end_headers()
+            self.wfile.write(image)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Endless503)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    cfg.retries, cfg.total_timeout = 1, 5
+    try:
+        url = f"http://localhost:{httpd.server_address[1]}/a.jpg"
+        ref = fetch_image(Fetcher(cfg), ImageRef(url=url), tmp_path, cfg.max_pixels)
+    finally:
+        httpd.shutdown()
+    assert (ref.status, len(seen)) == ("ok", 2), ref.reason

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mmnerd.labelstudio.adjudicate import entity_f1, majority_vote
-from mmnerd.labelstudio.agreement import cohen_kappa, compute, write_report
+from mmnerd.labelstudio.adjudicate import majority_vote
+from mmnerd.labelstudio.agreement import cohen_kappa, compute, entity_f1, write_report
 from mmnerd.records import Annotation, Post, Span
 
 TEXT_EN = "Anna met Bob in Paris"

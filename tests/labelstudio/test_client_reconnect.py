@@ -67,6 +67,41 @@ def test_write_is_never_resent_to_an_absent_server():
     assert time.monotonic() - t0 < 10  # no waiting loop for a non-idempotent call
 
 
+class _Flaky(BaseHTTPRequestHandler):
+    """Answers 503 to the first request of each method, then 200; counts the requests."""
+
+    seen: list[str] = []
+
+    def _answer(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        first = self.command not in self.seen
+        self.seen.append(self.command)
+        body = b"{}" if not first else b"busy"
+        self.send_response(503 if first else 200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _answer  # noqa: N815
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_reads_are_retried_after_a_5xx_and_posts_are_not():
+    _Flaky.seen = []
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    client = LSClient(f"http://127.0.0.1:{httpd.server_address[1]}", "t" * 40)
+    try:
+        assert client.get("/api/projects") == {}
+        with pytest.raises(LabelStudioError, match="HTTP 503"):
+            client.post("/api/projects/1/import", [{"data": {}}])
+    finally:
+        httpd.shutdown()
+    assert _Flaky.seen == ["GET", "GET", "POST"]
+
+
 class _KeepAlive(_Tasks):
     """Like Label Studio's WSGIServer: HTTP/1.1 keep-alive, headers and body in two writes."""
 

@@ -69,6 +69,15 @@ def test_rate_limit_remaining_zero_waits_for_reset(httpserver: HTTPServer, style
     assert len(slept) == 1 and 15 < slept[0] <= 22  # + 1 s margin, Date has 1 s resolution
 
 
+def test_unreadable_retry_after_falls_back_to_backoff(httpserver: HTTPServer) -> None:
+    h = sequence(Response("", 503, headers={"Retry-After": "soon"}), ok())
+    httpserver.expect_request("/api").respond_with_handler(h)
+    c, slept = client(backoff=1.0)
+    data, _ = c.get_json(httpserver.url_for("/api"))
+    assert data == {"ok": True} and len(h.calls) == 2
+    assert len(slept) == 1 and 0.5 <= slept[0] < 1  # the first backoff, with jitter
+
+
 def test_5xx_burst_is_retried_with_growing_backoff(httpserver: HTTPServer) -> None:
     h = sequence(Response("", 502), Response("", 503), Response("", 500), Response("", 504), ok())
     httpserver.expect_request("/api").respond_with_handler(h)
