@@ -340,6 +340,8 @@ class FaultServer:
         self._thread = threading.Thread(target=self._srv.serve_forever, daemon=True)
 
     def start(self) -> FaultServer:
+        bomb_png()  # built (and cached) now: built on the first request, it can outlast the
+        # clients' 0.5 s timeout on a loaded machine and turn a bomb into a timeout
         self._thread.start()
         return self
 
