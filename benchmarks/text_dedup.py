@@ -521,7 +521,9 @@ def check_main(spec: dict[str, Any]) -> None:
     qpos = np.full(n, -1, dtype=np.int64)
     qpos[queries] = np.arange(len(queries))
     offsets = np.concatenate([[0], np.cumsum(count)])
-    # the queries' distinct shingle hashes, as a sorted (hash, query) table
+    # the queries' distinct shingle hashes: a sparse binary query x hash matrix
+    from scipy.sparse import csr_matrix
+
     qh, qq = [], []
     with open(hv_path, "rb") as f:
         for k, d in enumerate(queries.tolist()):
@@ -529,47 +531,45 @@ def check_main(spec: dict[str, Any]) -> None:
             h = np.unique(np.fromfile(f, dtype=np.uint64, count=int(count[d])))
             qh.append(h)
             qq.append(np.full(len(h), k, dtype=np.int64))
-    tab_h, tab_q = np.concatenate(qh), np.concatenate(qq)
-    o = np.argsort(tab_h, kind="stable")
-    tab_h, tab_q = tab_h[o], tab_q[o]
-    qsize = np.bincount(tab_q, minlength=len(queries))
-    found_a, found_b, found_i = [], [], []
-    sizes = np.zeros(n, dtype=np.int64)  # distinct shingles per text
-    step = 1 << 22
+    uh, col = np.unique(np.concatenate(qh), return_inverse=True)
+    qrow = np.concatenate(qq)
+    qsize = np.bincount(qrow, minlength=len(queries))
+    qt = csr_matrix(
+        (np.ones(len(qrow), np.int32), (col.ravel(), qrow)), shape=(len(uh), len(queries))
+    )
+    found_a, found_b, found_j = [], [], []
+    step = 1 << 20
     with open(hv_path, "rb") as f:
         d0 = 0
         while d0 < n:
             d1 = max(d0 + 1, int(np.searchsorted(offsets, offsets[d0] + step, side="right")) - 1)
             f.seek(int(offsets[d0]) * 8)
             h = np.fromfile(f, dtype=np.uint64, count=int(offsets[d1] - offsets[d0]))
-            doc = np.repeat(np.arange(d0, d1, dtype=np.int64), count[d0:d1])
+            doc = np.repeat(np.arange(d1 - d0, dtype=np.int64), count[d0:d1])
             o = np.lexsort((h, doc))
             h, doc = h[o], doc[o]
             new = np.ones(len(h), dtype=bool)
             new[1:] = (h[1:] != h[:-1]) | (doc[1:] != doc[:-1])
             h, doc = h[new], doc[new]
-            sizes[d0:d1] = np.bincount(doc - d0, minlength=d1 - d0)
-            lo = np.searchsorted(tab_h, h, side="left")
-            hi = np.searchsorted(tab_h, h, side="right")
-            take = hi - lo
-            hit = np.flatnonzero(take)
-            rows = np.repeat(hit, take[hit])
-            where = np.repeat(lo[hit], take[hit]) + (
-                np.arange(int(take[hit].sum())) - np.repeat(np.cumsum(take[hit]) - take[hit],
-                                                            take[hit])
-            )  # fmt: skip
-            pair = doc[rows] * len(queries) + tab_q[where]
-            u, c = np.unique(pair, return_counts=True)
-            found_a.append(u // len(queries))
-            found_b.append(u % len(queries))
-            found_i.append(c)
+            size = np.bincount(doc, minlength=d1 - d0)  # distinct shingles per text
+            pos = np.minimum(np.searchsorted(uh, h), len(uh) - 1)
+            hit = uh[pos] == h
+            x = csr_matrix(
+                (np.ones(int(hit.sum()), np.int32), (doc[hit], pos[hit])),
+                shape=(d1 - d0, len(uh)),
+            )
+            prod = (x @ qt).tocoo()  # intersections of every text with every query
+            t_loc, qk, inter = prod.row.astype(np.int64), prod.col, prod.data
+            jac = inter / (qsize[qk] + size[t_loc] - inter)
+            ok = jac >= spec["threshold"]
+            found_a.append(t_loc[ok] + d0)
+            found_b.append(qk[ok])
+            found_j.append(jac[ok])
             d0 = d1
     text = np.concatenate(found_a)
-    qk = np.concatenate(found_b)
-    inter = np.concatenate(found_i)
-    q = queries[qk]
-    jac = inter / (qsize[qk] + sizes[text] - inter)
-    near = (jac >= spec["threshold"]) & is_rep[text] & (cls[text] != cls[q])
+    q = queries[np.concatenate(found_b)]
+    jac = np.concatenate(found_j)
+    near = is_rep[text] & (cls[text] != cls[q])
     brute: dict[int, set[tuple[int, int]]] = {int(x): set() for x in queries}
     for a, b, j in zip(q[near].tolist(), text[near].tolist(), jac[near].tolist(), strict=True):
         brute[a].add((b, round(j * 2**40)))
