@@ -91,9 +91,9 @@ SCRIPTS: dict[str, tuple[str, dict[str, list[str]]]] = {
     "text_dedup": (
         "text_dedup.py",
         {
-            "quick": ["--scale", "100000"],
+            "quick": ["--scale", "100000", "--big", "0"],
             "default": [],
-            "full": ["--n", "50000", "--scale", "2000000"],
+            "full": ["--n", "50000", "--scale", "2000000", "--big", "3000000,10000000"],
         },
     ),
     "export": (

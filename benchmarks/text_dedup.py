@@ -50,7 +50,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +107,12 @@ def _vocab(rng: np.random.Generator, size: int) -> list[str]:
 
 def make_corpus(n: int, seed: int = 0, dup_share: float = 0.3) -> list[str]:
     """``n`` short English-like posts with planted near-duplicates (see the module doc)."""
+    return list(iter_corpus(n, seed, dup_share))
+
+
+def iter_corpus(n: int, seed: int = 0, dup_share: float = 0.3) -> Iterator[str]:
+    """:func:`make_corpus`'s posts one at a time (each post's words kept as one string,
+    so 10M posts fit a few GB)."""
     rng = np.random.default_rng(seed)
     vocab = np.array(_vocab(rng, 30_000), dtype=object)
     ranks = np.arange(1, len(vocab) + 1)
@@ -115,8 +121,7 @@ def make_corpus(n: int, seed: int = 0, dup_share: float = 0.3) -> list[str]:
     tags = [f"#{w}" for w in vocab[100:600]]
     templates = [list(vocab[rng.choice(len(vocab), 12, p=p / p.sum())]) for _ in range(200)]
     cursor = 0
-    words_of: list[list[str]] = []
-    out: list[str] = []
+    words_of: list[str] = []
 
     def draw(k: int) -> list[str]:
         nonlocal cursor
@@ -133,7 +138,7 @@ def make_corpus(n: int, seed: int = 0, dup_share: float = 0.3) -> list[str]:
             src = i - 1 - int(rng.integers(0, min(i, 2000))) if rng.random() < 0.7 else None
             if src is None:
                 src = int(rng.integers(0, i))
-            words = list(words_of[src])
+            words = words_of[src].split(" ")
             frac = float(rng.choice(grades, p=grade_p)) * float(rng.uniform(0.5, 1.5))
             for _ in range(int(round(frac * len(words)))):
                 op = rng.random()
@@ -154,9 +159,9 @@ def make_corpus(n: int, seed: int = 0, dup_share: float = 0.3) -> list[str]:
                 words.insert(int(rng.integers(0, len(words) + 1)), tags[int(rng.integers(0, 500))])
             if rng.random() < 0.2:
                 words.append(_EMOJI[int(rng.integers(0, len(_EMOJI)))])
-        words_of.append(words)
         # surface forms that normalisation removes
         text = " ".join(words)
+        words_of.append(text)
         r = rng.random()
         if r < 0.1:
             text = text.upper()
@@ -169,8 +174,7 @@ def make_corpus(n: int, seed: int = 0, dup_share: float = 0.3) -> list[str]:
             text += f" https://t.co/{int(rng.integers(0, 1 << 40)):x}"
         if rng.random() < 0.15:
             text = f"RT @user{int(rng.integers(0, 10_000))}: " + text
-        out.append(text)
-    return out
+        yield text
 
 
 # --------------------------------------------------------------------------- reference
@@ -411,6 +415,7 @@ def run_main(spec: dict[str, Any]) -> None:
 
     rss0 = hwm_mb()
     timings = {"scan_s": 0.0}
+    cpu0 = os.times()
     t0 = time.perf_counter()
     if spec["method"] == "mmnerd":
         scan = text_mod._scan
@@ -423,15 +428,172 @@ def run_main(spec: dict[str, Any]) -> None:
 
         text_mod._scan = timed_scan
         i, j, w = text_mod.text_edges(
-            texts, spec["threshold"], memory_bytes=spec["memory_mb"] << 20
+            texts,
+            spec["threshold"],
+            memory_bytes=spec["memory_mb"] << 20,
+            work_dir=spec.get("work"),
         )
     else:
         i, j, w = old_text_edges(texts, spec["threshold"], timings=timings)
     secs = time.perf_counter() - t0
+    cpu1 = os.times()
     peak = hwm_mb()
     np.save(spec["out"], np.stack([i, j, np.round(w * 2**40).astype(np.int64)]))
     out = {"seconds": secs, "peak_rss_mb": peak, "rss_after_load_mb": rss0} | timings
+    out["cpu_s"] = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
     print(json.dumps(out))
+
+
+def gen_main(spec: dict[str, Any]) -> None:
+    """Inside a fresh process: write :func:`iter_corpus` to a file, one post a line."""
+    t0 = time.perf_counter()
+    with open(spec["out"], "w", encoding="utf-8") as f:
+        for k, text in enumerate(iter_corpus(spec["n"], spec["seed"])):
+            f.write(("\n" if k else "") + text)
+    print(json.dumps({"seconds": time.perf_counter() - t0, "peak_rss_mb": hwm_mb()}))
+
+
+def check_main(spec: dict[str, Any]) -> None:
+    """Inside a fresh process: brute-force neighbours of random query texts.
+
+    Every text is scanned again (``scan_texts``, its shingle hashes spooled to a file);
+    the queries are ``queries`` random first occurrences of distinct normalised texts
+    plus up to ``queries // 2`` first occurrences that have an edge in the join's output.
+    A query's neighbours are the other texts with its normalised text and the first
+    occurrences of other normalised texts whose exact Jaccard with it (intersection of
+    the shingle-hash sets, counted against *every* text) is >= t; they must equal the
+    texts the join linked to it, with the same Jaccard.  One JSON line."""
+    from mmnerd.dedup.text import scan_texts
+
+    t0 = time.perf_counter()
+    work = Path(spec["work"])
+    hv_path = work / "check-hashes.u64"
+    digests, counts = [], []
+    block: list[str] = []
+    with open(spec["corpus"], encoding="utf-8") as f, open(hv_path, "wb") as out:
+        for line in f:
+            block.append(line.rstrip("\n"))
+            if len(block) == 100_000:
+                sc = scan_texts(block, out=out)
+                digests.append(sc.digest)
+                counts.append(sc.counts)
+                block = []
+        if block:
+            sc = scan_texts(block, out=out)
+            digests.append(sc.digest)
+            counts.append(sc.counts)
+    digest = np.concatenate(digests)
+    count = np.concatenate(counts)
+    del digests, counts
+    n = len(count)
+    t_scan = time.perf_counter() - t0
+    # classes of identical normalised texts: first occurrence of each digest
+    live = np.flatnonzero(count > 0)
+    key = digest[live].copy().view([("a", np.uint64), ("b", np.uint64)]).ravel()
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    cls = np.full(n, -1, dtype=np.int64)
+    cls[live] = inverse.ravel()
+    rep_of_cls = live[first]
+    del key, first, inverse, digest
+    is_rep = np.zeros(n, dtype=bool)
+    is_rep[rep_of_cls] = True
+    edges = np.load(spec["edges"])
+    rng = np.random.default_rng(spec["seed"])
+    picked = rng.choice(rep_of_cls, size=min(spec["queries"], len(rep_of_cls)), replace=False)
+    linked = np.unique(np.concatenate([edges[0], edges[1]]))
+    linked = linked[is_rep[linked]]
+    extra = rng.choice(linked, size=min(spec["queries"] // 2, len(linked)), replace=False)
+    queries = np.unique(np.concatenate([picked, extra]))
+    qpos = np.full(n, -1, dtype=np.int64)
+    qpos[queries] = np.arange(len(queries))
+    offsets = np.concatenate([[0], np.cumsum(count)])
+    # the queries' distinct shingle hashes: a sparse binary query x hash matrix
+    from scipy.sparse import csr_matrix
+
+    qh, qq = [], []
+    with open(hv_path, "rb") as f:
+        for k, d in enumerate(queries.tolist()):
+            f.seek(int(offsets[d]) * 8)
+            h = np.unique(np.fromfile(f, dtype=np.uint64, count=int(count[d])))
+            qh.append(h)
+            qq.append(np.full(len(h), k, dtype=np.int64))
+    uh, col = np.unique(np.concatenate(qh), return_inverse=True)
+    qrow = np.concatenate(qq)
+    qsize = np.bincount(qrow, minlength=len(queries))
+    qt = csr_matrix(
+        (np.ones(len(qrow), np.int32), (col.ravel(), qrow)), shape=(len(uh), len(queries))
+    )
+    found_a, found_b, found_j = [], [], []
+    step = 1 << 20
+    with open(hv_path, "rb") as f:
+        d0 = 0
+        while d0 < n:
+            d1 = max(d0 + 1, int(np.searchsorted(offsets, offsets[d0] + step, side="right")) - 1)
+            f.seek(int(offsets[d0]) * 8)
+            h = np.fromfile(f, dtype=np.uint64, count=int(offsets[d1] - offsets[d0]))
+            doc = np.repeat(np.arange(d1 - d0, dtype=np.int64), count[d0:d1])
+            o = np.lexsort((h, doc))
+            h, doc = h[o], doc[o]
+            new = np.ones(len(h), dtype=bool)
+            new[1:] = (h[1:] != h[:-1]) | (doc[1:] != doc[:-1])
+            h, doc = h[new], doc[new]
+            size = np.bincount(doc, minlength=d1 - d0)  # distinct shingles per text
+            pos = np.minimum(np.searchsorted(uh, h), len(uh) - 1)
+            hit = uh[pos] == h
+            x = csr_matrix(
+                (np.ones(int(hit.sum()), np.int32), (doc[hit], pos[hit])),
+                shape=(d1 - d0, len(uh)),
+            )
+            prod = (x @ qt).tocoo()  # intersections of every text with every query
+            t_loc, qk, inter = prod.row.astype(np.int64), prod.col, prod.data
+            jac = inter / (qsize[qk] + size[t_loc] - inter)
+            ok = jac >= spec["threshold"]
+            found_a.append(t_loc[ok] + d0)
+            found_b.append(qk[ok])
+            found_j.append(jac[ok])
+            d0 = d1
+    text = np.concatenate(found_a)
+    q = queries[np.concatenate(found_b)]
+    jac = np.concatenate(found_j)
+    near = is_rep[text] & (cls[text] != cls[q])
+    brute: dict[int, set[tuple[int, int]]] = {int(x): set() for x in queries}
+    for a, b, j in zip(q[near].tolist(), text[near].tolist(), jac[near].tolist(), strict=True):
+        brute[a].add((b, round(j * 2**40)))
+    members = np.flatnonzero(np.isin(cls, cls[queries]))
+    for x in members.tolist():
+        r = int(rep_of_cls[cls[x]])
+        if x != r:
+            brute[r].add((x, 1 << 40))
+    join: dict[int, set[tuple[int, int]]] = {int(x): set() for x in queries}
+    for a, b, w in zip(*edges.tolist(), strict=True):
+        if qpos[a] >= 0:
+            join[a].add((b, w))
+        if qpos[b] >= 0:
+            join[b].add((a, w))
+    hv_path.unlink()
+    bad = [x for x in brute if brute[x] != join[x]]
+    print(
+        json.dumps(
+            {
+                "queries": len(queries),
+                "queries_with_neighbours": sum(1 for x in brute if brute[x]),
+                "neighbours": sum(len(v) for v in brute.values()),
+                "mismatches": len(bad),
+                "first_mismatch": (
+                    {
+                        "query": bad[0],
+                        "brute": sorted(brute[bad[0]])[:5],
+                        "join": sorted(join[bad[0]])[:5],
+                    }
+                    if bad
+                    else None
+                ),  # fmt: skip
+                "seconds": time.perf_counter() - t0,
+                "scan_s": t_scan,
+                "peak_rss_mb": hwm_mb(),
+            }
+        )
+    )
 
 
 def subrun(py: Path | str, mode: str, spec: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -493,6 +655,15 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeat", type=int, default=3, help="runs per method (fastest kept)")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per method run")
+    ap.add_argument(
+        "--big",
+        default="3000000",
+        help="sizes of the budget-checked runs, comma-separated (0 = skip; --big 10000000 "
+        "is the issue's 10M run, ~25 minutes here)",
+    )
+    ap.add_argument("--queries", type=int, default=2000, help="random queries checked per size")
+    ap.add_argument("--big-timeout", type=float, default=5400, help="seconds per big-size step")
+    ap.add_argument("--name", default="text_dedup", help="writes benchmarks/results/NAME.json")
     args = ap.parse_args()
     thresholds = [float(x) for x in args.thresholds.split(",")]
     rows: list[dict[str, Any]] = []
@@ -640,6 +811,8 @@ def main() -> int:
                 rows[-1]["same_pairs_as_default"] = same
                 if not same:
                     failures.append("scale: the small budget changed the pair set")
+        for n_big in [int(x) for x in args.big.split(",") if int(x)]:
+            rows.append(big_run(n_big, args, work, failures))
     notes = (
         f"{args.n:,} posts, {m:,} distinct normalised texts; reference pairs by exact Jaccard: "
         + ", ".join(f"J>={t}: {len(t_codes[t]):,}" for t in thresholds)
@@ -652,11 +825,74 @@ def main() -> int:
         "(corpus loaded, 'rss_after_load_mb'). "
         f"Total {time.perf_counter() - t_start:.0f} s, load {os.getloadavg()[0]:.1f}."
     )
-    save("text_dedup", rows, notes)
+    save(args.name, rows, notes)
     if failures:
         print("FAILED: " + "; ".join(failures), file=sys.stderr)
         return 1
     return 0
+
+
+def big_run(n: int, args: argparse.Namespace, work: Path, failures: list[str]) -> dict[str, Any]:
+    """One budget-checked size: generate ``n`` posts (a child process), run text_edges at
+    t = 0.8 with the default budget (a child: wall, CPU, VmHWM), then check the edges of
+    random queries against brute force (a third child).  Fails if the peak RSS exceeds
+    the budget plus the loaded texts (the child's VmHWM right after loading them) or the
+    check finds a difference."""
+    label = f"{n / 1e6:g}M"
+    print(f"budget-checked run: {n:,} posts ...", flush=True)
+    row: dict[str, Any] = {"corpus": label, "threshold": 0.8}
+    row["method"] = f"mmnerd exact join, budget {args.memory_mb} MiB, checked"
+    corpus = work / f"big-{n}.txt"
+    g = subrun(
+        sys.executable, "_gen", {"n": n, "seed": args.seed + 1, "out": str(corpus)},
+        args.big_timeout,
+    )  # fmt: skip
+    if "error" in g:
+        failures.append(f"{label}: corpus generation: {g['error']}")
+        return row | {"error": g["error"]}
+    print(f"  corpus generated in {g['seconds']:.0f} s", flush=True)
+    edges = work / f"big-{n}.npy"
+    spec = {"method": "mmnerd", "corpus": str(corpus), "threshold": 0.8, "out": str(edges)}
+    spec |= {"memory_mb": args.memory_mb, "work": str(work)}
+    load0 = os.getloadavg()[0]
+    r = subrun(sys.executable, "_run", spec, args.big_timeout)
+    if "error" in r:
+        failures.append(f"{label}: {r['error']}")
+        return row | {"error": r["error"]}
+    arr = np.load(edges)
+    limit = args.memory_mb + r["rss_after_load_mb"]
+    row |= {"pairs": int(arr.shape[1]), "seconds": round(r["seconds"], 1)}
+    row["cpu_s"] = round(r["cpu_s"], 1)
+    row["s_excl_normalise"] = round(max(0.0, r["seconds"] - r["scan_s"]), 1)
+    row["peak_rss_mb"] = round(r["peak_rss_mb"])
+    row["rss_after_load_mb"] = round(r["rss_after_load_mb"])
+    row["peak_limit_mb"] = round(limit)
+    row["within_budget"] = bool(r["peak_rss_mb"] <= limit)
+    row["load"] = f"{load0:.1f} -> {os.getloadavg()[0]:.1f}"
+    print(f"  {_fmt(row)}", flush=True)
+    if not row["within_budget"]:
+        failures.append(f"{label}: peak {r['peak_rss_mb']:.0f} MiB > {limit:.0f} MiB")
+    spec = {"corpus": str(corpus), "edges": str(edges), "threshold": 0.8, "work": str(work)}
+    spec |= {"queries": args.queries, "seed": args.seed + 7}
+    c = subrun(sys.executable, "_check", spec, args.big_timeout)
+    if "error" in c:
+        failures.append(f"{label}: check: {c['error']}")
+        return row | {"check_error": c["error"]}
+    row["queries"] = c["queries"]
+    row["queries_with_neighbours"] = c["queries_with_neighbours"]
+    row["neighbours_checked"] = c["neighbours"]
+    row["mismatches"] = c["mismatches"]
+    row["check_s"] = round(c["seconds"], 1)
+    print(
+        f"  check: {c['queries']:,} queries ({c['queries_with_neighbours']:,} with neighbours,"
+        f" {c['neighbours']:,} neighbours): {c['mismatches']} mismatches, {c['seconds']:.0f} s",
+        flush=True,
+    )
+    if c["mismatches"]:
+        failures.append(f"{label}: {c['mismatches']} queries differ: {c['first_mismatch']}")
+    for f in (corpus, edges):
+        f.unlink(missing_ok=True)
+    return row
 
 
 def _fmt(r: dict[str, Any]) -> str:
@@ -672,6 +908,10 @@ def _fmt(r: dict[str, Any]) -> str:
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "_run":
         run_main(json.loads(sys.argv[2]))
+    elif len(sys.argv) == 3 and sys.argv[1] == "_gen":
+        gen_main(json.loads(sys.argv[2]))
+    elif len(sys.argv) == 3 and sys.argv[1] == "_check":
+        check_main(json.loads(sys.argv[2]))
     elif len(sys.argv) == 3 and sys.argv[1] == "_datasketch":
         datasketch_main(json.loads(sys.argv[2]))
     else:

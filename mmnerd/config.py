@@ -222,11 +222,11 @@ class DedupConfig(_Section):
     memory_mb: int = Field(
         2048,
         ge=16,
-        description="memory budget (MiB) of the exact searches: the text join's candidate "
-        "generation and verification take more passes, never more memory (on top of it the "
-        "text join holds ~23 bytes per shingle, ~0.53 GB per 1M short posts); the image "
-        "search keeps a block's padded rows within a quarter of it (~100 bytes per hash "
-        "besides)",
+        description="memory budget (MiB) of the exact searches: the text join keeps its "
+        "shingle hashes and per-text ranks in files under the stage's work folder and sizes "
+        "every pass to it (more passes, never more memory), above a floor of ~96 bytes per "
+        "text (below that it warns and runs at its minimum pass sizes); the image search "
+        "keeps a block's padded rows within a quarter of it (~100 bytes per hash besides)",
     )
     index_path: str = Field(
         "",

@@ -357,6 +357,94 @@ def test_cross_groups_never_enumerate_pairs_inside_a_group(monkeypatch) -> None:
     assert sum(verified) > 10_000
 
 
+def _near_copies(n: int, seed: int) -> list[str]:
+    """``n`` posts over a 300-word vocabulary: 60 bases, each post a base with 0-4 words
+    substituted, inserted or deleted (near-duplicates at every Jaccard), some shouted."""
+    rng = np.random.default_rng(seed)
+    vocab = [f"v{k}" for k in range(300)]
+    bases = [[vocab[int(v)] for v in rng.integers(0, 300, rng.integers(4, 25))] for _ in range(60)]
+    texts = []
+    for _ in range(n):
+        words = list(bases[int(rng.integers(0, 60))])
+        for _ in range(int(rng.integers(0, 5))):
+            at, op = int(rng.integers(0, len(words))), rng.random()
+            new = vocab[int(rng.integers(0, 300))]
+            if op < 0.4:
+                words[at] = new
+            elif op < 0.7:
+                words.insert(at, new)
+            elif len(words) > 2:
+                words.pop(at)
+        text = " ".join(words)
+        texts.append(text.upper() + "!" if rng.random() < 0.1 else text)
+    return texts
+
+
+def _sorted_edges(e: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    o = np.lexsort((e[1], e[0]))
+    return np.stack([e[0][o], e[1][o], np.round(e[2][o] * 2**40)])
+
+
+def test_tiny_budget_takes_many_passes_and_gives_the_same_pairs(monkeypatch, tmp_path) -> None:
+    """1,500 near-copies of 60 posts: a budget 16 KiB above the floor of its sets
+    counts frequencies in 8+ passes and generates candidates in many passes over rank
+    ranges, and gives the very same edges as the default 2 GiB (one pass each), which
+    match brute force; the join's files live in ``work_dir/textjoin`` and are removed."""
+    calls = {"freq": 0, "entries": 0}
+    real_bits, real_entries = text_mod._freq_bits, text_mod._entries
+
+    def bits_spy(total, room):
+        bits = real_bits(total, room)
+        calls["freq"] = 1 << bits
+        return bits
+
+    def entries_spy(*args):
+        calls["entries"] += 1
+        return real_entries(*args)
+
+    monkeypatch.setattr(text_mod, "_freq_bits", bits_spy)
+    monkeypatch.setattr(text_mod, "_entries", entries_spy)
+    texts = _near_copies(1500, 7)
+    for t in (0.5, 0.8):
+        big = text_edges(texts, t)
+        assert calls["entries"] == calls["freq"] == 1
+        calls["entries"] = 0
+        m = len({normalize_text(x) for x in texts})  # the sets the join ranks
+        budget = text_mod.join_floor_bytes(m) + (1 << 14)
+        small = text_edges(texts, t, memory_bytes=budget, work_dir=tmp_path)
+        assert calls["freq"] >= 8 and calls["entries"] >= 10, calls
+        calls["entries"] = 0
+        assert np.array_equal(_sorted_edges(big), _sorted_edges(small))
+        assert len(big[0]) > 400
+        assert not (tmp_path / "textjoin").exists()
+    assert edge_dict(texts[:600], 0.6, memory_bytes=budget) == brute_force_edges(texts[:600], 0.6)
+
+
+def test_budget_below_the_floor_runs_at_the_minimum_with_a_warning(monkeypatch, caplog) -> None:
+    """A budget below the per-text floor (here 1 byte) is not an error: the join warns in
+    one line and runs at its minimum pass sizes, with passes capped at _MAX_PASSES (a tiny
+    budget costs memory, not hours), and the edges are the same."""
+    passes = []
+    real = text_mod._rank_passes
+
+    def spy(sets, max_entries):
+        out = real(sets, max_entries)
+        passes.append(len(out))
+        return out
+
+    monkeypatch.setattr(text_mod, "_rank_passes", spy)
+    monkeypatch.setattr(text_mod, "_MAX_PASSES", 8)
+    texts = _near_copies(800, 3)
+    big = text_edges(texts, 0.7)
+    with caplog.at_level("WARNING", logger="mmnerd.dedup.text"):
+        tiny = text_edges(texts, 0.7, memory_bytes=1)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "below the join's floor for 800 texts" in lines[0]
+    assert "\n" not in lines[0]
+    assert passes[0] == 1 and 1 < passes[1] <= 9
+    assert np.array_equal(_sorted_edges(big), _sorted_edges(tiny))
+
+
 def test_connected_components_and_keep_policy() -> None:
     labels = connected_components(6, np.array([0, 1, 4]), np.array([1, 2, 5]))
     assert labels[0] == labels[1] == labels[2] != labels[3]

@@ -7,6 +7,7 @@ import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -134,10 +135,12 @@ def find_clusters(
     cfg: DedupConfig,
     workers: int = 2,
     res: DedupResult | None = None,
+    work_dir: Path | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Edges of the four detectors over the arrays of :class:`~mmnerd.dedup.keys.PostKeys`
     and their connected components: ``(labels (n,) int64, img_linked (n,) bool)``.
-    Edge counts go to ``res``.  ``scan.parts`` is consumed."""
+    Edge counts go to ``res``; the text join keeps its files in ``work_dir`` (default: a
+    temporary folder)."""
     res = res if res is not None else DedupResult()
     n = len(hashes)
     ei, ej = star_edges(sha, star)
@@ -145,7 +148,7 @@ def find_clusters(
     budget = cfg.memory_mb << 20
     ni, nj, _ = image_edges(hashes, valid, cfg.threshold, workers=workers, memory_bytes=budget)
     res.near_image_edges = len(ni)
-    ti, tj, tw = join_scanned(scan, cfg.text_threshold, memory_bytes=budget)
+    ti, tj, tw = join_scanned(scan, cfg.text_threshold, memory_bytes=budget, work_dir=work_dir)
     res.exact_text_edges = int((tw >= 1.0).sum())
     res.near_text_edges = int((tw < 1.0).sum())
     img_i = np.concatenate([ei, ni])

@@ -196,7 +196,7 @@ class DedupStage(Stage):
 
         cfg = config.dedup
         cols: dict[str, list[np.ndarray]] = {}
-        names_of = ("hash", "valid", "has_image", "sha", "star", "digest", "counts", "shingles")
+        names_of = ("hash", "valid", "has_image", "sha", "star", "digest", "counts")
         book = []  # per shard: new cache entries, failures, hashed (small)
         for sid in sids:
             with np.load(work / f"keys-{sid}.npz") as z:
@@ -215,7 +215,9 @@ class DedupStage(Stage):
             parts = cols.pop(name, [])
             return np.concatenate(parts) if parts else empty.get(name, np.zeros(0))
 
-        scan = Scan(cat("digest"), cat("counts").astype(np.int64), cols.pop("shingles", []), sizes)
+        # the shingle hashes stay in the keys files: the join reads them a shard at a time
+        paths: list[np.ndarray | Path] = [work / f"keys-{sid}.npz" for sid in sids]
+        scan = Scan(cat("digest"), cat("counts").astype(np.int64), paths, sizes)
         hashes = cat("hash").astype(np.uint64)
         valid = cat("valid").astype(bool)
         has_image = cat("has_image").astype(bool)
@@ -249,7 +251,7 @@ class DedupStage(Stage):
             cache_path = _cache_path(config)
             _save_cache(cache_path, cfg.hash, {**_load_cache(cache_path, cfg.hash), **new_cache})
         labels, img_linked = find_clusters(
-            hashes, valid, sha, star, scan, cfg, workers=_workers(), res=res
+            hashes, valid, sha, star, scan, cfg, workers=_workers(), res=res, work_dir=work
         )
         del scan, sha, star
         idx, lab = cluster_members(labels)

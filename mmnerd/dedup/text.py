@@ -9,11 +9,19 @@ every candidate verified), in bounded memory, optionally only across groups (spl
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
+import mmap
+import os
 import re
+import shutil
+import tempfile
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from itertools import chain
+from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -119,13 +127,24 @@ def _shingle_hashes(
 _EPS = 1e-9  # slack on every filter bound, so float rounding can only add candidates
 _SCAN_TEXTS = 1 << 14  # texts normalised and shingled per pass (bounds Python lists)
 _WORD_CACHE = 1 << 18  # word hashes kept between passes (~40 MB at most)
-_PAIR_BYTES = 128  # working memory per candidate pair while generating and filtering
-_TOKEN_BYTES = 48  # working memory per shingle gathered for verification
-_SHINGLE_BYTES = 128  # working memory per shingle while ranking and sorting a run of sets
+# the memory plan: bytes per element of each structure (measured peaks, with temporaries)
+_TEXT_BYTES = 96  # per text, held through the join: digest, counts, classes, set sizes, offsets
+_TABLE_BYTES = 24  # per distinct shared shingle while ranking (hash, count, rank, argsort)
+_READ_BYTES = 24  # per shingle of a chunk read from a file and filtered
+_FREQ_BYTES = 32  # per shingle selected and sorted in a frequency pass
+_SHINGLE_BYTES = 128  # per shingle while ranking and sorting a run of sets
+_ENTRY_BYTES = 160  # per prefix entry of a candidate pass (entries, their sort, the ranges)
+_PAIR_BYTES = 128  # per candidate pair while generating and filtering
+_TOKEN_BYTES = 48  # per shingle gathered for verification
+_PAGE_BYTES = 2 << 16  # per verified candidate: the file pages its two rank arrays map
+_MAX_PASSES = 256  # passes over a file are capped: a tiny budget costs memory, not hours
 # runs longer than these are no faster (measured on 1M posts): caches are used better
 _RUN_SHINGLES = 1 << 20  # shingles ranked per run
 _RUN_PAIRS = 1 << 18  # candidate pairs generated per run
 _RUN_TOKENS = 1 << 20  # shingles gathered per verification run
+_RUN_READ = 1 << 22  # shingles read from a file per chunk
+
+log = logging.getLogger(__name__)
 
 
 def _ramp(counts: np.ndarray) -> np.ndarray:
@@ -137,6 +156,11 @@ def _ramp(counts: np.ndarray) -> np.ndarray:
     return np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
 
 
+def _size(room: int, per: int, lo: int, hi: int) -> int:
+    """Elements of ``per`` bytes that fit ``room`` bytes, within ``[lo, hi]``."""
+    return int(max(lo, min(hi, room // per)))
+
+
 @dataclass
 class Scan:
     """Texts normalised and shingled (:func:`scan_texts`), ready for :func:`join_scanned`.
@@ -145,12 +169,14 @@ class Scan:
     ``counts`` ``(n,) int64``: shingles per text (0 = empty normalised text); ``parts``:
     the ``uint64`` shingle hashes grouped by text (repeats kept), in consecutive pieces
     (one per pass or per shard, never concatenated, to spare a copy) whose text counts
-    are ``sizes``.
+    are ``sizes``.  A piece is an array, a raw ``uint64`` file (``Path``) or a ``.npz``
+    file whose ``shingles`` member holds it (a dedup keys file): files are read a chunk
+    or a shard at a time, so the join never holds every shingle hash.
     """
 
     digest: np.ndarray
     counts: np.ndarray
-    parts: list[np.ndarray]
+    parts: list[np.ndarray | Path]
     sizes: list[int]
 
     @staticmethod
@@ -164,14 +190,18 @@ class Scan:
         )
 
 
-def scan_texts(texts: Sequence[str], k: int = 2, drop: Sequence[str] = ()) -> Scan:
+def scan_texts(
+    texts: Sequence[str], k: int = 2, drop: Sequence[str] = (), out: BinaryIO | None = None
+) -> Scan:
     """Normalise and shingle ``texts`` in passes of :data:`_SCAN_TEXTS` (bounded Python
     lists); the part of :func:`text_edges` that reads the texts, so it can run per shard
-    (on executor workers) while the join only sees the arrays."""
+    (on executor workers) while the join only sees the arrays.  With ``out`` (a binary
+    file) the shingle hashes are written there, in text order, instead of kept in
+    ``parts`` (which is then empty)."""
     n = len(texts)
     digest = np.zeros((n, 2), dtype=np.uint64)
     counts = np.zeros(n, dtype=np.int64)
-    parts: list[np.ndarray] = []
+    parts: list[np.ndarray | Path] = []
     sizes: list[int] = []
     zero = bytes(16)
     gone = _folded(drop)
@@ -186,29 +216,43 @@ def scan_texts(texts: Sequence[str], k: int = 2, drop: Sequence[str] = ()) -> Sc
         )
         digest[lo : lo + len(split)] = np.frombuffer(raw, dtype=np.uint64).reshape(-1, 2)
         hv, c = _shingle_hashes(split, k, cache)
-        parts.append(hv)
-        sizes.append(len(split))
+        if out is None:
+            parts.append(hv)
+            sizes.append(len(split))
+        else:
+            hv.tofile(out)
         counts[lo : lo + len(split)] = c
     return Scan(digest, counts, parts, sizes)
 
 
 def _scan(
-    texts: Sequence[str], k: int, drop: Sequence[str]
-) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    texts: Sequence[str], k: int, drop: Sequence[str], out: BinaryIO | None = None
+) -> tuple[np.ndarray, list[np.ndarray | Path], np.ndarray]:
     """:func:`scan_texts` as ``(digest, parts, counts)`` (kept for the benchmarks' timing)."""
-    sc = scan_texts(texts, k, drop)
+    sc = scan_texts(texts, k, drop, out)
     return sc.digest, sc.parts, sc.counts
 
 
-def _run(parts: list[np.ndarray], ends: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    """Elements ``lo:hi`` of ``concatenate(parts)`` (``ends``: cumulative part lengths)."""
-    first = int(np.searchsorted(ends, lo, side="right"))
-    last = int(np.searchsorted(ends, hi - 1, side="right")) if hi > lo else first
-    pieces = []
-    for p in range(first, min(last, len(parts) - 1) + 1):
-        start = int(ends[p]) - len(parts[p])
-        pieces.append(parts[p][max(lo, start) - start : min(hi, int(ends[p])) - start])
-    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces or [np.zeros(0, np.uint64)])
+def _text_runs(counts: np.ndarray, max_elems: int) -> Iterator[tuple[int, int, int, int]]:
+    """Consecutive text ranges ``(d0, d1, e0, e1)`` of about ``max_elems`` elements (at
+    least one text each): texts ``d0:d1`` own elements ``e0:e1`` (``counts`` per text)."""
+    ends = np.cumsum(counts)
+    d0 = 0
+    while d0 < len(counts):
+        e0 = int(ends[d0] - counts[d0])
+        d1 = max(d0 + 1, int(np.searchsorted(ends, e0 + max_elems, side="right")))
+        yield d0, d1, e0, int(ends[d1 - 1])
+        d0 = d1
+
+
+def _read(f: BinaryIO, dtype: type, e0: int, e1: int) -> np.ndarray:
+    """Elements ``e0:e1`` of a raw file of ``dtype``."""
+    size = np.dtype(dtype).itemsize
+    f.seek(e0 * size)
+    out = np.fromfile(f, dtype=dtype, count=e1 - e0)
+    if len(out) != e1 - e0:
+        raise ValueError(f"text_edges: {f.name} is shorter than its counts say")
+    return out
 
 
 def _classes(
@@ -224,12 +268,15 @@ def _classes(
     d0 = digest[live, 0].view(np.int64)
     order = np.argsort(d0, kind="stable")
     s = d0[order]
+    del d0
     same = s[1:] == s[:-1]
     in_run = np.zeros(len(s), dtype=bool)
     in_run[1:] |= same
     in_run[:-1] |= same
+    del s, same
     single = live[order[~in_run]]
     multi = live[order[in_run]]  # texts sharing the first 64 digest bits with another
+    del live, order, in_run
     lab = labels[multi] if labels is not None else np.zeros(len(multi), np.int64)
     mo = np.lexsort((multi, lab, digest[multi, 1], digest[multi, 0]))
     ms, ml = multi[mo], lab[mo]
@@ -254,103 +301,206 @@ class _Sets:
 
     A shingle seen once in the whole corpus (a hapax) can never be shared, so it is
     only counted (``nh``); the others are stored as ranks ``tok`` (ascending within a
-    set) in CSR form (``ptr``).  ``size`` is the number of distinct shingles of a set
-    and position ``nh[d] + j`` is the ``j``-th stored rank's place in set ``d``'s order.
+    set) in CSR form (``ptr``), in a file (``path``) that ``tok`` maps read-only.
+    ``size`` is the number of distinct shingles of a set and position ``nh[d] + j`` is
+    the ``j``-th stored rank's place in set ``d``'s order.  ``hist`` counts the prefix
+    entries (:func:`_prefix`) per bucket of ``1 << shift`` ranks; :meth:`release` drops
+    the mapped pages from this process (they stay in the page cache).
     """
 
-    size: np.ndarray  # (m,) int64
-    nh: np.ndarray  # (m,) int64
+    size: np.ndarray  # (m,) int32
+    nh: np.ndarray  # (m,) int32
     ptr: np.ndarray  # (m + 1,) int64
-    tok: np.ndarray  # (stored,) int32 or int64, ranks in [0, n_tok)
+    tok: np.ndarray  # (stored,) int32, ranks in [0, n_tok): a map of ``path``
     n_tok: int
+    path: Path
+    hist: np.ndarray  # (buckets,) int64
+    shift: int
+    mm: mmap.mmap | None = None
+
+    def release(self) -> None:
+        if self.mm is not None and hasattr(self.mm, "madvise"):
+            self.mm.madvise(mmap.MADV_DONTNEED)
+
+    def close(self) -> None:
+        self.tok = np.zeros(0, np.int32)
+        if self.mm is not None:
+            with suppress(BufferError):  # a view is still alive: the map closes with it
+                self.mm.close()
+            self.mm = None
 
 
-def _order_sets(parts: list[np.ndarray], counts: np.ndarray, max_shingles: int) -> _Sets:
-    """Rank shingle hashes (``concatenate(parts)``, grouped by set, ``counts`` per set)
-    rarest first.
+def _spool(
+    scan: Scan, keep: np.ndarray, path: Path, max_elems: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Write the shingle hashes of the texts where ``keep`` ``(n,) bool`` to the raw file
+    ``path``, reading ``scan.parts`` a chunk (or a shard's ``.npz``) at a time.  Returns
+    the kept texts' shingle counts and the total."""
+    lo = 0
+    with open(path, "wb") as out:
+        for part, size in zip(scan.parts, scan.sizes, strict=True):
+            hi = lo + size
+            c = scan.counts[lo:hi]
+            if isinstance(part, Path) and part.suffix == ".npz":
+                with np.load(part) as z:
+                    part = z["shingles"]
+            f = open(part, "rb") if isinstance(part, Path) else None  # noqa: SIM115
+            try:
+                for d0, d1, e0, e1 in _text_runs(c, max_elems):
+                    chunk = part[e0:e1] if f is None else _read(f, np.uint64, e0, e1)
+                    chunk[np.repeat(keep[lo + d0 : lo + d1], c[d0:d1])].tofile(out)
+            finally:
+                if f is not None:
+                    f.close()
+            lo = hi
+    kept = scan.counts[keep].astype(np.int64)
+    return kept, np.int64(kept.sum())
 
-    Frequencies come from sorting the hashes in passes over ranges of their top bits
-    (about ``max_shingles`` per pass, so no sorted copy of all of them is ever held);
-    the sets are then ranked and sorted in runs of about ``max_shingles``.
-    """
-    m = len(counts)
-    total = sum(len(p) for p in parts)
-    bits = max(0, math.ceil(math.log2(max(1, total / max(1, max_shingles)))))
-    shift = np.int64(64 - bits) if bits else None
+
+def _freq_bits(total: int, room: int) -> int:
+    """Top bits whose ranges split ``total`` hashes into frequency passes of about
+    ``room`` bytes each (``1 << bits`` passes, at most :data:`_MAX_PASSES`)."""
+    need = total * _FREQ_BYTES / max(1, room)
+    cap = max(0, _MAX_PASSES.bit_length() - 1)
+    return min(cap, max(0, math.ceil(math.log2(max(1.0, need)))))
+
+
+def _frequencies(path: Path, total: int, room: int) -> tuple[np.ndarray, np.ndarray]:
+    """The hashes (``int64`` view, ascending) seen more than once in the raw file
+    ``path`` (``total`` ``uint64`` hashes) and their counts (``int32``).
+
+    Counted by sorting the hashes in passes over ranges of their top bits (each pass
+    reads the file and sorts about ``room / _FREQ_BYTES`` of them; at most
+    :data:`_MAX_PASSES` passes), so no sorted copy of all of them is ever held."""
+    bits = _freq_bits(total, room)
+    shift = np.int64(64 - bits)
+    read = _size(room, _READ_BYTES, 1 << 16, _RUN_READ)
     kept_values: list[np.ndarray] = []
     kept_freq: list[np.ndarray] = []
-    # ranges of the signed top bits, in ascending int64 order: the values come out sorted
-    for top in range(-(1 << bits >> 1), (1 << bits) - (1 << bits >> 1)) if bits else [0]:
-        if shift is None:
-            sel = [p.view(np.int64) for p in parts]
-        else:
-            sel = [p.view(np.int64)[(p.view(np.int64) >> shift) == top] for p in parts]
-        s = np.concatenate(sel or [np.zeros(0, np.int64)])
-        del sel
-        s.sort()
-        new = np.ones(len(s), dtype=bool)
-        np.not_equal(s[1:], s[:-1], out=new[1:])
-        starts = np.flatnonzero(new)
-        del new
-        freq = np.diff(np.append(starts, len(s)))  # occurrences per distinct hash
-        shared = freq > 1  # a hash seen once (a hapax) is never in two sets
-        kept_values.append(s[starts[shared]])
-        kept_freq.append(freq[shared])
-        del s, starts, shared, freq
-    values = np.concatenate(kept_values)
-    freq = np.concatenate(kept_freq)
-    del kept_values, kept_freq
+    with open(path, "rb") as f:
+        # ranges of the signed top bits, in ascending int64 order: values come out sorted
+        for top in range(-(1 << bits >> 1), (1 << bits) - (1 << bits >> 1)) if bits else [0]:
+            sel = []
+            for e0 in range(0, total, read):
+                v = _read(f, np.int64, e0, min(total, e0 + read))
+                sel.append(v[(v >> shift) == top] if bits else v)
+            s = np.concatenate(sel or [np.zeros(0, np.int64)])
+            del sel
+            s.sort()
+            new = np.ones(len(s), dtype=bool)
+            np.not_equal(s[1:], s[:-1], out=new[1:])
+            starts = np.flatnonzero(new)
+            del new
+            freq = np.diff(np.append(starts, len(s)))  # occurrences per distinct hash
+            shared = freq > 1  # a hash seen once (a hapax) is never in two sets
+            kept_values.append(s[starts[shared]])
+            kept_freq.append(freq[shared].astype(np.int32))
+            del s, starts, shared, freq
+    values = np.concatenate(kept_values or [np.zeros(0, np.int64)])
+    del kept_values
+    return values, np.concatenate(kept_freq or [np.zeros(0, np.int32)])
+
+
+def _order_sets(
+    spool: Path, counts: np.ndarray, total: int, t: float, memory_bytes: int, folder: Path
+) -> _Sets:
+    """Rank the shingle hashes of the raw file ``spool`` (grouped by set, ``counts`` per
+    set) rarest first and write each set's sorted ranks to ``folder / "ranks.i32"``.
+
+    Frequencies come from :func:`_frequencies`; the sets are then ranked and sorted in
+    runs of texts sized to what ``memory_bytes`` leaves beside the per-text arrays and
+    the rank table (the hash and rank of each shingle seen twice or more).
+    """
+    m = len(counts)
+    held = m * _TEXT_BYTES
+    values, freq = _frequencies(spool, total, memory_bytes - held)
     n_tok = len(values)
-    dtype = np.int32 if n_tok < 2**31 else np.int64
-    rank = np.empty(n_tok, dtype=dtype)
-    rank[np.argsort(freq, kind="stable")] = np.arange(n_tok, dtype=dtype)
+    if n_tok >= 2**31:
+        raise ValueError("text_edges: more than 2**31 distinct shared shingles")
+    rank = np.empty(n_tok, dtype=np.int32)
+    rank[np.argsort(freq, kind="stable")] = np.arange(n_tok, dtype=np.int32)
     del freq
-    part_ends = np.cumsum([len(p) for p in parts])
-    ends = np.cumsum(counts)
-    nh = np.zeros(m, dtype=np.int64)
+    room = memory_bytes - held - n_tok * _TABLE_BYTES
+    run = _size(room, _SHINGLE_BYTES, 64, _RUN_SHINGLES)
+    run = max(run, -(-total // (_MAX_PASSES * 64)))  # a tiny budget: bounded run count
+    shift = max(0, (max(n_tok, 1) - 1).bit_length() - 20)  # <= 1M histogram buckets
+    hist = np.zeros((max(n_tok - 1, 0) >> shift) + 1, dtype=np.int64)
+    nh = np.zeros(m, dtype=np.int32)
     nnz = np.zeros(m, dtype=np.int64)
-    out: list[np.ndarray] = []
-    d0 = 0
-    while d0 < m:
-        h0 = int(ends[d0] - counts[d0])
-        d1 = max(d0 + 1, int(np.searchsorted(ends, h0 + max_shingles, side="right")))
-        c = _run(parts, part_ends, h0, int(ends[d1 - 1])).view(np.int64)
-        o = np.argsort(c)
-        q = c[o]
-        pos = np.minimum(np.searchsorted(values, q), max(n_tok - 1, 0))  # sorted queries
-        hit = values[pos] == q if n_tok else np.zeros(len(q), dtype=bool)
-        tok = np.full(len(c), -1, dtype=np.int64)
-        tok[o[hit]] = rank[pos[hit]]
-        del o, q, pos, hit
-        doc = np.repeat(np.arange(d1 - d0, dtype=np.int64), counts[d0:d1])
-        h = tok < 0
-        nh[d0:d1] = np.bincount(doc[h], minlength=d1 - d0)
-        code = doc[~h] * n_tok + tok[~h]
-        del doc, tok, h
-        code.sort()
-        first = np.ones(len(code), dtype=bool)
-        np.not_equal(code[1:], code[:-1], out=first[1:])
-        code = code[first]  # a shingle repeated in a set counts once
-        sdoc = code // max(n_tok, 1)
-        nnz[d0:d1] = np.bincount(sdoc, minlength=d1 - d0)
-        out.append((code - sdoc * n_tok).astype(dtype))
-        d0 = d1
+    tok_path = folder / "ranks.i32"
+    with open(spool, "rb") as f, open(tok_path, "wb") as out:
+        for d0, d1, h0, h1 in _text_runs(counts, run):
+            c = _read(f, np.int64, h0, h1)
+            o = np.argsort(c)
+            q = c[o]
+            pos = np.minimum(np.searchsorted(values, q), max(n_tok - 1, 0))  # sorted queries
+            hit = values[pos] == q if n_tok else np.zeros(len(q), dtype=bool)
+            tok = np.full(len(c), -1, dtype=np.int64)
+            tok[o[hit]] = rank[pos[hit]]
+            del c, o, q, pos, hit
+            doc = np.repeat(np.arange(d1 - d0, dtype=np.int64), counts[d0:d1])
+            h = tok < 0
+            nh[d0:d1] = np.bincount(doc[h], minlength=d1 - d0)
+            code = doc[~h] * max(n_tok, 1) + tok[~h]
+            del doc, tok, h
+            code.sort()
+            first = np.ones(len(code), dtype=bool)
+            np.not_equal(code[1:], code[:-1], out=first[1:])
+            code = code[first]  # a shingle repeated in a set counts once
+            sdoc = code // max(n_tok, 1)
+            here = np.bincount(sdoc, minlength=d1 - d0)
+            nnz[d0:d1] = here
+            ranks = (code - sdoc * max(n_tok, 1)).astype(np.int32)
+            del code, sdoc, first
+            ranks.tofile(out)
+            # the prefix entries of these sets, counted per bucket of ranks
+            per = np.clip(_prefix(nh[d0:d1] + here, t) - nh[d0:d1], 0, here)
+            starts = np.cumsum(here) - here
+            pre = ranks[np.repeat(starts, per) + _ramp(per)]
+            hist += np.bincount(pre >> shift, minlength=len(hist))
+    del values, rank
+    size = nh + nnz
+    if size.max(initial=0) >= 2**31:
+        raise ValueError("text_edges: more than 2**31 shingles in a text")
     ptr = np.zeros(m + 1, dtype=np.int64)
     np.cumsum(nnz, out=ptr[1:])
-    stored = np.concatenate(out) if out else np.zeros(0, dtype)
-    return _Sets(nh + nnz, nh, ptr, stored, max(n_tok, 1))
+    sets = _Sets(size.astype(np.int32), nh, ptr, np.zeros(0, np.int32), max(n_tok, 1), tok_path,
+                 hist, shift)  # fmt: skip
+    if int(ptr[-1]):
+        with open(tok_path, "rb") as f:
+            sets.mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        sets.tok = np.frombuffer(sets.mm, dtype=np.int32)
+    return sets
 
 
 def _prefix(size: np.ndarray, t: float) -> np.ndarray:
     """Prefix length ``|x| - ceil(t |x|) + 1`` (``(m,) int64``, at least 1)."""
+    size = np.asarray(size, dtype=np.int64)
     need = np.ceil(t * size - _EPS).astype(np.int64)
     return np.clip(size - need + 1, 1, size)
 
 
+def _rank_passes(sets: _Sets, max_entries: int) -> list[tuple[int, int]]:
+    """Consecutive rank ranges ``[r0, r1)`` holding about ``max_entries`` prefix entries
+    each (whole histogram buckets; at most about :data:`_MAX_PASSES` of them)."""
+    cum = np.cumsum(sets.hist)
+    total = int(cum[-1]) if len(cum) else 0
+    step = max(max_entries, -(-total // _MAX_PASSES), 1)
+    out = []
+    b0 = 0
+    while b0 < len(cum):
+        base = int(cum[b0 - 1]) if b0 else 0
+        b1 = max(b0 + 1, int(np.searchsorted(cum, base + step, side="right")))
+        out.append((b0 << sets.shift, b1 << sets.shift))
+        b0 = b1
+    return out
+
+
 @dataclass
 class _Entries:
-    """The prefix shingles of every set (``(e,)`` arrays), sorted by (label, rank, set
-    size, set): the shingle's rank, its set, the set's size, its position in the set."""
+    """The prefix shingles of the sets in one rank range (``(e,)`` arrays), sorted by
+    (label, rank, set size, set): the shingle's rank, its set, the set's size, its
+    position in the set."""
 
     tok: np.ndarray  # int64
     size: np.ndarray  # int32
@@ -359,22 +509,37 @@ class _Entries:
     key: np.ndarray  # int64: rank * (max size + 1) + size
 
 
-def _entries(sets: _Sets, t: float, labels: np.ndarray | None) -> _Entries:
-    """Each set's first ``|x| - ceil(t |x|) + 1`` shingles (stored ones only: a hapax
-    is never shared), sorted for :func:`_ranges`."""
-    if len(sets.size) >= 2**31 or sets.size.max(initial=0) >= 2**31:
-        raise ValueError("text_edges: more than 2**31 texts or shingles in a text")
-    probe = _prefix(sets.size, t)
-    stored = np.diff(sets.ptr)
-    per = np.clip(probe - sets.nh, 0, stored)  # stored shingles inside the prefix
-    doc = np.repeat(np.arange(len(per), dtype=np.int64), per)
-    j = _ramp(per)
-    tok = sets.tok[sets.ptr[doc] + j].astype(np.int64)
-    size = sets.size[doc]
-    span = int(sets.size.max(initial=0)) + 1
-    if sets.n_tok * span >= 2**62:
-        raise ValueError("text_edges: too many distinct shingles for one join")
-    key = tok * span + size
+def _entries(
+    sets: _Sets,
+    per: np.ndarray,
+    r0: int,
+    r1: int,
+    labels: np.ndarray | None,
+    read: int,
+) -> _Entries:
+    """The stored prefix shingles (``per`` ``(m,)`` per set; a hapax is never shared)
+    whose ranks are in ``[r0, r1)``, read from the ranks file ``read`` ranks at a time
+    and sorted for :func:`_ranges`."""
+    toks, docs, js = [], [], []
+    with open(sets.path, "rb") as f:
+        for d0, d1, e0, e1 in _text_runs(np.diff(sets.ptr), read):
+            p = per[d0:d1]
+            if not p.any():
+                continue
+            arr = _read(f, np.int32, e0, e1)
+            doc = np.repeat(np.arange(d0, d1, dtype=np.int64), p)
+            j = _ramp(p)
+            tok = arr[sets.ptr[doc] - e0 + j]
+            sel = (tok >= r0) & (tok < r1)
+            toks.append(tok[sel].astype(np.int64))
+            docs.append(doc[sel])
+            js.append(j[sel])
+    tok = np.concatenate(toks or [np.zeros(0, np.int64)])
+    doc = np.concatenate(docs or [np.zeros(0, np.int64)])
+    j = np.concatenate(js or [np.zeros(0, np.int64)])
+    del toks, docs, js
+    size = sets.size[doc].astype(np.int64)
+    key = tok * (int(sets.size.max(initial=0)) + 1) + size
     order = np.argsort(key, kind="stable")  # sets stay in input order within ties
     if labels is not None:
         order = order[np.argsort(labels[doc[order]], kind="stable")]
@@ -389,22 +554,22 @@ def _entries(sets: _Sets, t: float, labels: np.ndarray | None) -> _Entries:
 
 
 def _ranges(
-    ent: _Entries, sets: _Sets, t: float, labels: np.ndarray | None
+    ent: _Entries, sets: _Sets, t: float, labels: np.ndarray | None, idx_len: np.ndarray
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]]:
     """Candidate ranges as ``(probe, lo, count, index)``: entry ``probe[r]`` pairs with
     entries ``index[lo[r] : lo[r] + count[r]]`` (``index`` None = the entries themselves).
 
-    Self-join (AllPairs): a set probes with its prefix the *index prefix* (``|y| -
-    ceil(2t/(1+t) |y|) + 1`` shingles) of the sets before it in (size, set) order of
-    size >= t |x|.  Cross-only: the entries of each label probe, with the plain prefix,
-    the entries of every smaller label of size within [t |x|, |x| / t]; pairs inside a
-    label are never enumerated.
+    Self-join (AllPairs): a set probes with its prefix the *index prefix* (``idx_len``:
+    ``|y| - ceil(2t/(1+t) |y|) + 1`` shingles) of the sets before it in (size, set)
+    order of size >= t |x|.  Cross-only: the entries of each label probe, with the plain
+    prefix, the entries of every smaller label of size within [t |x|, |x| / t]; pairs
+    inside a label are never enumerated.  Entries pair only within a rank, so a pass
+    over a range of ranks finds exactly that range's candidates.
     """
     width = int(sets.size.max(initial=0)) + 1
     minsize = np.maximum(1, np.ceil(t * ent.size - _EPS)).astype(np.int64)
     out: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]] = []
     if labels is None:
-        idx_len = _prefix(sets.size, 2 * t / (1 + t))
         is_idx = ent.pos < idx_len[ent.doc]
         before = np.cumsum(is_idx) - is_idx  # index entries before each entry
         index = np.flatnonzero(is_idx)
@@ -448,11 +613,18 @@ def _chunks(count: np.ndarray, max_pairs: int) -> Iterator[tuple[np.ndarray, np.
 
 
 def _verify(
-    sets: _Sets, a: np.ndarray, b: np.ndarray, w: np.ndarray, t: float, max_tokens: int
+    sets: _Sets,
+    a: np.ndarray,
+    b: np.ndarray,
+    w: np.ndarray,
+    t: float,
+    max_tokens: int,
+    max_pairs: int = 1 << 62,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Exact Jaccard of candidate pairs ``(a, b)`` generated at shared rank ``w``; keeps a
     pair only if ``w`` is its rarest shared shingle (so each pair is kept once) and its
-    Jaccard is ``>= t``.  Works in runs of about ``max_tokens`` gathered shingles."""
+    Jaccard is ``>= t``.  Works in runs of about ``max_tokens`` gathered shingles and at
+    most ``max_pairs`` pairs; the rank file's pages are released after each run."""
     keep_a, keep_b, keep_s = [], [], []
     nnz = np.diff(sets.ptr)
     vol = np.cumsum(nnz[a] + nnz[b])
@@ -460,6 +632,7 @@ def _verify(
     while start < len(a):
         base = int(vol[start - 1]) if start else 0
         stop = max(start + 1, int(np.searchsorted(vol, base + max_tokens, side="right")))
+        stop = min(stop, start + max_pairs)
         ca, cb, cw = a[start:stop], b[start:stop], w[start:stop]
         q = len(ca)
         la, lb = nnz[ca], nnz[cb]
@@ -470,6 +643,7 @@ def _verify(
                 np.repeat(row, lb) + sets.tok[np.repeat(sets.ptr[cb], lb) + _ramp(lb)],
             ]
         )
+        sets.release()
         code.sort()
         shared = code[1:][code[1:] == code[:-1]]  # each shared shingle once, by pair
         pair = shared // sets.n_tok
@@ -478,7 +652,8 @@ def _verify(
         first[1:] = pair[1:] != pair[:-1]
         rarest = np.full(q, -1, dtype=np.int64)
         rarest[pair[first]] = shared[first] - pair[first] * sets.n_tok
-        jac = inter / (sets.size[ca] + sets.size[cb] - inter)
+        size_a = sets.size[ca].astype(np.int64)
+        jac = inter / (size_a + sets.size[cb] - inter)
         ok = (rarest == cw) & (jac >= t)
         keep_a.append(ca[ok])
         keep_b.append(cb[ok])
@@ -493,41 +668,81 @@ def _join(
     sets: _Sets, t: float, labels: np.ndarray | None, memory_bytes: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All pairs ``a < b`` of ``sets`` with Jaccard ``>= t``, and their Jaccard; with
-    ``labels`` ``(m,)``, only pairs of unequal labels.  Candidates are generated and
-    verified in runs sized to ``memory_bytes``."""
-    ent = _entries(sets, t, labels)
-    max_pairs = max(16, min(_RUN_PAIRS, memory_bytes // (2 * _PAIR_BYTES)))
-    max_tokens = max(256, min(_RUN_TOKENS, memory_bytes // (2 * _TOKEN_BYTES)))
+    ``labels`` ``(m,)``, only pairs of unequal labels.
+
+    Candidates are generated in passes over ranges of prefix ranks (each pass reads the
+    prefix entries of its ranks from the ranks file), enumerated and verified in runs:
+    all sized to what ``memory_bytes`` leaves beside the per-text arrays."""
+    m = len(sets.size)
+    room = max(0, memory_bytes - m * _TEXT_BYTES)
+    per = np.clip(_prefix(sets.size, t) - sets.nh, 0, np.diff(sets.ptr)).astype(np.int32)
+    idx_len = _prefix(sets.size, 2 * t / (1 + t)).astype(np.int32)
+    max_entries = _size(room, _ENTRY_BYTES, 64, 1 << 62)
+    read = _size(room // 4, _READ_BYTES, 1 << 12, _RUN_READ)
+    max_pairs = _size(room // 4, _PAIR_BYTES, 16, _RUN_PAIRS)
+    max_tokens = _size(room // 4, _TOKEN_BYTES, 256, _RUN_TOKENS)
+    max_verify = _size(room // 4, _PAGE_BYTES, 16, 1 << 62)
     alpha_f = t / (1 + t)
     ii: list[np.ndarray] = []
     jj: list[np.ndarray] = []
     ss: list[np.ndarray] = []
-    m, span = len(sets.size), int(sets.size.max(initial=0)) + 1
-    for probe, lo, count, index in _ranges(ent, sets, t, labels):
-        # a set's prefix shingles in a row, so the repeats of a pair (one per shared
-        # prefix shingle) mostly fall in one run: only the first (rarest) is verified
-        by_set = np.argsort(ent.doc[probe].astype(np.int64) * span + ent.pos[probe])
-        probe, lo, count = probe[by_set], lo[by_set], count[by_set]
-        for r, o in _chunks(count, max_pairs):
-            p = probe[r]
-            q = lo[r] + o
-            if index is not None:
-                q = index[q]
-            _, first = np.unique(ent.doc[p].astype(np.int64) * m + ent.doc[q], return_index=True)
-            p, q = p[first], q[first]
-            sp, sq = ent.size[p], ent.size[q]
-            # positional filter: if this is the pair's rarest shared shingle, the overlap
-            # is at most 1 + the shingles after it in the shorter remainder
-            bound = np.minimum(sp - ent.pos[p], sq - ent.pos[q])
-            alpha = np.ceil(alpha_f * (sp + sq) - _EPS)
-            ok = bound >= alpha
-            a, b, s = _verify(sets, ent.doc[q][ok], ent.doc[p][ok], ent.tok[p][ok], t, max_tokens)
-            ii.append(np.minimum(a, b))
-            jj.append(np.maximum(a, b))
-            ss.append(s)
+    span = int(sets.size.max(initial=0)) + 1
+    if sets.n_tok * span >= 2**62:
+        raise ValueError("text_edges: too many distinct shingles for one join")
+    for r0, r1 in _rank_passes(sets, max_entries):
+        ent = _entries(sets, per, r0, r1, labels, read)
+        for probe, lo, count, index in _ranges(ent, sets, t, labels, idx_len):
+            # a set's prefix shingles in a row, so the repeats of a pair (one per shared
+            # prefix shingle) mostly fall in one run: only the first (rarest) is verified
+            by_set = np.argsort(ent.doc[probe].astype(np.int64) * span + ent.pos[probe])
+            probe, lo, count = probe[by_set], lo[by_set], count[by_set]
+            for r, o in _chunks(count, max_pairs):
+                p = probe[r]
+                q = lo[r] + o
+                if index is not None:
+                    q = index[q]
+                pair = ent.doc[p].astype(np.int64) * m + ent.doc[q]
+                _, first = np.unique(pair, return_index=True)
+                p, q = p[first], q[first]
+                sp, sq = ent.size[p], ent.size[q]
+                # positional filter: if this is the pair's rarest shared shingle, the
+                # overlap is at most 1 + the shingles after it in the shorter remainder
+                bound = np.minimum(sp - ent.pos[p], sq - ent.pos[q])
+                alpha = np.ceil(alpha_f * (sp.astype(np.int64) + sq) - _EPS)
+                ok = bound >= alpha
+                a, b, s = _verify(
+                    sets, ent.doc[q][ok].astype(np.int64), ent.doc[p][ok].astype(np.int64),
+                    ent.tok[p][ok], t, max_tokens, max_verify,
+                )  # fmt: skip
+                ii.append(np.minimum(a, b))
+                jj.append(np.maximum(a, b))
+                ss.append(s)
+        del ent
     if not ii:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
     return np.concatenate(ii), np.concatenate(jj), np.concatenate(ss)
+
+
+def join_floor_bytes(n_texts: int) -> int:
+    """The text join's floor (bytes) for ``n_texts``: the per-text arrays any budget
+    must hold; below it the join runs at its minimum run sizes (a warning says so)."""
+    return n_texts * _TEXT_BYTES
+
+
+@contextmanager
+def _folder(parent: str | os.PathLike | None) -> Iterator[Path]:
+    """A fresh folder for the join's files, removed afterwards: ``parent/textjoin``
+    (what a killed run left there is removed first) or a new temporary folder."""
+    if parent is None:
+        path = Path(tempfile.mkdtemp(prefix="mmnerd-textjoin-"))
+    else:
+        path = Path(parent) / "textjoin"
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def text_edges(
@@ -537,6 +752,7 @@ def text_edges(
     drop: Sequence[str] = (),
     groups: np.ndarray | Sequence[int] | None = None,
     memory_bytes: int = 2 << 30,
+    work_dir: str | os.PathLike | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Edges ``(i, j, jaccard)``, ``i < j``, between duplicate texts, found exactly.
 
@@ -555,16 +771,21 @@ def text_edges(
 
     Method: an exact set-similarity join by prefix filtering (AllPairs/PPJoin with
     length and positional filters) over shingle sets in a rare-first global order,
-    each candidate verified by an exact intersection.  ``memory_bytes`` bounds the
-    runs of ranking, candidate generation and verification (a larger corpus takes
-    more runs, never more memory); the shingle arrays themselves take ~23 bytes per
-    shingle at peak (measured: ~0.53 GB per 1M short posts).
+    each candidate verified by an exact intersection.  The shingle hashes and each
+    set's ranks live in files under ``work_dir`` (default: a temporary folder), read a
+    chunk at a time; ``memory_bytes`` sizes every pass and run (a larger corpus takes
+    more passes, never more memory) beyond a floor of ~96 bytes per text
+    (:func:`join_floor_bytes`) and, while ranking, ~24 bytes per distinct shingle seen
+    twice or more.  The edges returned are the output and are not bounded.
     """
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"text_edges: threshold must be in (0, 1], got {threshold}")
-    digest, parts, counts = _scan(texts, k, drop)  # via _scan: the benchmark times it
-    sizes = [min(_SCAN_TEXTS, len(texts) - lo) for lo in range(0, len(texts), _SCAN_TEXTS)]
-    return join_scanned(Scan(digest, counts, parts, sizes), threshold, groups, memory_bytes)
+    with _folder(work_dir) as folder:
+        raw = folder / "scan.u64"
+        with open(raw, "wb") as out:
+            digest, _, counts = _scan(texts, k, drop, out)  # via _scan: the benchmark times it
+        scan = Scan(digest, counts, [raw], [len(texts)])
+        return join_scanned(scan, threshold, groups, memory_bytes, folder)
 
 
 def join_scanned(
@@ -572,28 +793,27 @@ def join_scanned(
     threshold: float = 0.8,
     groups: np.ndarray | Sequence[int] | None = None,
     memory_bytes: int = 2 << 30,
+    work_dir: str | os.PathLike | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`text_edges` from texts already scanned (:func:`scan_texts`, possibly shard by
-    shard and :meth:`Scan.concat`-ed): the same edges.  ``scan.parts`` is consumed (its
-    pieces are filtered in place)."""
+    shard and :meth:`Scan.concat`-ed, its parts arrays or files): the same edges.  The
+    join's files go to ``work_dir / "textjoin"`` (default: a temporary folder)."""
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"text_edges: threshold must be in (0, 1], got {threshold}")
-    digest, parts, counts = scan.digest, scan.parts, scan.counts
+    digest, counts = scan.digest, scan.counts
     n = len(counts)
+    if memory_bytes < join_floor_bytes(n):
+        log.warning(
+            "text_edges: a budget of %.2f MiB is below the join's floor for %d texts "
+            "(%.2f MiB); running at the minimum pass sizes",
+            memory_bytes / 2**20, n, join_floor_bytes(n) / 2**20,
+        )  # fmt: skip
     labels = None
     if groups is not None:
         labels = np.asarray(groups).astype(np.int64)
         if labels.shape != (n,):
             raise ValueError(f"text_edges: groups has shape {labels.shape}, expected ({n},)")
     rep, copy, copy_of = _classes(digest, counts, labels)
-    if len(rep) < n:  # keep the shingles of each class's first text only
-        first = np.zeros(n, dtype=bool)
-        first[rep] = True
-        lo = 0
-        for p, size in enumerate(scan.sizes):
-            hi = lo + size
-            parts[p] = parts[p][np.repeat(first[lo:hi], counts[lo:hi])]
-            lo = hi
     rep_labels = None if labels is None else labels[rep]
     ii: list[np.ndarray] = []
     jj: list[np.ndarray] = []
@@ -602,10 +822,21 @@ def join_scanned(
         ii.append(rep[copy_of])
         jj.append(copy)
         ww.append(np.ones(len(copy)))
-    run = max(64, min(_RUN_SHINGLES, memory_bytes // _SHINGLE_BYTES))
-    sets = _order_sets(parts, counts[rep], run)
-    del parts
-    a, b, s = _join(sets, threshold, rep_labels, memory_bytes)
+    first = np.zeros(n, dtype=bool)
+    first[rep] = True  # only each class's first text goes on
+    room = max(0, memory_bytes - n * _TEXT_BYTES)
+    with _folder(work_dir) as folder:
+        spool = folder / "shingles.u64"
+        rep_counts, total = _spool(scan, first, spool, _size(room // 4, _READ_BYTES, 1 << 12,
+                                                              _RUN_READ))  # fmt: skip
+        del first
+        sets = _order_sets(spool, rep_counts, int(total), threshold, memory_bytes, folder)
+        del rep_counts
+        spool.unlink()
+        try:
+            a, b, s = _join(sets, threshold, rep_labels, memory_bytes)
+        finally:
+            sets.close()
     ii.append(rep[a])
     jj.append(rep[b])
     ww.append(s)
