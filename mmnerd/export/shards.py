@@ -87,6 +87,7 @@ def imgid_task(config: PipelineConfig, sid: str, keep_ids: bool) -> None:
                 keep_ids=keep_ids,
                 id_map=id_map,
                 images=out / "imgid" / "images",
+                durable=False,  # a part: the concatenated file is synced
             )
 
 
