@@ -40,7 +40,7 @@ def hwm_mb() -> float:
     return 0.0
 
 
-def seed(root: Path, n: int) -> None:
+def seed(root: Path, n: int, as_stage: str = "fetch") -> None:
     """Write ``n`` posts as the finished ``fetch`` stage under ``root`` (streamed)."""
     from scale import _ENTITY_RE, _LABEL_OF, post_text, source_of
 
@@ -50,9 +50,9 @@ def seed(root: Path, n: int) -> None:
     from mmnerd.records import Post, Span
 
     cfg = PipelineConfig(name="mem", data_dir=str(root))
-    folder = stage_dir(cfg, "fetch")
+    folder = stage_dir(cfg, as_stage)
     folder.mkdir(parents=True, exist_ok=True)
-    stats = StageStats("fetch")
+    stats = StageStats(as_stage)
     for lo in range(0, n, cfg.shard_size):
         batch = []
         for k in range(lo, min(n, lo + cfg.shard_size)):
@@ -113,11 +113,20 @@ def measure(root: Path, name: str) -> dict[str, Any]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="100000,1000000")
-    ap.add_argument("--_seed", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--stages", default=",".join(STAGES), help="stages to measure, in order")
+    ap.add_argument("--name", default="driver_memory", help="results/<name>.json")
+    ap.add_argument("--keep", action="store_true", help="keep the data dirs (paths printed)")
+    ap.add_argument(
+        "--seed-as",
+        default="fetch",
+        help="the stage the posts are seeded as: fetch, or dedup (no duplicates marked: "
+        "then measure --stages gold,split,export without the text join)",
+    )
+    ap.add_argument("--_seed", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--_measure", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._seed:
-        seed(Path(args._seed[0]), int(args._seed[1]))
+        seed(Path(args._seed[0]), int(args._seed[1]), args._seed[2])
         return 0
     if args._measure:
         print("RESULT " + json.dumps(measure(Path(args._measure[0]), args._measure[1])))
@@ -129,9 +138,10 @@ def main() -> int:
         root = Path(tempfile.mkdtemp(prefix=f"mmnerd-drivermem-{n}-"))
         try:
             t0 = time.perf_counter()
-            subprocess.run([sys.executable, __file__, "--_seed", str(root), str(n)], check=True)
+            cmd = [sys.executable, __file__, "--_seed", str(root), str(n), args.seed_as]
+            subprocess.run(cmd, check=True)
             seeded = time.perf_counter() - t0
-            for name in STAGES:  # one fresh process per stage, as one command per stage
+            for name in args.stages.split(","):  # a fresh process per stage, as per command
                 load = os.getloadavg()[0]
                 r = subprocess.run(
                     [sys.executable, __file__, "--_measure", str(root), name],
@@ -145,7 +155,10 @@ def main() -> int:
                 load_s = f"{load:.1f}->{os.getloadavg()[0]:.1f}"
                 rows.append({"posts": n, **st, "load_1m": load_s})
         finally:
-            shutil.rmtree(root, ignore_errors=True)
+            if args.keep:
+                print(f"kept {root}", flush=True)
+            else:
+                shutil.rmtree(root, ignore_errors=True)
         peaks[n] = max(r["peak_rss_mb"] for r in rows if r["posts"] == n)
         print(f"{n:,} posts: seeded in {seeded:.0f} s; driver peak {peaks[n]} MiB", flush=True)
     sizes = sorted(peaks)
@@ -161,7 +174,7 @@ def main() -> int:
         f"per stage: {by_stage}. "
         f"Total {time.perf_counter() - t_all:.0f} s on {os.cpu_count()} cores."
     )
-    save("driver_memory", rows, notes)
+    save(args.name, rows, notes)
     return 0
 
 
