@@ -224,15 +224,17 @@ def assign_split_codes(
     if n_labels > 47:
         raise InputError(f"{n_labels} entity labels in the split's input: at most 47 are supported")
     combos, s_of_g = np.unique(g_lang << n_labels | g_mask, return_inverse=True)
+    del g_mask
+    g_lang = g_lang.astype(np.int16)
     lang_names = {v: k for k, v in keys.langs.items()}
     label_names = {v: k for k, v in keys.labels.items()}
     names = []
     for c in combos.tolist():
         present = sorted(label_names[b] for b in label_names if c >> b & 1)
         names.append((lang_names[c >> n_labels], "+".join(present) or "none"))
-    s_rank = np.empty(len(names), np.int64)
+    s_rank = np.empty(len(names), np.int32)
     s_rank[sorted(range(len(names)), key=names.__getitem__)] = np.arange(len(names))
-    s_of_g = s_rank[s_of_g.reshape(-1)]
+    s_of_g = s_rank[s_of_g.reshape(-1)].astype(np.int32)
 
     # a group's key: its cluster id (every member has it), else its one post's id
     def key_of(f: int) -> str:
