@@ -1,14 +1,14 @@
-"""Driver memory of the global stages as the corpus grows: dedup, gold labels, split.
+"""Driver memory of the global stages as the corpus grows: dedup, gold, split, export.
 
     .venv/bin/python benchmarks/driver_memory.py [--sizes 100000,1000000]
 
 For each size a seeding process writes a finished ``fetch`` stage of N synthetic
 text-only posts (the scale benchmark's multilingual templates: 2% reposted texts,
-tokens and gold entity spans, shards of 1,000), then a fresh measuring process runs
-``dedup`` (keys per shard, search over arrays, marks per shard), ``gold`` (a shard
-stage) and ``split`` with the local executor and reads its own peak RSS (VmHWM) after
-each stage.  Export is left out: it streams the split stage (flat from 10k to 100k rows,
-``benchmarks/export.py``) and costs ~1 ms a row.  Prints a table and writes
+tokens and gold entity spans, shards of 1,000), then one fresh process per stage (as one
+command per stage would) runs ``dedup`` (keys per shard, search over arrays, marks per
+shard), ``gold`` (a shard stage), ``split`` (compact keys) and ``export`` (rows and
+IMGID lines per shard, parts concatenated, manifest, card) with the local executor and
+reports its peak RSS (VmHWM) after its imports and at the end.  Prints a table and writes
 benchmarks/results/driver_memory.json.
 """
 
@@ -40,7 +40,7 @@ def hwm_mb() -> float:
     return 0.0
 
 
-def seed(root: Path, n: int) -> None:
+def seed(root: Path, n: int, as_stage: str = "fetch") -> None:
     """Write ``n`` posts as the finished ``fetch`` stage under ``root`` (streamed)."""
     from scale import _ENTITY_RE, _LABEL_OF, post_text, source_of
 
@@ -50,9 +50,9 @@ def seed(root: Path, n: int) -> None:
     from mmnerd.records import Post, Span
 
     cfg = PipelineConfig(name="mem", data_dir=str(root))
-    folder = stage_dir(cfg, "fetch")
+    folder = stage_dir(cfg, as_stage)
     folder.mkdir(parents=True, exist_ok=True)
-    stats = StageStats("fetch")
+    stats = StageStats(as_stage)
     for lo in range(0, n, cfg.shard_size):
         batch = []
         for k in range(lo, min(n, lo + cfg.shard_size)):
@@ -79,38 +79,57 @@ def seed(root: Path, n: int) -> None:
     )
 
 
-def measure(root: Path) -> dict[str, Any]:
-    """Run dedup, gold, split on the seeded data dir; VmHWM after each."""
+STAGES = ("dedup", "gold", "split", "export")
+
+
+def measure(root: Path, name: str) -> dict[str, Any]:
+    """Run stage ``name`` (its inputs are done) on the seeded data dir in this fresh process;
+    its seconds, the VmHWM before (imports) and after."""
     from mmnerd.config import PipelineConfig
     from mmnerd.dedup import DedupStage
+    from mmnerd.export import export
     from mmnerd.export.splits import SplitStage
     from mmnerd.pipeline import Runner
     from mmnerd.sources.gold import GoldStage
 
     cfg = PipelineConfig(name="mem", data_dir=str(root), export={"labels": "source"})
     runner = Runner(cfg)
-    out: dict[str, Any] = {"stages": [], "rss_start_mb": round(hwm_mb(), 1)}
-    for stage in (DedupStage(), GoldStage(), SplitStage(cfg)):
-        t0 = time.perf_counter()
-        s = runner.run_stage(stage)
-        secs = round(time.perf_counter() - t0, 1)
-        row = {"stage": stage.name, "items_in": s.items_in, "seconds": secs}
-        out["stages"].append(row | {"peak_rss_mb": round(hwm_mb(), 1)})
-        print(json.dumps(out["stages"][-1]), file=sys.stderr, flush=True)
-    return out
+    stage = {"dedup": DedupStage(), "gold": GoldStage(), "split": SplitStage(cfg)}.get(name)
+    if name == "export":
+        import matplotlib.pyplot  # noqa: F401  (the card's import, counted as a fixed cost)
+        import pyarrow.parquet  # noqa: F401
+    base = round(hwm_mb(), 1)
+    t0 = time.perf_counter()
+    if stage is not None:
+        n = runner.run_stage(stage).items_in
+    else:  # gold and split are done: only the files are written
+        manifest, _ = export(cfg, runner)
+        n = sum(f["rows"] for f in manifest["files"])
+    secs = round(time.perf_counter() - t0, 1)
+    return {"stage": name, "items_in": n, "seconds": secs, "imports_rss_mb": base,
+            "peak_rss_mb": round(hwm_mb(), 1)}  # fmt: skip
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="100000,1000000")
-    ap.add_argument("--_seed", nargs=2, help=argparse.SUPPRESS)
-    ap.add_argument("--_measure", help=argparse.SUPPRESS)
+    ap.add_argument("--stages", default=",".join(STAGES), help="stages to measure, in order")
+    ap.add_argument("--name", default="driver_memory", help="results/<name>.json")
+    ap.add_argument("--keep", action="store_true", help="keep the data dirs (paths printed)")
+    ap.add_argument(
+        "--seed-as",
+        default="fetch",
+        help="the stage the posts are seeded as: fetch, or dedup (no duplicates marked: "
+        "then measure --stages gold,split,export without the text join)",
+    )
+    ap.add_argument("--_seed", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--_measure", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._seed:
-        seed(Path(args._seed[0]), int(args._seed[1]))
+        seed(Path(args._seed[0]), int(args._seed[1]), args._seed[2])
         return 0
     if args._measure:
-        print("RESULT " + json.dumps(measure(Path(args._measure))))
+        print("RESULT " + json.dumps(measure(Path(args._measure[0]), args._measure[1])))
         return 0
     rows: list[dict[str, Any]] = []
     peaks: dict[int, float] = {}
@@ -119,30 +138,43 @@ def main() -> int:
         root = Path(tempfile.mkdtemp(prefix=f"mmnerd-drivermem-{n}-"))
         try:
             t0 = time.perf_counter()
-            subprocess.run([sys.executable, __file__, "--_seed", str(root), str(n)], check=True)
+            cmd = [sys.executable, __file__, "--_seed", str(root), str(n), args.seed_as]
+            subprocess.run(cmd, check=True)
             seeded = time.perf_counter() - t0
-            load = os.getloadavg()[0]
-            r = subprocess.run(
-                [sys.executable, __file__, "--_measure", str(root)],
-                stdout=subprocess.PIPE,
-                text=True,
-                check=True,
-            )
-            res = json.loads(next(x for x in r.stdout.splitlines() if x.startswith("RESULT "))[7:])
+            for name in args.stages.split(","):  # a fresh process per stage, as per command
+                load = os.getloadavg()[0]
+                r = subprocess.run(
+                    [sys.executable, __file__, "--_measure", str(root), name],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    check=True,
+                )
+                line = next(x for x in r.stdout.splitlines() if x.startswith("RESULT "))
+                st = json.loads(line[7:])
+                print(json.dumps(st), file=sys.stderr, flush=True)
+                load_s = f"{load:.1f}->{os.getloadavg()[0]:.1f}"
+                rows.append({"posts": n, **st, "load_1m": load_s})
         finally:
-            shutil.rmtree(root, ignore_errors=True)
-        for st in res["stages"]:
-            rows.append({"posts": n, **st, "load_1m": f"{load:.1f}->{os.getloadavg()[0]:.1f}"})
-        peaks[n] = res["stages"][-1]["peak_rss_mb"]
+            if args.keep:
+                print(f"kept {root}", flush=True)
+            else:
+                shutil.rmtree(root, ignore_errors=True)
+        peaks[n] = max(r["peak_rss_mb"] for r in rows if r["posts"] == n)
         print(f"{n:,} posts: seeded in {seeded:.0f} s; driver peak {peaks[n]} MiB", flush=True)
     sizes = sorted(peaks)
     ratio = peaks[sizes[-1]] / peaks[sizes[0]] if len(sizes) > 1 else 1.0
+    per_stage = {
+        name: [r["peak_rss_mb"] for r in rows if r["stage"] == name and r["posts"] in sizes]
+        for name in STAGES
+    }
+    by_stage = ", ".join(f"{k} {v[-1] / v[0]:.2f}x" for k, v in per_stage.items() if len(v) > 1)
     notes = (
-        f"Driver peak RSS (VmHWM, the measuring process: imports + dedup + gold + split, local "
-        f"executor) at {sizes[-1]:,} / {sizes[0]:,} posts: {ratio:.2f}x (goal <= 1.3x). "
+        f"Driver peak RSS (VmHWM of the stage's process, local executor; the largest over "
+        f"the stages) at {sizes[-1]:,} / {sizes[0]:,} posts: {ratio:.2f}x (goal <= 1.3x); "
+        f"per stage: {by_stage}. "
         f"Total {time.perf_counter() - t_all:.0f} s on {os.cpu_count()} cores."
     )
-    save("driver_memory", rows, notes)
+    save(args.name, rows, notes)
     return 0
 
 

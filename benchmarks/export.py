@@ -1,7 +1,8 @@
 """Export benchmark: rows/s and peak RSS for 10k and 100k synthetic rows with images.
 
-Each size runs in its own subprocess so peak RSS is that run's alone.
-Usage: python benchmarks/export.py [--sizes 10000,100000]
+Each size (and executor) runs in its own subprocess so peak RSS is that run's alone; with
+``dask`` (a 2-worker LocalCluster) the workers' peak RSS is asked on each worker.
+Usage: python benchmarks/export.py [--sizes 10000,100000] [--executors local,dask]
 """
 
 from __future__ import annotations
@@ -69,21 +70,45 @@ def build_pull_stage(root: Path, n: int, shard: int = 1000) -> None:
     )
 
 
-def child(n: int) -> None:
+def worker_hwm_mb() -> float:
+    """Peak RSS of this (worker) process, MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def child(n: int, executor: str) -> None:
+    import os
+
     from mmnerd.config import PipelineConfig
     from mmnerd.export import export
+    from mmnerd.pipeline import Runner
 
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = PipelineConfig(data_dir=tmp)
+        cfg = PipelineConfig(data_dir=tmp, executor={"kind": executor, "workers": 2})
         build_pull_stage(Path(tmp), n)
         base = peak_rss_mb()
-        with Timer() as t:
-            manifest, _ = export(cfg)
+        load = os.getloadavg()[0]
+        runner = Runner(cfg)
+        workers = ""
+        try:
+            with Timer() as t:
+                manifest, _ = export(cfg, runner)
+            if executor == "dask":
+                peaks = runner.executor.client().run(worker_hwm_mb).values()
+                workers = " + ".join(str(v) for v in sorted(peaks))
+        finally:
+            if hasattr(runner.executor, "close"):
+                runner.executor.close()
         rows = sum(f["rows"] for f in manifest["files"])
         size = sum(f["bytes"] for f in manifest["files"])
         print(
             json.dumps(
                 {
+                    "executor": executor,
+                    "workers_peak_rss_mb": workers or "-",
+                    "load_1m": f"{load:.1f}->{os.getloadavg()[0]:.1f}",
                     "rows": rows,
                     "seconds": round(t.seconds, 2),
                     "rows_per_s": round(rows / t.seconds),
@@ -98,21 +123,31 @@ def child(n: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sizes", default="10000,100000")
+    ap.add_argument("--executors", default="local")
     ap.add_argument("--child", type=int, default=0)
+    ap.add_argument("--executor", default="local", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.child)
+        child(args.child, args.executor)
         return
     rows = []
     for n in (int(x) for x in args.sizes.split(",")):
-        out = subprocess.run(
-            [sys.executable, __file__, "--child", str(n)],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        rows.append({"tool": "mmnerd export", **json.loads(out.stdout.strip().splitlines()[-1])})
-    save("export", rows, "Peak RSS includes building the input; rss_before_export_mb is that part.")
+        for ex in args.executors.split(","):
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", str(n), "--executor", ex],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            row = json.loads(out.stdout.strip().splitlines()[-1])
+            rows.append({"tool": "mmnerd export", **row})
+    save(
+        "export",
+        rows,
+        "Peak RSS (the driver's) includes building the input; rss_before_export_mb is that "
+        "part. Rows are built per shard on the executor (with dask: on the workers) and the "
+        "driver concatenates the parts.",
+    )
 
 
 if __name__ == "__main__":

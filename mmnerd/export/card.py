@@ -36,59 +36,105 @@ def size_category(n: int) -> str:
     return "100K<n<1M" if n < 1_000_000 else "n>1M"
 
 
-def corpus_tables(posts: Iterable[Post]) -> dict[str, Any]:
-    """One streaming pass: counts per language x entity type and per split (with and
-    without image), agreement, sources, date range, whether everything is synthetic, and
-    the first training post (the card's example instance)."""
-    per_lang: dict[str, Counter] = defaultdict(Counter)
-    per_split: dict[str, Counter] = defaultdict(Counter)
-    sources: Counter = Counter()
-    labels_from: Counter = Counter()
-    decided: Counter = Counter()
-    n = n_agree = 0
-    agree_sum = 0.0
-    synthetic = True
-    first = last = ""
-    example: Post | None = None
-    for p in posts:
-        n += 1
-        c = per_lang[p.lang]
+class CardTables:
+    """The card's figures, accumulated post by post (:meth:`add`) and mergeable across
+    shards (:meth:`merge`, in shard order): counts per language x entity type and per split
+    (with and without image), agreement, sources, date range, whether everything is
+    synthetic, and the first training post with entities (the card's example instance).
+    Small (counters over languages, splits and sources) and picklable, so an executor task
+    can return one per shard."""
+
+    def __init__(self) -> None:
+        self.per_lang: dict[str, Counter] = defaultdict(Counter)
+        self.per_split: dict[str, Counter] = defaultdict(Counter)
+        self.sources: Counter = Counter()
+        self.labels_from: Counter = Counter()
+        self.decided: Counter = Counter()
+        self.n = self.n_agree = 0
+        self.agree_sum = 0.0
+        self.synthetic = True
+        self.first = self.last = ""
+        self.example: dict[str, Any] | None = None
+
+    def add(self, p: Post) -> None:
+        self.n += 1
+        c = self.per_lang[p.lang]
         c["sentences"] += 1
         c["tokens"] += len(p.tokens)
         for s in p.spans:
             c[s.label] += 1
             c["entities"] += 1
-        per_split[p.split]["sentences"] += 1
-        per_split[p.split][p.lang] += 1
-        per_split[p.split]["with_image"] += p.has_image
-        sources[p.source] += 1
-        labels_from[p.labels_from or "unknown"] += 1
-        decided[{True: "yes", False: "no", None: "not recorded"}[p.image_decided]] += 1
-        synthetic = synthetic and p.synthetic
-        if example is None and p.split == "train" and p.spans:
-            example = p
+        self.per_split[p.split]["sentences"] += 1
+        self.per_split[p.split][p.lang] += 1
+        self.per_split[p.split]["with_image"] += p.has_image
+        self.sources[p.source] += 1
+        self.labels_from[p.labels_from or "unknown"] += 1
+        self.decided[{True: "yes", False: "no", None: "not recorded"}[p.image_decided]] += 1
+        self.synthetic = self.synthetic and p.synthetic
+        if self.example is None and p.split == "train" and p.spans:
+            self.example = example_instance(p)
         if p.agreement is not None:
-            n_agree += 1
-            agree_sum += p.agreement
+            self.n_agree += 1
+            self.agree_sum += p.agreement
         if p.created_at:
-            first = min(first, p.created_at) if first else p.created_at
-            last = max(last, p.created_at)
+            self.first = min(self.first, p.created_at) if self.first else p.created_at
+            self.last = max(self.last, p.created_at)
+
+    def merge(self, other: CardTables) -> CardTables:
+        """Add ``other`` (the figures of the posts after this one's) into this one."""
+        for mine, theirs in ((self.per_lang, other.per_lang), (self.per_split, other.per_split)):
+            for key, counts in theirs.items():
+                mine[key].update(counts)
+        self.sources.update(other.sources)
+        self.labels_from.update(other.labels_from)
+        self.decided.update(other.decided)
+        self.n += other.n
+        self.n_agree += other.n_agree
+        self.agree_sum += other.agree_sum
+        self.synthetic = self.synthetic and other.synthetic
+        if other.first:
+            self.first = min(self.first, other.first) if self.first else other.first
+            self.last = max(self.last, other.last)
+        self.example = self.example or other.example
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        n, n_agree = self.n, self.n_agree
+        return {
+            "posts": n,
+            "synthetic": self.synthetic and n > 0,
+            "per_language": {k: dict(v) for k, v in sorted(self.per_lang.items())},
+            "per_split": {k: dict(v) for k, v in self.per_split.items()},
+            "with_image": sum(c["with_image"] for c in self.per_split.values()),
+            "sources": dict(self.sources),
+            "labels_from": dict(self.labels_from),
+            "image_decided": dict(self.decided),
+            "dates": [self.first, self.last] if self.first else [],
+            "agreement": {
+                "double_annotated": n_agree,
+                "mean_entity_f1": round(self.agree_sum / n_agree, 4) if n_agree else None,
+            },
+            "example": self.example,
+        }
+
+
+def corpus_tables(posts: Iterable[Post]) -> dict[str, Any]:
+    """:class:`CardTables` of a stream of posts, in one pass, as a dict."""
+    tables = CardTables()
+    for p in posts:
+        tables.add(p)
+    return tables.to_dict()
+
+
+def example_instance(ex: Post) -> dict[str, Any]:
+    """What the card shows of its example post (JSON-ready)."""
     return {
-        "posts": n,
-        "synthetic": synthetic and n > 0,
-        "per_language": {k: dict(v) for k, v in sorted(per_lang.items())},
-        "per_split": {k: dict(v) for k, v in per_split.items()},
-        "with_image": sum(c["with_image"] for c in per_split.values()),
-        "sources": dict(sources),
-        "labels_from": dict(labels_from),
-        "image_decided": dict(decided),
-        "dates": [first, last] if first else [],
-        "agreement": {
-            "double_annotated": n_agree,
-            "mean_entity_f1": round(agree_sum / n_agree, 4) if n_agree else None,
-        },
-        "example": example,
-    }
+        "id": ex.id, "lang": ex.lang, "text": ex.text, "tokens": ex.tokens,
+        "ner_tags_str": ex.ner_tags,
+        "spans": [{"start": s.start, "end": s.end, "label": s.label} for s in ex.spans],
+        "image": f"<{ex.image.mime or 'image'}, {ex.image.width}x{ex.image.height}>"
+        if ex.has_image and ex.image else None, "split": ex.split,
+    }  # fmt: skip
 
 
 def card_data(config: PipelineConfig, tables: dict[str, Any]):  # -> DatasetCardData
@@ -133,10 +179,19 @@ def write_card(
     """Write ``<export_dir>/README.md`` and the label-distribution chart; returns the card path.
 
     ``posts`` is read once (a stream is fine)."""
+    return write_card_tables(config, corpus_tables(posts), stage_stats, dedup_figures)
+
+
+def write_card_tables(
+    config: PipelineConfig,
+    tables: dict[str, Any],
+    stage_stats: list[Any],
+    dedup_figures: dict[str, Any] | None = None,
+) -> Path:
+    """:func:`write_card` from :meth:`CardTables.to_dict` figures."""
     from huggingface_hub import DatasetCard
 
     out = config.export_dir
-    tables = corpus_tables(posts)
     chart = plot_label_distribution(tables["per_language"], out / "label_distribution.png")
     body = [
         *_summary(config, tables),
@@ -211,15 +266,8 @@ def _loading(config: PipelineConfig) -> list[str]:
 
 def _structure(tables: dict[str, Any]) -> list[str]:
     lines = ["## Dataset structure\n", "### Data instances\n"]
-    ex: Post | None = tables["example"]
-    if ex is not None:
-        shown = {
-            "id": ex.id, "lang": ex.lang, "text": ex.text, "tokens": ex.tokens,
-            "ner_tags_str": ex.ner_tags,
-            "spans": [{"start": s.start, "end": s.end, "label": s.label} for s in ex.spans],
-            "image": f"<{ex.image.mime or 'image'}, {ex.image.width}x{ex.image.height}>"
-            if ex.has_image and ex.image else None, "split": ex.split,
-        }  # fmt: skip
+    shown: dict[str, Any] | None = tables["example"]
+    if shown is not None:
         lines += ["```json", json.dumps(shown, ensure_ascii=False, indent=2), "```\n"]
     lines += ["### Data fields\n", "| field | type | meaning |", "|---|---|---|"]
     lines += [f"| `{name}` | {kind} | {text} |" for name, kind, text in EXPORT_COLUMNS]

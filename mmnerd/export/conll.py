@@ -49,15 +49,19 @@ def write_imgid_split(
     misc_label: str = "MISC",
     keep_ids: bool = False,
     id_map: IO[str] | None = None,
+    images: Path | None = None,
+    durable: bool = True,
 ) -> int:
     """Write one split file (and copy its images beside it); returns the post count.
     ``keep_ids``: write each post's own published IMGID (every post must have one); else
     :func:`encode_imgid` of the post id.  ``id_map`` gets an ``imgid, post id, split`` line
-    per post (see :func:`id_map_writer`)."""
-    images = path.parent / "images"
+    per post (see :func:`id_map_writer`).  Pictures go to ``images`` (default: the
+    ``images`` folder beside ``path``); ``durable=False`` skips the fsync (a temporary
+    part)."""
+    images = images or path.parent / "images"
     images.mkdir(parents=True, exist_ok=True)
     n = 0
-    with atomic_write(path) as f:
+    with atomic_write(path, durable=durable) as f:
         for post in posts:
             iid = post.imgid if keep_ids else encode_imgid(post.id)
             f.write(f"IMGID:{iid}\n")

@@ -73,19 +73,74 @@ def write_split(
 ) -> dict[str, Any]:
     """Stream posts into one Parquet file, in row groups; returns manifest facts."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     embed = config.export.embed_images
     schema = arrow_schema(embed_images=embed)
     image_root = config.root / "images"
     rows = (post_row(p, image_root, embed, out_dir) for p in posts)
+    tables = (
+        pa.Table.from_pylist(b, schema=schema) for b in _batches(rows, config.export.row_group_size)
+    )
+    return write_row_groups(tables, path, schema)
+
+
+def write_row_groups(tables: Iterable[Any], path: Path, schema: Any) -> dict[str, Any]:
+    """Write each Arrow table of ``tables`` as one row group of the Parquet file ``path``
+    (atomically); returns manifest facts (file, rows, sha256, bytes)."""
+    import pyarrow.parquet as pq
+
     n = 0
     with atomic_write(path, "wb") as f, pq.ParquetWriter(f, schema, compression="zstd") as writer:
-        for batch in _batches(rows, config.export.row_group_size):
-            writer.write_table(pa.Table.from_pylist(batch, schema=schema))
-            n += len(batch)
+        for table in tables:
+            writer.write_table(table)
+            n += table.num_rows
         # an empty split gets no row group at all: readers (datasets) choke on a 0-row group
     return {"file": path.name, "rows": n, "sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+def write_part(rows: list[dict[str, Any]], path: Path, schema: Any) -> None:
+    """Rows of one split of one shard as an Arrow IPC file (LZ4 buffers): an executor task
+    builds them, :func:`merge_parts` reads them back without decoding."""
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    options = ipc.IpcWriteOptions(compression="lz4")
+    with (
+        atomic_write(path, "wb", durable=False) as f,
+        ipc.new_file(f, schema, options=options) as w,
+    ):
+        w.write_table(pa.Table.from_pylist(rows, schema=schema))
+
+
+def merge_parts(
+    parts: Iterable[Path], path: Path, schema: Any, row_group_size: int
+) -> dict[str, Any]:
+    """Concatenate IPC parts (in order) into the Parquet file ``path``, re-cut into row groups
+    of ``row_group_size``: the same bytes as :func:`write_split` over the same posts.  Holds
+    one row group (plus one part's batch) at a time."""
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    def groups() -> Iterator[Any]:
+        pending: list[Any] = []
+        held = 0
+        for part in parts:
+            with pa.OSFile(str(part)) as source:  # read, not mapped: batches outlive it
+                reader = ipc.open_file(source)
+                for k in range(reader.num_record_batches):
+                    batch = reader.get_batch(k)
+                    pending.append(batch)
+                    held += batch.num_rows
+                    while held >= row_group_size:
+                        table = pa.Table.from_batches(pending, schema=schema)
+                        yield table.slice(0, row_group_size).combine_chunks()
+                        rest = table.slice(row_group_size).combine_chunks()
+                        pending = rest.to_batches() if rest.num_rows else []
+                        held = rest.num_rows
+        if held:
+            yield pa.Table.from_batches(pending, schema=schema).combine_chunks()
+
+    return write_row_groups(groups(), path, schema)
 
 
 def sha256_file(path: Path) -> str:
@@ -112,11 +167,16 @@ def write_parquet_splits(
     for split in SPLITS:
         members = (p for p in posts() if p.split == split)
         files.append(write_split(members, out / f"{split}.parquet", config, out))
-    manifest = {
+    manifest = manifest_of(config, files)
+    write_json(out / "manifest.json", manifest)
+    return manifest
+
+
+def manifest_of(config: PipelineConfig, files: list[dict[str, Any]]) -> dict[str, Any]:
+    """The manifest of the Parquet files (``files``: :func:`write_row_groups`' facts)."""
+    return {
         "schema_version": SCHEMA_VERSION,
         "pipeline": config.name,
         "image_mode": "embedded" if config.export.embed_images else "path",
         "files": files,
     }
-    write_json(out / "manifest.json", manifest)
-    return manifest

@@ -16,8 +16,9 @@ flags and ``<export>/straddling.json``), never moved.
 from __future__ import annotations
 
 import hashlib
+from array import array
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,14 +106,15 @@ def assign_splits(
 
 
 class SplitKeys:
-    """What :func:`assign_splits` needs of each post, as compact arrays (~50 bytes a post
-    instead of a Python object per post): filled by :meth:`add` in stream order."""
+    """What :func:`assign_splits` needs of each post, as compact arrays (~20 bytes a post:
+    the UTF-8 id, a language code, an entity-type bit mask; cluster ids only for posts in
+    a cluster), filled by :meth:`add` in stream order."""
 
     def __init__(self) -> None:
         self._ids: list[np.ndarray] = []
         self._batch: list[bytes] = []
-        self.lang: list[int] = []  # code into self.langs (array('b') would do; n is small)
-        self.types: list[int] = []  # bit mask over self.labels
+        self.lang = array("h")  # code into self.langs
+        self.types = array("q")  # bit mask over self.labels
         self.clustered: dict[int, str] = {}  # stream index -> cluster id
         self.langs: dict[str, int] = {}
         self.labels: dict[str, int] = {}
@@ -146,6 +148,22 @@ class SplitKeys:
         return self._ids[0]
 
 
+def _order_words(seed: int, keys: Iterable[str], n: int) -> np.ndarray:
+    """``(n,) uint64``: the first 8 bytes (big-endian) of :func:`_order`'s sha256 per key,
+    which sort as the hex digests do, ties aside (see :func:`_visit_order`)."""
+    buf = bytearray(8 * n)
+    for k, key in enumerate(keys):
+        buf[8 * k : 8 * k + 8] = hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8]
+    return np.frombuffer(buf, dtype=">u8").astype(np.uint64)
+
+
+def _chunked(a: np.ndarray, size: int = 1 << 16) -> Iterator[int]:
+    """The items of ``a`` as Python ints, converted a chunk at a time (a list of n ints
+    costs ~36 bytes each)."""
+    for lo in range(0, len(a), size):
+        yield from a[lo : lo + size].tolist()
+
+
 def assign_split_codes(
     keys: SplitKeys,
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
@@ -153,66 +171,109 @@ def assign_split_codes(
     fixed: dict[str, str] | None = None,
 ) -> np.ndarray:
     """:func:`assign_splits` over :class:`SplitKeys`: ``(n,) int8`` index into
-    :data:`SPLITS` per post, in stream order; the same assignment, in arrays."""
+    :data:`SPLITS` per post, in stream order; the same assignment, in arrays (a Python loop
+    over clusters and pinned groups only, and the one sequential pass over the groups)."""
     fixed = fixed or {}
     n = keys.n
     ids = keys.ids()
-    lang = np.array(keys.lang, dtype=np.int32)
-    types = np.array(keys.types, dtype=np.int64)
-    order = np.argsort(ids, kind="stable")  # sorted by id: input order must not matter
+    idx = np.int32 if n < 2**31 - 1 else np.int64
     # group of each post: itself, or its cluster (numbered n + k)
     group = np.arange(n, dtype=np.int64)
     cluster_no: dict[str, int] = {}
     for i, cid in keys.clustered.items():
         group[i] = n + cluster_no.setdefault(cid, len(cluster_no))
+    order = np.argsort(ids, kind="stable").astype(idx)  # by id: input order must not matter
     g_sorted = group[order]
-    uniq, first_pos, inv = np.unique(g_sorted, return_index=True, return_inverse=True)
-    rank = np.empty(len(uniq), np.int64)  # groups in order of their first member by id
-    rank[np.argsort(first_pos, kind="stable")] = np.arange(len(uniq))
-    gidx = rank[inv]  # (n,) group number of each post in id order
-    n_groups = len(uniq)
-    members = np.argsort(gidx, kind="stable")  # id-order positions grouped by group
-    starts = np.searchsorted(gidx[members], np.arange(n_groups + 1))
+    del group
+    _, first_pos, inv = np.unique(g_sorted, return_index=True, return_inverse=True)
+    del g_sorted
+    rank = np.empty(len(first_pos), idx)  # groups in order of their first member by id
+    rank[np.argsort(first_pos, kind="stable")] = np.arange(len(first_pos), dtype=idx)
+    del first_pos
+    gidx = rank[inv].astype(idx)  # (n,) group number of each post in id order
+    n_groups = len(rank)
+    del inv, rank
+    members = np.argsort(gidx, kind="stable").astype(idx)
+    starts = np.searchsorted(gidx[members], np.arange(n_groups + 1)).astype(idx)
+    del gidx
+    by_group = order[members]  # stream indices, grouped by group, id order inside
+    del order, members
+    sizes = np.diff(starts).astype(np.int32)
+    first = by_group[starts[:-1]]  # (n_groups,) first member by id
+    lang = np.frombuffer(keys.lang, dtype=np.int16) if n else np.zeros(0, np.int16)
+    types = np.frombuffer(keys.types, dtype=np.int64) if n else np.zeros(0, np.int64)
+    g_lang = lang[first].astype(np.int64)
+    g_mask = types[first].copy()
+    for g in np.flatnonzero(sizes > 1).tolist():  # clusters: majority language, all types
+        post = by_group[starts[g] : starts[g + 1]]
+        g_lang[g] = Counter(lang[post].tolist()).most_common(1)[0][0]
+        g_mask[g] = np.bitwise_or.reduce(types[post])
+    g_split = np.full(n_groups, -1, dtype=np.int8)
+    if fixed:
+        pinned_posts = np.flatnonzero(np.isin(ids, [f.encode("utf-8") for f in fixed]))
+        g_of_post = np.empty(n, idx)
+        g_of_post[by_group] = np.repeat(np.arange(n_groups, dtype=idx), sizes)
+        for g in np.unique(g_of_post[pinned_posts]).tolist():
+            post = by_group[starts[g] : starts[g + 1]]
+            pinned = {fixed[i] for i in (ids[k].decode("utf-8") for k in post) if i in fixed}
+            # a group touching a pinned post goes where the pin says (test wins on conflict)
+            g_split[g] = SPLITS.index("test" if "test" in pinned else sorted(pinned)[0])
+        del g_of_post
+    # strata: (language name, entity types present), visited in name order
+    n_labels = len(keys.labels)
+    if n_labels > 47:
+        raise InputError(f"{n_labels} entity labels in the split's input: at most 47 are supported")
+    combos, s_of_g = np.unique(g_lang << n_labels | g_mask, return_inverse=True)
+    del g_mask
+    g_lang = g_lang.astype(np.int16)
     lang_names = {v: k for k, v in keys.langs.items()}
     label_names = {v: k for k, v in keys.labels.items()}
-    cluster_name = {n + v: k for k, v in cluster_no.items()}
-    code = np.full(n, -1, dtype=np.int8)
-    strata: dict[tuple[str, str], list[int]] = defaultdict(list)
-    group_key: list[str] = [""] * n_groups
-    for g in range(n_groups):
-        post = order[members[starts[g] : starts[g + 1]]]  # stream indices, id order
-        gid = int(group[post[0]])
-        group_key[g] = cluster_name[gid] if gid >= n else ids[post[0]].decode("utf-8")
-        pinned = {fixed[i] for i in (ids[k].decode("utf-8") for k in post) if i in fixed}
-        if pinned:
-            code[post] = SPLITS.index("test" if "test" in pinned else sorted(pinned)[0])
-            continue
-        if len(post) == 1:
-            major = int(lang[post[0]])
-            mask = int(types[post[0]])
-        else:
-            major = Counter(lang[post].tolist()).most_common(1)[0][0]
-            mask = int(np.bitwise_or.reduce(types[post]))
-        names = sorted(label_names[b] for b in range(len(label_names)) if mask >> b & 1)
-        strata[(lang_names[major], "+".join(names) or "none")].append(g)
-    counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(SPLITS, 0))
-    sizes = np.diff(starts)
-    for st in sorted(strata):
-        gs = sorted(strata[st], key=lambda g: _order(seed, group_key[g]))
-        counts_lang = counts[st[0]]
-        for g in gs:
-            size = int(sizes[g])
-            total = sum(counts_lang.values()) + size
-            split = max(
-                SPLITS,
-                key=lambda sp: (
-                    ratios[SPLITS.index(sp)] * total - counts_lang[sp],
-                    -SPLITS.index(sp),
-                ),
-            )
-            counts_lang[split] += size
-            code[order[members[starts[g] : starts[g + 1]]]] = SPLITS.index(split)
+    names = []
+    for c in combos.tolist():
+        present = sorted(label_names[b] for b in label_names if c >> b & 1)
+        names.append((lang_names[c >> n_labels], "+".join(present) or "none"))
+    s_rank = np.empty(len(names), np.int32)
+    s_rank[sorted(range(len(names)), key=names.__getitem__)] = np.arange(len(names))
+    s_of_g = s_rank[s_of_g.reshape(-1)].astype(np.int32)
+
+    # a group's key: its cluster id (every member has it), else its one post's id
+    def key_of(f: int) -> str:
+        return keys.clustered.get(f) or ids[f].decode("utf-8")
+
+    words = _order_words(seed, (key_of(f) for f in _chunked(first)), n_groups)
+    free = np.flatnonzero(g_split < 0).astype(idx)
+    visit = free[np.lexsort((words[free], s_of_g[free]))]
+    del free
+    _break_ties(visit, words, s_of_g, lambda g: _order(seed, key_of(int(first[g]))))
+    del words, s_of_g
+    counts: dict[int, list[int]] = {}
+    g_lang_l = g_lang.tolist()  # small ints: 8 bytes a group
+    sizes_l = sizes.tolist()
+    for g in _chunked(visit):
+        counts_lang = counts.setdefault(g_lang_l[g], [0, 0, 0])
+        size = sizes_l[g]
+        total = sum(counts_lang) + size
+        # the split with the largest shortfall against its target after adding this group
+        k = max(range(3), key=lambda sp: (ratios[sp] * total - counts_lang[sp], -sp))
+        counts_lang[k] += size
+        g_split[g] = k
+    code = np.empty(n, dtype=np.int8)
+    code[by_group] = np.repeat(g_split, sizes)
     return code
+
+
+def _break_ties(
+    visit: np.ndarray, words: np.ndarray, stratum: np.ndarray, full: Callable[[int], str]
+) -> None:
+    """Re-sort, in place, the runs of ``visit`` whose stratum and first digest word are
+    equal by the full hex digest ``full(g)`` (stable, as ``sorted`` over all groups is)."""
+    w, st = words[visit], stratum[visit]
+    same = np.flatnonzero((w[1:] == w[:-1]) & (st[1:] == st[:-1]))
+    for i in same.tolist():  # rare: 64-bit prefix collisions
+        j = i
+        while j + 1 < len(visit) and w[j + 1] == w[i] and st[j + 1] == st[i]:
+            j += 1
+        visit[i : j + 1] = sorted(visit[i : j + 1].tolist(), key=full)
 
 
 def label_stage(config: PipelineConfig) -> str:

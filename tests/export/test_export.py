@@ -264,3 +264,19 @@ def test_compact_split_keys_give_the_same_assignment(seed):
     codes = assign_split_codes(keys, (0.7, 0.15, 0.15), seed, fixed)
     expected = assign_splits(posts, (0.7, 0.15, 0.15), seed, fixed)
     assert {p.id: SPLITS[c] for p, c in zip(reversed(posts), codes, strict=True)} == expected
+
+
+def test_split_codes_when_order_digest_prefixes_collide(monkeypatch):
+    """The arrays sort groups by the first 8 bytes of their order digest; equal prefixes
+    (forced here: 4 distinct values) fall back to the full digest, as assign_splits sorts."""
+    from mmnerd.export import splits
+
+    words = splits._order_words
+    monkeypatch.setattr(splits, "_order_words", lambda *a: words(*a) >> 62)
+    posts = make_posts(400)
+    keys = splits.SplitKeys()
+    for p in posts:
+        keys.add(p)
+    codes = splits.assign_split_codes(keys, (0.6, 0.2, 0.2), 3)
+    expected = assign_splits(posts, (0.6, 0.2, 0.2), 3)
+    assert {p.id: SPLITS[c] for p, c in zip(posts, codes, strict=True)} == expected
