@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.conftest import ROOT
@@ -21,6 +23,24 @@ def kill_after(argv: list[str], delay: float) -> bool:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         return True
+
+
+def kill_mid_run(start: Callable[[float], bool], delay: float, tries: int = 4) -> bool:
+    """``start(d)`` begins a fresh run and SIGKILLs it after ``d`` s (True if it was still
+    running). ``delay`` comes from a clean run timed on a machine whose load changes: when
+    the run finishes first, start again with half the delay; True once a kill landed."""
+    for _ in range(tries):
+        if start(delay):
+            return True
+        delay /= 2
+    return False
+
+
+def fresh_copy(src: Path, dst: Path) -> Path:
+    """``dst`` as a new copy of ``src`` (a finished run's leftovers removed first)."""
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(src, dst)
+    return dst
 
 
 def temp_files(root: Path) -> list[Path]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, free_port
-from tests.killing import kill_after, temp_files
+from tests.killing import kill_after, kill_mid_run, temp_files
 
 pytestmark = pytest.mark.slow
 
@@ -56,10 +56,15 @@ def test_kill_9_then_rerun_equals_clean_run(tmp_path):
     rng = random.Random(2026)
     for trial in range(2):
         run_dir = tmp_path / f"killed{trial}"
-        # the same corpus rebuilt: with its key, so authors get the same pseudonyms
-        shutil.copytree(clean / "secrets", run_dir / "secrets")
+
+        def start(delay: float, run_dir: Path = run_dir) -> bool:
+            # a new data dir with the corpus's key, so authors get the same pseudonyms
+            shutil.rmtree(run_dir, ignore_errors=True)
+            shutil.copytree(clean / "secrets", run_dir / "secrets")
+            return kill_after(collect_cmd(run_dir, port), delay)
+
         # inside the run (it took `took` s clean): the kill must land, or the trial proves nothing
-        assert kill_after(collect_cmd(run_dir, port), rng.uniform(0.2, 0.7) * took), trial
+        assert kill_mid_run(start, rng.uniform(0.2, 0.7) * took), trial
         subprocess.run(collect_cmd(run_dir, port), check=True, capture_output=True, cwd=ROOT)
         got = snapshot(run_dir)
         assert got.keys() == expected.keys(), f"trial {trial}"

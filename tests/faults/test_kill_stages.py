@@ -21,7 +21,7 @@ import pytest
 from mmnerd.config import load_config
 from mmnerd.pipeline import MARKER, iter_stage, stage_dir
 from tests.conftest import ROOT, free_port
-from tests.killing import kill_after, temp_files
+from tests.killing import fresh_copy, kill_after, kill_mid_run, temp_files
 
 pytestmark = pytest.mark.slow
 
@@ -103,8 +103,11 @@ def test_kill_9_during_dedup_then_rerun_equals_clean_run(collected, tmp_path):
     rng = random.Random(4401)
     killed = 0
     for trial in range(TRIALS):
-        d = copy(base, tmp_path / f"killed{trial}")
-        killed += kill_at("dedup", d, port, rng.uniform(0.2, 0.7) * took)
+        d = tmp_path / f"killed{trial}"
+        killed += kill_mid_run(
+            lambda t, d=d: kill_at("dedup", fresh_copy(base, d), port, t),
+            rng.uniform(0.2, 0.7) * took,
+        )
         run("dedup", d, port)
         assert stage_files(d, "dedup") == expected, f"trial {trial}"
         assert not temp_files(d), f"trial {trial}: {temp_files(d)}"
@@ -160,8 +163,11 @@ def test_kill_9_during_export_then_rerun_equals_clean_run(pulled_data, tmp_path,
     rng = random.Random(4402 + embed)
     killed = 0
     for trial in range(TRIALS):
-        d = copy(pulled, tmp_path / f"killed{trial}")
-        killed += kill_at("export", d, port, rng.uniform(0.2, 0.7) * took, pipeline)
+        d = tmp_path / f"killed{trial}"
+        killed += kill_mid_run(
+            lambda t, d=d: kill_at("export", fresh_copy(pulled, d), port, t, pipeline),
+            rng.uniform(0.2, 0.7) * took,
+        )
         run("export", d, port, pipeline)
         assert export_files(d) == expected, f"trial {trial}"
         assert stage_files(d, "split") == stage_files(clean, "split")
