@@ -6,7 +6,7 @@ from typing import Any
 
 from mmnerd.config import PipelineConfig
 from mmnerd.io import read_json, write_json
-from mmnerd.pipeline import Runner, iter_stage, stage_stats
+from mmnerd.pipeline import Runner, iter_stage, side_file, stage_stats
 
 PIPELINE_STAGES = (
     "collect", "language", "normalize", "tokenize", "fetch", "dedup", "push", "pull", "gold"
@@ -53,6 +53,6 @@ def export(
     }
     write_json(config.export_dir / "manifest.json", manifest)
     history = [s for name in PIPELINE_STAGES if (s := stage_stats(config, name))]
-    dedup_report = read_json(config.root / "reports" / "dedup" / "report.json")
+    dedup_report = read_json(side_file(config, "dedup", "report.json"))
     write_card(config, iter_stage(config, "split"), history, dedup_report)
     return manifest, stats
