@@ -130,6 +130,11 @@ class Stage:
     def prepare(self, config: PipelineConfig) -> None:
         """Run once in the driver before any shard starts (no shard is running yet)."""
 
+    def split_work(self, executor: Any) -> bool:
+        """Run as tasks of ``executor`` (``run_partitioned(config, executor, folder)``, which
+        writes the stage folder itself) rather than ``run`` over every record?"""
+        return getattr(self, "run_partitioned", None) is not None
+
     def side(self, config: PipelineConfig) -> Path:
         """This stage's side folder (:func:`side_dir`), for its state and reports."""
         return side_dir(config, self.name)
@@ -363,9 +368,9 @@ class Runner:
             tmp.unlink(missing_ok=True)  # left by a killed run writing its state or reports
         stage.prepare(self.config)
         t0 = time.perf_counter()
-        partitioned = getattr(stage, "run_partitioned", None)
-        if partitioned is not None:  # a global stage that splits its own work into tasks
-            stats = partitioned(self.config, self.executor, folder)
+        if stage.split_work(self.executor):  # a global stage that splits its own work
+            split = stage.run_partitioned  # type: ignore[attr-defined]
+            stats = split(self.config, self.executor, folder)
         elif stage.scope == "global" or stage.input is None:
             stats = self._run_whole(stage, folder)
         else:

@@ -1,6 +1,6 @@
-"""Push on the executor (issue 16): each input shard's task payloads are built, and its output
-shard written, by executor tasks; the driver only sends.  On Dask workers the push equals the
-local one: one task per post, the same records but for the project's ids (real Label Studio)."""
+"""Push on Dask (issue 16): each input shard's task payloads are built, and its output shard
+written, by tasks on the workers; the driver only sends.  It equals the local (streamed) push:
+one task per post, the same records but for the project's ids (real Label Studio)."""
 
 from __future__ import annotations
 
