@@ -114,7 +114,7 @@ def browser_run(cfg_factory, client, annotators: int, tasks: int) -> dict:
     seed_stage(cfg, "dedup", _posts(tasks))
     Runner(cfg).run_stage(PushStage())
     pushed = list(iter_stage(cfg, "push"))
-    pid = pushed[0].extra["ls_project_id"]
+    pid = pushed[0].ls.project
     tag = str(int(time.time()))
     accounts = [create_annotator(client, f"b{k}.{tag}@example.org") for k in range(annotators)]
     t0 = time.perf_counter()

@@ -284,14 +284,14 @@ def measure(args: argparse.Namespace, database: str) -> list[dict]:
         pushed = list(iter_stage(c1, "push"))[: args.predictions]
         rng = random.Random(5)
         wanted = {
-            p.extra["ls_task_id"]: model_prediction(
+            p.ls.task: model_prediction(
                 p,
                 {"tags": ["O"] * len(p.tokens), "model_version": "bench-model",
                  "score": rng.random(), "cluster": rng.randrange(16)},
             )
             for p in pushed
         }  # fmt: skip
-        pid = pushed[0].extra["ls_project_id"]
+        pid = pushed[0].ls.project
         with Timer() as t:
             done = sync_predictions(LSClient.from_config(c1), pid, wanted, workers=4)
         rows.append(

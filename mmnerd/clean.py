@@ -1,8 +1,9 @@
 """What ``mmnerd clean`` (and ``make clean``) may delete, and what it must not.
 
-Derived outputs (stage folders, the export, reports, the hash index, predictions, the
-generated sample) are rebuilt by rerunning the pipeline: ``clean`` removes them.  Human
-and irreplaceable data stays unless asked for explicitly *and* confirmed:
+Derived outputs (stage folders and their side folders of state and reports, the export,
+reports, the hash index, predictions, the generated sample) are rebuilt by rerunning the
+pipeline: ``clean`` removes them.  Human and irreplaceable data stays unless asked for
+explicitly *and* confirmed:
 
 * Label Studio's data dir (its database holds every annotation and the admin token);
 * collection journals and cursors (``state/``: posts an API no longer serves);
@@ -20,7 +21,7 @@ from pathlib import Path
 from mmnerd.config import PipelineConfig
 from mmnerd.errors import ConfigError
 
-DERIVED = ("stages", "export", "reports", "index", "predict", "raw")
+DERIVED = ("stages", "side", "export", "reports", "index", "predict", "raw")
 """Folders under a pipeline's data dir that a rerun rebuilds."""
 KEPT = {
     "images": "downloaded images (origins purge media)",

@@ -9,6 +9,10 @@ see every record.  Output lives in ``<data_dir>/stages/<stage>/``::
     excluded-00000.jsonl     records dropped by this stage, with their reason
     _SUCCESS.json            completion marker: fingerprint + stats
 
+Each stage also has a side folder, ``<data_dir>/side/<stage>/`` (:func:`side_dir`), for
+its state and reports: the runner never clears it or sets it aside, so it survives reruns
+and ``--force``.
+
 A shard whose output file exists is done; a stage whose marker matches the
 current config fingerprint is skipped.  So a rerun after a crash redoes only
 the shards that did not finish, and never duplicates a record.
@@ -16,6 +20,7 @@ the shards that did not finish, and never duplicates a record.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 import uuid
@@ -32,6 +37,16 @@ from mmnerd.progress import progress_bar, warn
 from mmnerd.records import Post
 
 MARKER = "_SUCCESS.json"
+SIDE = "side"
+"""``<data_dir>/side/<stage>/``: each stage's state and reports (:func:`side_dir`)."""
+
+_LEGACY_SIDE: dict[str, dict[str, str]] = {
+    "pull": {"annotation/pull-state.json": "pull-state.json"},
+    "dedup": {"reports/dedup/report.json": "report.json",
+              "reports/dedup/clusters.png": "clusters.png"},
+}  # fmt: skip
+"""Files stages kept elsewhere before issue 17 (relative to the data dir) and their name in
+the side folder: moved in on first use, so an existing data dir keeps them."""
 
 
 @dataclass
@@ -86,6 +101,11 @@ class StageContext:
     def root(self) -> Path:
         return self.config.root
 
+    @property
+    def side(self) -> Path:
+        """The stage's side folder (:func:`side_dir`): state and reports that outlive runs."""
+        return side_dir(self.config, self.stats.stage)
+
     def flag(self, reason: str, n: int = 1) -> None:
         """Count a problem that did not drop the record (e.g. a snapped span)."""
         self.stats.flagged[reason] += n
@@ -110,12 +130,40 @@ class Stage:
     def prepare(self, config: PipelineConfig) -> None:
         """Run once in the driver before any shard starts (no shard is running yet)."""
 
+    def split_work(self, executor: Any) -> bool:
+        """Run as tasks of ``executor`` (``run_partitioned(config, executor, folder)``, which
+        writes the stage folder itself) rather than ``run`` over every record?"""
+        return getattr(self, "run_partitioned", None) is not None
+
+    def side(self, config: PipelineConfig) -> Path:
+        """This stage's side folder (:func:`side_dir`), for its state and reports."""
+        return side_dir(config, self.name)
+
     def fingerprint(self, config: PipelineConfig) -> str:
         return f"{type(self).__qualname__}|{config.fingerprint(*self.config_sections)}"
 
 
 def stage_dir(config: PipelineConfig, name: str) -> Path:
     return config.root / "stages" / name
+
+
+def side_dir(config: PipelineConfig, name: str) -> Path:
+    """``<data_dir>/side/<name>/``, stage ``name``'s state and reports (created on first
+    use).  Unlike the stage folder, the runner never clears it or sets it aside (reruns,
+    ``--force``, a changed config), so what a stage keeps there survives; files an older
+    version kept elsewhere (:data:`_LEGACY_SIDE`) are moved in."""
+    folder = config.root / SIDE / name
+    folder.mkdir(parents=True, exist_ok=True)
+    for old, new in _LEGACY_SIDE.get(name, {}).items():
+        src = config.root / old
+        if src.is_file() and not (folder / new).exists():
+            os.replace(src, folder / new)
+    return folder
+
+
+def side_file(config: PipelineConfig, name: str, file: str) -> Path:
+    """A file in stage ``name``'s side folder (e.g. the dedup report, read by export)."""
+    return side_dir(config, name) / file
 
 
 def _input_run(config: PipelineConfig, stage: Stage) -> str:
@@ -316,11 +364,13 @@ class Runner:
         return stats
 
     def _run(self, stage: Stage, folder: Path) -> StageStats:
+        for tmp in side_dir(self.config, stage.name).rglob(".*.tmp"):
+            tmp.unlink(missing_ok=True)  # left by a killed run writing its state or reports
         stage.prepare(self.config)
         t0 = time.perf_counter()
-        partitioned = getattr(stage, "run_partitioned", None)
-        if partitioned is not None:  # a global stage that splits its own work into tasks
-            stats = partitioned(self.config, self.executor, folder)
+        if stage.split_work(self.executor):  # a global stage that splits its own work
+            split = stage.run_partitioned  # type: ignore[attr-defined]
+            stats = split(self.config, self.executor, folder)
         elif stage.scope == "global" or stage.input is None:
             stats = self._run_whole(stage, folder)
         else:

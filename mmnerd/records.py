@@ -101,6 +101,29 @@ class Annotation:
 
 
 @dataclass
+class LSRef:
+    """Where a post lives in Label Studio: written by push, read by simulate and pull."""
+
+    project: int  # the annotation project's id
+    task: int  # the post's task id in that project
+    overlap: int = 1  # annotators the task asks for (``labelstudio.overlap_k`` or 1)
+    adjudication_project: int = 0  # the adjudication queue's project, once pull queued it
+
+
+ADJUDICATION_NEEDED = "needed"
+"""``Post.adjudication``: the annotators disagree; the post waits in the adjudication queue."""
+ADJUDICATION_DONE = "done"
+"""``Post.adjudication``: an adjudicator's annotation gives the final labels."""
+
+_LEGACY_LS = {"ls_project_id": "project", "ls_task_id": "task", "ls_overlap": "overlap",
+              "ls_adjudication_project_id": "adjudication_project"}  # fmt: skip
+_LEGACY_EXTRA = frozenset(
+    {*_LEGACY_LS, "dedup", "needs_adjudication", "adjudicated", "annotator_count", "duplicate_of"}
+)
+"""``extra`` keys of stage outputs written before issue 17, read into typed fields."""
+
+
+@dataclass
 class Post:
     """A social-media post with one image, its provenance and its labels."""
 
@@ -129,6 +152,9 @@ class Post:
     labels_from: str = ""  # who gave the final labels: annotators | simulated | source | ""
     cluster_id: str = ""  # near-duplicate cluster (image or text); "" = singleton
     duplicate_of: str = ""  # representative post id when this one is a duplicate
+    duplicate_reason: str = ""  # duplicate_image | duplicate_text ("" = not a duplicate)
+    ls: LSRef | None = None  # the post's Label Studio task (push)
+    adjudication: str = ""  # "" | ADJUDICATION_NEEDED | ADJUDICATION_DONE (pull)
     split: str = ""
     status: str = STATUS_OK
     reason: str = ""
@@ -140,6 +166,12 @@ class Post:
     @property
     def ok(self) -> bool:
         return self.status == STATUS_OK
+
+    @property
+    def annotator_count(self) -> int:
+        """Distinct annotators with a completed (not cancelled) annotation: those whose
+        labels were combined (0 for the source's gold)."""
+        return len({a.annotator for a in self.annotations if not a.cancelled})
 
     @property
     def has_image(self) -> bool:
@@ -159,6 +191,7 @@ class Post:
         and dominated the cost of writing stage outputs."""
         d = dict(vars(self))
         d["image"] = dict(vars(self.image)) if self.image is not None else None
+        d["ls"] = dict(vars(self.ls)) if self.ls is not None else None
         d["tokens"] = list(self.tokens)
         d["token_offsets"] = [tuple(o) for o in self.token_offsets]
         d["gold_spans"] = [dict(vars(s)) for s in self.gold_spans]
@@ -190,12 +223,34 @@ class Post:
             for a in d.get("annotations", [])
         ]
         d["token_offsets"] = list(map(tuple, d.get("token_offsets", ())))
+        ls = d.get("ls")
+        d["ls"] = LSRef(**ls) if ls else None
+        extra = d.get("extra")
+        if extra and not _LEGACY_EXTRA.isdisjoint(extra):
+            _migrate_extra(d)
         known = _field_names(cls)
         return cls(**{k: v for k, v in d.items() if k in known})
 
     @classmethod
     def from_json(cls, line: str) -> Post:
         return cls.from_dict(json.loads(line))
+
+
+def _migrate_extra(d: dict[str, Any]) -> None:
+    """Move the cross-stage facts that outputs written before issue 17 kept in ``extra``
+    into their typed fields (``d`` is a :meth:`Post.from_dict` dict, changed in place)."""
+    extra = d["extra"] = dict(d["extra"])
+    ls = {name: extra.pop(key) for key, name in _LEGACY_LS.items() if key in extra}
+    if d.get("ls") is None and "project" in ls and "task" in ls:
+        d["ls"] = LSRef(**{k: int(v) for k, v in ls.items() if v is not None})
+    dedup = extra.pop("dedup", None)
+    if isinstance(dedup, dict) and not d.get("duplicate_reason"):
+        d["duplicate_reason"] = str(dedup.get("reason", ""))
+    needed, done = extra.pop("needs_adjudication", None), extra.pop("adjudicated", None)
+    if not d.get("adjudication"):
+        d["adjudication"] = ADJUDICATION_DONE if done else ADJUDICATION_NEEDED if needed else ""
+    extra.pop("annotator_count", None)  # derived: Post.annotator_count
+    extra.pop("duplicate_of", None)  # push's copy of Post.duplicate_of
 
 
 @functools.cache

@@ -16,7 +16,8 @@ def fake_tree(base: Path) -> dict[str, Path]:
     paths = {
         "stages": base / "data/sample/stages/collect/shard-00000.jsonl",
         "export": base / "data/sample/export/train.parquet",
-        "reports": base / "data/sample/reports/dedup/report.json",
+        "reports": base / "data/sample/reports/import/bio-repairs.jsonl",
+        "side": base / "data/sample/side/dedup/report.json",
         "raw": base / "data/sample/raw/sample/posts.jsonl",
         "bench": base / "reports/sample/benchmark.md",  # reports/<pipeline name>/
         "images": base / "data/sample/images/ab/abc.jpg",

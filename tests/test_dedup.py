@@ -466,10 +466,10 @@ def test_deduplicate_marks_clusters(corpus: list[Post], tmp_path: Path) -> None:
     assert by_id["t:1"].duplicate_of == "t:2"
     assert by_id["t:0"].duplicate_of == "t:2"
     assert {by_id[k].cluster_id for k in ("t:0", "t:1", "t:2")} == {"img-t:2"}
-    assert by_id["t:0"].extra["dedup"] == {"reason": "duplicate_image"}
+    assert by_id["t:0"].duplicate_reason == "duplicate_image"
     # text clusters
     assert by_id["t:4"].cluster_id == by_id["t:5"].cluster_id == "txt-t:4"
-    assert by_id["t:5"].extra["dedup"] == {"reason": "duplicate_text"}
+    assert by_id["t:5"].duplicate_reason == "duplicate_text"
     assert by_id["t:3"].cluster_id == by_id["t:6"].cluster_id
     assert by_id["t:6"].duplicate_of == "t:3"  # the one with an image is larger
     assert all(p.ok for p in corpus)
@@ -513,22 +513,22 @@ def test_stage_through_runner(corpus: list[Post], tmp_path: Path) -> None:
     assert stats.flagged == {"duplicate_image": 2, "duplicate_text": 2}
     out = {p.id: p for p in iter_stage(config, "dedup")}
     assert out["t:1"].duplicate_of == "t:2" and out["t:1"].image.phash
-    report = json.loads((tmp_path / "reports" / "dedup" / "report.json").read_text())
+    report = json.loads((tmp_path / "side" / "dedup" / "report.json").read_text())
     assert report["clusters"] == 3 and report["cluster_size_histogram"] == {"2": 2, "3": 1}
     assert report["config"]["threshold"] == 10
-    with Image.open(tmp_path / "reports" / "dedup" / "clusters.png") as sheet:
+    with Image.open(tmp_path / "side" / "dedup" / "clusters.png") as sheet:
         assert sheet.width > 100 and sheet.height > 100
     # a kill while the report (or the hash cache) was written left temp files: a rerun
     # removes them (issue 20.7: nothing did)
     stale = [
-        tmp_path / "reports" / "dedup" / ".clusters.png.k9x2.tmp",
+        tmp_path / "side" / "dedup" / ".clusters.png.k9x2.tmp",
         tmp_path / "index" / ".phash.npz.q1w2.tmp",
     ]
     for f in stale:
         f.write_bytes(b"half")
     Runner(config).run([DedupStage()], force=True)
     assert not any(f.exists() for f in stale)
-    assert (tmp_path / "reports" / "dedup" / "clusters.png").exists()
+    assert (tmp_path / "side" / "dedup" / "clusters.png").exists()
 
 
 def test_hash_cache_spares_rehashing(corpus: list[Post], tmp_path: Path) -> None:
@@ -590,7 +590,7 @@ def test_partitioned_stage_equals_in_memory(corpus: list[Post], tmp_path: Path) 
         files = sorted(stage_dir(config, "dedup").glob("shard-*.jsonl"))
         outs[name] = (
             [f.read_bytes() for f in files],
-            json.loads((root / "reports" / "dedup" / "report.json").read_text()),
+            json.loads((root / "side" / "dedup" / "report.json").read_text()),
             stats.to_dict() | {"seconds": 0},
         )
     assert len(outs["part"][0]) == 4

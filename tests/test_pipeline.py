@@ -8,7 +8,15 @@ import pytest
 
 from mmnerd.config import PipelineConfig
 from mmnerd.errors import StageError
-from mmnerd.pipeline import Runner, Stage, StageContext, iter_excluded, iter_stage, stage_dir
+from mmnerd.pipeline import (
+    Runner,
+    Stage,
+    StageContext,
+    iter_excluded,
+    iter_stage,
+    side_dir,
+    stage_dir,
+)
 from mmnerd.records import Post
 
 
@@ -175,3 +183,55 @@ def test_a_run_killed_after_moving_the_old_output_aside_gets_it_back(cfg):
     folder.rename(folder.with_name(".numbers.old"))  # what a kill at that moment leaves
     assert Runner(cfg).run_stage(Numbers()).skipped
     assert len(list(iter_stage(cfg, "numbers"))) == 25
+
+
+class Remembers(Stage):
+    """A global stage keeping a run counter and a report in its side folder."""
+
+    name = "remembers"
+    input = "numbers"
+    scope = "global"
+
+    def run(self, records: Iterable[Post], ctx: StageContext) -> Iterator[Post]:
+        state = ctx.side / "state.json"
+        runs = int(state.read_text()) + 1 if state.exists() else 1
+        state.write_text(str(runs))
+        (ctx.side / "reports").mkdir(exist_ok=True)
+        (ctx.side / "reports" / "report.md").write_text(f"run {runs}")
+        yield from records
+
+
+def test_side_folder_survives_reruns_and_force(cfg):
+    """The runner moves the stage folder aside on --force; the side folder stays, and temp
+    files a killed run left in it (at any depth) are removed before the next run."""
+    Runner(cfg).run([Numbers(), Remembers()])
+    side = side_dir(cfg, "remembers")
+    assert side == cfg.root / "side" / "remembers" and Remembers().side(cfg) == side
+    stale = side / "reports" / ".report.md.k9x2.tmp"
+    stale.write_text("half")
+    Runner(cfg).run_stage(Remembers(), force=True)
+    Runner(cfg).run_stage(Numbers(), force=True)  # a redone input: the stage is stale
+    Runner(cfg).run_stage(Remembers())
+    assert (side / "state.json").read_text() == "3"
+    assert (side / "reports" / "report.md").read_text() == "run 3"
+    assert not stale.exists()
+    assert len(list(iter_stage(cfg, "remembers"))) == 25
+
+
+def test_a_data_dir_from_before_side_folders_keeps_its_pull_state_and_dedup_report(cfg):
+    """Issue 17: pull's state lived in ``annotation/``, dedup's report in ``reports/dedup/``;
+    the side folder takes them over (moved, not copied), and never overwrites a newer one."""
+    from mmnerd.labelstudio.pull import state_path
+    from mmnerd.pipeline import side_file
+
+    old_state = cfg.root / "annotation" / "pull-state.json"
+    old_report = cfg.root / "reports" / "dedup" / "report.json"
+    for path, text in ((old_state, '{"projects": {"3": {}}}'), (old_report, '{"clusters": 2}')):
+        path.parent.mkdir(parents=True)
+        path.write_text(text)
+    assert state_path(cfg) == cfg.root / "side" / "pull" / "pull-state.json"
+    assert state_path(cfg).read_text() == '{"projects": {"3": {}}}' and not old_state.exists()
+    assert side_file(cfg, "dedup", "report.json").read_text() == '{"clusters": 2}'
+    assert not old_report.exists()
+    old_state.write_text("{}")  # an older copy appearing later never replaces the state
+    assert state_path(cfg).read_text() == '{"projects": {"3": {}}}'

@@ -23,7 +23,7 @@ one split.  The stage is :mod:`mmnerd.dedup.stage`, its report
 from mmnerd.dedup.clusters import DedupResult, connected_components, deduplicate, keep_key
 from mmnerd.dedup.images import image_edges
 from mmnerd.dedup.report import contact_sheet, write_report
-from mmnerd.dedup.stage import REPORT_DIR, DedupStage
+from mmnerd.dedup.stage import DedupStage
 from mmnerd.dedup.text import (
     normalize_text,
     shingle_hashes,
@@ -32,7 +32,6 @@ from mmnerd.dedup.text import (
 )
 
 __all__ = [
-    "REPORT_DIR",
     "DedupResult",
     "DedupStage",
     "connected_components",

@@ -216,20 +216,20 @@ def pick_representatives(
 
 
 def apply_marks(posts: Sequence[Post], offset: int, marks: Marks) -> None:
-    """Reset and set ``cluster_id``, ``duplicate_of`` and ``extra["dedup"]`` of ``posts``
+    """Reset and set ``cluster_id``, ``duplicate_of`` and ``duplicate_reason`` of ``posts``
     (global positions ``offset ...``) from ``marks``."""
     lo = int(np.searchsorted(marks.idx, offset))
     hi = int(np.searchsorted(marks.idx, offset + len(posts)))
     for p in posts:
         p.cluster_id = ""
         p.duplicate_of = ""
-        p.extra.pop("dedup", None)
+        p.duplicate_reason = ""
     for m in range(lo, hi):
         p = posts[int(marks.idx[m]) - offset]
         p.cluster_id = str(marks.cluster_id[m])
         p.duplicate_of = str(marks.duplicate_of[m])
         if marks.reason[m]:
-            p.extra["dedup"] = {"reason": Marks.REASONS[marks.reason[m]]}
+            p.duplicate_reason = Marks.REASONS[marks.reason[m]]
 
 
 def member_keys(
@@ -268,7 +268,7 @@ def deduplicate(
     from ``image_root / image.path`` (``image.phash`` gets the hex); others take
     part through their text only.  Each post's ``cluster_id`` / ``duplicate_of``
     are reset, then set for members of clusters of 2+; duplicates get
-    ``extra["dedup"] = {"reason": "duplicate_image" | "duplicate_text"}``.
+    ``duplicate_reason = "duplicate_image" | "duplicate_text"``.
     ``cache_path`` (``.npz``, sha256 → hash of ``config.hash`` kind) spares
     rehashing images seen by an earlier run.  (The dedup stage does the same shard by
     shard on the executor, over arrays: :mod:`mmnerd.dedup.stage`.)

@@ -55,8 +55,8 @@ def contact_sheet(
             draw.rectangle(
                 [x0 - 2, y1 - 2, x0 + thumb + 1, y1 + thumb + 1], outline=colour, width=2
             )
-            reason = p.extra.get("dedup", {}).get("reason", "")
-            caption = "rep" if c == 0 else "img" if reason == "duplicate_image" else "txt"
+            by_image = p.duplicate_reason == "duplicate_image"
+            caption = "rep" if c == 0 else "img" if by_image else "txt"
             try:
                 if p.image is None or not p.image.path:
                     raise OSError("no image")

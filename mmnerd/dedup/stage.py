@@ -12,6 +12,9 @@ Through the runner it works in three phases, so the driver never holds ``Post`` 
    set ``image.phash`` and the marks, write ``shard-<n>.jsonl`` (the same re-sharding as
    any global stage, so the outputs are byte-identical to an in-memory run).
 
+The report (``report.json``, ``clusters.png``) goes to the stage's side folder,
+``<data_dir>/side/dedup/`` (:func:`mmnerd.pipeline.side_dir`).
+
 Each phase's files mark it done: a rerun after a crash redoes only what is missing
 (``_work/stamp.json`` ties them to the config and the input run).
 """
@@ -51,7 +54,6 @@ from mmnerd.pipeline import (
 )
 from mmnerd.records import Post
 
-REPORT_DIR = ("reports", "dedup")
 WORK = "_work"
 
 
@@ -130,9 +132,8 @@ class DedupStage(Stage):
     config_sections: ClassVar[tuple[str, ...]] = ("dedup",)
 
     def prepare(self, config: PipelineConfig) -> None:
-        """Delete the temp files a killed run left in the report folder (e.g. a
-        half-drawn clusters.png) and in the default hash cache folder."""
-        remove_stale_temps(config.root.joinpath(*REPORT_DIR))
+        """Delete the temp files a killed run left in the default hash cache folder (the
+        runner clears those of the side folder, e.g. a half-drawn clusters.png)."""
         remove_stale_temps(config.root / "index")
 
     def run(self, records: Iterable[Post], ctx: StageContext) -> Iterator[Post]:
@@ -149,7 +150,7 @@ class DedupStage(Stage):
             cache_path=_cache_path(ctx.config),
         )
         _flag(ctx.stats, result.to_dict()["duplicates"], len(result.hash_failed))
-        write_report(ctx.root.joinpath(*REPORT_DIR), result, posts, image_root, cfg)
+        write_report(ctx.side, result, posts, image_root, cfg)
         yield from posts
 
     # ------------------------------------------------------------------ partitioned
@@ -195,17 +196,7 @@ class DedupStage(Stage):
         from mmnerd.dedup.text import Scan
 
         cfg = config.dedup
-        cols: dict[str, list[np.ndarray]] = {}
-        names_of = ("hash", "valid", "has_image", "sha", "star", "digest", "counts")
-        book = []  # per shard: new cache entries, failures, hashed (small)
-        for sid in sids:
-            with np.load(work / f"keys-{sid}.npz") as z:
-                for name in names_of:
-                    cols.setdefault(name, []).append(z[name])
-                fi = dict(zip(z["failed_idx"].tolist(), z["failed_msg"].tolist(), strict=True))
-                failed_ids = {k: str(z["ids"][k]) for k in fi}
-                book.append((z["new_sha"].tolist(), z["new_hash"].tolist(), fi, failed_ids,
-                             z["hashed"].tolist()))  # fmt: skip
+        cols, book = _load_keys(work, sids)
         sizes = [len(h) for h in cols.get("hash", [])]
         offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         n = int(offsets[-1])
@@ -224,29 +215,7 @@ class DedupStage(Stage):
         sha = cat("sha").astype(np.uint64)
         star = cat("star").astype(bool)
         res = DedupResult(n_posts=n, n_images=int(has_image.sum()))
-        new_cache: dict[str, int] = {}
-        failed: list[tuple[int, str, str]] = []  # (global index, post id, error)
-        hashed = 0
-        seen_sha: set[tuple[int, int]] = set()
-        failed_sha: set[tuple[int, int]] = set()
-        for (new_sha, new_hash, fi, failed_ids, done), off in zip(
-            book, offsets.tolist(), strict=False
-        ):
-            for sh, h in zip(new_sha, new_hash, strict=True):
-                new_cache.setdefault(sh, h)
-            for k in done:  # one per content in the shard, in post order
-                key = (int(sha[off + k, 0]), int(sha[off + k, 1])) if star[off + k] else None
-                if key is not None and key in seen_sha:
-                    continue  # an earlier shard hashed the same file: count it once
-                if key is not None:
-                    seen_sha.add(key)
-                hashed += 1
-                if k in fi and (key is None or key not in failed_sha):
-                    failed.append((off + k, failed_ids[k], fi[k]))
-                    if key is not None:
-                        failed_sha.add(key)
-        res.hashed = hashed - len(failed)
-        res.hash_failed = {pid: msg for _, pid, msg in sorted(failed)}
+        new_cache, hashed = _hash_figures(book, offsets, sha, star, res)
         if hashed:
             cache_path = _cache_path(config)
             _save_cache(cache_path, cfg.hash, {**_load_cache(cache_path, cfg.hash), **new_cache})
@@ -321,13 +290,59 @@ class DedupStage(Stage):
                     posts[g] = p
         image_root = config.root / "images"
         write_report(
-            config.root.joinpath(*REPORT_DIR),
+            self.side(config),
             res,
             posts,  # type: ignore[arg-type]
             image_root,
             config.dedup,
             sheet_clusters={m[0]: m for m in sheet},
         )
+
+
+def _load_keys(work: Path, sids: list[str]) -> tuple[dict[str, list[np.ndarray]], list[tuple]]:
+    """The per-shard key arrays by column, and per shard (new cache entries: sha256 list and
+    hash list, failures: index -> message, failed post ids: index -> id, hashed indices)."""
+    cols: dict[str, list[np.ndarray]] = {}
+    names_of = ("hash", "valid", "has_image", "sha", "star", "digest", "counts")
+    book = []  # per shard: new cache entries, failures, hashed (small)
+    for sid in sids:
+        with np.load(work / f"keys-{sid}.npz") as z:
+            for name in names_of:
+                cols.setdefault(name, []).append(z[name])
+            fi = dict(zip(z["failed_idx"].tolist(), z["failed_msg"].tolist(), strict=True))
+            failed_ids = {k: str(z["ids"][k]) for k in fi}
+            book.append((z["new_sha"].tolist(), z["new_hash"].tolist(), fi, failed_ids,
+                         z["hashed"].tolist()))  # fmt: skip
+    return cols, book
+
+
+def _hash_figures(
+    book: list[tuple], offsets: np.ndarray, sha: np.ndarray, star: np.ndarray, res: DedupResult
+) -> tuple[dict[str, int], int]:
+    """Merge the shards' new cache entries and count images hashed and failed (a file two
+    shards hashed counts once) into ``res``; returns (new cache entries, hashed)."""
+    new_cache: dict[str, int] = {}
+    failed: list[tuple[int, str, str]] = []  # (global index, post id, error)
+    hashed = 0
+    seen_sha: set[tuple[int, int]] = set()
+    failed_sha: set[tuple[int, int]] = set()
+    for (new_sha, new_hash, fi, failed_ids, done), off in zip(book, offsets.tolist(), strict=False):
+        for sh, h in zip(new_sha, new_hash, strict=True):
+            new_cache.setdefault(sh, h)
+        for k in done:  # one per content in the shard, in post order
+            key = (int(sha[off + k, 0]), int(sha[off + k, 1])) if star[off + k] else None
+            if key is not None and key in seen_sha:
+                continue  # an earlier shard hashed the same file: count it once
+            if key is not None:
+                seen_sha.add(key)
+            hashed += 1
+            if k in fi and (key is None or key not in failed_sha):
+                failed.append((off + k, failed_ids[k], fi[k]))
+                if key is not None:
+                    failed_sha.add(key)
+    res.hashed = hashed - len(failed)
+    res.hash_failed = {pid: msg for _, pid, msg in sorted(failed)}
+    return new_cache, hashed
 
 
 def _flag(stats: StageStats, duplicates: dict[str, int], hash_failed: int) -> None:

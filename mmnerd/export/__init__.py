@@ -6,7 +6,7 @@ from typing import Any
 
 from mmnerd.config import PipelineConfig
 from mmnerd.io import read_json, write_json
-from mmnerd.pipeline import Runner, stage_stats
+from mmnerd.pipeline import Runner, side_file, stage_stats
 
 PIPELINE_STAGES = (
     "collect", "language", "normalize", "tokenize", "fetch", "dedup", "push", "pull", "gold"
@@ -36,6 +36,6 @@ def export(
     manifest, tables = write_export_files(config, runner.executor)
     write_json(config.export_dir / "manifest.json", manifest)
     history = [s for name in PIPELINE_STAGES if (s := stage_stats(config, name))]
-    dedup_report = read_json(config.root / "reports" / "dedup" / "report.json")
+    dedup_report = read_json(side_file(config, "dedup", "report.json"))
     write_card_tables(config, tables, history, dedup_report)
     return manifest, stats

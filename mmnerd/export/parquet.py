@@ -49,7 +49,7 @@ def post_row(post: Post, image_root: Path, embed: bool, out_dir: Path) -> dict[s
         "licence": post.licence,
         "author_hash": post.author_hash,
         "synthetic": post.synthetic,
-        "annotator_count": len({a.annotator for a in post.annotations if not a.cancelled}),
+        "annotator_count": post.annotator_count,
         "agreement": post.agreement,
         "image_decided": post.image_decided,
         "cluster_id": post.cluster_id,

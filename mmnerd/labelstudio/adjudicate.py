@@ -11,8 +11,8 @@ imported into a second project, ``"<project title> — adjudication"``, with
 one prediction per annotator (``model_version`` ``annotator-<hash>``) and the
 majority vote (``majority-vote``), so the adjudicator starts from the vote and
 sees the alternatives.  A completed annotation in that project is the post's
-gold: on the next pull it replaces the vote (``post.extra['adjudicated']``).
-Until then the post keeps its majority spans and ``extra['needs_adjudication']``.
+gold: on the next pull it replaces the vote (``post.adjudication == "done"``).
+Until then the post keeps its majority spans and ``post.adjudication == "needed"``.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def queue_for_adjudication(
         payload = []
         for p in batch:
             task = task_payload(p, config)
-            task["data"]["source_task_id"] = p.extra.get("ls_task_id")
+            task["data"]["source_task_id"] = p.ls.task if p.ls is not None else None
             preds = []
             for a in p.annotations:
                 if a.cancelled:

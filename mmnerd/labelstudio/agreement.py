@@ -11,7 +11,7 @@ For every pair of annotators, over the posts both completed:
 Both overall, per language and per type.  :func:`write_report` writes
 ``agreement.md``, ``agreement.json`` and one PNG heat map per annotator pair
 (token confusion between the two, by entity type) plus ``pairwise_f1.png``
-under ``<data_dir>/reports/agreement/``.
+under ``<data_dir>/side/pull/agreement/`` (the pull stage's side folder).
 """
 
 from __future__ import annotations

@@ -1,14 +1,14 @@
 """Pull annotations from Label Studio into strict IOB2 (stage ``pull``).
 
-Incremental.  ``<data_dir>/annotation/pull-state.json`` keeps, per task, a
+Incremental.  ``<data_dir>/side/pull/pull-state.json`` keeps, per task, a
 signature (``updated_at``, annotation counts) and the raw annotations last
 fetched.  A pull lists the tasks (paginated, light), fetches annotations only
 for tasks whose signature changed (the task list filtered to those ids, in
 chunks) and rebuilds every post from the state.  So a rerun with nothing
 new fetches no annotation and yields the same records; nothing is lost
 across Label Studio restarts (the server keeps its data, we keep ours).  The
-state lives outside
-``stages/pull/`` because the runner clears that folder on every pull.
+state lives in the stage's side folder (:func:`mmnerd.pipeline.side_dir`): the runner
+clears ``stages/pull/`` on every pull, never the side folder.
 
 Per annotation: each ``labels`` region is checked against its ``value.text``
 with :func:`mmnerd.text.bio.check_span` (offsets read as code points, then as
@@ -31,28 +31,38 @@ annotation are dropped with reason ``not_annotated`` (counted, written to the
 exclusions file), or, with ``labelstudio.unannotated = "source"``, keep the
 source's gold labels (``post.labels_from = "source"``, counted as
 ``source_labels``; otherwise ``annotators``, or ``simulated`` when every final
-annotation comes from a simulated account).  An agreement report is written to
-``<data_dir>/reports/agreement/``.
+annotation comes from a simulated account).  ``post.adjudication`` is ``"needed"`` for a
+post queued for adjudication, ``"done"`` once an adjudicator's annotation gives its labels.
+An agreement report is written to ``<data_dir>/side/pull/agreement/``.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mmnerd.config import PipelineConfig
 from mmnerd.errors import LabelStudioError
-from mmnerd.io import read_json, remove_stale_temps, write_json
+from mmnerd.io import read_json, write_json
 from mmnerd.labelstudio.push import IMAGE_DECIDED_CHOICE, IMAGE_DECIDED_NAME, read_text
 from mmnerd.labelstudio.simulate import is_simulated
-from mmnerd.pipeline import Stage, StageContext
+from mmnerd.pipeline import Stage, StageContext, side_dir
 from mmnerd.privacy import Pseudonymizer, pseudonymizer
-from mmnerd.records import ENTITY_TYPES, Annotation, Post, Span
+from mmnerd.records import (
+    ADJUDICATION_DONE,
+    ADJUDICATION_NEEDED,
+    ENTITY_TYPES,
+    Annotation,
+    Post,
+    Span,
+)
 from mmnerd.text.bio import check_span, spans_to_bio
 
 STATE_FILE = "pull-state.json"
+AGREEMENT_DIR = "agreement"
 RAW_KEYS = (
     "id",
     "completed_by",
@@ -66,7 +76,9 @@ RAW_KEYS = (
 
 
 def state_path(config: PipelineConfig) -> Path:
-    return config.root / "annotation" / STATE_FILE
+    """``<data_dir>/side/pull/pull-state.json`` (the stage's side folder; a data dir from
+    before issue 17 has it moved there from ``annotation/``)."""
+    return side_dir(config, "pull") / STATE_FILE
 
 
 def _sig(task: dict) -> list:
@@ -193,6 +205,28 @@ def annotator_id(user_id: Any, emails: dict[int, str], pseudonym: Pseudonymizer)
     return pseudonym(email or f"labelstudio-user:{user_id}", "annotator")
 
 
+@dataclass
+class _Annotators:
+    """Who annotated: Label Studio user id -> keyed pseudonym, pseudonym -> e-mail."""
+
+    emails: dict[int, str]
+    pseudonym: Pseudonymizer
+    emails_of: dict[str, str]
+
+    @classmethod
+    def load(cls, client: Any, config: PipelineConfig) -> _Annotators:
+        emails = {int(u["id"]): u.get("email", "") for u in client.users()}
+        pseudonym = pseudonymizer(config.root)
+        emails_of = {annotator_id(uid, emails, pseudonym): e for uid, e in emails.items()}
+        return cls(emails, pseudonym, emails_of)
+
+    def id(self, raw: dict) -> str:
+        return annotator_id(raw.get("completed_by"), self.emails, self.pseudonym)
+
+    def simulated(self, anns: list[Annotation]) -> bool:
+        return all(is_simulated(self.emails_of.get(a.annotator, "")) for a in anns)
+
+
 class PullStage(Stage):
     """Fetch annotations, check and snap spans, vote, tag IOB2, report agreement."""
 
@@ -206,29 +240,37 @@ class PullStage(Stage):
         self.adjudicate = adjudicate
 
     def run(self, records: Iterable[Post], ctx: StageContext) -> Iterator[Post]:
-        from mmnerd.labelstudio.adjudicate import (
-            adjudication_title,
-            majority_vote,
-            queue_for_adjudication,
-        )
+        from mmnerd.labelstudio.adjudicate import adjudication_title, queue_for_adjudication
         from mmnerd.labelstudio.agreement import write_report
         from mmnerd.labelstudio.client import LSClient
 
         config = ctx.config
-        ls = config.labelstudio
         client = self.client or LSClient.from_config(config)
         posts = list(records)
-        spath = state_path(config)
-        remove_stale_temps(spath.parent)  # left by a pull killed while saving its state
-        state = read_json(spath) or {"projects": {}}
-        emails = {int(u["id"]): u.get("email", "") for u in client.users()}
-        pseudonym = pseudonymizer(config.root)
-        emails_of = {annotator_id(uid, emails, pseudonym): e for uid, e in emails.items()}
+        who = _Annotators.load(client, config)
+        title = adjudication_title(config.labelstudio.project_title)
+        adj = client.find_project(title) if self.adjudicate else None
+        state = self._sync(client, ctx, posts, adj)
+        adj_by_post = self._adjudications(client, state, adj)
         recorded = records_image_decided(config)
-        project_ids = sorted(
-            {int(p.extra["ls_project_id"]) for p in posts if "ls_project_id" in p.extra}
-        )
-        adj = client.find_project(adjudication_title(ls.project_title)) if self.adjudicate else None
+        for post in posts:
+            gold = adj_by_post.get(post.id, [])
+            self._label(post, state["projects"], gold, who, recorded, ctx)
+        queue = [p for p in posts if p.ok and p.adjudication == ADJUDICATION_NEEDED]
+        if queue and self.adjudicate:
+            adj_pid, _ = queue_for_adjudication(client, config, queue)
+            for p in queue:
+                assert p.ls is not None  # annotated, so pushed
+                p.ls.adjudication_project = adj_pid
+        write_report([p for p in posts if p.ok], ctx.side / AGREEMENT_DIR)
+        yield from posts
+
+    @staticmethod
+    def _sync(client: Any, ctx: StageContext, posts: list[Post], adj: dict | None) -> dict:
+        """Bring the saved state (side folder) up to date with every project; returns it."""
+        spath = state_path(ctx.config)
+        state = read_json(spath) or {"projects": {}}
+        project_ids = sorted({p.ls.project for p in posts if p.ls is not None})
         if adj is not None:
             project_ids.append(int(adj["id"]))
         for pid in project_ids:
@@ -237,93 +279,98 @@ class PullStage(Stage):
                 ctx.stats.flagged[f"fetch_{k}"] += n  # zeros too: "fetched nothing" is news
         state["pulled_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         write_json(spath, state)
+        return state
 
-        adj_by_post: dict[str, list[dict]] = {}
-        if adj is not None:
-            # adjudication tasks carry the post id in their data; map via a light listing
-            for t in client.iter_tasks(int(adj["id"]), include="id,data"):
-                pid_ = (t.get("data") or {}).get("post_id")
-                anns = state["projects"][str(adj["id"])].get(str(t["id"]), {}).get("annotations")
-                if pid_ and anns:
-                    adj_by_post[pid_] = anns
+    @staticmethod
+    def _adjudications(client: Any, state: dict, adj: dict | None) -> dict[str, list[dict]]:
+        """post id -> raw annotations of its adjudication task (tasks carry the post id in
+        their data; mapped through a light listing)."""
+        out: dict[str, list[dict]] = {}
+        if adj is None:
+            return out
+        pstate = state["projects"][str(adj["id"])]
+        for t in client.iter_tasks(int(adj["id"]), include="id,data"):
+            post_id = (t.get("data") or {}).get("post_id")
+            anns = pstate.get(str(t["id"]), {}).get("annotations")
+            if post_id and anns:
+                out[post_id] = anns
+        return out
 
-        out: list[Post] = []
-        queue: list[Post] = []
-        for post in posts:
-            tid = post.extra.get("ls_task_id")
-            pid = post.extra.get("ls_project_id")
-            offsets = self._offsets(post)
-            raw = state["projects"].get(str(pid), {}).get(str(tid), {}).get("annotations", [])
-            anns = [
-                convert(r, post, offsets, annotator_id(r.get("completed_by"), emails, pseudonym))
-                for r in sorted(raw, key=lambda r: r.get("id") or 0)
-            ]
-            post.annotations = anns
-            for a in anns:
-                for f in a.flags:
-                    ctx.flag(f)
-            # one vote per annotator: their latest completed annotation
-            latest = {a.annotator: a for a in anns if not a.cancelled}  # anns sorted by id
-            done = sorted(latest.values(), key=lambda a: a.annotation_id)
-            if len(latest) < sum(not a.cancelled for a in anns):
-                ctx.flag("repeat_annotation_by_same_annotator")
-            if any(a.cancelled for a in anns):
-                ctx.flag("cancelled_annotations", sum(a.cancelled for a in anns))
-            gold = sorted(
-                (r for r in adj_by_post.get(post.id, []) if not r.get("was_cancelled")),
-                key=lambda r: r.get("id") or 0,
-            )
-            post.agreement = None
-            post.extra.pop("needs_adjudication", None)
-            post.extra.pop("adjudicated", None)
-            post.labels_from = ""
-            g = None
-            if gold:
-                g = convert(
-                    gold[-1],
-                    post,
-                    offsets,
-                    annotator_id(gold[-1].get("completed_by"), emails, pseudonym),
-                )
-                spans = g.spans
-                post.extra["adjudicated"] = True
-                if len(done) >= 2:
-                    post.agreement = majority_vote(done, post.text, ls.adjudication_f1).agreement
-                ctx.flag("adjudicated")
-            elif not done and ls.unannotated == "source":
-                spans = post.gold_spans  # the source's gold labels and image_decided flag
-                post.labels_from = "source"
-                ctx.flag("source_labels")
-            elif not done:
-                out.append(post.drop("not_annotated:skipped" if anns else "not_annotated"))
-                continue
-            elif len(done) == 1:
-                spans = done[0].spans
-            else:
-                vote = majority_vote(done, post.text, ls.adjudication_f1)
-                spans, post.agreement = vote.spans, vote.agreement
-                if vote.needs_adjudication:
-                    post.extra["needs_adjudication"] = True
-                    queue.append(post)
-                    ctx.flag("needs_adjudication")
-            al = spans_to_bio(spans, offsets, post.text)
-            post.spans = al.spans
-            post.ner_tags = al.tags
-            if post.labels_from != "source":
-                post.image_decided = combine_image_decided(done, g) if recorded else None
-                who = [g] if g is not None else done
-                sim = all(is_simulated(emails_of.get(a.annotator, "")) for a in who)
-                post.labels_from = "simulated" if sim else "annotators"
-            if post.image_decided:
-                ctx.flag("image_decided")
-            post.extra["annotator_count"] = len({a.annotator for a in done})
-            out.append(post)
-        if queue and self.adjudicate:
-            adj_pid, _ = queue_for_adjudication(client, config, queue)
-            for p in queue:
-                p.extra["ls_adjudication_project_id"] = adj_pid
-        write_report([p for p in out if p.ok], config.root / "reports" / "agreement")
-        yield from out
+    def _label(
+        self,
+        post: Post,
+        projects: dict,
+        gold_raw: list[dict],
+        who: _Annotators,
+        recorded: bool,
+        ctx: StageContext,
+    ) -> None:
+        """Set the post's annotations, final spans, tags, agreement, adjudication and
+        ``labels_from`` (or drop it: ``not_annotated``)."""
+        offsets = self._offsets(post)
+        ref = post.ls
+        raw = projects.get(str(ref.project), {}).get(str(ref.task), {}) if ref else {}
+        ordered = sorted(raw.get("annotations", []), key=lambda r: r.get("id") or 0)
+        anns = [convert(r, post, offsets, who.id(r)) for r in ordered]
+        post.annotations = anns
+        for a in anns:
+            for f in a.flags:
+                ctx.flag(f)
+        # one vote per annotator: their latest completed annotation
+        latest = {a.annotator: a for a in anns if not a.cancelled}  # anns sorted by id
+        done = sorted(latest.values(), key=lambda a: a.annotation_id)
+        if len(latest) < sum(not a.cancelled for a in anns):
+            ctx.flag("repeat_annotation_by_same_annotator")
+        if any(a.cancelled for a in anns):
+            ctx.flag("cancelled_annotations", sum(a.cancelled for a in anns))
+        gold = sorted((r for r in gold_raw if not r.get("was_cancelled")),
+                      key=lambda r: r.get("id") or 0)  # fmt: skip
+        g = convert(gold[-1], post, offsets, who.id(gold[-1])) if gold else None
+        spans = self._final_spans(post, done, g, ctx)
+        if spans is None:
+            post.drop("not_annotated:skipped" if anns else "not_annotated")
+            return
+        al = spans_to_bio(spans, offsets, post.text)
+        post.spans, post.ner_tags = al.spans, al.tags
+        if post.labels_from != "source":
+            post.image_decided = combine_image_decided(done, g) if recorded else None
+            post.labels_from = "simulated" if who.simulated([g] if g else done) else "annotators"
+        if post.image_decided:
+            ctx.flag("image_decided")
+
+    @staticmethod
+    def _final_spans(
+        post: Post, done: list[Annotation], g: Annotation | None, ctx: StageContext
+    ) -> list[Span] | None:
+        """The adjudicator's spans, the source's gold (``unannotated = "source"``), the one
+        annotation or the majority vote; None when nothing labels the post.  Sets
+        ``agreement``, ``adjudication`` and (source) ``labels_from``."""
+        from mmnerd.labelstudio.adjudicate import majority_vote
+
+        ls = ctx.config.labelstudio
+        post.agreement = None
+        post.adjudication = ""
+        post.labels_from = ""
+        if g is not None:
+            post.adjudication = ADJUDICATION_DONE
+            if len(done) >= 2:
+                post.agreement = majority_vote(done, post.text, ls.adjudication_f1).agreement
+            ctx.flag("adjudicated")
+            return g.spans
+        if not done and ls.unannotated == "source":
+            post.labels_from = "source"  # the source's gold labels and image_decided flag
+            ctx.flag("source_labels")
+            return post.gold_spans
+        if not done:
+            return None
+        if len(done) == 1:
+            return done[0].spans
+        vote = majority_vote(done, post.text, ls.adjudication_f1)
+        post.agreement = vote.agreement
+        if vote.needs_adjudication:
+            post.adjudication = ADJUDICATION_NEEDED
+            ctx.flag("needs_adjudication")
+        return vote.spans
 
     @staticmethod
     def _offsets(post: Post) -> list[tuple[int, int]]:

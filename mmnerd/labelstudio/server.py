@@ -388,6 +388,26 @@ def up(config: PipelineConfig | LabelStudioConfig, public: bool = False) -> Serv
 
 def _start(ls: LabelStudioConfig, folder: Path, lock: _Lock, public: bool) -> ServerInfo:
     """Start the server while holding ``lock`` (no other server lives on ``folder``)."""
+    exe, bind, host = _preflight(ls, folder, public)
+    creds = credentials(ls, create=True)
+    document_root(ls).mkdir(parents=True, exist_ok=True)
+    proc, log_offset = _spawn(ls, folder, lock, [str(exe), "start", "--no-browser", "--port",
+                              str(ls.port), "--internal-host", bind, "--enable-legacy-api-token",
+                              "--log-level", ls.log_level], creds)  # fmt: skip
+    url = f"http://{host}:{ls.port}"
+    write_json(
+        folder / SERVER_FILE,
+        {"pid": proc.pid, "port": ls.port, "url": url, "host": bind},
+        perms=0o600,
+    )
+    _wait_ready(ls, folder, proc, url, creds, log_offset)
+    return ServerInfo(url, creds["token"], proc.pid, ls.port, False, creds["email"])
+
+
+def _preflight(ls: LabelStudioConfig, folder: Path, public: bool) -> tuple[Path, str, str]:
+    """Refuse to start beside a stray server, without the server installed, on 0.0.0.0
+    without ``public`` or on a busy port; returns (the ``label-studio`` executable, address
+    to bind, address to reach it)."""
     legacy = server_pids(ls)
     if legacy:  # alive, not holding the lock, not answering as ours: started by hand?
         raise LabelStudioError(
@@ -396,7 +416,6 @@ def _start(ls: LabelStudioConfig, folder: Path, lock: _Lock, public: bool) -> Se
         )
     _forget(folder)  # no server holds the lock: a leftover server.json is stale
     exe = _binary(ls)
-    creds = credentials(ls, create=True)
     bind = "0.0.0.0" if public else ls.host
     if bind == "0.0.0.0" and not public:
         raise LabelStudioError("labelstudio.host = 0.0.0.0 needs `mmnerd ls up --public`")
@@ -412,7 +431,14 @@ def _start(ls: LabelStudioConfig, folder: Path, lock: _Lock, public: bool) -> Se
             f"port {ls.port} on {host} is in use by another program; "
             f"set labelstudio.port (e.g. --set labelstudio.port={ls.port + 1})"
         )
-    document_root(ls).mkdir(parents=True, exist_ok=True)
+    return exe, bind, host
+
+
+def _spawn(
+    ls: LabelStudioConfig, folder: Path, lock: _Lock, cmd: list[str], creds: dict
+) -> tuple[subprocess.Popen, int]:
+    """Start the database (PostgreSQL) and the server process, which takes over ``lock``;
+    returns the process and where this start's lines begin in the log."""
     from mmnerd.labelstudio import database
 
     db = database.ensure_started(ls)  # PostgreSQL: initialised / started first
@@ -423,20 +449,7 @@ def _start(ls: LabelStudioConfig, folder: Path, lock: _Lock, public: bool) -> Se
             f"is labelstudio.database ({ls.database}) and labelstudio.database_url",
             file=sys.stderr,
         )
-    log_path = folder / LOG_FILE
-    cmd = [
-        str(exe),
-        "start",
-        "--no-browser",
-        "--port",
-        str(ls.port),
-        "--internal-host",
-        bind,
-        "--enable-legacy-api-token",
-        "--log-level",
-        ls.log_level,
-    ]
-    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = os.open(folder / LOG_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     log_offset = os.fstat(fd).st_size  # earlier runs' lines are not this start's
     with open(fd, "ab") as log:
         proc = subprocess.Popen(
@@ -451,12 +464,20 @@ def _start(ls: LabelStudioConfig, folder: Path, lock: _Lock, public: bool) -> Se
             umask=0o077,  # its database (which holds our token) and uploads: owner only
         )
     lock.close()  # from now on only the server holds it: it dies, the lock is free
-    url = f"http://{host}:{ls.port}"
-    write_json(
-        folder / SERVER_FILE,
-        {"pid": proc.pid, "port": ls.port, "url": url, "host": bind},
-        perms=0o600,
-    )
+    return proc, log_offset
+
+
+def _wait_ready(
+    ls: LabelStudioConfig,
+    folder: Path,
+    proc: subprocess.Popen,
+    url: str,
+    creds: dict,
+    log_offset: int,
+) -> None:
+    """Wait until the server answers as ours; stop it (and say why) if it exits, moves to
+    another port, answers as another server or stays unready past ``start_timeout``."""
+    log_path = folder / LOG_FILE
 
     def fail(message: str) -> LabelStudioError:
         _stop_pid(proc.pid)
@@ -482,7 +503,7 @@ def _start(ls: LabelStudioConfig, folder: Path, lock: _Lock, public: bool) -> Se
                     f"the server answering on {url} does not accept our API token "
                     f"(another Label Studio on that port, or {folder} was reused)"
                 )
-            return ServerInfo(url, creds["token"], proc.pid, ls.port, False, creds["email"])
+            return
         time.sleep(0.5)
     raise fail(
         f"Label Studio did not become ready within {ls.start_timeout:.0f} s; see {log_path} "

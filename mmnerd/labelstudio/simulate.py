@@ -86,7 +86,7 @@ def annotators_for(post_id: str, overlap: int, n: int, seed: int) -> list[int]:
 
 
 def simulate(config: PipelineConfig, posts: Sequence[Post], client: Any = None) -> dict:
-    """SIMULATION: write annotations for ``posts`` (pushed, with ``extra['ls_task_id']``).
+    """SIMULATION: write annotations for ``posts`` (pushed: ``post.ls`` set).
 
     Returns counts: annotations written, already present, skipped (cancelled),
     spans dropped / relabelled by the noise, and the simulated user ids.
@@ -100,7 +100,7 @@ def simulate(config: PipelineConfig, posts: Sequence[Post], client: Any = None) 
         i: client.ensure_user(sim_email(i), "SIMULATED", f"annotator {i}")
         for i in range(1, sim.annotators + 1)
     }
-    project_ids = {p.extra.get("ls_project_id") for p in posts} - {None}
+    project_ids = {p.ls.project for p in posts if p.ls is not None}
     if not project_ids:
         if posts:
             raise LabelStudioError("simulate: posts carry no Label Studio task ids; run push first")
@@ -119,14 +119,13 @@ def simulate(config: PipelineConfig, posts: Sequence[Post], client: Any = None) 
     counts: Counter = Counter()
     jobs: list[tuple[int, list[dict], int, float, bool]] = []
     for post in posts:
-        tid = post.extra.get("ls_task_id")
-        if tid is None:
+        if post.ls is None:
             counts["no_task"] += 1
             continue
         if sim.share < 1.0 and _rng(sim.seed, "share", post.id).random() >= sim.share:
             counts["not_simulated"] += 1  # outside simulate.share: left unannotated
             continue
-        overlap = int(post.extra.get("ls_overlap", 1))
+        tid, overlap = post.ls.task, post.ls.overlap
         for i in annotators_for(post.id, overlap, sim.annotators, sim.seed):
             uid = users[i]
             if (int(tid), uid) in done:

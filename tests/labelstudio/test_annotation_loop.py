@@ -80,13 +80,13 @@ def test_round_trip_gold_equals_bio_and_rerun_adds_nothing(make_db_config):
     assert [p.id for p in iter_excluded(cfg, "push")] == [posts[5].id]
     assert _task_count(cfg) == (199, 199)
     pushed = list(iter_stage(cfg, "push"))
-    assert all(p.extra["ls_task_id"] for p in pushed)
-    n_overlap = sum(p.extra["ls_overlap"] == 2 for p in pushed)
+    assert all(p.ls.task for p in pushed)
+    n_overlap = sum(p.ls.overlap == 2 for p in pushed)
     assert 20 <= n_overlap <= 60  # ~20 % of 199
     # the overlap is really set on the tasks
     c = _client(cfg)
-    overlaps = {t["id"]: t["overlap"] for t in c.iter_tasks(pushed[0].extra["ls_project_id"])}
-    assert all(overlaps[p.extra["ls_task_id"]] == p.extra["ls_overlap"] for p in pushed)
+    overlaps = {t["id"]: t["overlap"] for t in c.iter_tasks(pushed[0].ls.project)}
+    assert all(overlaps[p.ls.task] == p.ls.overlap for p in pushed)
 
     # rerun: nothing new
     st2 = runner.run_stage(PushStage(), force=True)
@@ -111,14 +111,14 @@ def test_round_trip_gold_equals_bio_and_rerun_adds_nothing(make_db_config):
             (s.start, s.end, s.label) for s in p.gold_spans
         ]
         assert q.image_decided is p.image_decided  # the "image decided" choice came back
-        if q.extra["ls_overlap"] == 2:
+        if q.ls.overlap == 2:
             assert q.agreement == 1.0 and len(q.annotations) == 2
             assert len({a.annotator for a in q.annotations}) == 2
         else:
             assert q.agreement is None
         a = q.annotations[0]
         assert a.annotator and "@" not in a.annotator and a.lead_time > 0 and a.created_at
-    assert (cfg.root / "reports" / "agreement" / "agreement.md").exists()
+    assert (cfg.root / "side" / "pull" / "agreement" / "agreement.md").exists()
 
     # a second pull fetches nothing and yields the same records (and clears a temp file that
     # a pull killed while saving its state would leave)
@@ -213,14 +213,14 @@ def test_offsets_in_utf16_are_recovered_or_flagged(make_config):
         region("c", berlin - 3, berlin + 3, "Berlin", "ORG"),
     ]
     c = _client(cfg)
-    c.create_annotation(p.extra["ls_task_id"], result, None, 3.0)
+    c.create_annotation(p.ls.task, result, None, 3.0)
     st = Runner(cfg).run_stage(PullStage(), force=True)
     (q,) = iter_stage(cfg, "pull")
     assert [(s.text, s.label) for s in q.spans] == [("@Macron", "PER"), ("Paris", "LOC")]
     assert st.flagged["span_utf16"] == 1 and st.flagged["span_mismatch"] == 1
     assert sorted(q.annotations[0].flags) == ["span_mismatch", "span_utf16"]
     # Label Studio stores what it was sent: it does not check offsets against the text
-    raw = c.task_annotations(p.extra["ls_task_id"])[0]
+    raw = c.task_annotations(p.ls.task)[0]
     assert raw["result"][1]["value"]["start"] == idx.cp_to_utf16(paris) != paris
     # an edit in Label Studio is picked up by the next (incremental) pull
     c.patch(f"/api/annotations/{raw['id']}", {"result": result[:1]})
@@ -241,12 +241,12 @@ def test_disagreement_goes_to_adjudication_and_adjudicated_becomes_gold(make_db_
     runner = Runner(cfg)
     runner.run_stage(PushStage())
     pushed = list(iter_stage(cfg, "push"))
-    assert all(p.extra["ls_overlap"] == 2 for p in pushed)
+    assert all(p.ls.overlap == 2 for p in pushed)
     res = simulate(cfg, pushed)
     assert res.get("dropped", 0) + res.get("relabelled", 0) > 0
     st = runner.run_stage(PullStage(), force=True)
     kept = {p.id: p for p in iter_stage(cfg, "pull")}
-    queued = [p for p in kept.values() if p.extra.get("needs_adjudication")]
+    queued = [p for p in kept.values() if p.adjudication == "needed"]
     assert queued and st.flagged["needs_adjudication"] == len(queued)
     excluded = list(iter_excluded(cfg, "pull"))
     assert all(p.reason.startswith("not_annotated") for p in excluded)
@@ -269,7 +269,7 @@ def test_disagreement_goes_to_adjudication_and_adjudicated_becomes_gold(make_db_
     )
     st = runner.run_stage(PullStage(), force=True)
     final = {p.id: p for p in iter_stage(cfg, "pull")}[target.id]
-    assert final.extra.get("adjudicated") is True and not final.extra.get("needs_adjudication")
+    assert final.adjudication == "done"
     assert [s.key() for s in final.spans] == [s.key() for s in gold]
     assert st.flagged["adjudicated"] == 1
 

@@ -238,7 +238,7 @@ def test_annotator_labels_emoji_texts_in_real_browser(ls_session, browser, capsy
     seed_stage(cfg, "dedup", posts)
     Runner(cfg).run_stage(PushStage())
     pushed = {p.id: p for p in iter_stage(cfg, "push")}
-    project_id = next(iter(pushed.values())).extra["ls_project_id"]
+    project_id = next(iter(pushed.values())).ls.project
     client = LSClient.from_config(cfg, start=False)
     assert client.project(project_id)["maximum_annotations"] == 1
 
@@ -269,7 +269,7 @@ def test_annotator_labels_emoji_texts_in_real_browser(ls_session, browser, capsy
             DOC_IMAGE.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(REPORTS / "task-0-flag.png", DOC_IMAGE)
         sent[post.id] = _submit(page, project_id)
-        done_task_ids.append(post.extra["ls_task_id"])
+        done_task_ids.append(post.ls.task)
     # after the last submit the stream serves (and locks for A) the next task
     a_next = _wait_task(page, shown)
     ctx_a.close()
@@ -389,10 +389,10 @@ def test_first_task_served_is_the_least_confident(ls_session, browser, tmp_path)
     seed_stage(cfg, "dedup", posts)
     Runner(cfg).run_stage(PushStage())
     pushed = {p.id: p for p in iter_stage(cfg, "push")}
-    project_id = next(iter(pushed.values())).extra["ls_project_id"]
+    project_id = next(iter(pushed.values())).ls.project
     client = LSClient.from_config(cfg, start=False)
     assert client.project(project_id)["sampling"] == "Uncertainty sampling"
-    tid = {p.id: p.extra["ls_task_id"] for p in pushed.values()}
+    tid = {p.id: p.ls.task for p in pushed.values()}
     expected = list(
         uncertainty_order(
             (tid[p.id], c, k) for p, c, k in zip(posts, confidence, cluster, strict=True)
@@ -411,7 +411,7 @@ def test_first_task_served_is_the_least_confident(ls_session, browser, tmp_path)
     for k in range(3):
         shown = _wait_task(page, shown)
         post = next(p for p in pushed.values() if p.text.replace("\r\n", "\n") == shown)
-        served.append(post.extra["ls_task_id"])
+        served.append(post.ls.task)
         if k == 0:
             page.screenshot(path=str(REPORTS / "uncertainty-first-task.png"))
         for surface, label in next(c[3] for c in CASES + EXTRA if c[0] == post.id):

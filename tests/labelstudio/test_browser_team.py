@@ -154,10 +154,10 @@ def test_concurrent_annotators_never_collide(pg_session, annotators, capsys):
     )
     seed_stage(cfg, "dedup", _posts(TASKS))
     Runner(cfg).run_stage(PushStage())
-    pushed = {p.extra["ls_task_id"]: p for p in iter_stage(cfg, "push")}
-    overlap = {tid: p.extra["ls_overlap"] for tid, p in pushed.items()}
+    pushed = {p.ls.task: p for p in iter_stage(cfg, "push")}
+    overlap = {tid: p.ls.overlap for tid, p in pushed.items()}
     assert 2 in overlap.values() and 1 in overlap.values()
-    project_id = next(iter(pushed.values())).extra["ls_project_id"]
+    project_id = next(iter(pushed.values())).ls.project
     client = LSClient.from_config(cfg, start=False)
     accounts = [create_annotator(client, f"a{k}.{n}@example.org") for k in range(annotators)]
 
@@ -187,8 +187,8 @@ def test_concurrent_annotators_never_collide(pg_session, annotators, capsys):
     assert len(pulled) == TASKS, st.to_dict()
     for p in pulled.values():
         assert p.ner_tags.count("B-LOC") == 1
-        if p.extra["ls_overlap"] == 2:
-            assert p.agreement == 1.0 and p.extra["annotator_count"] == 2
+        if p.ls.overlap == 2:
+            assert p.agreement == 1.0 and p.annotator_count == 2
     with capsys.disabled():
         per = ", ".join(f"{len(r['served'])} tasks in {r['seconds']:.0f} s" for r in runs)
         twos = sum(v == 2 for v in overlap.values())

@@ -99,9 +99,9 @@ def test_backup_then_restore_gives_the_same_pull(make_db_config, tmp_path):
     # after the backup: an annotation deleted, another one added, and pulled
     client = LSClient.from_config(cfg, start=False)
     pushed = list(iter_stage(cfg, "push"))
-    first = client.task_annotations(pushed[0].extra["ls_task_id"])[0]
+    first = client.task_annotations(pushed[0].ls.task)[0]
     client.delete(f"/api/annotations/{first['id']}")
-    client.create_annotation(pushed[1].extra["ls_task_id"], [], None, 2.0)
+    client.create_annotation(pushed[1].ls.task, [], None, 2.0)
     assert _pulled(cfg) != before
     pid = server.running(cfg).pid
     assert "restarted Label Studio" in _cli("ls", "restore", str(backup), "-p", pipeline)

@@ -83,8 +83,7 @@ def pushed(pipeline: Path) -> list[dict]:
     out = []
     for p in iter_stage(load_config(pipeline), "push"):
         d = p.to_dict()
-        for k in ("ls_task_id", "ls_project_id"):
-            d["extra"].pop(k, None)
+        d["ls"] = {"overlap": d["ls"]["overlap"]}  # task and project ids differ per project
         out.append(d)
     return out
 

@@ -50,7 +50,7 @@ def test_the_readme_walkthrough_runs_as_written(ls_session: dict) -> None:
         ran.append(args[1])
     assert ran == ["collect", "dedup", "status", "annotate", "annotate", "pull", "export"]
     data = work / "data" / "quickstart"
-    for rel in ("stages", "images", "reports/dedup/report.json", "secrets/corpus.key",
+    for rel in ("stages", "images", "side/dedup/report.json", "secrets/corpus.key",
                 "export/train.parquet", "export/validation.parquet", "export/test.parquet",
                 "export/README.md", "export/manifest.json", "export/imgid"):  # fmt: skip
         assert (data / rel).exists(), rel

@@ -68,8 +68,8 @@ def test_pushed_predictions_drive_uncertainty_sampling(make_db_config, tmp_path)
     st = runner.run_stage(PushStage())
     assert st.flagged["predictions_created"] == 14, st.to_dict()
     client = LSClient.from_config(cfg, start=False)
-    pushed = {p.id: p.extra["ls_task_id"] for p in iter_stage(cfg, "push")}
-    pid = next(iter(iter_stage(cfg, "push"))).extra["ls_project_id"]
+    pushed = {p.id: p.ls.task for p in iter_stage(cfg, "push")}
+    pid = next(iter(iter_stage(cfg, "push"))).ls.project
     proj = client.project(pid)
     assert proj["sampling"] == "Uncertainty sampling" and proj["model_version"] == v1
     preds = {p["task"]: p for p in client.get("/api/predictions", params={"project": pid})}

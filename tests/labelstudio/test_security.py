@@ -108,7 +108,7 @@ def test_secrets_never_in_files_logs_or_console(ls_session):
     secrets["corpus_key"] = corpus_key(d).hex()  # the pull pseudonymised annotators with it
     files = [p for p in d.rglob("*") if p.is_file() and p != key_path(d)]
     assert any(p.suffix == ".parquet" for p in files)
-    assert any("reports" in p.parts for p in files)
+    assert any({"side", "agreement"} <= set(p.parts) for p in files)  # pull's report
     files.append(Path(ls_session["ls"]["data_dir"]) / "server.log")
     for f in files:
         blob = f.read_bytes()
