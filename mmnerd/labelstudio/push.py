@@ -464,7 +464,41 @@ def write_push_shard(config: PipelineConfig, input_stage: str, sid: str, project
     return {"stats": stats.to_dict(), "fixes": fixes, "wanted": wanted, "n_overlap": n_overlap}
 
 
-class _StreamPush:
+class _Batching:
+    """What both pushes share: posts (or built payloads) gathered into batches and sent as
+    bulk imports on the importer's thread, at most ``importer.max_pending`` at once.
+    Subclasses define ``send`` (queue one import) and ``settle`` (wait for the oldest)."""
+
+    ls: Any
+    importer: Any
+    batch: list[Any]
+    inflight: Any  # deque of (what was sent, future)
+    early: int
+
+    def send(self, batch: list[Any]) -> None:
+        raise NotImplementedError
+
+    def settle(self, advance: Callable[[int], None]) -> None:
+        raise NotImplementedError
+
+    def pump(self, advance: Callable[[int], None], final: bool = False) -> None:
+        """Collect finished imports; send a full batch at once, a smaller one only when the
+        server is idle (so the first import starts as soon as the project is ready), and
+        (``final``) whatever is left."""
+        while self.inflight and self.inflight[0][1].done():
+            self.settle(advance)
+        size = self.ls.batch_size
+        while len(self.batch) >= size or (not self.inflight and len(self.batch) >= self.early):
+            if len(self.inflight) >= self.importer.max_pending:
+                self.settle(advance)
+            self.send(self.batch[:size])
+            del self.batch[:size]
+        if final and self.batch:
+            self.send(list(self.batch))
+            self.batch.clear()
+
+
+class _StreamPush(_Batching):
     """One push with the local executor, streaming, in named steps: :meth:`plan` (project,
     listing), :meth:`take` (route each post: already a task, or into a batch),
     :meth:`send` / :meth:`settle` (bulk imports on the importer's thread), :meth:`ready`
@@ -536,22 +570,6 @@ class _StreamPush:
             self.route(p)
         self.unrouted.clear()
 
-    def pump(self, advance: Callable[[int], None], final: bool = False) -> None:
-        """Collect finished imports; send a full batch at once, a smaller one only when the
-        server is idle (so the first import starts as soon as the project is ready), and
-        (``final``) whatever is left."""
-        while self.inflight and self.inflight[0][1].done():
-            self.settle(advance)
-        size = self.ls.batch_size
-        while len(self.batch) >= size or (not self.inflight and len(self.batch) >= self.early):
-            if len(self.inflight) >= self.importer.max_pending:
-                self.settle(advance)
-            self.send(self.batch[:size])
-            del self.batch[:size]
-        if final and self.batch:
-            self.send(list(self.batch))
-            self.batch.clear()
-
     def send(self, posts: list[Post]) -> None:
         """Queue one bulk import.  Model predictions go in afterwards (sync_predictions):
         the bulk import drops their cluster."""
@@ -609,7 +627,7 @@ class _StreamPush:
         self.stage._print_where(client, self.config, self.pid, len(self.seen), self.n_overlap)
 
 
-class _ShardedPush:
+class _ShardedPush(_Batching):
     """One push on a parallel executor (Dask), in named steps: :meth:`plan` (project,
     listing), :meth:`build` (task
     payloads per input shard on the executor, on a thread of their own), :meth:`take`
@@ -727,22 +745,6 @@ class _ShardedPush:
         if _digest(str((task.get("data") or {}).get("text"))) != digest:
             # never rewrite a task silently: pull checks spans against the post's text
             self.counts["task_text_differs"] += 1
-
-    def pump(self, advance: Callable[[int], None], final: bool = False) -> None:
-        """Collect finished imports; send a full batch at once, a smaller one only when the
-        server is idle (so the first import starts as soon as the project is ready), and
-        (``final``) whatever is left."""
-        while self.inflight and self.inflight[0][1].done():
-            self.settle(advance)
-        size = self.ls.batch_size
-        while len(self.batch) >= size or (not self.inflight and len(self.batch) >= self.early):
-            if len(self.inflight) >= self.importer.max_pending:
-                self.settle(advance)
-            self.send(self.batch[:size])
-            del self.batch[:size]
-        if final and self.batch:
-            self.send(list(self.batch))
-            self.batch.clear()
 
     def send(self, batch: list[tuple[str, bytes]]) -> None:
         """Queue one bulk import of built payloads (the driver only joins them)."""
