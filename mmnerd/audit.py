@@ -79,6 +79,7 @@ class Corpus:
     layout: str  # "twitter" | "mmnerd" | "export"
     files: dict[str, Path]
     posts: dict[str, list[Post]] = field(default_factory=dict)
+    hash_kind: str = "phash"  # the perceptual hash kind of its image hashes
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -196,7 +197,7 @@ def load_imgid(folder: Path, images: Path | None = None, kind: str = "phash") ->
     from mmnerd.sources.conll import read_imgid_lines
 
     layout, files = imgid_files(folder)
-    corpus = Corpus(Path(folder), "imgid", layout, files)
+    corpus = Corpus(Path(folder), "imgid", layout, files, hash_kind=kind)
     for split, path in files.items():
         _data, _pre, blocks = imgid_blocks(path)
         seen: Counter[str] = Counter()
@@ -258,8 +259,12 @@ def load_export(export_dir: Path) -> Corpus:
     """:func:`posts_from_export` as a :class:`Corpus`."""
     import pyarrow.parquet as pq
 
+    from mmnerd.io import read_json
+
     files = export_files(export_dir)
-    corpus = Corpus(Path(export_dir), "export", "export", files)
+    manifest = Path(export_dir) / "manifest.json"
+    kind = read_json(manifest).get("image_hash", "phash") if manifest.is_file() else "phash"
+    corpus = Corpus(Path(export_dir), "export", "export", files, hash_kind=kind)
     cols = ["id", "text", "image_sha256", "image_phash"]
     for split, path in files.items():
         try:
@@ -285,8 +290,9 @@ def load_export(export_dir: Path) -> Corpus:
     return corpus
 
 
-def load_corpus(folder: Path, images: Path | None = None) -> Corpus:
-    """An export or an IMGID corpus, whichever ``folder`` holds (:func:`corpus_format`)."""
+def load_corpus(folder: Path, images: Path | None = None, kind: str = "phash") -> Corpus:
+    """An export or an IMGID corpus, whichever ``folder`` holds (:func:`corpus_format`);
+    an IMGID corpus's pictures are hashed with ``kind``."""
     if corpus_format(folder) == "export":
         if images is not None:
             raise ConfigError(
@@ -294,7 +300,7 @@ def load_corpus(folder: Path, images: Path | None = None) -> Corpus:
                 "drop the image folder option"
             )
         return load_export(folder)
-    return load_imgid(folder, images)
+    return load_imgid(folder, images, kind)
 
 
 # --------------------------------------------------------------------------- matching
@@ -760,6 +766,29 @@ def _clean_export(
 
 
 # --------------------------------------------------------------------------- the command
+def _load_both(
+    source: Path,
+    source_format: str,
+    images: Path | None,
+    against: Path | None,
+    against_images: Path | None,
+) -> tuple[Corpus, Corpus | None]:
+    """The audited corpus and REF, an IMGID side's pictures hashed with the kind of the
+    export's hashes (an export's ``image_phash`` holds its ``dedup.hash`` kind)."""
+    if source_format == "export":
+        corpus = load_export(source)
+        ref = load_corpus(against, against_images, corpus.hash_kind) if against else None
+        if ref is not None and ref.hash_kind != corpus.hash_kind:
+            raise ConfigError(
+                f"--against {against}: its image hashes are {ref.hash_kind}, the export's "
+                f"{corpus.hash_kind}; export both with the same dedup.hash"
+            )
+        return corpus, ref
+    ref = load_corpus(against, against_images) if against is not None else None
+    kind = ref.hash_kind if ref is not None and ref.format == "export" else "phash"
+    return load_imgid(source, images, kind), ref
+
+
 def run_audit(
     source: Path,
     source_format: str,
@@ -781,8 +810,7 @@ def run_audit(
         check_clean_dir(clean_dir, [source] + ([against] if against is not None else []))
     if against is not None and Path(against).resolve() == Path(source).resolve():
         raise ConfigError(f"--against {against}: is the audited corpus itself")
-    corpus = load_export(source) if source_format == "export" else load_imgid(source, images)
-    ref = load_corpus(against, against_images) if against is not None else None
+    corpus, ref = _load_both(source, source_format, images, against, against_images)
     report = audit_leakage(
         corpus.posts,
         threshold=threshold,

@@ -416,3 +416,32 @@ def test_path_like_imgid_is_refused(tmp_path: Path) -> None:
     (root / "train.txt").write_text("IMGID:../../etc/passwd\nx\tO\n\n")
     code, _, err = run("--imgid", root, "--out", tmp_path / "x.json")
     assert code == 2 and "holds '/'" in err and "train.txt:1" in err
+
+
+def test_export_hashes_of_another_kind_are_compared_alike(tmp_path: Path) -> None:
+    """An export's image_phash holds its dedup.hash kind (the manifest says which): REF's
+    pictures are hashed with the same kind, so a shared picture is found whatever the kind,
+    and two exports of different kinds are one line, not a silent miss."""
+    import pyarrow.parquet as pq
+
+    from mmnerd.images.hashing import hash_hex, hash_image
+
+    export = write_export(tmp_path / "export", AUDITED_EXPORT, "validation")
+    table = pq.read_table(export / "test.parquet")
+    rows = table.to_pylist()
+    rows[1]["image_phash"] = hash_hex(hash_image(picture(3), "dhash"))  # c2's picture
+    pq.write_table(type(table).from_pylist(rows, schema=table.schema), export / "test.parquet")
+    manifest = json.loads((export / "manifest.json").read_text())
+    (export / "manifest.json").write_text(json.dumps(manifest | {"image_hash": "dhash"}))
+    ref, ref_pics = reference(tmp_path), tmp_path / "ref_pics"
+    ref_pics.mkdir()
+    picture(3).save(ref_pics / "red*shoes~1.jpg", quality=85)
+    out = tmp_path / "r.json"
+    code, _, _ = run("--export", export, "--against", ref, "--against-images", ref_pics,
+                     "--out", out)  # fmt: skip
+    assert code == 1
+    r = leaks(report(out))[("demo:c2", "image", "ref")]
+    assert r["matched_id"] == "test:red*shoes~1" and r["distance"] <= 4
+    other = write_export(tmp_path / "other", AUDITED_EXPORT)  # no image_hash: pHash
+    code, _, err = run("--export", export, "--against", other, "--out", out)
+    assert code == 2 and "image hashes are phash, the export's dhash" in err, err

@@ -178,5 +178,6 @@ def manifest_of(config: PipelineConfig, files: list[dict[str, Any]]) -> dict[str
         "schema_version": SCHEMA_VERSION,
         "pipeline": config.name,
         "image_mode": "embedded" if config.export.embed_images else "path",
+        "image_hash": config.dedup.hash,  # the kind in image_phash (the audit hashes alike)
         "files": files,
     }
