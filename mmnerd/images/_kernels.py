@@ -85,6 +85,37 @@ def ir_true(builder):  # type: ignore[no-untyped-def]
     return ir.Constant(ir.IntType(1), 1)
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _scan_row(  # type: ignore[no-untyped-def]
+    rows, r0, r1, vx, tu, y0, y_end, y_skip, b_sv, b_order, ai,
+    pshift, pmask, prad, out_i, out_j, out_d, n,
+):  # fmt: skip
+    """The items of side B within ``tu`` bits of ``vx`` in the padded row ``rows[r0:r1]``
+    (item ``y0 + v - r0`` at ``v``; real below ``y_end``, those up to ``y_skip`` skipped:
+    a self-join's pairs met from the other side), not caught by an earlier block, written
+    as ``(ai, B id, distance)`` from ``n`` on (only below ``len(out_i)``); the new count."""
+    cap = len(out_i)
+    for v in range(r0, r1, LANES):
+        hits = _row_mask(rows, v, vx, tu)
+        while hits:
+            j = _lowest_bit(hits)
+            hits &= hits - np.uint64(1)
+            y = y0 + v - r0 + j
+            if y >= y_end:
+                break
+            if y <= y_skip:
+                continue
+            z = vx ^ b_sv[y]
+            d = _popcount(z)
+            if d <= tu and _first_block(z, pshift, pmask, prad):
+                if n < cap:
+                    out_i[n] = ai
+                    out_j[n] = b_order[y]
+                    out_d[n] = d
+                n += 1
+    return n
+
+
 @njit(nogil=True, cache=True)
 def fixed_join(  # type: ignore[no-untyped-def]
     a_sv, a_key, a_order, a_start,
@@ -108,7 +139,6 @@ def fixed_join(  # type: ignore[no-untyped-def]
     pairs; only the first ``len(out_i)`` are written.
     """
     n = 0
-    cap = len(out_i)
     tu = np.uint64(t)
     lomask = (1 << s) - 1
     n_keys = len(a_start) - 1
@@ -143,24 +173,10 @@ def fixed_join(  # type: ignore[no-untyped-def]
                             acc |= _row_mask(b_rows, v, vx, tu)
                         if acc == 0:
                             continue
-                        for v in range(r0, r0 + width, LANES):
-                            hits = _row_mask(b_rows, v, vx, tu)
-                            while hits:
-                                j = _lowest_bit(hits)
-                                hits &= hits - np.uint64(1)
-                                y = b_start[k2] + v - r0 + j
-                                if y >= b_start[k2 + 1]:
-                                    break
-                                if self_join and k2 == kx and y <= xi:
-                                    continue
-                                z = vx ^ b_sv[y]
-                                d = _popcount(z)
-                                if d <= tu and _first_block(z, pshift, pmask, prad):
-                                    if n < cap:
-                                        out_i[n] = a_order[xi]
-                                        out_j[n] = b_order[y]
-                                        out_d[n] = d
-                                    n += 1
+                        skip = xi if self_join and k2 == kx else -1
+                        n = _scan_row(b_rows, r0, r0 + width, vx, tu, b_start[k2],
+                                      b_start[k2 + 1], skip, b_sv, b_order, a_order[xi],
+                                      pshift, pmask, prad, out_i, out_j, out_d, n)  # fmt: skip
     return n
 
 
@@ -210,7 +226,6 @@ def sparse_join(  # type: ignore[no-untyped-def]
     keys ``k ^ mu`` for every mask in ``masks`` (``0`` included), found by binary
     search in ``b_ukeys``."""
     n = 0
-    cap = len(out_i)
     tu = np.uint64(t)
     nb = len(b_ukeys)
     for u in range(u0, u1):
@@ -228,24 +243,10 @@ def sparse_join(  # type: ignore[no-untyped-def]
             r1 = b_pstart[w + 1]
             for x in range(x0, x1):
                 vx = a_sv[x]
-                for v in range(r0, r1, LANES):
-                    hits = _row_mask(b_pad, v, vx, tu)
-                    while hits:
-                        j = _lowest_bit(hits)
-                        hits &= hits - np.uint64(1)
-                        y = b_start[w] + v - r0 + j
-                        if y >= b_start[w + 1]:
-                            break
-                        if self_join and k2 == ku and y <= x:
-                            continue
-                        z = vx ^ b_sv[y]
-                        d = _popcount(z)
-                        if d <= tu and _first_block(z, pshift, pmask, prad):
-                            if n < cap:
-                                out_i[n] = a_order[x]
-                                out_j[n] = b_order[y]
-                                out_d[n] = d
-                            n += 1
+                skip = x if self_join and k2 == ku else -1
+                n = _scan_row(b_pad, r0, r1, vx, tu, b_start[w], b_start[w + 1], skip,
+                              b_sv, b_order, a_order[x], pshift, pmask, prad,
+                              out_i, out_j, out_d, n)  # fmt: skip
     return n
 
 
