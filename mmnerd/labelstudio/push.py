@@ -465,12 +465,19 @@ def write_push_shard(config: PipelineConfig, input_stage: str, sid: str, project
 
 
 class _Batching:
-    """What both pushes share: posts (or built payloads) gathered into batches and sent as
-    bulk imports on the importer's thread, at most ``importer.max_pending`` at once.
+    """What both pushes share: the project and its importer (:meth:`open_project`), and
+    posts (or built payloads) gathered into batches and sent as bulk imports on the
+    importer's thread, at most ``importer.max_pending`` at once.
     Subclasses define ``send`` (queue one import) and ``settle`` (wait for the oldest)."""
 
+    stage: Any  # PushStage
+    config: PipelineConfig
+    client: Any  # LSClient
     ls: Any
     importer: Any
+    by_post: dict[str, dict] | None
+    listing: Any
+    pid: int
     batch: list[Any]
     inflight: Any  # deque of (what was sent, future)
     early: int
@@ -480,6 +487,20 @@ class _Batching:
 
     def settle(self, advance: Callable[[int], None]) -> None:
         raise NotImplementedError
+
+    def open_project(self) -> None:
+        """The project (created if missing), the importer's thread bound to it, and the
+        listing of its tasks (none to list when it was just created or is empty)."""
+        proj = ensure_project(self.client, self.config)
+        self.pid = pid = int(proj["id"])
+        client = self.client
+        self.importer = _SerialImporter(
+            lambda body, n: client.import_json(pid, body, n), self.stage.after_batch
+        )
+        if "created" in proj or proj.get("task_number") == 0:
+            self.by_post = {}  # nothing to list in a project just created or still empty
+        else:  # runs on the import thread, before any import
+            self.listing = self.importer.call(existing_tasks, client, pid)
 
     def pump(self, advance: Callable[[int], None], final: bool = False) -> None:
         """Collect finished imports; send a full batch at once, a smaller one only when the
@@ -530,16 +551,7 @@ class _StreamPush(_Batching):
     def plan(self) -> None:
         """The project first (a few small requests: imports need its id); only the listing
         of a non-empty project, which can take seconds, runs beside the reading."""
-        proj = ensure_project(self.client, self.config)
-        self.pid = pid = int(proj["id"])
-        client = self.client
-        self.importer = _SerialImporter(
-            lambda body, n: client.import_json(pid, body, n), self.stage.after_batch
-        )
-        if "created" in proj or proj.get("task_number") == 0:
-            self.by_post = {}  # nothing to list in a project just created or still empty
-        else:  # runs on the import thread, before any import
-            self.listing = self.importer.call(existing_tasks, client, pid)
+        self.open_project()
 
     def take(self, post: Post) -> None:
         """A kept post: route it now, or once the listing arrived."""
@@ -687,16 +699,7 @@ class _ShardedPush(_Batching):
             old.unlink()
         shutil.rmtree(self.work, ignore_errors=True)
         self.work.mkdir(parents=True)
-        proj = ensure_project(self.client, self.config)
-        self.pid = pid = int(proj["id"])
-        client = self.client
-        self.importer = _SerialImporter(
-            lambda body, n: client.import_json(pid, body, n), self.stage.after_batch
-        )
-        if "created" in proj or proj.get("task_number") == 0:
-            self.by_post = {}  # nothing to list in a project just created or still empty
-        else:  # runs on the import thread, before any import
-            self.listing = self.importer.call(existing_tasks, client, pid)
+        self.open_project()
 
     def build(self) -> Any:
         """Build every input shard's payloads on the executor (:func:`build_payloads`), from
