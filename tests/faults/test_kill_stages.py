@@ -10,7 +10,6 @@ the same collected data, so every run starts from identical input.
 from __future__ import annotations
 
 import random
-import shutil
 import subprocess
 import sys
 import time
@@ -89,14 +88,9 @@ def collected(tmp_path_factory) -> tuple[Path, int]:
     return base, port
 
 
-def copy(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst)
-    return dst
-
-
 def test_kill_9_during_dedup_then_rerun_equals_clean_run(collected, tmp_path):
     base, port = collected
-    clean = copy(base, tmp_path / "clean")
+    clean = fresh_copy(base, tmp_path / "clean")
     took = run("dedup", clean, port)
     expected = stage_files(clean, "dedup")
     assert expected and not temp_files(clean)
@@ -140,7 +134,7 @@ def seed_pull(data_dir: Path, port: int) -> None:
 def pulled_data(collected, tmp_path_factory) -> tuple[Path, int]:
     """The collected data, deduplicated and with a seeded pull stage."""
     base, port = collected
-    pulled = copy(base, tmp_path_factory.mktemp("kill") / "pulled")
+    pulled = fresh_copy(base, tmp_path_factory.mktemp("kill") / "pulled")
     run("dedup", pulled, port)
     seed_pull(pulled, port)
     return pulled, port
@@ -155,7 +149,7 @@ def test_kill_9_during_export_then_rerun_equals_clean_run(pulled_data, tmp_path,
         pipeline.write_text(
             SAMPLE.read_text().replace("embed_images = true", "embed_images = false")
         )
-    clean = copy(pulled, tmp_path / "clean")
+    clean = fresh_copy(pulled, tmp_path / "clean")
     took = run("export", clean, port, pipeline)
     expected = export_files(clean)
     assert any(k.endswith(".parquet") for k in expected)
