@@ -86,6 +86,20 @@ def ir_true(builder):  # type: ignore[no-untyped-def]
 
 
 @njit(nogil=True, cache=True, inline="always")
+def _keep(z, ai, bj, tu, pshift, pmask, prad, out_i, out_j, out_d, n):  # type: ignore[no-untyped-def]
+    """Count the pair ``(ai, bj)`` whose XOR is ``z`` if it is within ``tu`` bits and no
+    earlier block caught it, writing it at ``n`` while there is room; the new count."""
+    d = _popcount(z)
+    if d <= tu and _first_block(z, pshift, pmask, prad):
+        if n < len(out_i):
+            out_i[n] = ai
+            out_j[n] = bj
+            out_d[n] = d
+        n += 1
+    return n
+
+
+@njit(nogil=True, cache=True, inline="always")
 def _scan_row(  # type: ignore[no-untyped-def]
     rows, r0, r1, vx, tu, y0, y_end, y_skip, b_sv, b_order, ai,
     pshift, pmask, prad, out_i, out_j, out_d, n,
@@ -94,7 +108,6 @@ def _scan_row(  # type: ignore[no-untyped-def]
     (item ``y0 + v - r0`` at ``v``; real below ``y_end``, those up to ``y_skip`` skipped:
     a self-join's pairs met from the other side), not caught by an earlier block, written
     as ``(ai, B id, distance)`` from ``n`` on (only below ``len(out_i)``); the new count."""
-    cap = len(out_i)
     for v in range(r0, r1, LANES):
         hits = _row_mask(rows, v, vx, tu)
         while hits:
@@ -105,14 +118,8 @@ def _scan_row(  # type: ignore[no-untyped-def]
                 break
             if y <= y_skip:
                 continue
-            z = vx ^ b_sv[y]
-            d = _popcount(z)
-            if d <= tu and _first_block(z, pshift, pmask, prad):
-                if n < cap:
-                    out_i[n] = ai
-                    out_j[n] = b_order[y]
-                    out_d[n] = d
-                n += 1
+            n = _keep(vx ^ b_sv[y], ai, b_order[y], tu, pshift, pmask, prad,
+                      out_i, out_j, out_d, n)  # fmt: skip
     return n
 
 
@@ -192,7 +199,6 @@ def overflow_join(  # type: ignore[no-untyped-def]
     item pairs with each non-overflow item, and with each overflow item before it, once.
     Pairs are written ``(A id, B id)``."""
     n = 0
-    cap = len(out_i)
     tu = np.uint64(t)
     for q in range(len(ov)):
         y = ov[q]
@@ -203,14 +209,8 @@ def overflow_join(  # type: ignore[no-untyped-def]
             for x in range(a_start[k2], a_start[k2 + 1]):
                 if self_join and (x == y or (x - a_start[k2] >= width and x > y)):
                     continue
-                z = vy ^ a_sv[x]
-                d = _popcount(z)
-                if d <= tu and _first_block(z, pshift, pmask, prad):
-                    if n < cap:
-                        out_i[n] = a_order[x]
-                        out_j[n] = b_order[y]
-                        out_d[n] = d
-                    n += 1
+                n = _keep(vy ^ a_sv[x], a_order[x], b_order[y], tu, pshift, pmask, prad,
+                          out_i, out_j, out_d, n)  # fmt: skip
     return n
 
 
