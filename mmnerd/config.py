@@ -7,6 +7,7 @@ CLI's ``--set section.field=value``) are applied before validation.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tomllib
 from pathlib import Path
@@ -25,6 +26,7 @@ from pydantic import (
 from mmnerd import USER_AGENT
 from mmnerd.errors import ConfigError
 from mmnerd.images.hashing import HASH_BITS, KINDS
+from mmnerd.io import MAX_JSON_DEPTH
 
 HashName = Literal[KINDS]  # type: ignore[valid-type]  # the registered kinds (images/hashing.py)
 
@@ -510,10 +512,10 @@ def _apply_override(data: dict[str, Any], dotted: str) -> None:
     if "=" not in dotted:
         raise ConfigError(f"--set {dotted[:80]!r}: expected section.field=value")
     key, raw = dotted.split("=", 1)
-    try:
-        value: Any = tomllib.loads(f"v = {raw}")["v"]
-    except (ValueError, RecursionError):  # TOMLDecodeError, or an int over 4300 digits
-        value = raw  # bare strings need no quotes on the command line
+    value: Any = raw  # bare strings need no quotes on the command line
+    if raw.count("[") + raw.count("{") <= MAX_JSON_DEPTH:  # never recurse to Python's limit
+        with contextlib.suppress(ValueError):  # TOMLDecodeError, or an int over 4300 digits
+            value = tomllib.loads(f"v = {raw}")["v"]
     node = data
     *parents, leaf = parts = [p.strip() for p in key.split(".")]
     if not all(parts):

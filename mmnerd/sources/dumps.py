@@ -18,7 +18,6 @@ from __future__ import annotations
 import codecs
 import csv
 import glob
-import json
 import math
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -28,6 +27,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mmnerd.errors import ConfigError, InputError
+from mmnerd.io import JsonTooDeep, loads_json
 from mmnerd.records import ImageRef, Post
 from mmnerd.sources import Source, SourceOptions
 from mmnerd.sources.mastodon import utc_iso
@@ -219,12 +219,12 @@ class JsonlSource(DumpSource):
                     if not raw.strip():
                         continue
                     try:
-                        row = json.loads(raw)
+                        row = loads_json(raw)
+                    except JsonTooDeep:
+                        raise InputError(f"{path}:{line}: JSON nested too deeply") from None
                     except ValueError as e:  # JSONDecodeError, or an int over 4300 digits
                         why = getattr(e, "msg", None) or str(e).split(":")[0]
                         raise InputError(f"{path}:{line}: not valid JSON ({why})") from None
-                    except RecursionError:
-                        raise InputError(f"{path}:{line}: JSON nested too deeply") from None
                     if not isinstance(row, dict):
                         raise InputError(f"{path}:{line}: expected a JSON object per line")
                     yield line, row

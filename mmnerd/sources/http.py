@@ -22,7 +22,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -38,6 +37,7 @@ from mmnerd import USER_AGENT
 from mmnerd.errors import InputError, MmnerdError
 from mmnerd.http import RESET_MARGIN, RETRY_STATUSES, polite_retry, rate_limit, session
 from mmnerd.http import reset_delay as reset_delay
+from mmnerd.io import loads_json
 
 if TYPE_CHECKING:
     from mmnerd.records import Post
@@ -290,9 +290,9 @@ class HttpClient:
 def decode_json(resp: requests.Response) -> Any:
     """The JSON body of ``resp``; :class:`InputError` naming the URL if it is not JSON."""
     try:
-        return json.loads(resp.content.decode(resp.encoding or "utf-8"))
-    except (ValueError, UnicodeDecodeError, LookupError, RecursionError) as e:
-        # LookupError: an unknown charset in the header; RecursionError: nested too deeply
+        return loads_json(resp.content.decode(resp.encoding or "utf-8"))
+    except (ValueError, UnicodeDecodeError, LookupError) as e:
+        # LookupError: an unknown charset in the header; JsonTooDeep: nested too deeply
         raise InputError(
             f"{resp.request.method} {resp.url}: response is not valid JSON "
             f"({type(e).__name__}: {str(e)[:120]})"
@@ -302,7 +302,7 @@ def decode_json(resp: requests.Response) -> Any:
 def _api_error(resp: requests.Response) -> tuple[str, str]:
     """(error code, message) of a JSON error body (Mastodon ``error``, XRPC ``error``)."""
     try:
-        body = resp.json()
+        body = loads_json(resp.text)
     except ValueError:
         return "", resp.reason or ""
     if not isinstance(body, dict):
