@@ -26,7 +26,7 @@ from pydantic import (
 from mmnerd import USER_AGENT
 from mmnerd.errors import ConfigError
 from mmnerd.images.hashing import HASH_BITS, KINDS
-from mmnerd.io import MAX_JSON_DEPTH
+from mmnerd.safejson import MAX_JSON_DEPTH
 
 HashName = Literal[KINDS]  # type: ignore[valid-type]  # the registered kinds (images/hashing.py)
 

@@ -1,4 +1,4 @@
-"""Untrusted JSON is refused for its nesting before the decoder recurses (io.loads_json)."""
+"""Untrusted JSON is refused for its nesting before the decoder recurses (safejson)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mmnerd.io import MAX_JSON_DEPTH, JsonTooDeep, loads_json
+from mmnerd.safejson import MAX_JSON_DEPTH, JsonTooDeep, loads_json
 
 
 def nested(depth: int, open_: str = "[", close: str = "]") -> str:

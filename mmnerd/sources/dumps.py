@@ -27,8 +27,8 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mmnerd.errors import ConfigError, InputError
-from mmnerd.io import JsonTooDeep, loads_json
 from mmnerd.records import ImageRef, Post
+from mmnerd.safejson import JsonTooDeep, loads_json
 from mmnerd.sources import Source, SourceOptions
 from mmnerd.sources.mastodon import utc_iso
 

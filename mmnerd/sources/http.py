@@ -37,7 +37,7 @@ from mmnerd import USER_AGENT
 from mmnerd.errors import InputError, MmnerdError
 from mmnerd.http import RESET_MARGIN, RETRY_STATUSES, polite_retry, rate_limit, session
 from mmnerd.http import reset_delay as reset_delay
-from mmnerd.io import loads_json
+from mmnerd.safejson import loads_json
 
 if TYPE_CHECKING:
     from mmnerd.records import Post

@@ -205,7 +205,8 @@ def test_a_registered_kind_hashes_files(pngs: list[Path], monkeypatch) -> None:
 
 
 def test_config_reads_the_registry_without_numpy_or_pil() -> None:
-    """hashing.py is a leaf (no mmnerd import) that loads numpy and PIL on first use."""
+    """hashing.py is a leaf (no mmnerd import) that loads numpy and PIL on first use; config
+    imports only leaves (errors, hashing, safejson)."""
     import subprocess
     import sys
 
@@ -213,7 +214,8 @@ def test_config_reads_the_registry_without_numpy_or_pil() -> None:
         "import sys, mmnerd.config;"
         "print([m for m in ('numpy', 'PIL') if m in sys.modules],"
         " [m for m in sys.modules if m.startswith('mmnerd.') and m not in"
-        " ('mmnerd.config', 'mmnerd.errors', 'mmnerd.images', 'mmnerd.images.hashing')])"
+        " ('mmnerd.config', 'mmnerd.errors', 'mmnerd.images', 'mmnerd.images.hashing',"
+        " 'mmnerd.safejson')])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "[] []", out.stdout + out.stderr
