@@ -223,6 +223,7 @@ class DedupStage(Stage):
             cache_path = _cache_path(config)
             _save_cache(cache_path, cfg.hash, {**_load_cache(cache_path, cfg.hash), **new_cache})
         partitioned = None
+        shutil.rmtree(work / "imagesearch", ignore_errors=True)  # a killed run's block files
         if getattr(executor, "parallel", False):
             partitioned = PartitionedSearch(executor, work / "imagesearch")
         labels, img_linked = find_clusters(
