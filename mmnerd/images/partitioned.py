@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +105,6 @@ def _save_side(run: Path, bi: int, name: str, side: _Side) -> None:
 def _load_side(run: Path, bi: int, name: str, width: int) -> _Side:
     got = {f: run / f"{bi}-{name}-{f}.npy" for f in _ARRAYS}
     arrays = {f: _load(p) for f, p in got.items() if p.exists()}
-    assert {f.name for f in fields(_Side)} >= set(arrays)
     return _Side(**arrays, width=width)
 
 
@@ -118,18 +117,16 @@ def build_block(
     folder = Path(run)
     block = plan.blocks[bi]
     values_b = np.load(folder / ("a.npy" if self_join else "b.npy"))
-    side_b = _Side.build(values_b, block, rows=True, max_bytes=memory_bytes // 4)
+    side = _Side.build(values_b, block, rows=True, max_bytes=memory_bytes // 4)
     del values_b
-    _save_side(folder, bi, "b", side_b)
-    side_a = side_b
-    if not self_join:
-        side_a = _Side.build(np.load(folder / "a.npy"), block, False, 0)
-        _save_side(folder, bi, "a", side_a)
-    return (
-        side_b.width if side_b.dense else 0,
-        0 if side_a.ukeys is None else len(side_a.ukeys),
-        0 if side_b.overflow is None else len(side_b.overflow),
-    )
+    _save_side(folder, bi, "b", side)
+    width = side.width if side.dense else 0
+    n_over = 0 if side.overflow is None else len(side.overflow)
+    if not self_join:  # one side in memory at a time
+        del side
+        side = _Side.build(np.load(folder / "a.npy"), block, False, 0)
+        _save_side(folder, bi, "a", side)
+    return width, 0 if side.ukeys is None else len(side.ukeys), n_over
 
 
 def join_range(
