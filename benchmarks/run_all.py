@@ -88,6 +88,10 @@ SCRIPTS: dict[str, tuple[str, dict[str, list[str]]]] = {
             "full": ["--epochs", "3"],
         },
     ),
+    "search_dask": (
+        "search_dask.py",
+        {"quick": ["--n", "100000"], "default": ["--n", "1000000"], "full": ["--n", "3000000"]},
+    ),
     "text_dedup": (
         "text_dedup.py",
         {
@@ -252,6 +256,20 @@ def _driver_memory(data: Any) -> list[Line]:
     ]
 
 
+def _search_dask(data: Any) -> list[Line]:
+    """The image search on Dask workers beside the local threads: wall and driver peak."""
+    rows = _rows(data)
+    local = _find(rows, mode="local")
+    dask = next((r for r in rows if str(r.get("mode", "")).startswith("dask")), {})
+    n = f"{dask.get('n', 0):,}"
+    return [
+        (f"image search {n} hashes on Dask ({dask.get('mode')})", dask.get("seconds"),
+         "local threads", local.get("seconds"), "s"),
+        (f"driver peak RSS, image search {n} hashes on Dask", dask.get("driver_peak_rss_mb"),
+         "local threads", local.get("driver_peak_rss_mb"), "MiB"),
+    ]  # fmt: skip
+
+
 def _export(data: Any) -> list[Line]:
     return [
         (
@@ -355,6 +373,7 @@ HEADLINES: dict[str, Callable[[Any], list[Line]]] = {
     "export": _export,
     "driver_memory": _driver_memory,
     "text_dedup": _text_dedup,
+    "search_dask": _search_dask,
     "labelstudio": _labelstudio,
     "scale": _scale,
     "train": _train,

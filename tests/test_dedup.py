@@ -531,6 +531,27 @@ def test_stage_through_runner(corpus: list[Post], tmp_path: Path) -> None:
     assert (tmp_path / "side" / "dedup" / "clusters.png").exists()
 
 
+def test_a_killed_search_leaves_no_block_files(corpus: list[Post], tmp_path: Path) -> None:
+    """A run killed during the clusters phase (on Dask, while the image search's blocks
+    were on disk in _work/imagesearch/): the rerun removes those files, redoes the
+    clusters and writes the same outputs (issue 16)."""
+    config = PipelineConfig(name="t", data_dir=str(tmp_path))
+    fetch = stage_dir(config, "fetch")
+    write_posts(fetch / "shard-00000.jsonl", corpus)
+    write_json(fetch / MARKER, {"fingerprint": "x", "stats": StageStats("fetch").to_dict()})
+    Runner(config).run([DedupStage()])
+    folder = stage_dir(config, "dedup")
+    before = [p.read_bytes() for p in sorted(folder.glob("shard-*.jsonl"))]
+    for done in [folder / MARKER, folder / "_work" / "marks.npz", *folder.glob("shard-*")]:
+        done.unlink()
+    left = folder / "_work" / "imagesearch" / "search-0a1b2c"
+    left.mkdir(parents=True)
+    (left / "0-b-rows.npy").write_bytes(b"half")
+    Runner(config).run([DedupStage()])
+    assert not left.parent.exists()
+    assert [p.read_bytes() for p in sorted(folder.glob("shard-*.jsonl"))] == before
+
+
 def test_hash_cache_spares_rehashing(corpus: list[Post], tmp_path: Path) -> None:
     cache = tmp_path / "index" / "phash.npz"
     first = deduplicate(corpus, DedupConfig(), tmp_path / "images", workers=1, cache_path=cache)

@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,6 +17,9 @@ from mmnerd.dedup.images import _load_cache, _save_cache, image_edges
 from mmnerd.dedup.text import Scan, join_scanned
 from mmnerd.images.hashing import hash_hex
 from mmnerd.records import Post
+
+if TYPE_CHECKING:
+    from mmnerd.images.partitioned import PartitionedSearch
 
 
 def connected_components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
@@ -136,17 +139,18 @@ def find_clusters(
     workers: int = 2,
     res: DedupResult | None = None,
     work_dir: Path | None = None,
+    partitioned: PartitionedSearch | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Edges of the four detectors over the arrays of :class:`~mmnerd.dedup.keys.PostKeys`
     and their connected components: ``(labels (n,) int64, img_linked (n,) bool)``.
     Edge counts go to ``res``; the text join keeps its files in ``work_dir`` (default: a
-    temporary folder)."""
+    temporary folder); ``partitioned`` runs the image search's tasks on an executor."""
     res = res if res is not None else DedupResult()
     n = len(hashes)
     ei, ej = star_edges(sha, star)
     res.exact_image_edges = len(ei)
     budget = cfg.memory_mb << 20
-    ni, nj, _ = image_edges(hashes, valid, cfg.threshold, workers=workers, memory_bytes=budget)
+    ni, nj, _ = image_edges(hashes, valid, cfg.threshold, workers, budget, partitioned)
     res.near_image_edges = len(ni)
     ti, tj, tw = join_scanned(scan, cfg.text_threshold, memory_bytes=budget, work_dir=work_dir)
     res.exact_text_edges = int((tw >= 1.0).sum())

@@ -6,10 +6,14 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mmnerd.images.index import HashIndex, search
+
+if TYPE_CHECKING:
+    from mmnerd.images.partitioned import PartitionedSearch
 
 
 def _star(keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -34,15 +38,17 @@ def image_edges(
     threshold: int,
     workers: int = 2,
     memory_bytes: int = 2 << 30,
+    partitioned: PartitionedSearch | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Edges ``(i, j, hamming)`` between items whose ``(n,) uint64`` hashes are within
     ``threshold`` bits (only where ``valid``); identical hashes are linked as stars.
-    ``memory_bytes``: the search's budget (:func:`mmnerd.images.index.join`)."""
+    ``memory_bytes``: the search's budget; ``partitioned``: run it on an executor
+    (:func:`mmnerd.images.index.join`)."""
     pos = np.flatnonzero(valid)
     if len(pos) < 2:
         z = np.zeros(0, np.int64)
         return z, z, np.zeros(0, np.uint8)
-    m = search(hashes[pos], threshold, workers=workers, memory_bytes=memory_bytes)
+    m = search(hashes[pos], threshold, workers, memory_bytes=memory_bytes, partitioned=partitioned)
     order = np.argsort(m.inverse, kind="stable")
     sizes = m.group_sizes()
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)

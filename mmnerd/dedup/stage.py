@@ -175,7 +175,7 @@ class DedupStage(Stage):
             extract_shard, [(config, self.input, s, hash_workers) for s in todo], "dedup keys"
         )
         if not (work / "marks.npz").exists():
-            self._cluster(config, sids, work)
+            self._cluster(config, sids, work, executor)
         with np.load(work / "marks.npz") as z:
             sizes = z["sizes"].tolist()
             figures = json.loads(str(z["figures"]))
@@ -190,10 +190,13 @@ class DedupStage(Stage):
         _flag(stats, figures["duplicates"], figures["hash_failed"])
         return stats
 
-    def _cluster(self, config: PipelineConfig, sids: list[str], work: Path) -> None:
-        """Phase 2 (the driver, arrays only): search, cluster, report, cache, marks."""
+    def _cluster(self, config: PipelineConfig, sids: list[str], work: Path, executor: Any) -> None:
+        """Phase 2 (the driver, arrays only): search, cluster, report, cache, marks.  On a
+        parallel executor (Dask) the image search's pair work runs as its tasks, over
+        files in ``work/imagesearch`` (:mod:`mmnerd.images.partitioned`)."""
         from mmnerd.dedup.images import _load_cache, _save_cache
         from mmnerd.dedup.text import Scan
+        from mmnerd.images.partitioned import PartitionedSearch
 
         cfg = config.dedup
         cols, book = _load_keys(work, sids)
@@ -219,8 +222,12 @@ class DedupStage(Stage):
         if hashed:
             cache_path = _cache_path(config)
             _save_cache(cache_path, cfg.hash, {**_load_cache(cache_path, cfg.hash), **new_cache})
+        partitioned = None
+        shutil.rmtree(work / "imagesearch", ignore_errors=True)  # a killed run's block files
+        if getattr(executor, "parallel", False):
+            partitioned = PartitionedSearch(executor, work / "imagesearch")
         labels, img_linked = find_clusters(
-            hashes, valid, sha, star, scan, cfg, workers=_workers(), res=res, work_dir=work
+            hashes, valid, sha, star, scan, cfg, _workers(), res, work, partitioned
         )
         del scan, sha, star
         idx, lab = cluster_members(labels)

@@ -27,6 +27,7 @@ The result is exact: the same pair set as brute force (tests check it).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import os
@@ -35,9 +36,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from mmnerd.images.partitioned import PartitionedSearch
 
 _U64 = np.uint64
 
@@ -403,15 +407,26 @@ def _run_kernel(fn: Callable[..., int], *args: Any) -> tuple[np.ndarray, np.ndar
         cap = n
 
 
-def _block_tasks(
-    plan: Plan, bi: int, a: _Side, b: _Side, self_join: bool, n_tasks: int
-) -> list[Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]]]:
-    """The work of block ``bi`` as independent tasks (key-tile ranges, then the overflow
-    items), each returning ``(id a, id b, dist)`` arrays."""
-    from functools import partial
+@dataclass(frozen=True)
+class _BlockWork:
+    """What every task of one block shares (a few KiB): the earlier blocks' shifts, masks
+    and radii, the flip masks (sparse and overflow kernels) and the tile masks (dense)."""
 
-    from mmnerd.images import _kernels as kn
+    prev: tuple[np.ndarray, np.ndarray, np.ndarray]
+    masks: np.ndarray  # (V + 1,) int64: 0 and every mask of 1..radius flips
+    s: int = 0  # dense: low key bits inside a tile
+    tiles: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # dense: _tile_masks
 
+
+def _tile_shift(block: Block, width: int) -> int:
+    """Low key bits of a tile: its padded rows (``width`` values a key) fit ``_TILE_BYTES``."""
+    return max(0, min(block.bits, int(math.log2(max(1, _TILE_BYTES // (8 * width))))))
+
+
+@functools.lru_cache(maxsize=8)
+def _block_work(plan: Plan, bi: int, width: int) -> _BlockWork:
+    """The shared part of block ``bi``'s tasks (``width`` 0: a wide block); cached, so a
+    process running many tasks of a block computes it once."""
     block = plan.blocks[bi]
     earlier = plan.blocks[:bi]
     prev = (
@@ -419,34 +434,76 @@ def _block_tasks(
         np.array([e.mask for e in earlier], _U64),
         np.array([e.radius for e in earlier], np.int64),
     )
+    masks = np.concatenate([[0], _flip_masks(block.bits, block.radius)]).astype(np.int64)
+    if not width:
+        return _BlockWork(prev, masks)
+    s = _tile_shift(block, width)
+    return _BlockWork(prev, masks, s, _tile_masks(block.bits, block.radius, s))
+
+
+def _task_specs(
+    block: Block, width: int, n_keys_a: int, n_overflow: int, n_tasks: int
+) -> list[tuple[str, int, int]]:
+    """Block ``block``'s work cut into ``(kind, lo, hi)`` tasks: ``"sparse"`` ranges of
+    side A's distinct keys (a wide block: ``width`` 0), or ``"tiles"`` ranges of key tiles
+    then ``"overflow"`` ranges of side B's overflow items (a dense block)."""
+    if not width:
+        return [("sparse", lo, hi) for lo, hi in _ranges(n_keys_a, n_tasks)]
+    specs = [
+        ("tiles", lo, hi)
+        for lo, hi in _ranges(1 << (block.bits - _tile_shift(block, width)), n_tasks)
+    ]
+    specs += [("overflow", lo, hi) for lo, hi in _ranges(n_overflow, max(1, n_tasks // 4))]
+    return specs
+
+
+def _side_specs(
+    plan: Plan, bi: int, a: _Side, b: _Side, n_tasks: int
+) -> list[tuple[str, int, int]]:
+    n_keys_a = 0 if a.ukeys is None else len(a.ukeys)
+    n_over = 0 if b.overflow is None else len(b.overflow)
+    return _task_specs(plan.blocks[bi], b.width if b.dense else 0, n_keys_a, n_over, n_tasks)
+
+
+def _run_task(
+    plan: Plan, bi: int, a: _Side, b: _Side, self_join: bool, kind: str, lo: int, hi: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One task of block ``bi`` (:func:`_task_specs`): ``(id a, id b, dist)`` arrays."""
+    from mmnerd.images import _kernels as kn
+
+    w = _block_work(plan, bi, b.width if b.dense else 0)
     t = plan.threshold
-    tasks: list[Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]]] = []
-    if not b.dense:
-        masks = np.concatenate([[0], _flip_masks(block.bits, block.radius)]).astype(np.int64)
-        assert a.ukeys is not None and b.ukeys is not None
-        for lo, hi in _ranges(len(a.ukeys), n_tasks):
-            tasks.append(partial(
-                _run_kernel, kn.sparse_join, a.sv, a.ukeys.view(np.int64), a.order, a.start,
-                b.sv, b.ukeys.view(np.int64), b.order, b.start, b.pstart, b.rows, masks, lo, hi,
-                self_join, t, *prev,
-            ))  # fmt: skip
-        return tasks
-    s = max(0, min(block.bits, int(math.log2(max(1, _TILE_BYTES // (8 * b.width))))))
-    hmasks, lo_ptr, lo_masks = _tile_masks(block.bits, block.radius, s)
-    for lo, hi in _ranges(1 << (block.bits - s), n_tasks):
-        tasks.append(partial(
-            _run_kernel, kn.fixed_join, a.sv, a.key, a.order, a.start, b.sv, b.order, b.start,
-            b.rows, b.width, s, hmasks, lo_ptr, lo_masks, lo, hi, self_join, t, *prev,
-        ))  # fmt: skip
-    assert b.overflow is not None
-    if len(b.overflow):
-        masks = np.concatenate([[0], _flip_masks(block.bits, block.radius)]).astype(np.int64)
-        for lo, hi in _ranges(len(b.overflow), max(1, n_tasks // 4)):
-            tasks.append(partial(
-                _run_kernel, kn.overflow_join, b.overflow[lo:hi], b.sv, b.key, b.order, b.start,
-                a.sv, a.order, a.start, b.width, masks, self_join, t, *prev,
-            ))  # fmt: skip
-    return tasks
+    if kind == "sparse":
+        assert a.ukeys is not None and b.ukeys is not None and b.pstart is not None
+        return _run_kernel(
+            kn.sparse_join, a.sv, a.ukeys.view(np.int64), a.order, a.start,
+            b.sv, b.ukeys.view(np.int64), b.order, b.start, b.pstart, b.rows, w.masks, lo, hi,
+            self_join, t, *w.prev,
+        )  # fmt: skip
+    if kind == "tiles":
+        assert w.tiles is not None
+        return _run_kernel(
+            kn.fixed_join, a.sv, a.key, a.order, a.start, b.sv, b.order, b.start,
+            b.rows, b.width, w.s, *w.tiles, lo, hi, self_join, t, *w.prev,
+        )  # fmt: skip
+    assert kind == "overflow" and b.overflow is not None
+    return _run_kernel(
+        kn.overflow_join, b.overflow[lo:hi], b.sv, b.key, b.order, b.start,
+        a.sv, a.order, a.start, b.width, w.masks, self_join, t, *w.prev,
+    )  # fmt: skip
+
+
+def _block_tasks(
+    plan: Plan, bi: int, a: _Side, b: _Side, self_join: bool, n_tasks: int
+) -> list[Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """The work of block ``bi`` as independent tasks (key-tile ranges, then the overflow
+    items), each returning ``(id a, id b, dist)`` arrays."""
+    from functools import partial
+
+    return [
+        partial(_run_task, plan, bi, a, b, self_join, kind, lo, hi)
+        for kind, lo, hi in _side_specs(plan, bi, a, b, n_tasks)
+    ]
 
 
 def _ranges(n: int, parts: int) -> list[tuple[int, int]]:
@@ -462,6 +519,7 @@ def join(
     workers: int = 2,
     plan: Plan | None = None,
     memory_bytes: int = 2 << 30,
+    partitioned: PartitionedSearch | None = None,
 ) -> Pairs:
     """All pairs of *distinct* values within ``threshold`` bits.
 
@@ -473,6 +531,8 @@ def join(
     compiled kernels release the GIL).  ``memory_bytes`` caps the padded rows of a
     block; the kernels materialise no candidates, so the working memory is the
     ~32 bytes per value per block of the sorted arrays, plus the pairs found.
+    ``partitioned`` runs the blocks' tasks through an executor instead of the threads
+    (:class:`~mmnerd.images.partitioned.PartitionedSearch`; the same pairs).
     """
     values_a = np.ascontiguousarray(values_a, dtype=_U64)
     self_join = values_b is None
@@ -484,6 +544,9 @@ def join(
         plan = make_plan(threshold, len(values_a), n_b, memory_bytes=memory_bytes)
     workers = max(1, workers)
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    if partitioned is not None:
+        parts = partitioned.run(values_a, None if self_join else values_b, plan, memory_bytes)
+        return _pairs_of(parts, self_join)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for bi, block in enumerate(plan.blocks):
             side_b = _Side.build(values_b, block, rows=True, max_bytes=memory_bytes // 4)
@@ -494,6 +557,12 @@ def join(
             else:
                 parts.extend(pool.map(lambda task: task(), tasks))
             del side_a, side_b
+    return _pairs_of(parts, self_join)
+
+
+def _pairs_of(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], self_join: bool) -> Pairs:
+    """The tasks' ``(id a, id b, dist)`` arrays as one :class:`Pairs` (``i < j`` if a
+    self-join)."""
     ia = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
     ib = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
     dd = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, np.uint8)
@@ -516,12 +585,16 @@ def search(
     threshold: int,
     workers: int = 2,
     memory_bytes: int = 2 << 30,
+    partitioned: PartitionedSearch | None = None,
 ) -> Matches:
     """Exact near-duplicate search over ``(n,) uint64`` hashes; compact :class:`Matches`.
-    ``memory_bytes`` bounds the padded rows of a block (:func:`join`)."""
+    ``memory_bytes`` bounds the padded rows of a block; ``partitioned`` runs the search's
+    tasks on an executor (:func:`join`)."""
     arr = _as_hashes(hashes)
     values, inverse = np.unique(arr, return_inverse=True)
-    pairs = join(values, None, threshold, workers, memory_bytes=memory_bytes)
+    pairs = join(
+        values, None, threshold, workers, memory_bytes=memory_bytes, partitioned=partitioned
+    )
     return Matches(values, inverse.reshape(-1).astype(np.int64), pairs)
 
 
