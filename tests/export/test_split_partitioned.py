@@ -178,3 +178,44 @@ def test_dask_split_equals_local(tmp_path):
         runner.executor.close()
     assert outputs(local) == outputs(dask)
     assert len(outputs(local)) == 18
+
+
+KILLED_RUN = """
+import sys
+from mmnerd.config import PipelineConfig
+from mmnerd.export.splits import SplitStage
+from mmnerd.pipeline import Runner
+cfg = PipelineConfig(data_dir=sys.argv[1], shard_size=17,
+                     export={"ratios": (0.7, 0.2, 0.1), "seed": 5})
+Runner(cfg).run_stage(SplitStage(cfg))
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_mid_split_then_rerun_equals_clean_run(tmp_path):
+    """SIGKILL at seeded moments of a split run (keys, assignment or writes), then rerun:
+    the same shards as a clean run, no temp file left."""
+    import sys
+    import time
+
+    from tests.killing import fresh_copy, kill_after, kill_mid_run, temp_files
+
+    posts = random_posts(random.Random(21), 3000)
+    base = tmp_path / "seeded"
+    seed_stage(config(base), "pull", posts, shard_size=40)
+    argv = lambda d: [sys.executable, "-c", KILLED_RUN, str(d)]  # noqa: E731
+    clean = fresh_copy(base, tmp_path / "clean")
+    t0 = time.perf_counter()
+    assert not kill_after(argv(clean), 600)
+    took = time.perf_counter() - t0
+    expected = outputs(config(clean))
+    assert len(expected) == 177
+    rng = random.Random(5)
+    for trial in range(3):
+        d = tmp_path / f"killed{trial}"
+        start = lambda t, d=d: kill_after(argv(fresh_copy(base, d)), t)  # noqa: E731
+        assert kill_mid_run(start, rng.uniform(0.3, 0.95) * took)
+        cfg = config(d)
+        Runner(cfg).run_stage(SplitStage(cfg))
+        assert outputs(cfg) == expected, f"trial {trial}"
+        assert not temp_files(d), f"trial {trial}: {temp_files(d)}"
