@@ -35,6 +35,7 @@ import hashlib
 import heapq
 import json
 import shutil
+import time
 from array import array
 from collections import Counter
 from collections.abc import Iterator
@@ -55,6 +56,7 @@ from mmnerd.pipeline import (
     stage_dir,
     write_shard,
 )
+from mmnerd.progress import log_line
 from mmnerd.records import SPLITS
 
 from .splits import Item, _check_fixed_found, _pinned_split, load_fixed_test, pick_split, stratum
@@ -121,22 +123,46 @@ def keys_task(config: PipelineConfig, input_stage: str, sid: str) -> int:
 
 
 # ---------------------------------------------------------------------------- phase 2
-class _Groups:
-    """The groups held in memory: clusters and pinned groups (key -> members, positions)."""
+class _Members:
+    """The posts held in memory (clustered, pinned, and the rare one-post group whose key
+    is one of theirs) as flat columns: group key, post id, language and entity-type-set
+    codes, global position (~150 bytes a post while grouping)."""
 
     def __init__(self) -> None:
-        self.members: dict[str, list[Item]] = {}
-        self.positions: dict[str, list[int]] = {}
+        self.key: list[str] = []
+        self.id: list[str] = []
+        self.lang, self.types, self.pos = array("i"), array("i"), array("q")
+        self.langs: dict[str, int] = {}
+        self.type_sets: dict[str, int] = {}  # sorted labels as JSON -> code
 
-    def add(self, key: str, item: Item, position: int) -> None:
-        self.members.setdefault(key, []).append(item)
-        self.positions.setdefault(key, []).append(position)
+    def add(self, key: str, pid: str, lang: str, types: str, position: int) -> None:
+        self.key.append(key)
+        self.id.append(pid)
+        self.lang.append(self.langs.setdefault(lang, len(self.langs)))
+        self.types.append(self.type_sets.setdefault(types, len(self.type_sets)))
+        self.pos.append(position)
+
+    def groups(self) -> Iterator[tuple[str, list[Item], list[int]]]:
+        """``(key, members by id, their global positions)`` per group, in key order."""
+        langs = list(self.langs)
+        sets = [frozenset(json.loads(t)) for t in self.type_sets]
+        order = sorted(range(len(self.id)), key=self.id.__getitem__)  # by id ...
+        order.sort(key=self.key.__getitem__)  # ... inside each group (stable)
+        i = 0
+        while i < len(order):
+            key, j = self.key[order[i]], i
+            while j < len(order) and self.key[order[j]] == key:
+                j += 1
+            ks = order[i:j]
+            items = [Item(self.id[k], key, langs[self.lang[k]], sets[self.types[k]]) for k in ks]
+            yield key, items, [self.pos[k] for k in ks]
+            i = j
 
 
-def _load_groups(work: Path, sids: list[str]) -> tuple[_Groups, list[int], set[tuple[str, str]]]:
-    """Pass 1 over the keys files: the in-memory groups, the posts per shard and the
+def _load_members(work: Path, sids: list[str]) -> tuple[_Members, list[int], set[tuple[str, str]]]:
+    """Pass 1 over the keys files: the posts held in memory, the posts per shard and the
     strata names of the streamed posts."""
-    groups = _Groups()
+    members = _Members()
     sizes: list[int] = []
     names: set[tuple[str, str]] = set()
     offset = 0
@@ -146,34 +172,36 @@ def _load_groups(work: Path, sids: list[str]) -> tuple[_Groups, list[int], set[t
                 names.add(_stratum_name(lang, json.loads(types)))
             cols = [z[c].tolist() for c in ("m_pos", "m_id", "m_cluster", "m_lang", "m_types")]
             for k, pid, cid, lang, types in zip(*cols, strict=True):
-                key = cid or pid
-                groups.add(key, Item(pid, key, lang, frozenset(json.loads(types))), offset + k)
+                members.add(cid or pid, pid, lang, types, offset + k)
             sizes.append(int(z["n"]))
         offset += sizes[-1]
-    return groups, sizes, names
+    return members, sizes, names
 
 
-def _joiners(work: Path, sids: list[str], sizes: list[int], groups: _Groups, seed: int) -> dict:
+def _joiners(
+    work: Path, sids: list[str], sizes: list[int], members: _Members, seed: int
+) -> dict[str, np.ndarray]:
     """Streamed posts whose id is the key of an in-memory group (a post id equal to a
     cluster id or to a pinned post's id: :func:`assign_splits` groups by that string) join
-    it; returns ``{shard: local indices into its streamed records}`` to skip."""
-    if not groups.members:
+    it; returns ``{shard: indices into its streamed records}`` to skip."""
+    keys = sorted(set(members.key))
+    if not keys:
         return {}
-    by_digest = {_digest(seed, key): key for key in groups.members}
-    wanted = np.array(list(by_digest), dtype="S32")
+    wanted = np.array([_digest(seed, k) for k in keys], dtype="S32")
+    by_digest = np.argsort(wanted)
     skip: dict[str, np.ndarray] = {}
     offset = 0
     for sid, n in zip(sids, sizes, strict=True):
         with np.load(work / f"keys-{sid}.npz") as z:
-            digest = z["digest"]
-            hits = np.flatnonzero(np.isin(digest.view("S32").reshape(-1), wanted))
+            digest = z["digest"].view("S32").reshape(-1)
+            hits = np.flatnonzero(np.isin(digest, wanted))
             if len(hits):
                 langs, types = z["s_lang"].tolist(), z["s_types"].tolist()
                 for i in hits.tolist():
-                    key = by_digest[digest[i].tobytes()]
+                    at = by_digest[np.searchsorted(wanted[by_digest], digest[i])]
                     s = int(z["stratum"][i])
-                    item = Item(key, key, langs[s], frozenset(json.loads(types[s])))
-                    groups.add(key, item, offset + int(z["pos"][i]))
+                    key = keys[at]
+                    members.add(key, key, langs[s], types[s], offset + int(z["pos"][i]))
                 skip[sid] = hits
         offset += n
     return skip
@@ -247,24 +275,26 @@ def assign_codes(
     input order); returns and saves ``work/summary.json`` (posts per shard, flags)."""
     cfg = config.export
     fixed = load_fixed_test(cfg.fixed_test) if cfg.fixed_test else {}
-    groups, sizes, names = _load_groups(work, sids)
-    skip = _joiners(work, sids, sizes, groups, cfg.seed)
+    members, sizes, names = _load_members(work, sids)
+    skip = _joiners(work, sids, sizes, members, cfg.seed)
     codes = np.full(sum(sizes), -1, np.int8)
     found: set[str] = set()
-    clusters: list[tuple[tuple[str, str], bytes, int]] = []  # stratum, digest, size
-    cluster_pos: list[np.ndarray] = []
-    for key, members in groups.members.items():
-        where = np.array(groups.positions[key], np.int64)
-        order = sorted(range(len(members)), key=lambda i: members[i].id)
-        ranked = [members[i] for i in order]  # by id, as assign_splits sees them
-        found.update(m.id for m in ranked if m.id in fixed)
-        if split := _pinned_split(ranked, fixed):
+    c_name: list[tuple[str, str]] = []  # per cluster (an unpinned in-memory group): stratum
+    c_digest = bytearray()  # ... its order digest (32 bytes)
+    c_size = array("q")
+    c_pos, c_start = array("q"), array("q", [0])  # its posts' positions: c_pos[start:end]
+    for key, items, where in members.groups():
+        found.update(m.id for m in items if m.id in fixed)
+        if split := _pinned_split(items, fixed):
             codes[where] = SPLITS.index(split)
         else:
-            clusters.append((stratum(ranked), _digest(cfg.seed, key), len(members)))
-            cluster_pos.append(where)
-    del groups
-    names.update(c[0] for c in clusters)
+            c_name.append(stratum(items))
+            c_digest += _digest(cfg.seed, key)
+            c_size.append(len(items))
+            c_pos.extend(where)
+            c_start.append(len(c_pos))
+    del members
+    names.update(c_name)
     ordered = sorted(names)
     rank = {name: r for r, name in enumerate(ordered)}
     runs = _Runs(work, run_records)
@@ -285,12 +315,13 @@ def assign_codes(
                 s_rank, digest, pos = s_rank[keep], digest[keep], pos[keep]
             runs.add(_key_bytes(s_rank, digest), np.ones(len(pos), np.int64), offset + pos)
         offset += n
-    if clusters:
-        c_rank = np.array([rank[c[0]] for c in clusters], np.int64)
-        c_digest = np.frombuffer(b"".join(c[1] for c in clusters), np.uint8).reshape(-1, 32)
-        sizes_c = np.array([c[2] for c in clusters], np.int64)
-        runs.add(_key_bytes(c_rank, c_digest), sizes_c, -1 - np.arange(len(clusters)))
-    del clusters
+    if c_name:
+        c_rank = np.array([rank[name] for name in c_name], np.int64)
+        digest = np.frombuffer(bytes(c_digest), np.uint8).reshape(-1, 32)
+        runs.add(_key_bytes(c_rank, digest), np.frombuffer(c_size, np.int64),
+                 -1 - np.arange(len(c_name)))  # fmt: skip
+    del c_name, c_digest, c_size
+    positions = np.frombuffer(c_pos, np.int64) if c_pos else np.zeros(0, np.int64)
     counts: dict[str, list[int]] = {}
     lang_of = [name[0] for name in ordered]
     for key, size, ref in runs.merged(merge_records):
@@ -300,7 +331,7 @@ def assign_codes(
         if ref >= 0:
             codes[ref] = k
         else:
-            codes[cluster_pos[-1 - ref]] = k
+            codes[positions[c_start[-1 - ref] : c_start[-ref]]] = k
     for path in runs.paths:
         path.unlink()
     assert not (codes < 0).any(), "a post got no split"
@@ -367,7 +398,10 @@ def run_partitioned(config: PipelineConfig, stage: Any, executor: Any, folder: P
     executor.map_tasks(keys_task, [(config, input_stage, s) for s in todo], "split keys")
     summary = read_json(work / "summary.json")
     if summary is None or not (work / "codes.bin").exists():
+        t0 = time.perf_counter()
         summary = assign_codes(config, sids, work, RUN_RECORDS, MERGE_RECORDS)
+        secs = time.perf_counter() - t0
+        log_line(f"split: assigned {sum(summary['sizes'])} posts in {secs:.1f} s")
     sizes = summary["sizes"]
     n = sum(sizes)
     tasks = []
