@@ -74,9 +74,15 @@ class _InMemory(SplitStage):
 
 @pytest.mark.parametrize("trial", range(6))
 def test_partitioned_split_equals_assign_splits(tmp_path, monkeypatch, trial):
+    """Through the runner: assign_splits' assignment (clusters across shards, several
+    languages and entity types, pinned posts in and out of clusters, a post whose id is a
+    cluster id), written as the in-memory path (SplitKeys + assign_split_codes) writes it."""
     rng = random.Random(trial)
     posts = random_posts(rng, rng.randint(150, 400))
     fixed = [p.id for p in rng.sample(posts, 12)] + ["not-in-corpus"] if trial % 2 else None
+    if fixed:
+        pinned = [p for p in posts if p.id in fixed]
+        assert any(p.cluster_id for p in pinned) and not all(p.cluster_id for p in pinned)
     # tiny runs: many runs, the k-way merge reading blocks of 256 records
     monkeypatch.setattr(split_shards, "RUN_RECORDS", rng.choice([3, 7, 50]))
     cfg = config(tmp_path / "d", fixed)
