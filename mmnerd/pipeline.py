@@ -401,7 +401,7 @@ class Runner:
             split = stage.run_partitioned  # type: ignore[attr-defined]
             stats = split(self.config, self.executor, folder)
         elif stage.scope == "global" or stage.input is None:
-            stats = self._run_whole(stage, folder)
+            stats = run_whole(self.config, stage, folder)
         else:
             self.executor.map_shards(self.config, stage, self._pending(stage))
             stats = self._shard_totals(stage)
@@ -438,9 +438,6 @@ class Runner:
             if (folder / f"stats-{sid}.json").exists()
         }
         return [sid for sid in shard_ids(self.config, stage.input) if sid not in done]
-
-    def _run_whole(self, stage: Stage, folder: Path) -> StageStats:
-        return run_whole(self.config, stage, folder)
 
 
 def run_whole(config: PipelineConfig, stage: Stage, folder: Path) -> StageStats:
