@@ -6,9 +6,11 @@ For each size a seeding process writes a finished ``fetch`` stage of N synthetic
 text-only posts (the scale benchmark's multilingual templates: 2% reposted texts,
 tokens and gold entity spans, shards of 1,000), then one fresh process per stage (as one
 command per stage would) runs ``dedup`` (keys per shard, search over arrays, marks per
-shard), ``gold`` (a shard stage), ``split`` (compact keys) and ``export`` (rows and
-IMGID lines per shard, parts concatenated, manifest, card) with the local executor and
-reports its peak RSS (VmHWM) after its imports and at the end.  Prints a table and writes
+shard), ``gold`` (a shard stage), ``split`` (order keys per shard, an external sort and
+the greedy in the driver, writes per shard) and ``export`` (rows and IMGID lines per
+shard, parts concatenated, manifest, card) with the local executor and reports its peak
+RSS (VmHWM) after its imports and at the end.  ``--clusters`` marks the reposted texts as
+clusters (split then holds their posts in memory).  Prints a table and writes
 benchmarks/results/driver_memory.json.
 """
 
@@ -40,8 +42,10 @@ def hwm_mb() -> float:
     return 0.0
 
 
-def seed(root: Path, n: int, as_stage: str = "fetch") -> None:
-    """Write ``n`` posts as the finished ``fetch`` stage under ``root`` (streamed)."""
+def seed(root: Path, n: int, as_stage: str = "fetch", clusters: bool = False) -> None:
+    """Write ``n`` posts as the finished ``fetch`` stage under ``root`` (streamed);
+    ``clusters``: each reposted text and its source marked as a cluster (4% of the posts
+    in clusters of 2, as dedup would mark them)."""
     from scale import _ENTITY_RE, _LABEL_OF, post_text, source_of
 
     from mmnerd.config import PipelineConfig
@@ -73,6 +77,11 @@ def seed(root: Path, n: int, as_stage: str = "fetch") -> None:
                     created_at=f"2024-01-01T00:00:{k % 60:02d}Z",
                 )
             )
+            text_src = source_of(k)[0]
+            if clusters and text_src != k:
+                batch[-1].cluster_id = f"text-{text_src}"
+            elif clusters and k % 50 == 0 and k + 11 < n:  # the source of post k + 11
+                batch[-1].cluster_id = f"text-{k}"
         write_shard(folder, f"{lo // cfg.shard_size:05d}", batch, stats)
     write_json(
         folder / MARKER, {"fingerprint": "seeded", "run_id": "seed", "stats": stats.to_dict()}
@@ -122,11 +131,16 @@ def main() -> int:
         help="the stage the posts are seeded as: fetch, or dedup (no duplicates marked: "
         "then measure --stages gold,split,export without the text join)",
     )
-    ap.add_argument("--_seed", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--clusters",
+        action="store_true",
+        help="mark each reposted text and its source as a cluster (4%% of the posts)",
+    )
+    ap.add_argument("--_seed", nargs=4, help=argparse.SUPPRESS)
     ap.add_argument("--_measure", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._seed:
-        seed(Path(args._seed[0]), int(args._seed[1]), args._seed[2])
+        seed(Path(args._seed[0]), int(args._seed[1]), args._seed[2], args._seed[3] == "1")
         return 0
     if args._measure:
         print("RESULT " + json.dumps(measure(Path(args._measure[0]), args._measure[1])))
@@ -138,7 +152,8 @@ def main() -> int:
         root = Path(tempfile.mkdtemp(prefix=f"mmnerd-drivermem-{n}-"))
         try:
             t0 = time.perf_counter()
-            cmd = [sys.executable, __file__, "--_seed", str(root), str(n), args.seed_as]
+            clusters = "1" if args.clusters else "0"
+            cmd = [sys.executable, __file__, "--_seed", str(root), str(n), args.seed_as, clusters]
             subprocess.run(cmd, check=True)
             seeded = time.perf_counter() - t0
             for name in args.stages.split(","):  # a fresh process per stage, as per command

@@ -296,6 +296,35 @@ def _ticking(records: Iterable[Post], tick: Callable[[int], None] | None) -> Ite
         yield r
 
 
+def read_shard_lines(path: Path, lo: int = 0, hi: int | None = None) -> Iterator[Post]:
+    """Posts ``lo:hi`` of a JSONL shard, parsing only those lines."""
+    with open(path, encoding="utf-8") as f:
+        k = 0
+        for line in f:
+            if not line.strip():
+                continue
+            if hi is not None and k >= hi:
+                return
+            if k >= lo:
+                yield Post.from_json(line)
+            k += 1
+
+
+def shard_pieces(
+    sids: list[str], sizes: list[int], start: int, size: int
+) -> list[tuple[str, int, int, int]]:
+    """The input-shard ranges ``(shard, first, end, global first)`` holding global posts
+    ``[start, start + size)`` (a global stage's output shard: ``size`` = shard size)."""
+    out = []
+    off = 0
+    for sid, n in zip(sids, sizes, strict=True):
+        lo, hi = max(start, off), min(start + size, off + n)
+        if lo < hi:
+            out.append((sid, lo - off, hi - off, lo))
+        off += n
+    return out
+
+
 def run_shard(
     config: PipelineConfig, stage: Stage, sid: str, tick: Callable[[int], None] | None = None
 ) -> StageStats:
@@ -372,7 +401,7 @@ class Runner:
             split = stage.run_partitioned  # type: ignore[attr-defined]
             stats = split(self.config, self.executor, folder)
         elif stage.scope == "global" or stage.input is None:
-            stats = self._run_whole(stage, folder)
+            stats = run_whole(self.config, stage, folder)
         else:
             self.executor.map_shards(self.config, stage, self._pending(stage))
             stats = self._shard_totals(stage)
@@ -410,25 +439,26 @@ class Runner:
         }
         return [sid for sid in shard_ids(self.config, stage.input) if sid not in done]
 
-    def _run_whole(self, stage: Stage, folder: Path) -> StageStats:
-        """Global and source stages: one pass over everything, re-sharded on output."""
-        for old in list(folder.glob("shard-*.jsonl")) + list(folder.glob("excluded-*.jsonl")):
-            old.unlink()
-        stats = StageStats(stage.name)
-        ctx = StageContext(self.config, stats)
-        upstream: Iterable[Post] = ()
-        if stage.input is not None:
-            upstream = _counting(iter_stage(self.config, stage.input), stats)
-        total = None
-        if stage.input is not None and (before := stage_stats(self.config, stage.input)):
-            total = before.items_out
-        with progress_bar(stage.name, total=total) as tick:
-            produced = _ticking(stage.run(upstream, ctx), tick)
-            for i, batch in enumerate(_chunks(produced, self.config.shard_size)):
-                write_shard(folder, f"{i:05d}", batch, stats)
-        if stage.input is None:
-            stats.items_in = stats.items_out + sum(stats.dropped.values())
-        return stats
+
+def run_whole(config: PipelineConfig, stage: Stage, folder: Path) -> StageStats:
+    """Global and source stages: one pass over everything, re-sharded on output."""
+    for old in list(folder.glob("shard-*.jsonl")) + list(folder.glob("excluded-*.jsonl")):
+        old.unlink()
+    stats = StageStats(stage.name)
+    ctx = StageContext(config, stats)
+    upstream: Iterable[Post] = ()
+    if stage.input is not None:
+        upstream = _counting(iter_stage(config, stage.input), stats)
+    total = None
+    if stage.input is not None and (before := stage_stats(config, stage.input)):
+        total = before.items_out
+    with progress_bar(stage.name, total=total) as tick:
+        produced = _ticking(stage.run(upstream, ctx), tick)
+        for i, batch in enumerate(_chunks(produced, config.shard_size)):
+            write_shard(folder, f"{i:05d}", batch, stats)
+    if stage.input is None:
+        stats.items_in = stats.items_out + sum(stats.dropped.values())
+    return stats
 
 
 COMMAND_OF_STAGE = {

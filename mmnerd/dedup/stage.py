@@ -52,6 +52,8 @@ from mmnerd.pipeline import (
     stage_dir,
     write_shard,
 )
+from mmnerd.pipeline import read_shard_lines as read_lines
+from mmnerd.pipeline import shard_pieces as _pieces
 from mmnerd.records import Post
 
 WORK = "_work"
@@ -68,20 +70,6 @@ def _cache_path(config: PipelineConfig) -> Path:
 
 def _drop_words(config: PipelineConfig) -> list[str]:
     return [config.normalize.url_placeholder, config.normalize.mention_placeholder]
-
-
-def read_lines(path: Path, lo: int = 0, hi: int | None = None) -> Iterator[Post]:
-    """Posts ``lo:hi`` of a JSONL shard, parsing only those lines."""
-    with open(path, encoding="utf-8") as f:
-        k = 0
-        for line in f:
-            if not line.strip():
-                continue
-            if hi is not None and k >= hi:
-                return
-            if k >= lo:
-                yield Post.from_json(line)
-            k += 1
 
 
 def extract_shard(config: PipelineConfig, input_stage: str, sid: str, hash_workers: int) -> int:
@@ -358,21 +346,6 @@ def _flag(stats: StageStats, duplicates: dict[str, int], hash_failed: int) -> No
             stats.flagged[reason] += duplicates[reason]
     if hash_failed:
         stats.flagged["image_hash_failed"] += hash_failed
-
-
-def _pieces(
-    sids: list[str], sizes: list[int], start: int, size: int
-) -> list[tuple[str, int, int, int]]:
-    """The input-shard ranges ``(shard, first, end, global first)`` holding global posts
-    ``[start, start + size)``."""
-    out = []
-    off = 0
-    for sid, n in zip(sids, sizes, strict=True):
-        lo, hi = max(start, off), min(start + size, off + n)
-        if lo < hi:
-            out.append((sid, lo - off, hi - off, lo))
-        off += n
-    return out
 
 
 def _write_worker_cache(config: PipelineConfig, work: Path) -> None:

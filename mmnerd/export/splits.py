@@ -20,12 +20,14 @@ from array import array
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from mmnerd.config import PipelineConfig
 from mmnerd.errors import InputError
-from mmnerd.pipeline import Stage, StageContext, iter_stage
+from mmnerd.pipeline import Stage, StageContext, StageStats, iter_stage, run_whole
 from mmnerd.records import SPLITS, Post
 
 
@@ -57,6 +59,22 @@ def _order(seed: int, key: str) -> str:
     return hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()
 
 
+def _pinned_split(members: list[Item], fixed: dict[str, str]) -> str:
+    """The split of a group touching a pinned post (test wins on conflict), else ""."""
+    pinned = {fixed[m.id] for m in members if m.id in fixed}
+    if not pinned:
+        return ""
+    return "test" if "test" in pinned else sorted(pinned)[0]
+
+
+def pick_split(counts: list[int], size: int, ratios: tuple[float, float, float]) -> int:
+    """The split (index into :data:`SPLITS`) with the largest shortfall against its target
+    share after adding a group of ``size`` posts to ``counts`` (posts per split so far);
+    ties go to the first split."""
+    total = sum(counts) + size
+    return max(range(3), key=lambda sp: (ratios[sp] * total - counts[sp], -sp))
+
+
 def assign_splits(
     posts: Iterable[Post | Item],
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
@@ -73,10 +91,7 @@ def assign_splits(
     strata: dict[tuple[str, str], list[str]] = defaultdict(list)
     assignment: dict[str, str] = {}
     for key, members in groups.items():
-        pinned = {fixed[m.id] for m in members if m.id in fixed}
-        if pinned:
-            # a group touching a pinned post goes where the pin says (test wins on conflict)
-            split = "test" if "test" in pinned else sorted(pinned)[0]
+        if split := _pinned_split(members, fixed):
             for m in members:
                 assignment[m.id] = split
         else:
@@ -182,6 +197,11 @@ def assign_split_codes(
     cluster_no: dict[str, int] = {}
     for i, cid in keys.clustered.items():
         group[i] = n + cluster_no.setdefault(cid, len(cluster_no))
+    if cluster_no:  # a post whose id is a cluster id is in that group (grouped by key)
+        named = np.flatnonzero(np.isin(ids, [c.encode("utf-8") for c in cluster_no]))
+        for i in named.tolist():
+            if i not in keys.clustered:
+                group[i] = n + cluster_no[ids[i].decode("utf-8")]
     order = np.argsort(ids, kind="stable").astype(idx)  # by id: input order must not matter
     g_sorted = group[order]
     del group
@@ -252,9 +272,7 @@ def assign_split_codes(
     for g in _chunked(visit):
         counts_lang = counts.setdefault(g_lang_l[g], [0, 0, 0])
         size = sizes_l[g]
-        total = sum(counts_lang) + size
-        # the split with the largest shortfall against its target after adding this group
-        k = max(range(3), key=lambda sp: (ratios[sp] * total - counts_lang[sp], -sp))
+        k = pick_split(counts_lang, size, ratios)
         counts_lang[k] += size
         g_split[g] = k
     code = np.empty(n, dtype=np.int8)
@@ -294,7 +312,19 @@ class SplitStage(Stage):
         if config is not None:
             self.input = label_stage(config)
 
+    def run_partitioned(self, config: PipelineConfig, executor: Any, folder: Path) -> StageStats:
+        """Through the runner: keys per input shard and output shards as ``executor``
+        tasks, the assignment in the driver with memory flat in the corpus size
+        (:mod:`mmnerd.export.split_shards`); ``export.splits = "source"`` streams as
+        :meth:`run` does."""
+        if config.export.splits == "source":
+            return run_whole(config, self, folder)
+        from mmnerd.export.split_shards import run_partitioned
+
+        return run_partitioned(config, self, executor, folder)
+
     def run(self, records: Iterable[Post], ctx: StageContext) -> Iterator[Post]:
+        """In memory (compact keys, then a second pass over the input): for direct use."""
         cfg = ctx.config.export
         if cfg.splits == "source":
             yield from self._source_splits(records, ctx)
@@ -374,8 +404,6 @@ def _check_fixed_found(
 
 def load_fixed_test(path: str) -> dict[str, str]:
     """Read a file of post ids (one per line, or a test.parquet) to pin to the test split."""
-    from pathlib import Path
-
     from mmnerd.errors import ConfigError
 
     p = Path(path)
