@@ -174,6 +174,28 @@ def _input_run(config: PipelineConfig, stage: Stage) -> str:
     return marker.get("run_id", "")
 
 
+WORK = "_work"
+"""The work folder of a global stage that splits its own work (``run_partitioned``)."""
+
+
+def open_work(config: PipelineConfig, stage: Stage, folder: Path, **extra: str) -> Path:
+    """``folder/_work``, ready for a (re)run of ``stage``'s partitioned phases: kept (with
+    the phase files a killed run finished) when its stamp (config fingerprint, input run,
+    ``extra``) is unchanged, else emptied with the stage's output shards; temp files of a
+    killed run are removed either way."""
+    work = folder / WORK
+    stamp = {"fingerprint": stage.fingerprint(config), "input_run": _input_run(config, stage)}
+    stamp.update(extra)
+    if read_json(work / "stamp.json") != stamp:  # another config or input: start over
+        shutil.rmtree(work, ignore_errors=True)
+        for old in list(folder.glob("shard-*.jsonl")) + list(folder.glob("excluded-*")):
+            old.unlink()
+    work.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(work)
+    write_json(work / "stamp.json", stamp)
+    return work
+
+
 def is_done(config: PipelineConfig, stage: Stage) -> bool:
     marker = read_json(stage_dir(config, stage.name) / MARKER)
     return (

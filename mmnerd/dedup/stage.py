@@ -42,12 +42,13 @@ from mmnerd.dedup.clusters import (
     pick_representatives,
 )
 from mmnerd.dedup.report import write_report
-from mmnerd.io import read_json, remove_stale_temps, write_json
+from mmnerd.io import remove_stale_temps
 from mmnerd.pipeline import (
+    WORK,
     Stage,
     StageContext,
     StageStats,
-    _input_run,
+    open_work,
     shard_ids,
     stage_dir,
     write_shard,
@@ -55,8 +56,6 @@ from mmnerd.pipeline import (
 from mmnerd.pipeline import read_shard_lines as read_lines
 from mmnerd.pipeline import shard_pieces as _pieces
 from mmnerd.records import Post
-
-WORK = "_work"
 
 
 def _workers() -> int:
@@ -145,15 +144,7 @@ class DedupStage(Stage):
     def run_partitioned(self, config: PipelineConfig, executor: Any, folder: Path) -> StageStats:
         """The three phases (module docstring) with ``executor``; returns the stats."""
         assert self.input is not None
-        work = folder / WORK
-        stamp = {"fingerprint": self.fingerprint(config), "input_run": _input_run(config, self)}
-        if read_json(work / "stamp.json") != stamp:  # another config or input: start over
-            shutil.rmtree(work, ignore_errors=True)
-            for old in list(folder.glob("shard-*.jsonl")) + list(folder.glob("excluded-*")):
-                old.unlink()
-        work.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(work)
-        write_json(work / "stamp.json", stamp)
+        work = open_work(config, self, folder)
         sids = shard_ids(config, self.input)
         if not (work / "cache.npz").exists():
             _write_worker_cache(config, work)

@@ -45,11 +45,12 @@ from typing import Any
 import numpy as np
 
 from mmnerd.config import PipelineConfig
-from mmnerd.io import atomic_write, read_json, remove_stale_temps, write_json
+from mmnerd.io import atomic_write, read_json, write_json
 from mmnerd.pipeline import (
+    WORK,
     StageContext,
     StageStats,
-    _input_run,
+    open_work,
     read_shard_lines,
     shard_ids,
     shard_pieces,
@@ -61,7 +62,6 @@ from mmnerd.records import SPLITS
 
 from .splits import Item, _check_fixed_found, _pinned_split, load_fixed_test, pick_split, stratum
 
-WORK = "_work"
 STAGE = "split"
 RUN_RECORDS = 1 << 17
 """Records per sorted run of the external sort (52 bytes each: ~6.5 MiB a run)."""
@@ -380,19 +380,7 @@ def _fixed_digest(config: PipelineConfig) -> str:
 def run_partitioned(config: PipelineConfig, stage: Any, executor: Any, folder: Path) -> StageStats:
     """The three phases (module docstring) with ``executor``; returns the stage's stats."""
     input_stage = stage.input
-    work = folder / WORK
-    stamp = {
-        "fingerprint": stage.fingerprint(config),
-        "input_run": _input_run(config, stage),
-        "fixed_test": _fixed_digest(config),
-    }
-    if read_json(work / "stamp.json") != stamp:  # another config or input: start over
-        shutil.rmtree(work, ignore_errors=True)
-        for old in list(folder.glob("shard-*.jsonl")) + list(folder.glob("excluded-*")):
-            old.unlink()
-    work.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(work)
-    write_json(work / "stamp.json", stamp)
+    work = open_work(config, stage, folder, fixed_test=_fixed_digest(config))
     sids = shard_ids(config, input_stage)
     todo = [s for s in sids if not (work / f"keys-{s}.npz").exists()]
     executor.map_tasks(keys_task, [(config, input_stage, s) for s in todo], "split keys")

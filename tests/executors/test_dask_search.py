@@ -18,22 +18,10 @@ from mmnerd.images.index import Matches, brute_force_pairs, join, make_plan
 from mmnerd.images.partitioned import PartitionedSearch
 from mmnerd.pipeline import Runner, seed_stage, stage_dir
 from mmnerd.records import ImageRef, Post
+from tests.images.test_partitioned import planted
+from tests.test_dedup import picture
 
 pytest.importorskip("dask.distributed")
-
-
-def planted(n: int, seed: int, near: int, max_flips: int = 12) -> np.ndarray:
-    """``(n,) uint64`` random hashes, ``near`` of them copies of others, up to
-    ``max_flips`` bits off."""
-    rng = np.random.default_rng(seed)
-    h = rng.integers(0, 2**64 - 1, n, dtype=np.uint64, endpoint=True)
-    src, dst = rng.integers(0, n, near), rng.integers(0, n, near)
-    flips = np.zeros(near, np.uint64)
-    for _ in range(max_flips):
-        on = rng.random(near) < 0.5
-        flips[on] |= np.uint64(1) << rng.integers(0, 64, int(on.sum())).astype(np.uint64)
-    h[dst] = h[src] ^ flips
-    return h
 
 
 def pair_dict(p) -> dict[tuple[int, int], int]:  # type: ignore[no-untyped-def]
@@ -96,21 +84,6 @@ def test_bipartite_join_on_dask(on_dask: PartitionedSearch, m) -> None:
 
 
 # --------------------------------------------------------------------------- the stage
-def picture(seed: int, size: tuple[int, int] = (160, 120)):  # type: ignore[no-untyped-def]
-    from PIL import Image, ImageDraw
-
-    rng = np.random.default_rng(seed)
-    img = Image.new("RGB", size, tuple(int(v) for v in rng.integers(0, 256, 3)))
-    draw = ImageDraw.Draw(img)
-    w, h = size
-    for _ in range(8):
-        x0, y0 = int(rng.integers(0, w)), int(rng.integers(0, h))
-        box = [x0, y0, x0 + int(rng.integers(15, w // 2)), y0 + int(rng.integers(15, h // 2))]
-        col = tuple(int(v) for v in rng.integers(0, 256, 3))
-        (draw.rectangle if rng.random() < 0.5 else draw.ellipse)(box, fill=col)
-    return img
-
-
 def stored(img, root: Path, name: str, quality: int) -> ImageRef:  # type: ignore[no-untyped-def]
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=quality)
@@ -125,7 +98,7 @@ def corpus(root: Path) -> list[Post]:
     """60 posts: 30 pictures, each posted again resized and re-encoded (a near copy)."""
     posts = []
     for k in range(30):
-        img = picture(k)
+        img = picture(k, (160, 120))
         for copy, (im, q) in enumerate([(img, 90), (img.resize((120, 90)), 60)]):
             ref = stored(im, root, f"{k}-{copy}.jpg", q)
             i = 2 * k + copy
