@@ -13,8 +13,8 @@ GATED: dict[str, Any] = {
     "gate": "agreement",
     "w_text": 0.5,
     "w_gate": 0.2,
-    "image_dropout": 0.15,
-    "image_mismatch": 0.25,
+    "image_dropout": 0.05,
+    "image_mismatch": 0.10,
     "mismatch_loss": "gate",
 }
 """What ``mner2m_gated`` adds to ``mner2m`` (the recipe measured in docs/benchmark.md)."""

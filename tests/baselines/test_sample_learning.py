@@ -32,8 +32,9 @@ SEEDS = "1,2"
 # F1 margins (fractions), means over SEEDS; measured values in docs/benchmark.md (learning check)
 MARGIN = 0.15  # mner2m over text_crf on image-decided posts
 SHUFFLE_MARGIN = 0.15  # mner2m with the right images over itself with shuffled ones, same posts
-GATED_GAIN_SHARE = 0.5  # mner2m_gated keeps at least this share of mner2m's image-decided gain
-GATED_SHUFFLED_SLACK = 0.03  # with shuffled images, at most this far below text_crf (all posts)
+# the gated model's two margins are issue 18's goals (seeds 1, 2 reach 1.17 and +0.009)
+GATED_GAIN_SHARE = 0.9  # mner2m_gated keeps at least this share of mner2m's image-decided gain
+GATED_SHUFFLED_SLACK = 0.01  # with shuffled images, at most this far below text_crf (all posts)
 
 
 @pytest.mark.slow
