@@ -420,11 +420,9 @@ def test_tiny_budget_takes_many_passes_and_gives_the_same_pairs(monkeypatch, tmp
     assert edge_dict(texts[:600], 0.6, memory_bytes=budget) == brute_force_edges(texts[:600], 0.6)
 
 
-def test_budget_below_the_floor_runs_at_the_minimum_with_a_warning(monkeypatch, caplog) -> None:
-    """A budget below the per-text floor (here 1 byte) is not an error: the join warns in
-    one line and runs at its minimum pass sizes, with passes capped at _MAX_PASSES (a tiny
-    budget costs memory, not hours), and the edges are the same."""
-    passes = []
+def _count_rank_passes(monkeypatch) -> list[int]:
+    """The number of candidate passes of each join from now on (a spy on _rank_passes)."""
+    passes: list[int] = []
     real = text_mod._rank_passes
 
     def spy(sets, max_entries):
@@ -433,6 +431,46 @@ def test_budget_below_the_floor_runs_at_the_minimum_with_a_warning(monkeypatch, 
         return out
 
     monkeypatch.setattr(text_mod, "_rank_passes", spy)
+    return passes
+
+
+def test_working_set_is_capped_below_a_large_budget_and_files_are_read_once(
+    monkeypatch, tmp_path
+) -> None:
+    """Below the budget the join's passes are sized to _WORK_BYTES, not to the budget (so
+    the driver does not grow with the corpus): with a 24 KiB cap and the default 2 GiB
+    budget it takes many frequency and candidate passes, yet reads the shingle spool and
+    the ranks file no more often than with one pass (bucket files), and the edges equal
+    the one-pass run's."""
+    read: dict[str, int] = {}
+    real_read = text_mod._read
+
+    def read_spy(f, dtype, e0, e1):
+        name = Path(f.name).name
+        read[name] = read.get(name, 0) + (e1 - e0) * np.dtype(dtype).itemsize
+        return real_read(f, dtype, e0, e1)
+
+    passes = _count_rank_passes(monkeypatch)
+    monkeypatch.setattr(text_mod, "_read", read_spy)
+    texts = _near_copies(1500, 11)
+    one = text_edges(texts, 0.6, work_dir=tmp_path)
+    one_read = dict(read)
+    read.clear()
+    monkeypatch.setattr(text_mod, "_WORK_BYTES", 24 << 10)
+    capped = text_edges(texts, 0.6, work_dir=tmp_path)
+    assert passes[0] == 1 and passes[1] >= 8, passes
+    assert np.array_equal(_sorted_edges(one), _sorted_edges(capped))
+    assert len(one[0]) > 400
+    for name in ("shingles.u64", "ranks.i32"):  # read in more chunks, not more often
+        assert read[name] == one_read[name], (name, read, one_read)
+    assert not (tmp_path / "textjoin").exists()
+
+
+def test_budget_below_the_floor_runs_at_the_minimum_with_a_warning(monkeypatch, caplog) -> None:
+    """A budget below the per-text floor (here 1 byte) is not an error: the join warns in
+    one line and runs at its minimum pass sizes, with passes capped at _MAX_PASSES (a tiny
+    budget costs memory, not hours), and the edges are the same."""
+    passes = _count_rank_passes(monkeypatch)
     monkeypatch.setattr(text_mod, "_MAX_PASSES", 8)
     texts = _near_copies(800, 3)
     big = text_edges(texts, 0.7)

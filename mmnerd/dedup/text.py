@@ -138,6 +138,10 @@ _PAIR_BYTES = 128  # per candidate pair while generating and filtering
 _TOKEN_BYTES = 48  # per shingle gathered for verification
 _PAGE_BYTES = 2 << 16  # per verified candidate: the file pages its two rank arrays map
 _MAX_PASSES = 256  # passes over a file are capped: a tiny budget costs memory, not hours
+# the join's working set beside its per-text arrays: passes and runs are sized to at most
+# this (or to what the budget leaves, if less), so below the budget a larger corpus takes
+# more passes, not more memory; passes read files partitioned in one read (_Buckets)
+_WORK_BYTES = 128 << 20
 # runs longer than these are no faster (measured on 1M posts): caches are used better
 _RUN_SHINGLES = 1 << 20  # shingles ranked per run
 _RUN_PAIRS = 1 << 18  # candidate pairs generated per run
@@ -159,6 +163,45 @@ def _ramp(counts: np.ndarray) -> np.ndarray:
 def _size(room: int, per: int, lo: int, hi: int) -> int:
     """Elements of ``per`` bytes that fit ``room`` bytes, within ``[lo, hi]``."""
     return int(max(lo, min(hi, room // per)))
+
+
+def _room(memory_bytes: int, held: int) -> int:
+    """Bytes a pass may use: what ``memory_bytes`` leaves beside ``held``, at most
+    :data:`_WORK_BYTES`."""
+    return max(0, min(memory_bytes - held, _WORK_BYTES))
+
+
+class _Buckets:
+    """Records spread over ``n`` files by bucket in one read of their source, so that
+    passes over the buckets read each record once however many passes there are;
+    records keep their order within a bucket.  Files ``folder/<name>-<b>.bin``; each is
+    deleted when :meth:`take` reads it."""
+
+    def __init__(self, folder: Path, name: str, n: int, dtype: np.dtype | type) -> None:
+        self.dtype = np.dtype(dtype)
+        self.paths = [folder / f"{name}-{b:04d}.bin" for b in range(n)]
+        self.files: list[BinaryIO] | None = [open(p, "wb") for p in self.paths]  # noqa: SIM115
+
+    def add(self, bucket: np.ndarray, records: np.ndarray) -> None:
+        """Append ``records`` ``(r,)`` to the files of their ``bucket`` ``(r,) int``."""
+        assert self.files is not None
+        order = np.argsort(bucket, kind="stable")
+        bounds = np.searchsorted(bucket[order], np.arange(len(self.files) + 1))
+        rec = records[order]
+        for b in np.flatnonzero(np.diff(bounds)).tolist():
+            rec[bounds[b] : bounds[b + 1]].tofile(self.files[b])
+
+    def close(self) -> None:
+        for f in self.files or []:
+            f.close()
+        self.files = None
+
+    def take(self, b: int) -> np.ndarray:
+        """Bucket ``b``'s records (the files are closed first); its file is deleted."""
+        self.close()
+        out = np.fromfile(self.paths[b], dtype=self.dtype)
+        self.paths[b].unlink()
+        return out
 
 
 @dataclass
@@ -188,6 +231,12 @@ class Scan:
             [p for s in scans for p in s.parts],
             [z for s in scans for z in s.sizes],
         )
+
+    def release(self) -> None:
+        """Drop the per-text arrays (:func:`join_scanned` does, once it has read them,
+        so they are not held through the join by whoever made the scan)."""
+        self.digest = np.zeros((0, 2), np.uint64)
+        self.counts = np.zeros(0, np.int64)
 
 
 def scan_texts(
@@ -369,36 +418,42 @@ def _frequencies(path: Path, total: int, room: int) -> tuple[np.ndarray, np.ndar
     """The hashes (``int64`` view, ascending) seen more than once in the raw file
     ``path`` (``total`` ``uint64`` hashes) and their counts (``int32``).
 
-    Counted by sorting the hashes in passes over ranges of their top bits (each pass
-    reads the file and sorts about ``room / _FREQ_BYTES`` of them; at most
-    :data:`_MAX_PASSES` passes), so no sorted copy of all of them is ever held."""
+    Counted by sorting the hashes in passes over ranges of their top bits, each about
+    ``room / _FREQ_BYTES`` of them (at most :data:`_MAX_PASSES` passes): with more than
+    one pass the file is first read once into one file per range (:class:`_Buckets`),
+    so no sorted copy of all of them is ever held and the file is read once."""
     bits = _freq_bits(total, room)
-    shift = np.int64(64 - bits)
-    read = _size(room, _READ_BYTES, 1 << 16, _RUN_READ)
-    kept_values: list[np.ndarray] = []
-    kept_freq: list[np.ndarray] = []
+    read = _size(room // 4, _READ_BYTES, 1 << 16, _RUN_READ)  # a chunk and its bucketing
+    kept: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def count(s: np.ndarray) -> None:
+        s.sort()
+        new = np.ones(len(s), dtype=bool)
+        np.not_equal(s[1:], s[:-1], out=new[1:])
+        starts = np.flatnonzero(new)
+        del new
+        freq = np.diff(np.append(starts, len(s)))  # occurrences per distinct hash
+        shared = freq > 1  # a hash seen once (a hapax) is never in two sets
+        kept.append((s[starts[shared]], freq[shared].astype(np.int32)))
+
     with open(path, "rb") as f:
-        # ranges of the signed top bits, in ascending int64 order: values come out sorted
-        for top in range(-(1 << bits >> 1), (1 << bits) - (1 << bits >> 1)) if bits else [0]:
-            sel = []
-            for e0 in range(0, total, read):
-                v = _read(f, np.int64, e0, min(total, e0 + read))
-                sel.append(v[(v >> shift) == top] if bits else v)
-            s = np.concatenate(sel or [np.zeros(0, np.int64)])
-            del sel
-            s.sort()
-            new = np.ones(len(s), dtype=bool)
-            np.not_equal(s[1:], s[:-1], out=new[1:])
-            starts = np.flatnonzero(new)
-            del new
-            freq = np.diff(np.append(starts, len(s)))  # occurrences per distinct hash
-            shared = freq > 1  # a hash seen once (a hapax) is never in two sets
-            kept_values.append(s[starts[shared]])
-            kept_freq.append(freq[shared].astype(np.int32))
-            del s, starts, shared, freq
-    values = np.concatenate(kept_values or [np.zeros(0, np.int64)])
-    del kept_values
-    return values, np.concatenate(kept_freq or [np.zeros(0, np.int32)])
+        if not bits:
+            count(_read(f, np.int64, 0, total))
+        else:
+            # ranges of the signed top bits, in ascending int64 order: values come out sorted
+            buckets = _Buckets(path.parent, "freq", 1 << bits, np.int64)
+            try:
+                shift, half = np.int64(64 - bits), np.int64(1 << bits >> 1)
+                for e0 in range(0, total, read):
+                    v = _read(f, np.int64, e0, min(total, e0 + read))
+                    buckets.add((v >> shift) + half, v)
+                    del v
+                for b in range(1 << bits):
+                    count(buckets.take(b))
+            finally:
+                buckets.close()
+    values = np.concatenate([v for v, _ in kept] or [np.zeros(0, np.int64)])
+    return values, np.concatenate([c for _, c in kept] or [np.zeros(0, np.int32)])
 
 
 def _order_sets(
@@ -413,14 +468,14 @@ def _order_sets(
     """
     m = len(counts)
     held = m * _TEXT_BYTES
-    values, freq = _frequencies(spool, total, memory_bytes - held)
+    values, freq = _frequencies(spool, total, _room(memory_bytes, held))
     n_tok = len(values)
     if n_tok >= 2**31:
         raise ValueError("text_edges: more than 2**31 distinct shared shingles")
     rank = np.empty(n_tok, dtype=np.int32)
     rank[np.argsort(freq, kind="stable")] = np.arange(n_tok, dtype=np.int32)
     del freq
-    room = memory_bytes - held - n_tok * _TABLE_BYTES
+    room = _room(memory_bytes, held + n_tok * _TABLE_BYTES)
     run = _size(room, _SHINGLE_BYTES, 64, _RUN_SHINGLES)
     run = max(run, -(-total // (_MAX_PASSES * 64)))  # a tiny budget: bounded run count
     shift = max(0, (max(n_tok, 1) - 1).bit_length() - 20)  # <= 1M histogram buckets
@@ -509,18 +564,12 @@ class _Entries:
     key: np.ndarray  # int64: rank * (max size + 1) + size
 
 
-def _entries(
-    sets: _Sets,
-    per: np.ndarray,
-    r0: int,
-    r1: int,
-    labels: np.ndarray | None,
-    read: int,
-) -> _Entries:
-    """The stored prefix shingles (``per`` ``(m,)`` per set; a hapax is never shared)
-    whose ranks are in ``[r0, r1)``, read from the ranks file ``read`` ranks at a time
-    and sorted for :func:`_ranges`."""
-    toks, docs, js = [], [], []
+def _prefix_entries(
+    sets: _Sets, per: np.ndarray, read: int
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The stored prefix shingles (``per`` ``(m,)`` per set; a hapax is never shared) as
+    ``(rank, set, position among the set's stored ranks)`` ``int64`` arrays, read from the
+    ranks file ``read`` ranks at a time (one array triple per read)."""
     with open(sets.path, "rb") as f:
         for d0, d1, e0, e1 in _text_runs(np.diff(sets.ptr), read):
             p = per[d0:d1]
@@ -529,15 +578,51 @@ def _entries(
             arr = _read(f, np.int32, e0, e1)
             doc = np.repeat(np.arange(d0, d1, dtype=np.int64), p)
             j = _ramp(p)
-            tok = arr[sets.ptr[doc] - e0 + j]
-            sel = (tok >= r0) & (tok < r1)
-            toks.append(tok[sel].astype(np.int64))
-            docs.append(doc[sel])
-            js.append(j[sel])
-    tok = np.concatenate(toks or [np.zeros(0, np.int64)])
-    doc = np.concatenate(docs or [np.zeros(0, np.int64)])
-    j = np.concatenate(js or [np.zeros(0, np.int64)])
-    del toks, docs, js
+            yield arr[sets.ptr[doc] - e0 + j].astype(np.int64), doc, j
+
+
+_ENTRY = np.dtype([("tok", "<i4"), ("doc", "<i4"), ("j", "<i4")])
+
+
+def _entry_passes(
+    sets: _Sets,
+    per: np.ndarray,
+    passes: list[tuple[int, int]],
+    labels: np.ndarray | None,
+    read: int,
+) -> Iterator[_Entries]:
+    """The prefix entries of each rank range of ``passes``, sorted (:func:`_entries`).
+    With more than one pass the ranks file is read once into one file per range
+    (:class:`_Buckets`, next to it), so more passes cost no more reading."""
+    if len(passes) <= 1:
+        parts = list(_prefix_entries(sets, per, read))
+        cols = [np.concatenate([p[c] for p in parts] or [np.zeros(0, np.int64)]) for c in range(3)]
+        del parts
+        yield _entries(cols, sets, labels)  # (not bound here: the caller frees it)
+        return
+    starts = np.array([r0 for r0, _ in passes], dtype=np.int64)
+    buckets = _Buckets(sets.path.parent, "entries", len(passes), _ENTRY)
+    try:
+        for tok, doc, j in _prefix_entries(sets, per, read):
+            rec = np.empty(len(tok), dtype=_ENTRY)
+            rec["tok"], rec["doc"], rec["j"] = tok, doc, j
+            buckets.add(np.searchsorted(starts, tok, side="right") - 1, rec)
+            del rec
+        for b in range(len(passes)):
+            rec = buckets.take(b)
+            cols = [rec[c].astype(np.int64) for c in ("tok", "doc", "j")]
+            del rec
+            yield _entries(cols, sets, labels)
+    finally:
+        buckets.close()
+
+
+def _entries(cols: list[np.ndarray], sets: _Sets, labels: np.ndarray | None) -> _Entries:
+    """Prefix entries ``cols`` = ``[rank, set, position among its stored ranks]``
+    (``int64``; the list is emptied, so the arrays go when this returns) sorted for
+    :func:`_ranges`."""
+    tok, doc, j = cols
+    cols.clear()
     size = sets.size[doc].astype(np.int64)
     key = tok * (int(sets.size.max(initial=0)) + 1) + size
     order = np.argsort(key, kind="stable")  # sets stay in input order within ties
@@ -626,8 +711,11 @@ def _verify(
     Jaccard is ``>= t``.  Works in runs of about ``max_tokens`` gathered shingles and at
     most ``max_pairs`` pairs; the rank file's pages are released after each run."""
     keep_a, keep_b, keep_s = [], [], []
-    nnz = np.diff(sets.ptr)
-    vol = np.cumsum(nnz[a] + nnz[b])
+
+    def stored(d: np.ndarray) -> np.ndarray:  # ranks stored per set (no (m,) temporary)
+        return sets.ptr[d + 1] - sets.ptr[d]
+
+    vol = np.cumsum(stored(a) + stored(b))
     start = 0
     while start < len(a):
         base = int(vol[start - 1]) if start else 0
@@ -635,7 +723,7 @@ def _verify(
         stop = min(stop, start + max_pairs)
         ca, cb, cw = a[start:stop], b[start:stop], w[start:stop]
         q = len(ca)
-        la, lb = nnz[ca], nnz[cb]
+        la, lb = stored(ca), stored(cb)
         row = np.arange(q, dtype=np.int64) * sets.n_tok
         code = np.concatenate(
             [
@@ -674,7 +762,7 @@ def _join(
     prefix entries of its ranks from the ranks file), enumerated and verified in runs:
     all sized to what ``memory_bytes`` leaves beside the per-text arrays."""
     m = len(sets.size)
-    room = max(0, memory_bytes - m * _TEXT_BYTES)
+    room = _room(memory_bytes, m * _TEXT_BYTES)
     per = np.clip(_prefix(sets.size, t) - sets.nh, 0, np.diff(sets.ptr)).astype(np.int32)
     idx_len = _prefix(sets.size, 2 * t / (1 + t)).astype(np.int32)
     max_entries = _size(room, _ENTRY_BYTES, 64, 1 << 62)
@@ -689,8 +777,7 @@ def _join(
     span = int(sets.size.max(initial=0)) + 1
     if sets.n_tok * span >= 2**62:
         raise ValueError("text_edges: too many distinct shingles for one join")
-    for r0, r1 in _rank_passes(sets, max_entries):
-        ent = _entries(sets, per, r0, r1, labels, read)
+    for ent in _entry_passes(sets, per, _rank_passes(sets, max_entries), labels, read):
         for probe, lo, count, index in _ranges(ent, sets, t, labels, idx_len):
             # a set's prefix shingles in a row, so the repeats of a pair (one per shared
             # prefix shingle) mostly fall in one run: only the first (rarest) is verified
@@ -785,6 +872,7 @@ def text_edges(
         with open(raw, "wb") as out:
             digest, _, counts = _scan(texts, k, drop, out)  # via _scan: the benchmark times it
         scan = Scan(digest, counts, [raw], [len(texts)])
+        del digest, counts  # the join releases the scan's arrays (Scan.release)
         return join_scanned(scan, threshold, groups, memory_bytes, folder)
 
 
@@ -797,11 +885,11 @@ def join_scanned(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`text_edges` from texts already scanned (:func:`scan_texts`, possibly shard by
     shard and :meth:`Scan.concat`-ed, its parts arrays or files): the same edges.  The
-    join's files go to ``work_dir / "textjoin"`` (default: a temporary folder)."""
+    join's files go to ``work_dir / "textjoin"`` (default: a temporary folder).  The scan
+    is consumed: its per-text arrays are released (:meth:`Scan.release`) once read."""
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"text_edges: threshold must be in (0, 1], got {threshold}")
-    digest, counts = scan.digest, scan.counts
-    n = len(counts)
+    n = len(scan.counts)
     if memory_bytes < join_floor_bytes(n):
         log.warning(
             "text_edges: a budget of %.2f MiB is below the join's floor for %d texts "
@@ -813,7 +901,7 @@ def join_scanned(
         labels = np.asarray(groups).astype(np.int64)
         if labels.shape != (n,):
             raise ValueError(f"text_edges: groups has shape {labels.shape}, expected ({n},)")
-    rep, copy, copy_of = _classes(digest, counts, labels)
+    rep, copy, copy_of = _classes(scan.digest, scan.counts, labels)
     rep_labels = None if labels is None else labels[rep]
     ii: list[np.ndarray] = []
     jj: list[np.ndarray] = []
@@ -824,12 +912,13 @@ def join_scanned(
         ww.append(np.ones(len(copy)))
     first = np.zeros(n, dtype=bool)
     first[rep] = True  # only each class's first text goes on
-    room = max(0, memory_bytes - n * _TEXT_BYTES)
+    room = _room(memory_bytes, n * _TEXT_BYTES)
     with _folder(work_dir) as folder:
         spool = folder / "shingles.u64"
         rep_counts, total = _spool(scan, first, spool, _size(room // 4, _READ_BYTES, 1 << 12,
                                                               _RUN_READ))  # fmt: skip
         del first
+        scan.release()
         sets = _order_sets(spool, rep_counts, int(total), threshold, memory_bytes, folder)
         del rep_counts
         spool.unlink()
