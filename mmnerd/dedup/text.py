@@ -11,13 +11,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import mmap
 import os
 import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -136,12 +135,11 @@ _SHINGLE_BYTES = 128  # per shingle while ranking and sorting a run of sets
 _ENTRY_BYTES = 160  # per prefix entry of a candidate pass (entries, their sort, the ranges)
 _PAIR_BYTES = 128  # per candidate pair while generating and filtering
 _TOKEN_BYTES = 48  # per shingle gathered for verification
-_PAGE_BYTES = 2 << 16  # per verified candidate: the file pages its two rank arrays map
 _MAX_PASSES = 256  # passes over a file are capped: a tiny budget costs memory, not hours
 # the join's working set beside its per-text arrays: passes and runs are sized to at most
 # this (or to what the budget leaves, if less), so below the budget a larger corpus takes
 # more passes, not more memory; passes read files partitioned in one read (_Buckets)
-_WORK_BYTES = 128 << 20
+_WORK_BYTES = 32 << 20
 # runs longer than these are no faster (measured on 1M posts): caches are used better
 _RUN_SHINGLES = 1 << 20  # shingles ranked per run
 _RUN_PAIRS = 1 << 18  # candidate pairs generated per run
@@ -349,34 +347,43 @@ class _Sets:
     """Shingle sets in a global order, rare shingles first.
 
     A shingle seen once in the whole corpus (a hapax) can never be shared, so it is
-    only counted (``nh``); the others are stored as ranks ``tok`` (ascending within a
-    set) in CSR form (``ptr``), in a file (``path``) that ``tok`` maps read-only.
+    only counted (``nh``); the others are stored as ranks (ascending within a set) in
+    CSR form (``ptr``) in the file ``path`` (int32), which candidate passes read.
     ``size`` is the number of distinct shingles of a set and position ``nh[d] + j`` is
-    the ``j``-th stored rank's place in set ``d``'s order.  ``hist`` counts the prefix
-    entries (:func:`_prefix`) per bucket of ``1 << shift`` ranks; :meth:`release` drops
-    the mapped pages from this process (they stay in the page cache).
+    the ``j``-th stored rank's place in set ``d``'s order.  ``hist`` is what a
+    candidate pass holds (bytes: each prefix entry, :func:`_prefix`, and its set's
+    ranks) per bucket of ``1 << shift`` ranks.
     """
 
     size: np.ndarray  # (m,) int32
     nh: np.ndarray  # (m,) int32
     ptr: np.ndarray  # (m + 1,) int64
-    tok: np.ndarray  # (stored,) int32, ranks in [0, n_tok): a map of ``path``
     n_tok: int
     path: Path
-    hist: np.ndarray  # (buckets,) int64
+    hist: np.ndarray  # (buckets,) int64, bytes
     shift: int
-    mm: mmap.mmap | None = None
 
-    def release(self) -> None:
-        if self.mm is not None and hasattr(self.mm, "madvise"):
-            self.mm.madvise(mmap.MADV_DONTNEED)
 
-    def close(self) -> None:
-        self.tok = np.zeros(0, np.int32)
-        if self.mm is not None:
-            with suppress(BufferError):  # a view is still alive: the map closes with it
-                self.mm.close()
-            self.mm = None
+@dataclass
+class _Store:
+    """The stored ranks of some sets, in memory: sets ``docs`` (ascending), set
+    ``docs[i]``'s ranks ``tok[ptr[i]:ptr[i + 1]]``."""
+
+    docs: np.ndarray  # (s,) int64
+    ptr: np.ndarray  # (s + 1,) int64
+    tok: np.ndarray  # (stored,) int32
+
+    @staticmethod
+    def of(docs: np.ndarray, lengths: np.ndarray, tok: np.ndarray) -> _Store:
+        ptr = np.zeros(len(docs) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=ptr[1:])
+        return _Store(docs.astype(np.int64), ptr, tok)
+
+    def ranks(self, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The ranks of the sets ``d`` (each in the store) concatenated, and their counts."""
+        i = np.searchsorted(self.docs, d)
+        n = self.ptr[i + 1] - self.ptr[i]
+        return self.tok[np.repeat(self.ptr[i], n) + _ramp(n)], n
 
 
 def _spool(
@@ -512,20 +519,15 @@ def _order_sets(
             per = np.clip(_prefix(nh[d0:d1] + here, t) - nh[d0:d1], 0, here)
             starts = np.cumsum(here) - here
             pre = ranks[np.repeat(starts, per) + _ramp(per)]
-            hist += np.bincount(pre >> shift, minlength=len(hist))
+            held = _ENTRY_BYTES + 4 * np.repeat(here, per)  # an entry and its set's ranks
+            hist += np.bincount(pre >> shift, held, len(hist)).astype(np.int64)
     del values, rank
     size = nh + nnz
     if size.max(initial=0) >= 2**31:
         raise ValueError("text_edges: more than 2**31 shingles in a text")
     ptr = np.zeros(m + 1, dtype=np.int64)
     np.cumsum(nnz, out=ptr[1:])
-    sets = _Sets(size.astype(np.int32), nh, ptr, np.zeros(0, np.int32), max(n_tok, 1), tok_path,
-                 hist, shift)  # fmt: skip
-    if int(ptr[-1]):
-        with open(tok_path, "rb") as f:
-            sets.mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        sets.tok = np.frombuffer(sets.mm, dtype=np.int32)
-    return sets
+    return _Sets(size.astype(np.int32), nh, ptr, max(n_tok, 1), tok_path, hist, shift)
 
 
 def _prefix(size: np.ndarray, t: float) -> np.ndarray:
@@ -535,12 +537,13 @@ def _prefix(size: np.ndarray, t: float) -> np.ndarray:
     return np.clip(size - need + 1, 1, size)
 
 
-def _rank_passes(sets: _Sets, max_entries: int) -> list[tuple[int, int]]:
-    """Consecutive rank ranges ``[r0, r1)`` holding about ``max_entries`` prefix entries
-    each (whole histogram buckets; at most about :data:`_MAX_PASSES` of them)."""
+def _rank_passes(sets: _Sets, max_bytes: int) -> list[tuple[int, int]]:
+    """Consecutive rank ranges ``[r0, r1)`` whose passes hold about ``max_bytes`` each
+    (prefix entries and their sets' ranks; whole histogram buckets; at most about
+    :data:`_MAX_PASSES` of them)."""
     cum = np.cumsum(sets.hist)
     total = int(cum[-1]) if len(cum) else 0
-    step = max(max_entries, -(-total // _MAX_PASSES), 1)
+    step = max(max_bytes, -(-total // _MAX_PASSES), 1)
     out = []
     b0 = 0
     while b0 < len(cum):
@@ -566,10 +569,11 @@ class _Entries:
 
 def _prefix_entries(
     sets: _Sets, per: np.ndarray, read: int
-) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """The stored prefix shingles (``per`` ``(m,)`` per set; a hapax is never shared) as
     ``(rank, set, position among the set's stored ranks)`` ``int64`` arrays, read from the
-    ranks file ``read`` ranks at a time (one array triple per read)."""
+    ranks file ``read`` ranks at a time, with each read's sets that have prefix entries
+    (ascending) and their stored ranks: ``(rank, set, position, sets, ranks)``."""
     with open(sets.path, "rb") as f:
         for d0, d1, e0, e1 in _text_runs(np.diff(sets.ptr), read):
             p = per[d0:d1]
@@ -578,10 +582,14 @@ def _prefix_entries(
             arr = _read(f, np.int32, e0, e1)
             doc = np.repeat(np.arange(d0, d1, dtype=np.int64), p)
             j = _ramp(p)
-            yield arr[sets.ptr[doc] - e0 + j].astype(np.int64), doc, j
+            have = np.flatnonzero(p) + d0
+            n = sets.ptr[have + 1] - sets.ptr[have]
+            ranks = arr[np.repeat(sets.ptr[have] - e0, n) + _ramp(n)]
+            yield arr[sets.ptr[doc] - e0 + j].astype(np.int64), doc, j, have, ranks
 
 
 _ENTRY = np.dtype([("tok", "<i4"), ("doc", "<i4"), ("j", "<i4")])
+_SET = np.dtype([("doc", "<i4"), ("n", "<i4")])
 
 
 def _entry_passes(
@@ -590,31 +598,53 @@ def _entry_passes(
     passes: list[tuple[int, int]],
     labels: np.ndarray | None,
     read: int,
-) -> Iterator[_Entries]:
-    """The prefix entries of each rank range of ``passes``, sorted (:func:`_entries`).
-    With more than one pass the ranks file is read once into one file per range
-    (:class:`_Buckets`, next to it), so more passes cost no more reading."""
+) -> Iterator[tuple[_Entries, _Store]]:
+    """The prefix entries of each rank range of ``passes``, sorted (:func:`_entries`),
+    with the stored ranks of their sets (what verifying the pass's candidates needs:
+    a pair meets at a rank of the pass, so both its sets have entries there).  With more
+    than one pass the ranks file is read once into files per range (:class:`_Buckets`,
+    next to it: the entries, and each set's ranks once per range it has entries in), so
+    more passes cost no more reading and no pass holds more than its own sets."""
     if len(passes) <= 1:
         parts = list(_prefix_entries(sets, per, read))
-        cols = [np.concatenate([p[c] for p in parts] or [np.zeros(0, np.int64)]) for c in range(3)]
+        cols = [np.concatenate([p[c] for p in parts] or [np.zeros(0, np.int64)]) for c in range(5)]
         del parts
-        yield _entries(cols, sets, labels)  # (not bound here: the caller frees it)
+        ranks, docs = cols.pop(), cols.pop()
+        store = _Store.of(docs, sets.ptr[docs + 1] - sets.ptr[docs], ranks.astype(np.int32))
+        del docs, ranks
+        yield _entries(cols, sets, labels), store  # (not bound here: the caller frees them)
         return
     starts = np.array([r0 for r0, _ in passes], dtype=np.int64)
-    buckets = _Buckets(sets.path.parent, "entries", len(passes), _ENTRY)
+    folder, n_pass = sets.path.parent, len(passes)
+    entries = _Buckets(folder, "entries", n_pass, _ENTRY)
+    members = _Buckets(folder, "sets", n_pass, _SET)
+    stored = _Buckets(folder, "ranks", n_pass, np.int32)
     try:
-        for tok, doc, j in _prefix_entries(sets, per, read):
+        for tok, doc, j, have, ranks in _prefix_entries(sets, per, read):
+            bucket = np.searchsorted(starts, tok, side="right") - 1
             rec = np.empty(len(tok), dtype=_ENTRY)
             rec["tok"], rec["doc"], rec["j"] = tok, doc, j
-            buckets.add(np.searchsorted(starts, tok, side="right") - 1, rec)
+            entries.add(bucket, rec)
+            key = np.unique(doc * n_pass + bucket)  # each (set, pass) once, by set
+            d, b = key // n_pass, key % n_pass
+            at = np.searchsorted(have, d)  # each set's place among the read's sets
+            start = np.concatenate([[0], np.cumsum(sets.ptr[have + 1] - sets.ptr[have])])
+            n = start[at + 1] - start[at]
+            rec = np.empty(len(d), dtype=_SET)
+            rec["doc"], rec["n"] = d, n
+            members.add(b, rec)
+            stored.add(np.repeat(b, n), ranks[np.repeat(start[at], n) + _ramp(n)])
             del rec
-        for b in range(len(passes)):
-            rec = buckets.take(b)
+        for b in range(n_pass):
+            rec = entries.take(b)
             cols = [rec[c].astype(np.int64) for c in ("tok", "doc", "j")]
+            rec = members.take(b)
+            store = _Store.of(rec["doc"], rec["n"], stored.take(b))
             del rec
-            yield _entries(cols, sets, labels)
+            yield _entries(cols, sets, labels), store
     finally:
-        buckets.close()
+        for buckets in (entries, members, stored):
+            buckets.close()
 
 
 def _entries(cols: list[np.ndarray], sets: _Sets, labels: np.ndarray | None) -> _Entries:
@@ -704,12 +734,12 @@ def _verify(
     w: np.ndarray,
     t: float,
     max_tokens: int,
-    max_pairs: int = 1 << 62,
+    store: _Store,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Exact Jaccard of candidate pairs ``(a, b)`` generated at shared rank ``w``; keeps a
     pair only if ``w`` is its rarest shared shingle (so each pair is kept once) and its
-    Jaccard is ``>= t``.  Works in runs of about ``max_tokens`` gathered shingles and at
-    most ``max_pairs`` pairs; the rank file's pages are released after each run."""
+    Jaccard is ``>= t``.  The sets' ranks come from ``store`` (the pass's sets); works in
+    runs of about ``max_tokens`` gathered ranks."""
     keep_a, keep_b, keep_s = [], [], []
 
     def stored(d: np.ndarray) -> np.ndarray:  # ranks stored per set (no (m,) temporary)
@@ -720,18 +750,13 @@ def _verify(
     while start < len(a):
         base = int(vol[start - 1]) if start else 0
         stop = max(start + 1, int(np.searchsorted(vol, base + max_tokens, side="right")))
-        stop = min(stop, start + max_pairs)
         ca, cb, cw = a[start:stop], b[start:stop], w[start:stop]
         q = len(ca)
-        la, lb = stored(ca), stored(cb)
+        ta, la = store.ranks(ca)
+        tb, lb = store.ranks(cb)
         row = np.arange(q, dtype=np.int64) * sets.n_tok
-        code = np.concatenate(
-            [
-                np.repeat(row, la) + sets.tok[np.repeat(sets.ptr[ca], la) + _ramp(la)],
-                np.repeat(row, lb) + sets.tok[np.repeat(sets.ptr[cb], lb) + _ramp(lb)],
-            ]
-        )
-        sets.release()
+        code = np.concatenate([np.repeat(row, la) + ta, np.repeat(row, lb) + tb])
+        del ta, tb
         code.sort()
         shared = code[1:][code[1:] == code[:-1]]  # each shared shingle once, by pair
         pair = shared // sets.n_tok
@@ -743,9 +768,10 @@ def _verify(
         size_a = sets.size[ca].astype(np.int64)
         jac = inter / (size_a + sets.size[cb] - inter)
         ok = (rarest == cw) & (jac >= t)
-        keep_a.append(ca[ok])
-        keep_b.append(cb[ok])
-        keep_s.append(jac[ok])
+        if ok.any():  # (millions of runs may keep nothing: no empty arrays piled up)
+            keep_a.append(ca[ok])
+            keep_b.append(cb[ok])
+            keep_s.append(jac[ok])
         start = stop
     if not keep_a:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
@@ -758,18 +784,20 @@ def _join(
     """All pairs ``a < b`` of ``sets`` with Jaccard ``>= t``, and their Jaccard; with
     ``labels`` ``(m,)``, only pairs of unequal labels.
 
-    Candidates are generated in passes over ranges of prefix ranks (each pass reads the
-    prefix entries of its ranks from the ranks file), enumerated and verified in runs:
-    all sized to what ``memory_bytes`` leaves beside the per-text arrays."""
+    Candidates are generated in passes over ranges of prefix ranks (each pass holds the
+    prefix entries of its ranks and the ranks of their sets, :func:`_entry_passes`),
+    enumerated and verified in runs: all sized to what ``memory_bytes`` leaves beside the
+    per-text arrays, at most :data:`_WORK_BYTES`."""
     m = len(sets.size)
     room = _room(memory_bytes, m * _TEXT_BYTES)
     per = np.clip(_prefix(sets.size, t) - sets.nh, 0, np.diff(sets.ptr)).astype(np.int32)
     idx_len = _prefix(sets.size, 2 * t / (1 + t)).astype(np.int32)
-    max_entries = _size(room, _ENTRY_BYTES, 64, 1 << 62)
-    read = _size(room // 4, _READ_BYTES, 1 << 12, _RUN_READ)
-    max_pairs = _size(room // 4, _PAIR_BYTES, 16, _RUN_PAIRS)
-    max_tokens = _size(room // 4, _TOKEN_BYTES, 256, _RUN_TOKENS)
-    max_verify = _size(room // 4, _PAGE_BYTES, 16, 1 << 62)
+    # the room, shared by what is alive at once: a pass (its entries and its sets' ranks,
+    # a half), the reads, candidate runs and gathered ranks (an eighth each)
+    pass_bytes = max(room // 2, 64 * _ENTRY_BYTES)
+    read = _size(room // 8, _READ_BYTES, 1 << 12, _RUN_READ)
+    max_pairs = _size(room // 8, _PAIR_BYTES, 16, _RUN_PAIRS)
+    max_tokens = _size(room // 8, _TOKEN_BYTES, 256, _RUN_TOKENS)
     alpha_f = t / (1 + t)
     ii: list[np.ndarray] = []
     jj: list[np.ndarray] = []
@@ -777,7 +805,8 @@ def _join(
     span = int(sets.size.max(initial=0)) + 1
     if sets.n_tok * span >= 2**62:
         raise ValueError("text_edges: too many distinct shingles for one join")
-    for ent in _entry_passes(sets, per, _rank_passes(sets, max_entries), labels, read):
+    passes = _rank_passes(sets, pass_bytes)
+    for ent, store in _entry_passes(sets, per, passes, labels, read):
         for probe, lo, count, index in _ranges(ent, sets, t, labels, idx_len):
             # a set's prefix shingles in a row, so the repeats of a pair (one per shared
             # prefix shingle) mostly fall in one run: only the first (rarest) is verified
@@ -799,12 +828,13 @@ def _join(
                 ok = bound >= alpha
                 a, b, s = _verify(
                     sets, ent.doc[q][ok].astype(np.int64), ent.doc[p][ok].astype(np.int64),
-                    ent.tok[p][ok], t, max_tokens, max_verify,
+                    ent.tok[p][ok], t, max_tokens, store,
                 )  # fmt: skip
-                ii.append(np.minimum(a, b))
-                jj.append(np.maximum(a, b))
-                ss.append(s)
-        del ent
+                if len(a):
+                    ii.append(np.minimum(a, b))
+                    jj.append(np.maximum(a, b))
+                    ss.append(s)
+        del ent, store
     if not ii:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
     return np.concatenate(ii), np.concatenate(jj), np.concatenate(ss)
@@ -922,10 +952,7 @@ def join_scanned(
         sets = _order_sets(spool, rep_counts, int(total), threshold, memory_bytes, folder)
         del rep_counts
         spool.unlink()
-        try:
-            a, b, s = _join(sets, threshold, rep_labels, memory_bytes)
-        finally:
-            sets.close()
+        a, b, s = _join(sets, threshold, rep_labels, memory_bytes)
     ii.append(rep[a])
     jj.append(rep[b])
     ww.append(s)
