@@ -42,6 +42,7 @@ from mmnerd.dedup.clusters import (
     pick_representatives,
 )
 from mmnerd.dedup.report import write_report
+from mmnerd.heap import trim
 from mmnerd.io import remove_stale_temps
 from mmnerd.pipeline import (
     WORK,
@@ -189,7 +190,7 @@ class DedupStage(Stage):
 
         # the shingle hashes stay in the keys files: the join reads them a shard at a time
         paths: list[np.ndarray | Path] = [work / f"keys-{sid}.npz" for sid in sids]
-        scan = Scan(cat("digest"), cat("counts").astype(np.int64), paths, sizes)
+        scan = Scan(cat("digest"), cat("counts").astype(np.int64, copy=False), paths, sizes)
         # the image columns hold the posts with an image only (``at``, ascending)
         at = cat("at").astype(np.int64)
         hashes = cat("hash").astype(np.uint64)
@@ -209,6 +210,7 @@ class DedupStage(Stage):
             hashes, valid, sha, star, scan, cfg, _workers(), res, work, partitioned, at
         )
         del scan, sha, star
+        trim()
         idx, lab = cluster_members(labels)
         del labels
         # the keep-policy keys of the cluster members only, read from their shards
@@ -239,6 +241,7 @@ class DedupStage(Stage):
             figures=np.str_(json.dumps(figures)),
         )
         os.replace(tmp, work / "marks.npz")
+        trim()  # the write phase starts from what the driver holds, not its high-water mark
 
     def _report(
         self,

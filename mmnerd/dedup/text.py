@@ -24,6 +24,8 @@ from typing import BinaryIO
 
 import numpy as np
 
+from mmnerd.heap import trim
+
 # --------------------------------------------------------------------------- text
 _URL_RE = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
 _MENTION_RE = re.compile(r"(?<![\w@])@[\w.]+(?:@[\w.-]+)?", re.UNICODE)
@@ -537,6 +539,21 @@ def _prefix(size: np.ndarray, t: float) -> np.ndarray:
     return np.clip(size - need + 1, 1, size)
 
 
+def _prefix_lengths(sets: _Sets, t: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per set, ``(m,) int32``: its stored prefix entries (the prefix, :func:`_prefix`,
+    less its hapaxes, within its stored ranks) and its index prefix (at ``2t / (1 + t)``);
+    computed in slices, so no ``(m,)`` int64 or float temporaries."""
+    m = len(sets.size)
+    per = np.empty(m, dtype=np.int32)
+    idx_len = np.empty(m, dtype=np.int32)
+    for lo in range(0, m, 1 << 16):
+        hi = min(m, lo + (1 << 16))
+        size, stored = sets.size[lo:hi], sets.ptr[lo + 1 : hi + 1] - sets.ptr[lo:hi]
+        per[lo:hi] = np.clip(_prefix(size, t) - sets.nh[lo:hi], 0, stored)
+        idx_len[lo:hi] = _prefix(size, 2 * t / (1 + t))
+    return per, idx_len
+
+
 def _rank_passes(sets: _Sets, max_bytes: int) -> list[tuple[int, int]]:
     """Consecutive rank ranges ``[r0, r1)`` whose passes hold about ``max_bytes`` each
     (prefix entries and their sets' ranks; whole histogram buckets; at most about
@@ -635,6 +652,7 @@ def _entry_passes(
             members.add(b, rec)
             stored.add(np.repeat(b, n), ranks[np.repeat(start[at], n) + _ramp(n)])
             del rec
+        trim()
         for b in range(n_pass):
             rec = entries.take(b)
             cols = [rec[c].astype(np.int64) for c in ("tok", "doc", "j")]
@@ -790,8 +808,7 @@ def _join(
     per-text arrays, at most :data:`_WORK_BYTES`."""
     m = len(sets.size)
     room = _room(memory_bytes, m * _TEXT_BYTES)
-    per = np.clip(_prefix(sets.size, t) - sets.nh, 0, np.diff(sets.ptr)).astype(np.int32)
-    idx_len = _prefix(sets.size, 2 * t / (1 + t)).astype(np.int32)
+    per, idx_len = _prefix_lengths(sets, t)
     # the room, shared by what is alive at once: a pass (its entries and its sets' ranks,
     # a half), the reads, candidate runs and gathered ranks (an eighth each)
     pass_bytes = max(room // 2, 64 * _ENTRY_BYTES)
@@ -932,6 +949,7 @@ def join_scanned(
         if labels.shape != (n,):
             raise ValueError(f"text_edges: groups has shape {labels.shape}, expected ({n},)")
     rep, copy, copy_of = _classes(scan.digest, scan.counts, labels)
+    trim()  # the classes' temporaries: handed back, not kept in the heap for the join
     rep_labels = None if labels is None else labels[rep]
     ii: list[np.ndarray] = []
     jj: list[np.ndarray] = []
@@ -952,6 +970,7 @@ def join_scanned(
         sets = _order_sets(spool, rep_counts, int(total), threshold, memory_bytes, folder)
         del rep_counts
         spool.unlink()
+        trim()
         a, b, s = _join(sets, threshold, rep_labels, memory_bytes)
     ii.append(rep[a])
     jj.append(rep[b])
