@@ -16,7 +16,7 @@ export PIPELINE
 export OMP_NUM_THREADS ?= 2
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: setup collect dedup annotate simulate pull export benchmark demo test lint format bench clean clean-all ls-down browser-deps postgres-deps
+.PHONY: setup collect dedup annotate simulate pull export benchmark demo test lint format bench bench-quick clean clean-all ls-down browser-deps postgres-deps
 
 setup: $(APP_OK) $(LS_OK) ## create .venv (app, torch==2.13.0 CPU) and .venv-ls (Label Studio server)
 
@@ -93,8 +93,11 @@ format: $(APP_OK)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: $(APP_OK) $(LS_OK) ## benchmarks/: print tables, write benchmarks/results.json
+bench: $(APP_OK) $(LS_OK) ## benchmarks/ with the scale checks (~2 h): tables, benchmarks/results.json
 	$(PY) benchmarks/run_all.py
+
+bench-quick: $(APP_OK) $(LS_OK) ## benchmarks/ at smoke sizes (a few minutes)
+	$(PY) benchmarks/run_all.py --quick
 
 clean: ## remove derived outputs of every pipeline (stages, exports, reports); annotations, journals, images, keys stay
 	@test -x $(MMNERD) || { echo "nothing to clean (no .venv yet)"; exit 0; }; \

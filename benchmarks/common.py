@@ -22,6 +22,19 @@ project's; ``MMNERD_BENCH_VENV`` moves it (the tests point it at a temporary fol
 BENCH_PY = BENCH_VENV / "bin" / "python"
 
 
+def median_run(runs: Sequence[dict[str, Any]], key: str = "seconds") -> dict[str, Any]:
+    """Every run reported, none picked as the best: the median run by ``key`` (the slower
+    middle one for an even count) with ``runs_s``, every run's ``key`` in order, and the
+    first ``problem`` any run had."""
+    order = sorted(range(len(runs)), key=lambda k: runs[k][key])
+    out = dict(runs[order[len(order) // 2]])
+    out["runs_s"] = [r[key] for r in runs]
+    problems = [r["problem"] for r in runs if r.get("problem")]
+    if problems:
+        out["problem"], out["all_correct"] = problems[0], False
+    return out
+
+
 class BenchSetupError(RuntimeError):
     """A competitor could not be installed: the benchmark reports it and exits 1."""
 

@@ -11,7 +11,8 @@ serves them from one HTTP/1.1 server process on 127.0.0.1, and downloads them wi
   ``disable_all_reencoding``), installed into benchmarks/.venv-bench by this script,
 
 each as a fresh subprocess timed end to end (interpreter start and imports included),
-best of ``--reps``.  Every image's outcome is checked (status, size, stored bytes).
+``--reps`` times (every run's seconds reported, the median in the table).  Every
+image's outcome is checked (status, size, stored bytes).
 Prints a table and writes benchmarks/results/download.json.  Only 127.0.0.1 is used.
 Exits 1 when img2dataset cannot be installed (unless ``--skip-img2dataset``) or when a
 run of either tool fails or stores a wrong image.
@@ -39,7 +40,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from common import BENCH_VENV, BenchSetupError, ensure_packages  # noqa: E402
+from common import BENCH_VENV, BenchSetupError, ensure_packages, median_run  # noqa: E402
 
 RESULTS = HERE / "results"
 CACHE = RESULTS / "cache" / "download-images"
@@ -239,7 +240,7 @@ def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, subprocess.Comple
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=2000, help="images")
-    ap.add_argument("--reps", type=int, default=2, help="runs per configuration (best kept)")
+    ap.add_argument("--reps", type=int, default=2, help="runs per configuration (all reported)")
     ap.add_argument("--workers", type=int, default=32, help="download threads (both tools)")
     ap.add_argument(
         "--processes",
@@ -323,8 +324,8 @@ def _startup(cmd: list[str], env: dict[str, str], work: Path) -> float:
     """Seconds for a run with a single image: interpreter start, imports, pools, one fetch."""
     if cmd[2:3] == ["_mmnerd"]:
         cmd = [*cmd, str(work / "mmnerd-one"), "resize", "1", "0"]
-    best = min(timed(cmd, env)[0] for _ in range(2))
-    return round(best, 3)
+    runs = sorted(timed(cmd, env)[0] for _ in range(3))
+    return round(runs[1], 3)  # the median of three
 
 
 def _steady(run: dict[str, Any], startup: float, n: int) -> dict[str, Any]:
@@ -350,7 +351,7 @@ def _bench_mmnerd(
     served: dict[str, bytes],
     env: dict[str, str],
 ) -> dict[str, Any]:
-    best: dict[str, Any] = {}
+    runs: list[dict[str, Any]] = []
     for rep in range(args.reps):
         out = work / f"mmnerd-{mode}-{procs}-{rep}"
         cmd = [sys.executable, __file__, "_mmnerd", str(urls), str(out), mode]
@@ -370,10 +371,9 @@ def _bench_mmnerd(
             "problem": problem,
         }
         shutil.rmtree(out, ignore_errors=True)
-        if not best or run["seconds"] < best["seconds"]:
-            best = run
+        runs.append(run)
         print(f"  {run['tool']:<26} {mode:<9} {secs:6.2f} s  {problem or 'ok'}", flush=True)
-    return best
+    return median_run(runs)
 
 
 def _bench_i2d(
@@ -384,7 +384,7 @@ def _bench_i2d(
     args: argparse.Namespace,
     env: dict[str, str],
 ) -> dict[str, Any]:
-    best: dict[str, Any] = {}
+    runs: list[dict[str, Any]] = []
     for rep in range(args.reps):
         out = work / f"i2d-{mode}-{rep}"
         secs, proc = timed(img2dataset_cmd(exe, str(urls), str(out), mode, args.workers), env)
@@ -400,10 +400,9 @@ def _bench_i2d(
             "problem": problem,
         }
         shutil.rmtree(out, ignore_errors=True)
-        if not best or run["seconds"] < best["seconds"]:
-            best = run
+        runs.append(run)
         print(f"  {'img2dataset':<26} {mode:<9} {secs:6.2f} s  {problem or 'ok'}", flush=True)
-    return best
+    return median_run(runs)
 
 
 def _report(results: dict[str, Any]) -> None:

@@ -226,7 +226,8 @@ class DedupConfig(_Section):
         ge=16,
         description="memory budget (MiB) of the exact searches: the text join keeps its "
         "shingle hashes and per-text ranks in files under the stage's work folder and sizes "
-        "every pass to it (more passes, never more memory), above a floor of ~96 bytes per "
+        "every pass to it, at most 32 MiB a pass (more passes, never more memory), above a "
+        "floor of ~96 bytes per "
         "text (below that it warns and runs at its minimum pass sizes); the image search "
         "keeps a block's padded rows within a quarter of it (~100 bytes per hash besides)",
     )

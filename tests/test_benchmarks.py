@@ -87,3 +87,20 @@ def test_text_dedup_reports_datasketch_unavailable(bench_venv: Path) -> None:
         [sys.executable, "-c", code], env=_env(bench_venv), capture_output=True, text=True
     )
     assert r.stdout.startswith("unavailable: cannot install datasketch"), r.stdout + r.stderr
+
+
+def test_repeated_runs_are_all_reported_not_the_best() -> None:
+    """A benchmark repeating a run reports every run and the median, never the fastest;
+    a problem in any run is the result's problem."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        from common import median_run
+    finally:
+        sys.path.remove(str(BENCH))
+    runs = [{"seconds": 3.0, "problem": ""}, {"seconds": 1.0, "problem": ""},
+            {"seconds": 2.0, "problem": "image 7: wrong size"}]  # fmt: skip
+    got = median_run(runs)
+    assert got["seconds"] == 2.0 and got["runs_s"] == [3.0, 1.0, 2.0]
+    assert got["problem"] == "image 7: wrong size" and got["all_correct"] is False
+    two = median_run([{"seconds": 1.0}, {"seconds": 5.0}])
+    assert two["seconds"] == 5.0  # of two, the slower: never the best

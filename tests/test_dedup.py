@@ -300,8 +300,9 @@ def test_text_edges_edge_cases() -> None:
 
 
 def test_near_identical_group_under_a_tiny_budget(monkeypatch) -> None:
-    """500 near-identical posts (124,750 pairs): a 256 KiB budget (hundreds of passes)
-    gives the very same edges as the default 2 GiB (a few), and both match brute force."""
+    """500 near-identical posts (124,750 pairs): a 256 KiB budget (hundreds of runs)
+    gives the very same edges as the default 2 GiB (runs of the 32 MiB working set: tens),
+    and both match brute force."""
     passes = []
     real = text_mod._chunks
 
@@ -324,7 +325,7 @@ def test_near_identical_group_under_a_tiny_budget(monkeypatch) -> None:
     n_big = len(passes)
     passes.clear()
     small = text_edges(texts, 0.6, memory_bytes=1 << 18)
-    assert n_big <= 4 and len(passes) > 100
+    assert n_big <= 40 and len(passes) > 4 * n_big
     key = lambda e: np.lexsort((e[1], e[0]))  # noqa: E731
     for a, b in zip(big, small, strict=True):
         assert np.array_equal(a[key(big)], b[key(small)])
@@ -420,11 +421,9 @@ def test_tiny_budget_takes_many_passes_and_gives_the_same_pairs(monkeypatch, tmp
     assert edge_dict(texts[:600], 0.6, memory_bytes=budget) == brute_force_edges(texts[:600], 0.6)
 
 
-def test_budget_below_the_floor_runs_at_the_minimum_with_a_warning(monkeypatch, caplog) -> None:
-    """A budget below the per-text floor (here 1 byte) is not an error: the join warns in
-    one line and runs at its minimum pass sizes, with passes capped at _MAX_PASSES (a tiny
-    budget costs memory, not hours), and the edges are the same."""
-    passes = []
+def _count_rank_passes(monkeypatch) -> list[int]:
+    """The number of candidate passes of each join from now on (a spy on _rank_passes)."""
+    passes: list[int] = []
     real = text_mod._rank_passes
 
     def spy(sets, max_entries):
@@ -433,6 +432,81 @@ def test_budget_below_the_floor_runs_at_the_minimum_with_a_warning(monkeypatch, 
         return out
 
     monkeypatch.setattr(text_mod, "_rank_passes", spy)
+    return passes
+
+
+def test_working_set_is_capped_below_a_large_budget_and_files_are_read_once(
+    monkeypatch, tmp_path
+) -> None:
+    """Below the budget the join's passes are sized to _WORK_BYTES, not to the budget (so
+    the driver does not grow with the corpus): with a 24 KiB cap and the default 2 GiB
+    budget it takes many frequency and candidate passes, yet reads the shingle spool and
+    the ranks file no more often than with one pass (bucket files), and the edges equal
+    the one-pass run's."""
+    read: dict[str, int] = {}
+    real_read = text_mod._read
+
+    def read_spy(f, dtype, e0, e1):
+        name = Path(f.name).name
+        read[name] = read.get(name, 0) + (e1 - e0) * np.dtype(dtype).itemsize
+        return real_read(f, dtype, e0, e1)
+
+    passes = _count_rank_passes(monkeypatch)
+    monkeypatch.setattr(text_mod, "_read", read_spy)
+    texts = _near_copies(1500, 11)
+    one = text_edges(texts, 0.6, work_dir=tmp_path)
+    one_read = dict(read)
+    read.clear()
+    monkeypatch.setattr(text_mod, "_WORK_BYTES", 24 << 10)
+    capped = text_edges(texts, 0.6, work_dir=tmp_path)
+    assert passes[0] == 1 and passes[1] >= 8, passes
+    assert np.array_equal(_sorted_edges(one), _sorted_edges(capped))
+    assert len(one[0]) > 400
+    for name in ("shingles.u64", "ranks.i32"):  # read in more chunks, not more often
+        assert read[name] == one_read[name], (name, read, one_read)
+    assert not (tmp_path / "textjoin").exists()
+
+
+def test_each_candidate_pass_holds_its_own_sets_within_its_share(monkeypatch) -> None:
+    """Verification reads no file: each candidate pass carries the ranks of the sets with
+    prefix entries in its ranks (from bucket files written in the one read of the ranks
+    file).  With a 64 KiB working set, 6,000 near-copies take many passes; every
+    candidate pair's two sets are in its pass's store with the ranks the ranks file
+    holds, no pass holds more than its share (half the room, plus one histogram bucket),
+    and the edges equal one pass's and brute force's."""
+    texts = _near_copies(6000, 5)
+    one = text_edges(texts, 0.6)
+    held: list[int] = []
+    real_passes, real_verify = text_mod._entry_passes, text_mod._verify
+
+    def passes_spy(sets, per, passes, labels, read):
+        for ent, store in real_passes(sets, per, passes, labels, read):
+            ranks = np.fromfile(sets.path, dtype=np.int32)
+            for k, d in enumerate(store.docs.tolist()):  # the file's ranks, not others
+                lo, hi = store.ptr[k], store.ptr[k + 1]
+                assert np.array_equal(store.tok[lo:hi], ranks[sets.ptr[d] : sets.ptr[d + 1]])
+            held.append(len(ent.tok) * text_mod._ENTRY_BYTES + store.tok.nbytes)
+            yield ent, store
+
+    def verify_spy(sets, a, b, w, t, max_tokens, store):
+        assert np.isin(a, store.docs).all() and np.isin(b, store.docs).all()
+        return real_verify(sets, a, b, w, t, max_tokens, store)
+
+    monkeypatch.setattr(text_mod, "_entry_passes", passes_spy)
+    monkeypatch.setattr(text_mod, "_verify", verify_spy)
+    monkeypatch.setattr(text_mod, "_WORK_BYTES", 64 << 10)
+    cut = text_edges(texts, 0.6)
+    assert len(held) >= 8 and max(held) <= (64 << 10) // 2 * 1.5, held
+    assert np.array_equal(_sorted_edges(one), _sorted_edges(cut))
+    assert len(one[0]) > 400
+    assert edge_dict(texts[:1500], 0.6) == brute_force_edges(texts[:1500], 0.6)
+
+
+def test_budget_below_the_floor_runs_at_the_minimum_with_a_warning(monkeypatch, caplog) -> None:
+    """A budget below the per-text floor (here 1 byte) is not an error: the join warns in
+    one line and runs at its minimum pass sizes, with passes capped at _MAX_PASSES (a tiny
+    budget costs memory, not hours), and the edges are the same."""
+    passes = _count_rank_passes(monkeypatch)
     monkeypatch.setattr(text_mod, "_MAX_PASSES", 8)
     texts = _near_copies(800, 3)
     big = text_edges(texts, 0.7)

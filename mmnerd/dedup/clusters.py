@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -140,18 +140,23 @@ def find_clusters(
     res: DedupResult | None = None,
     work_dir: Path | None = None,
     partitioned: PartitionedSearch | None = None,
+    at: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Edges of the four detectors over the arrays of :class:`~mmnerd.dedup.keys.PostKeys`
     and their connected components: ``(labels (n,) int64, img_linked (n,) bool)``.
     Edge counts go to ``res``; the text join keeps its files in ``work_dir`` (default: a
-    temporary folder); ``partitioned`` runs the image search's tasks on an executor."""
+    temporary folder); ``partitioned`` runs the image search's tasks on an executor.
+    ``at`` ``(i,) int64`` ascending: the image arrays (``hashes``, ``valid``, ``sha``,
+    ``star``) hold only these posts (those with an image), the scan all ``n``."""
     res = res if res is not None else DedupResult()
-    n = len(hashes)
+    n = len(scan.counts)
     ei, ej = star_edges(sha, star)
     res.exact_image_edges = len(ei)
     budget = cfg.memory_mb << 20
     ni, nj, _ = image_edges(hashes, valid, cfg.threshold, workers, budget, partitioned)
     res.near_image_edges = len(ni)
+    if at is not None:  # positions among the image posts -> posts
+        ei, ej, ni, nj = at[ei], at[ej], at[ni], at[nj]
     ti, tj, tw = join_scanned(scan, cfg.text_threshold, memory_bytes=budget, work_dir=work_dir)
     res.exact_text_edges = int((tw >= 1.0).sum())
     res.near_text_edges = int((tw < 1.0).sum())
@@ -237,10 +242,15 @@ def apply_marks(posts: Sequence[Post], offset: int, marks: Marks) -> None:
 
 
 def member_keys(
-    members: np.ndarray, area: np.ndarray, created: np.ndarray, ids: np.ndarray, keep: str
+    members: np.ndarray,
+    area: np.ndarray | Mapping[int, int],
+    created: np.ndarray | Mapping[int, str],
+    ids: np.ndarray | Mapping[int, str],
+    keep: str,
 ) -> tuple[dict[int, tuple], dict[int, str]]:
     """Keep-policy keys (:func:`keep_key`) and ids of the posts ``members`` (global
-    indices into the ``(n,)`` arrays ``area``, ``created``, ``ids``)."""
+    indices into the ``(n,)`` arrays ``area``, ``created``, ``ids``, or mappings holding
+    at least the members)."""
     keys: dict[int, tuple] = {}
     names: dict[int, str] = {}
     for k in members.tolist():

@@ -42,6 +42,7 @@ from mmnerd.dedup.clusters import (
     pick_representatives,
 )
 from mmnerd.dedup.report import write_report
+from mmnerd.heap import trim
 from mmnerd.io import remove_stale_temps
 from mmnerd.pipeline import (
     WORK,
@@ -178,8 +179,7 @@ class DedupStage(Stage):
         from mmnerd.images.partitioned import PartitionedSearch
 
         cfg = config.dedup
-        cols, book = _load_keys(work, sids)
-        sizes = [len(h) for h in cols.get("hash", [])]
+        cols, book, sizes = _load_keys(work, sids)
         offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         n = int(offsets[-1])
         empty = {"sha": np.zeros((0, 2), np.uint64), "digest": np.zeros((0, 2), np.uint64)}
@@ -190,14 +190,15 @@ class DedupStage(Stage):
 
         # the shingle hashes stay in the keys files: the join reads them a shard at a time
         paths: list[np.ndarray | Path] = [work / f"keys-{sid}.npz" for sid in sids]
-        scan = Scan(cat("digest"), cat("counts").astype(np.int64), paths, sizes)
+        scan = Scan(cat("digest"), cat("counts").astype(np.int64, copy=False), paths, sizes)
+        # the image columns hold the posts with an image only (``at``, ascending)
+        at = cat("at").astype(np.int64)
         hashes = cat("hash").astype(np.uint64)
         valid = cat("valid").astype(bool)
-        has_image = cat("has_image").astype(bool)
         sha = cat("sha").astype(np.uint64)
         star = cat("star").astype(bool)
-        res = DedupResult(n_posts=n, n_images=int(has_image.sum()))
-        new_cache, hashed = _hash_figures(book, offsets, sha, star, res)
+        res = DedupResult(n_posts=n, n_images=len(at))
+        new_cache, hashed = _hash_figures(book, offsets, at, sha, star, res)
         if hashed:
             cache_path = _cache_path(config)
             _save_cache(cache_path, cfg.hash, {**_load_cache(cache_path, cfg.hash), **new_cache})
@@ -206,26 +207,28 @@ class DedupStage(Stage):
         if getattr(executor, "parallel", False):
             partitioned = PartitionedSearch(executor, work / "imagesearch")
         labels, img_linked = find_clusters(
-            hashes, valid, sha, star, scan, cfg, _workers(), res, work, partitioned
+            hashes, valid, sha, star, scan, cfg, _workers(), res, work, partitioned, at
         )
         del scan, sha, star
+        trim()
         idx, lab = cluster_members(labels)
         del labels
-        area = np.zeros(n, np.int64)
-        created = np.zeros(n, dtype=object)
-        ids_all = np.zeros(n, dtype=object)
+        # the keep-policy keys of the cluster members only, read from their shards
+        area: dict[int, int] = {}
+        created: dict[int, str] = {}
+        ids_all: dict[int, str] = {}
         shard_of = np.searchsorted(offsets, idx, side="right") - 1
         for s in np.unique(shard_of).tolist():
-            here = idx[shard_of == s]
-            local = here - offsets[s]
+            here = idx[shard_of == s].tolist()
+            local = idx[shard_of == s] - offsets[s]
             with np.load(work / f"keys-{sids[s]}.npz") as z:
-                area[here] = z["area"][local]
-                created[here] = z["created"][local]
-                ids_all[here] = z["ids"][local]
+                area.update(zip(here, z["area"][local].tolist(), strict=True))
+                created.update(zip(here, z["created"][local].tolist(), strict=True))
+                ids_all.update(zip(here, z["ids"][local].tolist(), strict=True))
         keys, names = member_keys(idx, area, created, ids_all, cfg.keep)
         del area, created, ids_all
         marks = pick_representatives(idx, lab, keys, names, img_linked, res)
-        self._report(config, sids, offsets, res, marks, names, hashes, valid, has_image)
+        self._report(config, sids, offsets, res, marks, names, at, hashes, valid)
         figures = res.to_dict()
         tmp = work / ".marks.tmp.npz"
         np.savez(
@@ -238,6 +241,7 @@ class DedupStage(Stage):
             figures=np.str_(json.dumps(figures)),
         )
         os.replace(tmp, work / "marks.npz")
+        trim()  # the write phase starts from what the driver holds, not its high-water mark
 
     def _report(
         self,
@@ -247,12 +251,13 @@ class DedupStage(Stage):
         res: DedupResult,
         marks: Marks,
         names: dict[int, str],
+        at: np.ndarray,
         hashes: np.ndarray,
         valid: np.ndarray,
-        has_image: np.ndarray,
     ) -> None:
         """The report needs the posts of the largest clusters only (the contact sheet's
-        captions compare each shown member with every member): read just those."""
+        captions compare each shown member with every member): read just those.  ``at``:
+        the posts with an image, whose ``hashes`` and ``valid`` these are."""
         from mmnerd.images.hashing import hash_hex
 
         assert self.input is not None
@@ -269,9 +274,10 @@ class DedupStage(Stage):
             for k, p in enumerate(read_lines(path, 0, max(wanted) + 1)):
                 if k in wanted:
                     g = int(offsets[s]) + k
-                    if has_image[g]:
+                    i = int(np.searchsorted(at, g))
+                    if i < len(at) and at[i] == g:
                         assert p.image is not None
-                        p.image.phash = hash_hex(int(hashes[g])) if valid[g] else ""
+                        p.image.phash = hash_hex(int(hashes[i])) if valid[i] else ""
                     apply_marks([p], g, marks)
                     posts[g] = p
         image_root = config.root / "images"
@@ -285,28 +291,45 @@ class DedupStage(Stage):
         )
 
 
-def _load_keys(work: Path, sids: list[str]) -> tuple[dict[str, list[np.ndarray]], list[tuple]]:
-    """The per-shard key arrays by column, and per shard (new cache entries: sha256 list and
-    hash list, failures: index -> message, failed post ids: index -> id, hashed indices)."""
+def _load_keys(
+    work: Path, sids: list[str]
+) -> tuple[dict[str, list[np.ndarray]], list[tuple], list[int]]:
+    """The per-shard key arrays by column (the image columns and ``at``, the posts'
+    global indices, for the posts with an image only), per shard (new cache entries:
+    sha256 list and hash list, failures: index -> message, failed post ids: index -> id,
+    hashed indices), and the shards' sizes."""
     cols: dict[str, list[np.ndarray]] = {}
-    names_of = ("hash", "valid", "has_image", "sha", "star", "digest", "counts")
     book = []  # per shard: new cache entries, failures, hashed (small)
+    sizes: list[int] = []
+    offset = 0
     for sid in sids:
         with np.load(work / f"keys-{sid}.npz") as z:
-            for name in names_of:
+            pos = np.flatnonzero(z["has_image"])
+            cols.setdefault("at", []).append(pos + offset)
+            for name in ("hash", "valid", "sha", "star"):
+                cols.setdefault(name, []).append(z[name][pos])
+            for name in ("digest", "counts"):
                 cols.setdefault(name, []).append(z[name])
             fi = dict(zip(z["failed_idx"].tolist(), z["failed_msg"].tolist(), strict=True))
             failed_ids = {k: str(z["ids"][k]) for k in fi}
             book.append((z["new_sha"].tolist(), z["new_hash"].tolist(), fi, failed_ids,
                          z["hashed"].tolist()))  # fmt: skip
-    return cols, book
+            sizes.append(len(z["has_image"]))
+        offset += sizes[-1]
+    return cols, book, sizes
 
 
 def _hash_figures(
-    book: list[tuple], offsets: np.ndarray, sha: np.ndarray, star: np.ndarray, res: DedupResult
+    book: list[tuple],
+    offsets: np.ndarray,
+    at: np.ndarray,
+    sha: np.ndarray,
+    star: np.ndarray,
+    res: DedupResult,
 ) -> tuple[dict[str, int], int]:
     """Merge the shards' new cache entries and count images hashed and failed (a file two
-    shards hashed counts once) into ``res``; returns (new cache entries, hashed)."""
+    shards hashed counts once) into ``res``; returns (new cache entries, hashed).
+    ``sha`` and ``star`` are those of the posts ``at`` (the posts with an image)."""
     new_cache: dict[str, int] = {}
     failed: list[tuple[int, str, str]] = []  # (global index, post id, error)
     hashed = 0
@@ -315,8 +338,9 @@ def _hash_figures(
     for (new_sha, new_hash, fi, failed_ids, done), off in zip(book, offsets.tolist(), strict=False):
         for sh, h in zip(new_sha, new_hash, strict=True):
             new_cache.setdefault(sh, h)
-        for k in done:  # one per content in the shard, in post order
-            key = (int(sha[off + k, 0]), int(sha[off + k, 1])) if star[off + k] else None
+        where = np.searchsorted(at, off + np.asarray(done, dtype=np.int64)).tolist()
+        for k, i in zip(done, where, strict=True):  # one per content in the shard, in order
+            key = (int(sha[i, 0]), int(sha[i, 1])) if star[i] else None
             if key is not None and key in seen_sha:
                 continue  # an earlier shard hashed the same file: count it once
             if key is not None:

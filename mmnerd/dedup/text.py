@@ -11,19 +11,20 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import mmap
 import os
 import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+
+from mmnerd.heap import trim
 
 # --------------------------------------------------------------------------- text
 _URL_RE = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
@@ -136,8 +137,11 @@ _SHINGLE_BYTES = 128  # per shingle while ranking and sorting a run of sets
 _ENTRY_BYTES = 160  # per prefix entry of a candidate pass (entries, their sort, the ranges)
 _PAIR_BYTES = 128  # per candidate pair while generating and filtering
 _TOKEN_BYTES = 48  # per shingle gathered for verification
-_PAGE_BYTES = 2 << 16  # per verified candidate: the file pages its two rank arrays map
 _MAX_PASSES = 256  # passes over a file are capped: a tiny budget costs memory, not hours
+# the join's working set beside its per-text arrays: passes and runs are sized to at most
+# this (or to what the budget leaves, if less), so below the budget a larger corpus takes
+# more passes, not more memory; passes read files partitioned in one read (_Buckets)
+_WORK_BYTES = 32 << 20
 # runs longer than these are no faster (measured on 1M posts): caches are used better
 _RUN_SHINGLES = 1 << 20  # shingles ranked per run
 _RUN_PAIRS = 1 << 18  # candidate pairs generated per run
@@ -159,6 +163,45 @@ def _ramp(counts: np.ndarray) -> np.ndarray:
 def _size(room: int, per: int, lo: int, hi: int) -> int:
     """Elements of ``per`` bytes that fit ``room`` bytes, within ``[lo, hi]``."""
     return int(max(lo, min(hi, room // per)))
+
+
+def _room(memory_bytes: int, held: int) -> int:
+    """Bytes a pass may use: what ``memory_bytes`` leaves beside ``held``, at most
+    :data:`_WORK_BYTES`."""
+    return max(0, min(memory_bytes - held, _WORK_BYTES))
+
+
+class _Buckets:
+    """Records spread over ``n`` files by bucket in one read of their source, so that
+    passes over the buckets read each record once however many passes there are;
+    records keep their order within a bucket.  Files ``folder/<name>-<b>.bin``; each is
+    deleted when :meth:`take` reads it."""
+
+    def __init__(self, folder: Path, name: str, n: int, dtype: np.dtype | type) -> None:
+        self.dtype = np.dtype(dtype)
+        self.paths = [folder / f"{name}-{b:04d}.bin" for b in range(n)]
+        self.files: list[BinaryIO] | None = [open(p, "wb") for p in self.paths]  # noqa: SIM115
+
+    def add(self, bucket: np.ndarray, records: np.ndarray) -> None:
+        """Append ``records`` ``(r,)`` to the files of their ``bucket`` ``(r,) int``."""
+        assert self.files is not None
+        order = np.argsort(bucket, kind="stable")
+        bounds = np.searchsorted(bucket[order], np.arange(len(self.files) + 1))
+        rec = records[order]
+        for b in np.flatnonzero(np.diff(bounds)).tolist():
+            rec[bounds[b] : bounds[b + 1]].tofile(self.files[b])
+
+    def close(self) -> None:
+        for f in self.files or []:
+            f.close()
+        self.files = None
+
+    def take(self, b: int) -> np.ndarray:
+        """Bucket ``b``'s records (the files are closed first); its file is deleted."""
+        self.close()
+        out = np.fromfile(self.paths[b], dtype=self.dtype)
+        self.paths[b].unlink()
+        return out
 
 
 @dataclass
@@ -188,6 +231,12 @@ class Scan:
             [p for s in scans for p in s.parts],
             [z for s in scans for z in s.sizes],
         )
+
+    def release(self) -> None:
+        """Drop the per-text arrays (:func:`join_scanned` does, once it has read them,
+        so they are not held through the join by whoever made the scan)."""
+        self.digest = np.zeros((0, 2), np.uint64)
+        self.counts = np.zeros(0, np.int64)
 
 
 def scan_texts(
@@ -300,34 +349,43 @@ class _Sets:
     """Shingle sets in a global order, rare shingles first.
 
     A shingle seen once in the whole corpus (a hapax) can never be shared, so it is
-    only counted (``nh``); the others are stored as ranks ``tok`` (ascending within a
-    set) in CSR form (``ptr``), in a file (``path``) that ``tok`` maps read-only.
+    only counted (``nh``); the others are stored as ranks (ascending within a set) in
+    CSR form (``ptr``) in the file ``path`` (int32), which candidate passes read.
     ``size`` is the number of distinct shingles of a set and position ``nh[d] + j`` is
-    the ``j``-th stored rank's place in set ``d``'s order.  ``hist`` counts the prefix
-    entries (:func:`_prefix`) per bucket of ``1 << shift`` ranks; :meth:`release` drops
-    the mapped pages from this process (they stay in the page cache).
+    the ``j``-th stored rank's place in set ``d``'s order.  ``hist`` is what a
+    candidate pass holds (bytes: each prefix entry, :func:`_prefix`, and its set's
+    ranks) per bucket of ``1 << shift`` ranks.
     """
 
     size: np.ndarray  # (m,) int32
     nh: np.ndarray  # (m,) int32
     ptr: np.ndarray  # (m + 1,) int64
-    tok: np.ndarray  # (stored,) int32, ranks in [0, n_tok): a map of ``path``
     n_tok: int
     path: Path
-    hist: np.ndarray  # (buckets,) int64
+    hist: np.ndarray  # (buckets,) int64, bytes
     shift: int
-    mm: mmap.mmap | None = None
 
-    def release(self) -> None:
-        if self.mm is not None and hasattr(self.mm, "madvise"):
-            self.mm.madvise(mmap.MADV_DONTNEED)
 
-    def close(self) -> None:
-        self.tok = np.zeros(0, np.int32)
-        if self.mm is not None:
-            with suppress(BufferError):  # a view is still alive: the map closes with it
-                self.mm.close()
-            self.mm = None
+@dataclass
+class _Store:
+    """The stored ranks of some sets, in memory: sets ``docs`` (ascending), set
+    ``docs[i]``'s ranks ``tok[ptr[i]:ptr[i + 1]]``."""
+
+    docs: np.ndarray  # (s,) int64
+    ptr: np.ndarray  # (s + 1,) int64
+    tok: np.ndarray  # (stored,) int32
+
+    @staticmethod
+    def of(docs: np.ndarray, lengths: np.ndarray, tok: np.ndarray) -> _Store:
+        ptr = np.zeros(len(docs) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=ptr[1:])
+        return _Store(docs.astype(np.int64), ptr, tok)
+
+    def ranks(self, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The ranks of the sets ``d`` (each in the store) concatenated, and their counts."""
+        i = np.searchsorted(self.docs, d)
+        n = self.ptr[i + 1] - self.ptr[i]
+        return self.tok[np.repeat(self.ptr[i], n) + _ramp(n)], n
 
 
 def _spool(
@@ -369,36 +427,42 @@ def _frequencies(path: Path, total: int, room: int) -> tuple[np.ndarray, np.ndar
     """The hashes (``int64`` view, ascending) seen more than once in the raw file
     ``path`` (``total`` ``uint64`` hashes) and their counts (``int32``).
 
-    Counted by sorting the hashes in passes over ranges of their top bits (each pass
-    reads the file and sorts about ``room / _FREQ_BYTES`` of them; at most
-    :data:`_MAX_PASSES` passes), so no sorted copy of all of them is ever held."""
+    Counted by sorting the hashes in passes over ranges of their top bits, each about
+    ``room / _FREQ_BYTES`` of them (at most :data:`_MAX_PASSES` passes): with more than
+    one pass the file is first read once into one file per range (:class:`_Buckets`),
+    so no sorted copy of all of them is ever held and the file is read once."""
     bits = _freq_bits(total, room)
-    shift = np.int64(64 - bits)
-    read = _size(room, _READ_BYTES, 1 << 16, _RUN_READ)
-    kept_values: list[np.ndarray] = []
-    kept_freq: list[np.ndarray] = []
+    read = _size(room // 4, _READ_BYTES, 1 << 16, _RUN_READ)  # a chunk and its bucketing
+    kept: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def count(s: np.ndarray) -> None:
+        s.sort()
+        new = np.ones(len(s), dtype=bool)
+        np.not_equal(s[1:], s[:-1], out=new[1:])
+        starts = np.flatnonzero(new)
+        del new
+        freq = np.diff(np.append(starts, len(s)))  # occurrences per distinct hash
+        shared = freq > 1  # a hash seen once (a hapax) is never in two sets
+        kept.append((s[starts[shared]], freq[shared].astype(np.int32)))
+
     with open(path, "rb") as f:
-        # ranges of the signed top bits, in ascending int64 order: values come out sorted
-        for top in range(-(1 << bits >> 1), (1 << bits) - (1 << bits >> 1)) if bits else [0]:
-            sel = []
-            for e0 in range(0, total, read):
-                v = _read(f, np.int64, e0, min(total, e0 + read))
-                sel.append(v[(v >> shift) == top] if bits else v)
-            s = np.concatenate(sel or [np.zeros(0, np.int64)])
-            del sel
-            s.sort()
-            new = np.ones(len(s), dtype=bool)
-            np.not_equal(s[1:], s[:-1], out=new[1:])
-            starts = np.flatnonzero(new)
-            del new
-            freq = np.diff(np.append(starts, len(s)))  # occurrences per distinct hash
-            shared = freq > 1  # a hash seen once (a hapax) is never in two sets
-            kept_values.append(s[starts[shared]])
-            kept_freq.append(freq[shared].astype(np.int32))
-            del s, starts, shared, freq
-    values = np.concatenate(kept_values or [np.zeros(0, np.int64)])
-    del kept_values
-    return values, np.concatenate(kept_freq or [np.zeros(0, np.int32)])
+        if not bits:
+            count(_read(f, np.int64, 0, total))
+        else:
+            # ranges of the signed top bits, in ascending int64 order: values come out sorted
+            buckets = _Buckets(path.parent, "freq", 1 << bits, np.int64)
+            try:
+                shift, half = np.int64(64 - bits), np.int64(1 << bits >> 1)
+                for e0 in range(0, total, read):
+                    v = _read(f, np.int64, e0, min(total, e0 + read))
+                    buckets.add((v >> shift) + half, v)
+                    del v
+                for b in range(1 << bits):
+                    count(buckets.take(b))
+            finally:
+                buckets.close()
+    values = np.concatenate([v for v, _ in kept] or [np.zeros(0, np.int64)])
+    return values, np.concatenate([c for _, c in kept] or [np.zeros(0, np.int32)])
 
 
 def _order_sets(
@@ -413,14 +477,14 @@ def _order_sets(
     """
     m = len(counts)
     held = m * _TEXT_BYTES
-    values, freq = _frequencies(spool, total, memory_bytes - held)
+    values, freq = _frequencies(spool, total, _room(memory_bytes, held))
     n_tok = len(values)
     if n_tok >= 2**31:
         raise ValueError("text_edges: more than 2**31 distinct shared shingles")
     rank = np.empty(n_tok, dtype=np.int32)
     rank[np.argsort(freq, kind="stable")] = np.arange(n_tok, dtype=np.int32)
     del freq
-    room = memory_bytes - held - n_tok * _TABLE_BYTES
+    room = _room(memory_bytes, held + n_tok * _TABLE_BYTES)
     run = _size(room, _SHINGLE_BYTES, 64, _RUN_SHINGLES)
     run = max(run, -(-total // (_MAX_PASSES * 64)))  # a tiny budget: bounded run count
     shift = max(0, (max(n_tok, 1) - 1).bit_length() - 20)  # <= 1M histogram buckets
@@ -457,20 +521,15 @@ def _order_sets(
             per = np.clip(_prefix(nh[d0:d1] + here, t) - nh[d0:d1], 0, here)
             starts = np.cumsum(here) - here
             pre = ranks[np.repeat(starts, per) + _ramp(per)]
-            hist += np.bincount(pre >> shift, minlength=len(hist))
+            held = _ENTRY_BYTES + 4 * np.repeat(here, per)  # an entry and its set's ranks
+            hist += np.bincount(pre >> shift, held, len(hist)).astype(np.int64)
     del values, rank
     size = nh + nnz
     if size.max(initial=0) >= 2**31:
         raise ValueError("text_edges: more than 2**31 shingles in a text")
     ptr = np.zeros(m + 1, dtype=np.int64)
     np.cumsum(nnz, out=ptr[1:])
-    sets = _Sets(size.astype(np.int32), nh, ptr, np.zeros(0, np.int32), max(n_tok, 1), tok_path,
-                 hist, shift)  # fmt: skip
-    if int(ptr[-1]):
-        with open(tok_path, "rb") as f:
-            sets.mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        sets.tok = np.frombuffer(sets.mm, dtype=np.int32)
-    return sets
+    return _Sets(size.astype(np.int32), nh, ptr, max(n_tok, 1), tok_path, hist, shift)
 
 
 def _prefix(size: np.ndarray, t: float) -> np.ndarray:
@@ -480,12 +539,28 @@ def _prefix(size: np.ndarray, t: float) -> np.ndarray:
     return np.clip(size - need + 1, 1, size)
 
 
-def _rank_passes(sets: _Sets, max_entries: int) -> list[tuple[int, int]]:
-    """Consecutive rank ranges ``[r0, r1)`` holding about ``max_entries`` prefix entries
-    each (whole histogram buckets; at most about :data:`_MAX_PASSES` of them)."""
+def _prefix_lengths(sets: _Sets, t: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per set, ``(m,) int32``: its stored prefix entries (the prefix, :func:`_prefix`,
+    less its hapaxes, within its stored ranks) and its index prefix (at ``2t / (1 + t)``);
+    computed in slices, so no ``(m,)`` int64 or float temporaries."""
+    m = len(sets.size)
+    per = np.empty(m, dtype=np.int32)
+    idx_len = np.empty(m, dtype=np.int32)
+    for lo in range(0, m, 1 << 16):
+        hi = min(m, lo + (1 << 16))
+        size, stored = sets.size[lo:hi], sets.ptr[lo + 1 : hi + 1] - sets.ptr[lo:hi]
+        per[lo:hi] = np.clip(_prefix(size, t) - sets.nh[lo:hi], 0, stored)
+        idx_len[lo:hi] = _prefix(size, 2 * t / (1 + t))
+    return per, idx_len
+
+
+def _rank_passes(sets: _Sets, max_bytes: int) -> list[tuple[int, int]]:
+    """Consecutive rank ranges ``[r0, r1)`` whose passes hold about ``max_bytes`` each
+    (prefix entries and their sets' ranks; whole histogram buckets; at most about
+    :data:`_MAX_PASSES` of them)."""
     cum = np.cumsum(sets.hist)
     total = int(cum[-1]) if len(cum) else 0
-    step = max(max_entries, -(-total // _MAX_PASSES), 1)
+    step = max(max_bytes, -(-total // _MAX_PASSES), 1)
     out = []
     b0 = 0
     while b0 < len(cum):
@@ -509,18 +584,13 @@ class _Entries:
     key: np.ndarray  # int64: rank * (max size + 1) + size
 
 
-def _entries(
-    sets: _Sets,
-    per: np.ndarray,
-    r0: int,
-    r1: int,
-    labels: np.ndarray | None,
-    read: int,
-) -> _Entries:
-    """The stored prefix shingles (``per`` ``(m,)`` per set; a hapax is never shared)
-    whose ranks are in ``[r0, r1)``, read from the ranks file ``read`` ranks at a time
-    and sorted for :func:`_ranges`."""
-    toks, docs, js = [], [], []
+def _prefix_entries(
+    sets: _Sets, per: np.ndarray, read: int
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """The stored prefix shingles (``per`` ``(m,)`` per set; a hapax is never shared) as
+    ``(rank, set, position among the set's stored ranks)`` ``int64`` arrays, read from the
+    ranks file ``read`` ranks at a time, with each read's sets that have prefix entries
+    (ascending) and their stored ranks: ``(rank, set, position, sets, ranks)``."""
     with open(sets.path, "rb") as f:
         for d0, d1, e0, e1 in _text_runs(np.diff(sets.ptr), read):
             p = per[d0:d1]
@@ -529,15 +599,78 @@ def _entries(
             arr = _read(f, np.int32, e0, e1)
             doc = np.repeat(np.arange(d0, d1, dtype=np.int64), p)
             j = _ramp(p)
-            tok = arr[sets.ptr[doc] - e0 + j]
-            sel = (tok >= r0) & (tok < r1)
-            toks.append(tok[sel].astype(np.int64))
-            docs.append(doc[sel])
-            js.append(j[sel])
-    tok = np.concatenate(toks or [np.zeros(0, np.int64)])
-    doc = np.concatenate(docs or [np.zeros(0, np.int64)])
-    j = np.concatenate(js or [np.zeros(0, np.int64)])
-    del toks, docs, js
+            have = np.flatnonzero(p) + d0
+            n = sets.ptr[have + 1] - sets.ptr[have]
+            ranks = arr[np.repeat(sets.ptr[have] - e0, n) + _ramp(n)]
+            yield arr[sets.ptr[doc] - e0 + j].astype(np.int64), doc, j, have, ranks
+
+
+_ENTRY = np.dtype([("tok", "<i4"), ("doc", "<i4"), ("j", "<i4")])
+_SET = np.dtype([("doc", "<i4"), ("n", "<i4")])
+
+
+def _entry_passes(
+    sets: _Sets,
+    per: np.ndarray,
+    passes: list[tuple[int, int]],
+    labels: np.ndarray | None,
+    read: int,
+) -> Iterator[tuple[_Entries, _Store]]:
+    """The prefix entries of each rank range of ``passes``, sorted (:func:`_entries`),
+    with the stored ranks of their sets (what verifying the pass's candidates needs:
+    a pair meets at a rank of the pass, so both its sets have entries there).  With more
+    than one pass the ranks file is read once into files per range (:class:`_Buckets`,
+    next to it: the entries, and each set's ranks once per range it has entries in), so
+    more passes cost no more reading and no pass holds more than its own sets."""
+    if len(passes) <= 1:
+        parts = list(_prefix_entries(sets, per, read))
+        cols = [np.concatenate([p[c] for p in parts] or [np.zeros(0, np.int64)]) for c in range(5)]
+        del parts
+        ranks, docs = cols.pop(), cols.pop()
+        store = _Store.of(docs, sets.ptr[docs + 1] - sets.ptr[docs], ranks.astype(np.int32))
+        del docs, ranks
+        yield _entries(cols, sets, labels), store  # (not bound here: the caller frees them)
+        return
+    starts = np.array([r0 for r0, _ in passes], dtype=np.int64)
+    folder, n_pass = sets.path.parent, len(passes)
+    entries = _Buckets(folder, "entries", n_pass, _ENTRY)
+    members = _Buckets(folder, "sets", n_pass, _SET)
+    stored = _Buckets(folder, "ranks", n_pass, np.int32)
+    try:
+        for tok, doc, j, have, ranks in _prefix_entries(sets, per, read):
+            bucket = np.searchsorted(starts, tok, side="right") - 1
+            rec = np.empty(len(tok), dtype=_ENTRY)
+            rec["tok"], rec["doc"], rec["j"] = tok, doc, j
+            entries.add(bucket, rec)
+            key = np.unique(doc * n_pass + bucket)  # each (set, pass) once, by set
+            d, b = key // n_pass, key % n_pass
+            at = np.searchsorted(have, d)  # each set's place among the read's sets
+            start = np.concatenate([[0], np.cumsum(sets.ptr[have + 1] - sets.ptr[have])])
+            n = start[at + 1] - start[at]
+            rec = np.empty(len(d), dtype=_SET)
+            rec["doc"], rec["n"] = d, n
+            members.add(b, rec)
+            stored.add(np.repeat(b, n), ranks[np.repeat(start[at], n) + _ramp(n)])
+            del rec
+        trim()
+        for b in range(n_pass):
+            rec = entries.take(b)
+            cols = [rec[c].astype(np.int64) for c in ("tok", "doc", "j")]
+            rec = members.take(b)
+            store = _Store.of(rec["doc"], rec["n"], stored.take(b))
+            del rec
+            yield _entries(cols, sets, labels), store
+    finally:
+        for buckets in (entries, members, stored):
+            buckets.close()
+
+
+def _entries(cols: list[np.ndarray], sets: _Sets, labels: np.ndarray | None) -> _Entries:
+    """Prefix entries ``cols`` = ``[rank, set, position among its stored ranks]``
+    (``int64``; the list is emptied, so the arrays go when this returns) sorted for
+    :func:`_ranges`."""
+    tok, doc, j = cols
+    cols.clear()
     size = sets.size[doc].astype(np.int64)
     key = tok * (int(sets.size.max(initial=0)) + 1) + size
     order = np.argsort(key, kind="stable")  # sets stay in input order within ties
@@ -619,31 +752,29 @@ def _verify(
     w: np.ndarray,
     t: float,
     max_tokens: int,
-    max_pairs: int = 1 << 62,
+    store: _Store,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Exact Jaccard of candidate pairs ``(a, b)`` generated at shared rank ``w``; keeps a
     pair only if ``w`` is its rarest shared shingle (so each pair is kept once) and its
-    Jaccard is ``>= t``.  Works in runs of about ``max_tokens`` gathered shingles and at
-    most ``max_pairs`` pairs; the rank file's pages are released after each run."""
+    Jaccard is ``>= t``.  The sets' ranks come from ``store`` (the pass's sets); works in
+    runs of about ``max_tokens`` gathered ranks."""
     keep_a, keep_b, keep_s = [], [], []
-    nnz = np.diff(sets.ptr)
-    vol = np.cumsum(nnz[a] + nnz[b])
+
+    def stored(d: np.ndarray) -> np.ndarray:  # ranks stored per set (no (m,) temporary)
+        return sets.ptr[d + 1] - sets.ptr[d]
+
+    vol = np.cumsum(stored(a) + stored(b))
     start = 0
     while start < len(a):
         base = int(vol[start - 1]) if start else 0
         stop = max(start + 1, int(np.searchsorted(vol, base + max_tokens, side="right")))
-        stop = min(stop, start + max_pairs)
         ca, cb, cw = a[start:stop], b[start:stop], w[start:stop]
         q = len(ca)
-        la, lb = nnz[ca], nnz[cb]
+        ta, la = store.ranks(ca)
+        tb, lb = store.ranks(cb)
         row = np.arange(q, dtype=np.int64) * sets.n_tok
-        code = np.concatenate(
-            [
-                np.repeat(row, la) + sets.tok[np.repeat(sets.ptr[ca], la) + _ramp(la)],
-                np.repeat(row, lb) + sets.tok[np.repeat(sets.ptr[cb], lb) + _ramp(lb)],
-            ]
-        )
-        sets.release()
+        code = np.concatenate([np.repeat(row, la) + ta, np.repeat(row, lb) + tb])
+        del ta, tb
         code.sort()
         shared = code[1:][code[1:] == code[:-1]]  # each shared shingle once, by pair
         pair = shared // sets.n_tok
@@ -655,9 +786,10 @@ def _verify(
         size_a = sets.size[ca].astype(np.int64)
         jac = inter / (size_a + sets.size[cb] - inter)
         ok = (rarest == cw) & (jac >= t)
-        keep_a.append(ca[ok])
-        keep_b.append(cb[ok])
-        keep_s.append(jac[ok])
+        if ok.any():  # (millions of runs may keep nothing: no empty arrays piled up)
+            keep_a.append(ca[ok])
+            keep_b.append(cb[ok])
+            keep_s.append(jac[ok])
         start = stop
     if not keep_a:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
@@ -670,18 +802,19 @@ def _join(
     """All pairs ``a < b`` of ``sets`` with Jaccard ``>= t``, and their Jaccard; with
     ``labels`` ``(m,)``, only pairs of unequal labels.
 
-    Candidates are generated in passes over ranges of prefix ranks (each pass reads the
-    prefix entries of its ranks from the ranks file), enumerated and verified in runs:
-    all sized to what ``memory_bytes`` leaves beside the per-text arrays."""
+    Candidates are generated in passes over ranges of prefix ranks (each pass holds the
+    prefix entries of its ranks and the ranks of their sets, :func:`_entry_passes`),
+    enumerated and verified in runs: all sized to what ``memory_bytes`` leaves beside the
+    per-text arrays, at most :data:`_WORK_BYTES`."""
     m = len(sets.size)
-    room = max(0, memory_bytes - m * _TEXT_BYTES)
-    per = np.clip(_prefix(sets.size, t) - sets.nh, 0, np.diff(sets.ptr)).astype(np.int32)
-    idx_len = _prefix(sets.size, 2 * t / (1 + t)).astype(np.int32)
-    max_entries = _size(room, _ENTRY_BYTES, 64, 1 << 62)
-    read = _size(room // 4, _READ_BYTES, 1 << 12, _RUN_READ)
-    max_pairs = _size(room // 4, _PAIR_BYTES, 16, _RUN_PAIRS)
-    max_tokens = _size(room // 4, _TOKEN_BYTES, 256, _RUN_TOKENS)
-    max_verify = _size(room // 4, _PAGE_BYTES, 16, 1 << 62)
+    room = _room(memory_bytes, m * _TEXT_BYTES)
+    per, idx_len = _prefix_lengths(sets, t)
+    # the room, shared by what is alive at once: a pass (its entries and its sets' ranks,
+    # a half), the reads, candidate runs and gathered ranks (an eighth each)
+    pass_bytes = max(room // 2, 64 * _ENTRY_BYTES)
+    read = _size(room // 8, _READ_BYTES, 1 << 12, _RUN_READ)
+    max_pairs = _size(room // 8, _PAIR_BYTES, 16, _RUN_PAIRS)
+    max_tokens = _size(room // 8, _TOKEN_BYTES, 256, _RUN_TOKENS)
     alpha_f = t / (1 + t)
     ii: list[np.ndarray] = []
     jj: list[np.ndarray] = []
@@ -689,8 +822,8 @@ def _join(
     span = int(sets.size.max(initial=0)) + 1
     if sets.n_tok * span >= 2**62:
         raise ValueError("text_edges: too many distinct shingles for one join")
-    for r0, r1 in _rank_passes(sets, max_entries):
-        ent = _entries(sets, per, r0, r1, labels, read)
+    passes = _rank_passes(sets, pass_bytes)
+    for ent, store in _entry_passes(sets, per, passes, labels, read):
         for probe, lo, count, index in _ranges(ent, sets, t, labels, idx_len):
             # a set's prefix shingles in a row, so the repeats of a pair (one per shared
             # prefix shingle) mostly fall in one run: only the first (rarest) is verified
@@ -712,12 +845,13 @@ def _join(
                 ok = bound >= alpha
                 a, b, s = _verify(
                     sets, ent.doc[q][ok].astype(np.int64), ent.doc[p][ok].astype(np.int64),
-                    ent.tok[p][ok], t, max_tokens, max_verify,
+                    ent.tok[p][ok], t, max_tokens, store,
                 )  # fmt: skip
-                ii.append(np.minimum(a, b))
-                jj.append(np.maximum(a, b))
-                ss.append(s)
-        del ent
+                if len(a):
+                    ii.append(np.minimum(a, b))
+                    jj.append(np.maximum(a, b))
+                    ss.append(s)
+        del ent, store
     if not ii:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
     return np.concatenate(ii), np.concatenate(jj), np.concatenate(ss)
@@ -785,6 +919,7 @@ def text_edges(
         with open(raw, "wb") as out:
             digest, _, counts = _scan(texts, k, drop, out)  # via _scan: the benchmark times it
         scan = Scan(digest, counts, [raw], [len(texts)])
+        del digest, counts  # the join releases the scan's arrays (Scan.release)
         return join_scanned(scan, threshold, groups, memory_bytes, folder)
 
 
@@ -797,11 +932,11 @@ def join_scanned(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`text_edges` from texts already scanned (:func:`scan_texts`, possibly shard by
     shard and :meth:`Scan.concat`-ed, its parts arrays or files): the same edges.  The
-    join's files go to ``work_dir / "textjoin"`` (default: a temporary folder)."""
+    join's files go to ``work_dir / "textjoin"`` (default: a temporary folder).  The scan
+    is consumed: its per-text arrays are released (:meth:`Scan.release`) once read."""
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"text_edges: threshold must be in (0, 1], got {threshold}")
-    digest, counts = scan.digest, scan.counts
-    n = len(counts)
+    n = len(scan.counts)
     if memory_bytes < join_floor_bytes(n):
         log.warning(
             "text_edges: a budget of %.2f MiB is below the join's floor for %d texts "
@@ -813,7 +948,8 @@ def join_scanned(
         labels = np.asarray(groups).astype(np.int64)
         if labels.shape != (n,):
             raise ValueError(f"text_edges: groups has shape {labels.shape}, expected ({n},)")
-    rep, copy, copy_of = _classes(digest, counts, labels)
+    rep, copy, copy_of = _classes(scan.digest, scan.counts, labels)
+    trim()  # the classes' temporaries: handed back, not kept in the heap for the join
     rep_labels = None if labels is None else labels[rep]
     ii: list[np.ndarray] = []
     jj: list[np.ndarray] = []
@@ -824,19 +960,18 @@ def join_scanned(
         ww.append(np.ones(len(copy)))
     first = np.zeros(n, dtype=bool)
     first[rep] = True  # only each class's first text goes on
-    room = max(0, memory_bytes - n * _TEXT_BYTES)
+    room = _room(memory_bytes, n * _TEXT_BYTES)
     with _folder(work_dir) as folder:
         spool = folder / "shingles.u64"
         rep_counts, total = _spool(scan, first, spool, _size(room // 4, _READ_BYTES, 1 << 12,
                                                               _RUN_READ))  # fmt: skip
         del first
+        scan.release()
         sets = _order_sets(spool, rep_counts, int(total), threshold, memory_bytes, folder)
         del rep_counts
         spool.unlink()
-        try:
-            a, b, s = _join(sets, threshold, rep_labels, memory_bytes)
-        finally:
-            sets.close()
+        trim()
+        a, b, s = _join(sets, threshold, rep_labels, memory_bytes)
     ii.append(rep[a])
     jj.append(rep[b])
     ww.append(s)
