@@ -219,8 +219,8 @@ class DedupStage(Stage):
         ids_all: dict[int, str] = {}
         shard_of = np.searchsorted(offsets, idx, side="right") - 1
         for s in np.unique(shard_of).tolist():
-            here = idx[shard_of == s].tolist()
-            local = idx[shard_of == s] - offsets[s]
+            here = idx[shard_of == s]
+            local, here = here - offsets[s], here.tolist()
             with np.load(work / f"keys-{sids[s]}.npz") as z:
                 area.update(zip(here, z["area"][local].tolist(), strict=True))
                 created.update(zip(here, z["created"][local].tolist(), strict=True))

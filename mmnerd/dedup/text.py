@@ -381,6 +381,15 @@ class _Store:
         np.cumsum(lengths, out=ptr[1:])
         return _Store(docs.astype(np.int64), ptr, tok)
 
+    @staticmethod
+    def concat(stores: Sequence[_Store]) -> _Store:
+        """Stores of ascending, disjoint set ranges as one."""
+        return _Store.of(
+            np.concatenate([st.docs for st in stores] or [np.zeros(0, np.int64)]),
+            np.concatenate([np.diff(st.ptr) for st in stores] or [np.zeros(0, np.int64)]),
+            np.concatenate([st.tok for st in stores] or [np.zeros(0, np.int32)]),
+        )
+
     def ranks(self, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The ranks of the sets ``d`` (each in the store) concatenated, and their counts."""
         i = np.searchsorted(self.docs, d)
@@ -586,11 +595,11 @@ class _Entries:
 
 def _prefix_entries(
     sets: _Sets, per: np.ndarray, read: int
-) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, _Store]]:
     """The stored prefix shingles (``per`` ``(m,)`` per set; a hapax is never shared) as
     ``(rank, set, position among the set's stored ranks)`` ``int64`` arrays, read from the
-    ranks file ``read`` ranks at a time, with each read's sets that have prefix entries
-    (ascending) and their stored ranks: ``(rank, set, position, sets, ranks)``."""
+    ranks file ``read`` ranks at a time, with the stored ranks of each read's sets that
+    have prefix entries: ``(rank, set, position, store)``."""
     with open(sets.path, "rb") as f:
         for d0, d1, e0, e1 in _text_runs(np.diff(sets.ptr), read):
             p = per[d0:d1]
@@ -601,8 +610,8 @@ def _prefix_entries(
             j = _ramp(p)
             have = np.flatnonzero(p) + d0
             n = sets.ptr[have + 1] - sets.ptr[have]
-            ranks = arr[np.repeat(sets.ptr[have] - e0, n) + _ramp(n)]
-            yield arr[sets.ptr[doc] - e0 + j].astype(np.int64), doc, j, have, ranks
+            store = _Store.of(have, n, arr[np.repeat(sets.ptr[have] - e0, n) + _ramp(n)])
+            yield arr[sets.ptr[doc] - e0 + j].astype(np.int64), doc, j, store
 
 
 _ENTRY = np.dtype([("tok", "<i4"), ("doc", "<i4"), ("j", "<i4")])
@@ -624,11 +633,9 @@ def _entry_passes(
     more passes cost no more reading and no pass holds more than its own sets."""
     if len(passes) <= 1:
         parts = list(_prefix_entries(sets, per, read))
-        cols = [np.concatenate([p[c] for p in parts] or [np.zeros(0, np.int64)]) for c in range(5)]
+        cols = [np.concatenate([p[c] for p in parts] or [np.zeros(0, np.int64)]) for c in range(3)]
+        store = _Store.concat([p[3] for p in parts])
         del parts
-        ranks, docs = cols.pop(), cols.pop()
-        store = _Store.of(docs, sets.ptr[docs + 1] - sets.ptr[docs], ranks.astype(np.int32))
-        del docs, ranks
         yield _entries(cols, sets, labels), store  # (not bound here: the caller frees them)
         return
     starts = np.array([r0 for r0, _ in passes], dtype=np.int64)
@@ -637,21 +644,19 @@ def _entry_passes(
     members = _Buckets(folder, "sets", n_pass, _SET)
     stored = _Buckets(folder, "ranks", n_pass, np.int32)
     try:
-        for tok, doc, j, have, ranks in _prefix_entries(sets, per, read):
+        for tok, doc, j, run in _prefix_entries(sets, per, read):
             bucket = np.searchsorted(starts, tok, side="right") - 1
             rec = np.empty(len(tok), dtype=_ENTRY)
             rec["tok"], rec["doc"], rec["j"] = tok, doc, j
             entries.add(bucket, rec)
             key = np.unique(doc * n_pass + bucket)  # each (set, pass) once, by set
             d, b = key // n_pass, key % n_pass
-            at = np.searchsorted(have, d)  # each set's place among the read's sets
-            start = np.concatenate([[0], np.cumsum(sets.ptr[have + 1] - sets.ptr[have])])
-            n = start[at + 1] - start[at]
+            ranks, n = run.ranks(d)
             rec = np.empty(len(d), dtype=_SET)
             rec["doc"], rec["n"] = d, n
             members.add(b, rec)
-            stored.add(np.repeat(b, n), ranks[np.repeat(start[at], n) + _ramp(n)])
-            del rec
+            stored.add(np.repeat(b, n), ranks)
+            del rec, run
         trim()
         for b in range(n_pass):
             rec = entries.take(b)
