@@ -60,7 +60,14 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from common import BENCH_PY, BenchSetupError, ensure_packages, peak_rss_mb, save  # noqa: E402
+from common import (  # noqa: E402
+    BENCH_PY,
+    BenchSetupError,
+    ensure_packages,
+    median_run,
+    peak_rss_mb,
+    save,
+)
 
 
 def hwm_mb() -> float:
@@ -617,27 +624,17 @@ def subrun(py: Path | str, mode: str, spec: dict[str, Any], timeout: float) -> d
     return json.loads(lines[-1])
 
 
-def _secs(r: dict[str, Any]) -> float:
-    return float(r.get("seconds", math.inf))
-
-
 def every_run(
     repeat: int, py: Path | str, mode: str, spec: dict[str, Any], timeout: float
 ) -> dict[str, Any]:
-    """``repeat`` runs, all reported: the last run's figures with ``seconds`` and
-    ``scan_s`` their medians, ``runs_s`` every run's seconds in order and
-    ``peak_rss_mb`` the largest; the first error if any run fails."""
+    """``repeat`` runs, all reported (:func:`common.median_run`: the median run's figures,
+    ``runs_s`` every run's seconds) with ``peak_rss_mb`` the largest; the first error if
+    any run fails."""
     runs = [subrun(py, mode, spec, timeout) for _ in range(max(1, repeat))]
     bad = [r for r in runs if "error" in r]
     if bad:
         return bad[0]
-    out = dict(runs[-1])
-    out["runs_s"] = [round(_secs(r), 2) for r in runs]
-    out["seconds"] = float(np.median([_secs(r) for r in runs]))
-    if all("scan_s" in r for r in runs):
-        out["scan_s"] = float(np.median([r["scan_s"] for r in runs]))
-    out["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
-    return out
+    return median_run(runs) | {"peak_rss_mb": max(r["peak_rss_mb"] for r in runs)}
 
 
 def score(
@@ -738,7 +735,7 @@ def main() -> int:
                 row |= score(found, t_codes[t], t_codes, t)
                 row["seconds"] = round(r["seconds"], 2)
                 row["s_excl_normalise"] = round(max(0.0, r["seconds"] - r["scan_s"]), 2)
-                row["runs_s"] = r["runs_s"]
+                row["runs_s"] = [round(x, 2) for x in r["runs_s"]]
                 row["peak_rss_mb"] = round(r["peak_rss_mb"])
                 row["rss_after_load_mb"] = round(r["rss_after_load_mb"])
                 if method == "mmnerd":
@@ -769,12 +766,10 @@ def main() -> int:
                 for _ in range(args.repeat)
             ]
             r = next((x for x in runs if "error" in x), runs[-1])
-            if "error" not in r:  # per threshold: every repeat's seconds, their median
+            if "error" not in r:  # per threshold: every repeat reported, the median run
                 r["peak_rss_mb"] = max(x["peak_rss_mb"] for x in runs)
                 for t in thresholds:
-                    each = [_secs(x["runs"][str(t)]) for x in runs]
-                    r["runs"][str(t)]["runs_s"] = [round(v, 2) for v in each]
-                    r["runs"][str(t)]["seconds"] = float(np.median(each))
+                    r["runs"][str(t)] = median_run([x["runs"][str(t)] for x in runs])
             for t in thresholds:
                 row = {"corpus": f"{args.n // 1000}k", "threshold": t}
                 row["method"] = f"datasketch {version} MinHashLSH + exact verify"
@@ -790,7 +785,7 @@ def main() -> int:
                 row["s_excl_normalise"] = row["seconds"]
                 row["peak_rss_mb"] = round(r["peak_rss_mb"])
                 row["rss_after_load_mb"] = round(r["rss_after_load_mb"])
-                row["runs_s"] = run["runs_s"]
+                row["runs_s"] = [round(x, 2) for x in run["runs_s"]]
                 row["minhash_s"] = round(run["minhash_s"], 2)
                 row["bands_rows"] = "x".join(map(str, run["params"]))
                 row["candidates"] = run["candidates"]
