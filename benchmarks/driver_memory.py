@@ -11,7 +11,8 @@ the greedy in the driver, writes per shard) and ``export`` (rows and IMGID lines
 shard, parts concatenated, manifest, card) with the local executor and reports its peak
 RSS (VmHWM) after its imports and at the end.  ``--clusters`` marks the reposted texts as
 clusters (split then holds their posts in memory).  Prints a table and writes
-benchmarks/results/driver_memory.json.
+benchmarks/results/driver_memory.json; exits 1 when the driver's peak (the largest over
+the stages) at the largest size exceeds ``--goal`` times the smallest size's.
 """
 
 from __future__ import annotations
@@ -136,6 +137,13 @@ def main() -> int:
         action="store_true",
         help="mark each reposted text and its source as a cluster (4%% of the posts)",
     )
+    ap.add_argument(
+        "--goal",
+        type=float,
+        default=1.3,
+        help="fail when the driver peak at the largest size exceeds this multiple of the "
+        "smallest size's (issue 16: 1.3)",
+    )
     ap.add_argument("--_seed", nargs=4, help=argparse.SUPPRESS)
     ap.add_argument("--_measure", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -185,11 +193,15 @@ def main() -> int:
     by_stage = ", ".join(f"{k} {v[-1] / v[0]:.2f}x" for k, v in per_stage.items() if len(v) > 1)
     notes = (
         f"Driver peak RSS (VmHWM of the stage's process, local executor; the largest over "
-        f"the stages) at {sizes[-1]:,} / {sizes[0]:,} posts: {ratio:.2f}x (goal <= 1.3x); "
+        f"the stages) at {sizes[-1]:,} / {sizes[0]:,} posts: {ratio:.2f}x (goal <= {args.goal}x); "
         f"per stage: {by_stage}. "
         f"Total {time.perf_counter() - t_all:.0f} s on {os.cpu_count()} cores."
     )
     save(args.name, rows, notes)
+    if ratio > args.goal:
+        print(f"FAILED: driver peak {ratio:.2f}x from {sizes[0]:,} to {sizes[-1]:,} posts "
+              f"> goal {args.goal}x", file=sys.stderr)  # fmt: skip
+        return 1
     return 0
 
 
