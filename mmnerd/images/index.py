@@ -98,7 +98,24 @@ def _blocks(m: int, threshold: int, deltas: Sequence[int] = ()) -> tuple[Block, 
 
 # model constants, ~nanoseconds on one core of the project machine (see docs/dedup.md)
 _NS_UNIT = 2.5  # one (value, flip mask) step of fixed_join
-_NS_ROW = 1.2  # one 8-value row unit: XOR + popcount + compare
+_NS_ROW = 1.2  # one 8-value unit of the overflow and wide-block scans
+# one 8-value unit of a padded row: ~2 ns while rows are short (they stay in the caches),
+# rising to ~7.5 ns on rows of ~1,300 values (streamed from memory).  Fitted on planted
+# hashes (benchmarks/dedup.py) at 1M, 3M and 10M, per block: rows of 32-40 values cost
+# 2.0-2.2 ns a unit, of 104 values 4.6, of 160, 424 and 1,328 values 5.0, 5.5 and 7.4.
+# With a flat 1.2 ns the 10M plan was 13:1, 17:2 x3 (122 s here) where three wide blocks
+# (21:3, 22:3, 21:2) take 51 s.
+_ROW_KNEE = 1.7  # log2(width / 32) where the steep part ends (~104 values)
+_NS_ROW_MIN, _NS_ROW_STEEP, _NS_ROW_SLOW = 2.0, 1.53, 0.76  # ns, ns per doubling of width
+
+
+def _ns_row(width: float) -> float:
+    """Nanoseconds per 8-value unit of a padded row of ``width`` values (see above)."""
+    doublings = math.log2(max(width, 32) / 32)
+    steep = min(doublings, _ROW_KNEE)
+    return _NS_ROW_MIN + _NS_ROW_STEEP * steep + _NS_ROW_SLOW * (doublings - steep)
+
+
 _NS_SORT = 40.0  # sorting and bucketing one value for one block
 _NS_SEARCH = 40.0  # one binary search of a wide block
 
@@ -121,7 +138,7 @@ def _cost(blocks: Sequence[Block], n_a: int, n_b: int, memory_bytes: int) -> flo
             width = min(width, fit // 8 * 8)
             over = max(0.0, lam - width) / max(lam, 1e-9)  # share left to the overflow kernel
             units = n_a * ball * half
-            total += units * (_NS_UNIT + width / 8 * _NS_ROW)
+            total += units * (_NS_UNIT + width / 8 * _ns_row(width))
             total += units * over * lam * _NS_ROW + space * width * 0.5
         else:
             d_a = space * -math.expm1(-n_a / space)
