@@ -259,6 +259,24 @@ def test_many_scan_passes_and_runs_give_the_same_edges(monkeypatch) -> None:
         assert got == brute_force_edges(texts, t, groups.tolist())
 
 
+@given(st.lists(st.integers(0, 6), max_size=30), st.integers(1, 12))
+def test_text_runs_cover_every_text_once_within_the_read_size(counts: list[int], cap: int) -> None:
+    """The runs the join reads by (from counts, or from the offsets with no copies):
+    consecutive, every text once, each run's elements its texts' own, at most ``cap`` of
+    them unless one text alone has more."""
+    c = np.asarray(counts, dtype=np.int64)
+    ptr = np.concatenate([[0], np.cumsum(c)])
+    runs = list(text_mod._text_runs(c, cap))
+    assert runs == list(text_mod._ptr_runs(ptr, cap))
+    bounds = [0] + [d1 for _, d1, *_ in runs]
+    assert [d0 for d0, *_ in runs] == bounds[:-1]
+    assert bounds[-1] == len(c)
+    for d0, d1, e0, e1 in runs:
+        assert (e0, e1) == (ptr[d0], ptr[d1])
+        assert e1 - e0 <= cap or d1 == d0 + 1
+        assert d1 == len(c) or ptr[d1 + 1] - e0 > cap  # as many texts as fit
+
+
 def test_text_edges() -> None:
     base = "the quick brown fox jumps over the lazy dog near the river bank today"
     texts = [

@@ -285,12 +285,19 @@ def _scan(
 def _text_runs(counts: np.ndarray, max_elems: int) -> Iterator[tuple[int, int, int, int]]:
     """Consecutive text ranges ``(d0, d1, e0, e1)`` of about ``max_elems`` elements (at
     least one text each): texts ``d0:d1`` own elements ``e0:e1`` (``counts`` per text)."""
-    ends = np.cumsum(counts)
+    ptr = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=ptr[1:])
+    yield from _ptr_runs(ptr, max_elems)
+
+
+def _ptr_runs(ptr: np.ndarray, max_elems: int) -> Iterator[tuple[int, int, int, int]]:
+    """:func:`_text_runs` from the offsets ``ptr`` ``(m + 1,)`` (text ``d`` owns elements
+    ``ptr[d]:ptr[d + 1]``), with no ``(m,)`` temporary."""
     d0 = 0
-    while d0 < len(counts):
-        e0 = int(ends[d0] - counts[d0])
-        d1 = max(d0 + 1, int(np.searchsorted(ends, e0 + max_elems, side="right")))
-        yield d0, d1, e0, int(ends[d1 - 1])
+    while d0 < len(ptr) - 1:
+        e0 = int(ptr[d0])
+        d1 = max(d0 + 1, int(np.searchsorted(ptr, e0 + max_elems, side="right")) - 1)
+        yield d0, d1, e0, int(ptr[d1])
         d0 = d1
 
 
@@ -309,9 +316,10 @@ def _classes(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Group non-empty texts by (normalised text, label).
 
-    Returns ``rep`` ``(m,) int64``: each class's first text, ascending (a class's id is
-    its position here); ``copy`` and ``copy_of`` ``(c,) int64``: every other member and
-    its class id, sorted by class then text.
+    Returns ``rep`` ``(m,)``: each class's first text, ascending (a class's id is its
+    position here; ``int32`` below 2**31 texts, as it is held through the join);
+    ``copy`` and ``copy_of`` ``(c,) int64``: every other member and its class id, sorted
+    by class then text.
     """
     live = np.flatnonzero(counts > 0)
     d0 = digest[live, 0].view(np.int64)
@@ -341,6 +349,8 @@ def _classes(
     copy_cls = class_of_first[np.cumsum(new)[~new] - 1]
     copy = ms[~new]
     o = np.lexsort((copy, copy_cls))
+    if len(digest) < 2**31:
+        rep = rep.astype(np.int32)
     return rep, copy[o], copy_cls[o]
 
 
@@ -527,7 +537,7 @@ def _order_sets(
             del code, sdoc, first
             ranks.tofile(out)
             # the prefix entries of these sets, counted per bucket of ranks
-            per = np.clip(_prefix(nh[d0:d1] + here, t) - nh[d0:d1], 0, here)
+            per = _stored_prefix(nh[d0:d1] + here, nh[d0:d1], here, t)
             starts = np.cumsum(here) - here
             pre = ranks[np.repeat(starts, per) + _ramp(per)]
             held = _ENTRY_BYTES + 4 * np.repeat(here, per)  # an entry and its set's ranks
@@ -548,19 +558,11 @@ def _prefix(size: np.ndarray, t: float) -> np.ndarray:
     return np.clip(size - need + 1, 1, size)
 
 
-def _prefix_lengths(sets: _Sets, t: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per set, ``(m,) int32``: its stored prefix entries (the prefix, :func:`_prefix`,
-    less its hapaxes, within its stored ranks) and its index prefix (at ``2t / (1 + t)``);
-    computed in slices, so no ``(m,)`` int64 or float temporaries."""
-    m = len(sets.size)
-    per = np.empty(m, dtype=np.int32)
-    idx_len = np.empty(m, dtype=np.int32)
-    for lo in range(0, m, 1 << 16):
-        hi = min(m, lo + (1 << 16))
-        size, stored = sets.size[lo:hi], sets.ptr[lo + 1 : hi + 1] - sets.ptr[lo:hi]
-        per[lo:hi] = np.clip(_prefix(size, t) - sets.nh[lo:hi], 0, stored)
-        idx_len[lo:hi] = _prefix(size, 2 * t / (1 + t))
-    return per, idx_len
+def _stored_prefix(size: np.ndarray, nh: np.ndarray, stored: np.ndarray, t: float) -> np.ndarray:
+    """A set's stored prefix entries: its prefix (:func:`_prefix` of ``size``) less its
+    ``nh`` hapaxes, within its ``stored`` ranks (per set, ``int64``).  Computed for a run
+    of sets where needed, so the join holds no ``(m,)`` array of them."""
+    return np.clip(_prefix(size, t) - nh, 0, stored)
 
 
 def _rank_passes(sets: _Sets, max_bytes: int) -> list[tuple[int, int]]:
@@ -594,15 +596,16 @@ class _Entries:
 
 
 def _prefix_entries(
-    sets: _Sets, per: np.ndarray, read: int
+    sets: _Sets, t: float, read: int
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, _Store]]:
-    """The stored prefix shingles (``per`` ``(m,)`` per set; a hapax is never shared) as
+    """The stored prefix shingles (:func:`_stored_prefix`; a hapax is never shared) as
     ``(rank, set, position among the set's stored ranks)`` ``int64`` arrays, read from the
     ranks file ``read`` ranks at a time, with the stored ranks of each read's sets that
     have prefix entries: ``(rank, set, position, store)``."""
     with open(sets.path, "rb") as f:
-        for d0, d1, e0, e1 in _text_runs(np.diff(sets.ptr), read):
-            p = per[d0:d1]
+        for d0, d1, e0, e1 in _ptr_runs(sets.ptr, read):
+            stored = sets.ptr[d0 + 1 : d1 + 1] - sets.ptr[d0:d1]
+            p = _stored_prefix(sets.size[d0:d1], sets.nh[d0:d1], stored, t)
             if not p.any():
                 continue
             arr = _read(f, np.int32, e0, e1)
@@ -620,7 +623,7 @@ _SET = np.dtype([("doc", "<i4"), ("n", "<i4")])
 
 def _entry_passes(
     sets: _Sets,
-    per: np.ndarray,
+    t: float,
     passes: list[tuple[int, int]],
     labels: np.ndarray | None,
     read: int,
@@ -632,7 +635,7 @@ def _entry_passes(
     next to it: the entries, and each set's ranks once per range it has entries in), so
     more passes cost no more reading and no pass holds more than its own sets."""
     if len(passes) <= 1:
-        parts = list(_prefix_entries(sets, per, read))
+        parts = list(_prefix_entries(sets, t, read))
         cols = [np.concatenate([p[c] for p in parts] or [np.zeros(0, np.int64)]) for c in range(3)]
         store = _Store.concat([p[3] for p in parts])
         del parts
@@ -644,7 +647,7 @@ def _entry_passes(
     members = _Buckets(folder, "sets", n_pass, _SET)
     stored = _Buckets(folder, "ranks", n_pass, np.int32)
     try:
-        for tok, doc, j, run in _prefix_entries(sets, per, read):
+        for tok, doc, j, run in _prefix_entries(sets, t, read):
             bucket = np.searchsorted(starts, tok, side="right") - 1
             rec = np.empty(len(tok), dtype=_ENTRY)
             rec["tok"], rec["doc"], rec["j"] = tok, doc, j
@@ -692,13 +695,13 @@ def _entries(cols: list[np.ndarray], sets: _Sets, labels: np.ndarray | None) -> 
 
 
 def _ranges(
-    ent: _Entries, sets: _Sets, t: float, labels: np.ndarray | None, idx_len: np.ndarray
+    ent: _Entries, sets: _Sets, t: float, labels: np.ndarray | None
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]]:
     """Candidate ranges as ``(probe, lo, count, index)``: entry ``probe[r]`` pairs with
     entries ``index[lo[r] : lo[r] + count[r]]`` (``index`` None = the entries themselves).
 
-    Self-join (AllPairs): a set probes with its prefix the *index prefix* (``idx_len``:
-    ``|y| - ceil(2t/(1+t) |y|) + 1`` shingles) of the sets before it in (size, set)
+    Self-join (AllPairs): a set probes with its prefix the *index prefix* (:func:`_prefix`
+    at ``2t/(1+t)``: ``|y| - ceil(2t/(1+t) |y|) + 1`` shingles) of the sets before it in (size, set)
     order of size >= t |x|.  Cross-only: the entries of each label probe, with the plain
     prefix, the entries of every smaller label of size within [t |x|, |x| / t]; pairs
     inside a label are never enumerated.  Entries pair only within a rank, so a pass
@@ -708,7 +711,7 @@ def _ranges(
     minsize = np.maximum(1, np.ceil(t * ent.size - _EPS)).astype(np.int64)
     out: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]] = []
     if labels is None:
-        is_idx = ent.pos < idx_len[ent.doc]
+        is_idx = ent.pos < _prefix(ent.size, 2 * t / (1 + t))
         before = np.cumsum(is_idx) - is_idx  # index entries before each entry
         index = np.flatnonzero(is_idx)
         lo = np.searchsorted(ent.key[index], ent.tok * width + minsize, side="left")
@@ -813,7 +816,6 @@ def _join(
     per-text arrays, at most :data:`_WORK_BYTES`."""
     m = len(sets.size)
     room = _room(memory_bytes, m * _TEXT_BYTES)
-    per, idx_len = _prefix_lengths(sets, t)
     # the room, shared by what is alive at once: a pass (its entries and its sets' ranks,
     # a half), the reads, candidate runs and gathered ranks (an eighth each)
     pass_bytes = max(room // 2, 64 * _ENTRY_BYTES)
@@ -828,8 +830,8 @@ def _join(
     if sets.n_tok * span >= 2**62:
         raise ValueError("text_edges: too many distinct shingles for one join")
     passes = _rank_passes(sets, pass_bytes)
-    for ent, store in _entry_passes(sets, per, passes, labels, read):
-        for probe, lo, count, index in _ranges(ent, sets, t, labels, idx_len):
+    for ent, store in _entry_passes(sets, t, passes, labels, read):
+        for probe, lo, count, index in _ranges(ent, sets, t, labels):
             # a set's prefix shingles in a row, so the repeats of a pair (one per shared
             # prefix shingle) mostly fall in one run: only the first (rarest) is verified
             by_set = np.argsort(ent.doc[probe].astype(np.int64) * span + ent.pos[probe])
