@@ -93,7 +93,7 @@ format: $(APP_OK)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: $(APP_OK) $(LS_OK) ## benchmarks/ with the scale checks (~2 h): tables, benchmarks/results.json
+bench: $(APP_OK) $(LS_OK) ## benchmarks/ with the scale checks (~1 h): tables, benchmarks/results.json
 	$(PY) benchmarks/run_all.py
 
 bench-quick: $(APP_OK) $(LS_OK) ## benchmarks/ at smoke sizes (a few minutes)
