@@ -497,8 +497,8 @@ def test_each_candidate_pass_holds_its_own_sets_within_its_share(monkeypatch) ->
     held: list[int] = []
     real_passes, real_verify = text_mod._entry_passes, text_mod._verify
 
-    def passes_spy(sets, per, passes, labels, read):
-        for ent, store in real_passes(sets, per, passes, labels, read):
+    def passes_spy(sets, t, passes, labels, read):
+        for ent, store in real_passes(sets, t, passes, labels, read):
             ranks = np.fromfile(sets.path, dtype=np.int32)
             for k, d in enumerate(store.docs.tolist()):  # the file's ranks, not others
                 lo, hi = store.ptr[k], store.ptr[k + 1]

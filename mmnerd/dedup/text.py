@@ -160,6 +160,11 @@ def _ramp(counts: np.ndarray) -> np.ndarray:
     return np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
 
 
+def _segments(values: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``concat([values[s : s + c] for s, c in zip(starts, counts)])`` without a loop."""
+    return values[np.repeat(starts, counts) + _ramp(counts)]
+
+
 def _size(room: int, per: int, lo: int, hi: int) -> int:
     """Elements of ``per`` bytes that fit ``room`` bytes, within ``[lo, hi]``."""
     return int(max(lo, min(hi, room // per)))
@@ -404,7 +409,7 @@ class _Store:
         """The ranks of the sets ``d`` (each in the store) concatenated, and their counts."""
         i = np.searchsorted(self.docs, d)
         n = self.ptr[i + 1] - self.ptr[i]
-        return self.tok[np.repeat(self.ptr[i], n) + _ramp(n)], n
+        return _segments(self.tok, self.ptr[i], n), n
 
 
 def _spool(
@@ -539,7 +544,7 @@ def _order_sets(
             # the prefix entries of these sets, counted per bucket of ranks
             per = _stored_prefix(nh[d0:d1] + here, nh[d0:d1], here, t)
             starts = np.cumsum(here) - here
-            pre = ranks[np.repeat(starts, per) + _ramp(per)]
+            pre = _segments(ranks, starts, per)
             held = _ENTRY_BYTES + 4 * np.repeat(here, per)  # an entry and its set's ranks
             hist += np.bincount(pre >> shift, held, len(hist)).astype(np.int64)
     del values, rank
@@ -612,8 +617,8 @@ def _prefix_entries(
             doc = np.repeat(np.arange(d0, d1, dtype=np.int64), p)
             j = _ramp(p)
             have = np.flatnonzero(p) + d0
-            n = sets.ptr[have + 1] - sets.ptr[have]
-            store = _Store.of(have, n, arr[np.repeat(sets.ptr[have] - e0, n) + _ramp(n)])
+            n = stored[have - d0]
+            store = _Store.of(have, n, _segments(arr, sets.ptr[have] - e0, n))
             yield arr[sets.ptr[doc] - e0 + j].astype(np.int64), doc, j, store
 
 
@@ -988,7 +993,7 @@ def join_scanned(
         ncopy = np.searchsorted(copy_of, np.arange(len(rep)), side="right") - start
         for mine, other in ((a, b), (b, a)):
             take = ncopy[mine]
-            members = copy[np.repeat(start[mine], take) + _ramp(take)]
+            members = _segments(copy, start[mine], take)
             partner = np.repeat(rep[other], take)
             ii.append(np.minimum(members, partner))
             jj.append(np.maximum(members, partner))
