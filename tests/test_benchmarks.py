@@ -104,3 +104,22 @@ def test_repeated_runs_are_all_reported_not_the_best() -> None:
     assert got["problem"] == "image 7: wrong size" and got["all_correct"] is False
     two = median_run([{"seconds": 1.0}, {"seconds": 5.0}])
     assert two["seconds"] == 5.0  # of two, the slower: never the best
+
+
+def test_driver_memory_benchmark_fails_past_its_goal() -> None:
+    """driver_memory.py checks issue 16's goal, not only prints it: a driver peak that grows
+    past ``--goal`` times the smallest size's exits 1 with a one-line FAILED, and so fails
+    ``make bench``.  (Here the goal is set below 1, which any growth or none exceeds.)"""
+    name = "pytest_driver_memory"
+    try:
+        r = subprocess.run(
+            [sys.executable, str(BENCH / "driver_memory.py"), "--sizes", "300,600",
+             "--stages", "dedup", "--goal", "0.5", "--name", name],
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert r.returncode == 1, r.stderr[-2000:]
+        failed = [x for x in r.stderr.splitlines() if x.startswith("FAILED")]
+        assert len(failed) == 1 and "> goal 0.5x" in failed[0], r.stderr[-2000:]
+        assert (BENCH / "results" / f"{name}.json").exists()  # measured and saved first
+    finally:
+        (BENCH / "results" / f"{name}.json").unlink(missing_ok=True)
